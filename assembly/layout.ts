@@ -1,0 +1,175 @@
+// The linear-memory map of one vmmu machine: the single source of truth.
+//
+// Every wasm instance (one per vCPU, possibly on different worker threads)
+// imports the same shared WebAssembly.Memory. The TS control plane never
+// retypes an offset: it reads the exported constants below, and the computed
+// region bases from the machine header that `machineInit` writes.
+//
+//   0x0000_0000 ┌──────────────────────────────┐
+//               │ NULL guard + AS static data  │ memoryBase = 1024 (asconfig)
+//   0x0000_1000 ├──────────────────────────────┤
+//               │ ZERO page (never written)    │ unbacked guest frames read as this
+//   0x0000_2000 ├──────────────────────────────┤
+//               │ MACHINE header (4 KiB)       │ config, memslot, allocator
+//   0x0001_0000 ├──────────────────────────────┤ VCPU_AREA (64 KiB aligned)
+//               │ vCPU 0 … vCPU n-1            │ n × vcpuStride (see VCPU_* below)
+//               ├──────────────────────────────┤ poolBase (64 KiB aligned)
+//               │ host-table pool              │ shadow / EPT / stage-2 tables
+//               ├──────────────────────────────┤ frameDirBase (lazy slots only)
+//               │ frame directory              │ one u32 per 4 MiB guest chunk
+//               ├──────────────────────────────┤ ramHost (64 KiB aligned)
+//               │ guest RAM: eager part        │ gpa = slotBase + (host - ramHost)
+//               ├──────────────────────────────┤ backBase
+//               │ backed frames + frame leaves │ bump-allocated on first write
+//               └──────────────────────────────┘ memory end (grows to ≤ 4 GiB)
+//
+// Per vCPU (vcpuBase = VCPU_AREA + index × vcpuStride):
+//
+//   +0x0000  STATE     control registers, derived mode, result record
+//   +0x0400  COUNTERS  64 × u64
+//   +0x1000  CTX       per-context TLB tags: CTX_SLOTS × 32 B
+//   +…       BATCH     BATCH_MAX × (va u64, pa u64, status u32, access u8)
+//   +…       TLB       tlbEntries × 32 B
+//
+// Invariants:
+//  - Nothing but the walker's A/D compare-exchange and the memory API writes
+//    guest RAM; nothing writes the ZERO page.
+//  - Every region base is 64 KiB aligned except the header-internal ones.
+
+// ---- fixed regions --------------------------------------------------------
+
+export const PAGE_SIZE: u32 = 4096;
+export const WASM_PAGE: u32 = 65536;
+export const ZERO_PAGE: u32 = 0x1000;
+export const MACHINE_BASE: u32 = 0x2000;
+export const VCPU_AREA: u32 = 0x10000;
+/** Largest linear address + 1 a wasm32 memory can have. */
+export const LINEAR_LIMIT: u64 = 0x1_0000_0000;
+
+// ---- machine header (offsets from MACHINE_BASE) ---------------------------
+
+export const M_MAGIC: u32 = 0x00; //        u32  MACHINE_MAGIC once initialised
+export const M_NVCPUS: u32 = 0x04; //       u32
+export const M_VCPU_STRIDE: u32 = 0x08; //  u32
+export const M_TLB_ENTRIES: u32 = 0x0c; //  u32  power of two
+export const M_POOL_BASE: u32 = 0x10; //    u32
+export const M_POOL_BYTES: u32 = 0x14; //   u32
+export const M_FRAME_DIR: u32 = 0x18; //    u32  0 if the slot is eager only
+export const M_RAM_HOST: u32 = 0x1c; //     u32
+export const M_BACK_NEXT: u32 = 0x20; //    u32  bump pointer (atomic)
+export const M_BACK_END: u32 = 0x24; //     u32  current memory size in bytes / 64 KiB
+export const M_BACKED: u32 = 0x28; //       u32  lazily backed 4 KiB frames (atomic)
+export const M_POPULATE: u32 = 0x2c; //     u32  1: call host populate() for unbacked frames
+export const M_SLOT_BASE: u32 = 0x30; //    u64  guest-physical base of the RAM memslot
+export const M_SLOT_SIZE: u32 = 0x38; //    u64  bytes
+export const M_EAGER_BYTES: u32 = 0x40; //  u64  first bytes of the slot backed whole
+export const M_MAX_PAGES: u32 = 0x48; //    u32  memory maximum in 64 KiB pages
+export const M_GROW_LOCK: u32 = 0x4c; //    u32  spin lock for memory.grow + leaf allocation
+
+export const MACHINE_MAGIC: u32 = 0x756d6d76; // "vmmu"
+
+// ---- per-vCPU block -------------------------------------------------------
+
+export const VCPU_STATE: u32 = 0x0000;
+export const VCPU_COUNTERS: u32 = 0x0400;
+export const VCPU_CTX: u32 = 0x1000;
+
+/** TLB context slots: 4096 PCIDs + the global context. VPID/EPTP will widen this. */
+export const CTX_SLOTS: u32 = 4097;
+export const CTX_GLOBAL: u32 = 4096;
+export const CTX_STRIDE: u32 = 32;
+export const CTX_TAG: u32 = 0; //     u32  tag (1..TAG_MAX) in force for this context
+export const CTX_EPOCH: u32 = 4; //   u32  tag valid iff equal to the vCPU's epoch
+export const CTX_LIVE: u32 = 8; //    u32  live TLB entries carrying this tag
+export const CTX_LIVE2M: u32 = 12; // u32  … of which pieces of 2 MiB pages
+export const CTX_LIVE1G: u32 = 16; // u32  … of which pieces of 1 GiB pages
+
+export const BATCH_MAX: u32 = 16384;
+export const VCPU_BATCH_VA: u32 = (VCPU_CTX + CTX_SLOTS * CTX_STRIDE + 4095) & ~4095; // u64[BATCH_MAX]
+export const VCPU_BATCH_PA: u32 = VCPU_BATCH_VA + BATCH_MAX * 8; //         u64[BATCH_MAX]
+export const VCPU_BATCH_STATUS: u32 = VCPU_BATCH_PA + BATCH_MAX * 8; //     u32[BATCH_MAX]
+export const VCPU_BATCH_ACCESS: u32 = VCPU_BATCH_STATUS + BATCH_MAX * 4; // u8[BATCH_MAX]
+export const VCPU_TLB: u32 = (VCPU_BATCH_ACCESS + BATCH_MAX + 4095) & ~4095;
+
+// Batch status word (u32), one per address:
+//
+//   31   28 27  21 20   16 15     8 7        0
+//  ┌───────┬──────┬───────┬────────┬──────────┐
+//  │status │  0   │ shift │ level  │ #PF code │
+//  └───────┴──────┴───────┴────────┴──────────┘
+export const BS_STATUS_SHIFT: u32 = 28;
+export const BS_PSHIFT_SHIFT: u32 = 16;
+export const BS_LEVEL_SHIFT: u32 = 8;
+
+// STATE record (offsets from vcpuBase). 64-bit values are little-endian u64.
+export const S_CR0: u32 = 0x00;
+export const S_CR3: u32 = 0x08;
+export const S_CR4: u32 = 0x10;
+export const S_EFER: u32 = 0x18;
+export const S_PKRU: u32 = 0x20;
+export const S_RFLAGS: u32 = 0x28;
+export const S_MAXPHY: u32 = 0x30; //    u32  MAXPHYADDR
+export const S_TLB_ON: u32 = 0x34; //    u32  1: use and fill the TLB
+export const S_INDEX: u32 = 0x38; //     u32  vCPU index
+// Result record of the last single translate / walk.
+export const R_PA: u32 = 0x80; //        u64
+export const R_GPA: u32 = 0x88; //       u64  table gpa of an abort
+export const R_STATUS: u32 = 0x90; //    u32  STATUS_*
+export const R_ERROR: u32 = 0x94; //     u32  #PF error code
+export const R_LEVEL: u32 = 0x98; //     u32  leaf level, or level where the walk stopped
+export const R_SHIFT: u32 = 0x9c; //     u32  page-size shift: 12, 21, 30 (0 on fault)
+// Per-vCPU TLB/context state kept in memory so every flush can be inspected.
+export const T_EPOCH: u32 = 0xc0; //     u32
+export const T_NEXT_TAG: u32 = 0xc4; //  u32
+export const T_TOTAL_LIVE: u32 = 0xc8; // u32  live entries over all contexts
+
+/** Tags are 16 bits; tag 0 never names a live context, so an all-zero entry never hits. */
+export const TAG_MAX: u32 = 0xffff;
+
+// Status of a translation (R_STATUS, batch status high byte).
+export const STATUS_OK: u32 = 0;
+export const STATUS_PF: u32 = 1; //      #PF, vector 14
+export const STATUS_GP: u32 = 2; //      #GP(0), vector 13: non-canonical address
+export const STATUS_ABORT: u32 = 3; //   a table pointer outside every memslot
+
+// COUNTERS: u64 each, index × 8 from VCPU_COUNTERS.
+export const C_LOOKUPS: u32 = 0;
+export const C_HITS: u32 = 1;
+export const C_MISSES: u32 = 2;
+export const C_WALKS: u32 = 3;
+export const C_PT_REFS: u32 = 4; //       paging-structure memory references (loads)
+export const C_AD_WRITES: u32 = 5; //     successful A/D compare-exchanges
+export const C_WALK_RETRIES: u32 = 6; //  walks restarted by a lost compare-exchange
+export const C_FILLS: u32 = 7;
+export const C_EVICTIONS: u32 = 8; //     live entries overwritten by a fill
+export const C_FLUSH_ALL: u32 = 9; //     all contexts incl. global
+export const C_FLUSH_NONGLOBAL: u32 = 10; // all contexts, globals kept
+export const C_FLUSH_CTX: u32 = 11; //    one PCID context
+export const C_FLUSH_PAGE: u32 = 12; //   single-address invalidations
+export const C_DROPPED: u32 = 13; //      live entries removed by invalidations
+export const C_FAULTS: u32 = 14;
+export const C_ROLLOVERS: u32 = 15; //    tag space exhausted: whole TLB cleared
+export const C_FLUSH_PROBES: u32 = 16; // slots examined by page invalidations
+export const COUNTER_COUNT: u32 = 17;
+
+// TLB entry (32 bytes):
+//
+//   63        48 47 45 44                                        0
+//  ┌────────────┬─────┬───────────────────────────────────────────┐
+//  │  tag (16)  │  0  │ vpn = va[56:12] (45)                      │ +0  key
+//  ├────────────┴─────┴───────────────────────────────────────────┤
+//  │ pa of the 4 KiB piece (bits 51:12; 11:0 zero)                │ +8
+//  ├──────────────────────────────────────────────────────────────┤
+//  │ attr (u32)                   │ ctx slot (u32)                │ +16
+//  ├──────────────────────────────────────────────────────────────┤
+//  │ reserved                                                     │ +24
+//  └──────────────────────────────────────────────────────────────┘
+//
+// attr: bits 2:0 ACC (X=1, W=2, U=4, ANDed over the walk; X means "not XD"),
+// bit 3 D of the leaf, bit 4 global, bits 7:5 level, bits 12:8 page shift,
+// bits 19:16 protection key.
+export const TLB_ENTRY: u32 = 32;
+export const E_KEY: u32 = 0;
+export const E_PA: u32 = 8;
+export const E_ATTR: u32 = 16;
+export const E_CTX: u32 = 20;

@@ -1,0 +1,41 @@
+// Reads the linear-memory map from the wasm module's exported constants
+// (assembly/layout.ts is the single source of truth). Nothing here retypes an
+// offset: the names below are checked to exist at load, their values are the
+// module's.
+
+/** Names of the exported layout constants the control plane uses. */
+const NAMES = [
+  "PAGE_SIZE", "WASM_PAGE", "ZERO_PAGE", "MACHINE_BASE", "VCPU_AREA",
+  "M_MAGIC", "M_NVCPUS", "M_VCPU_STRIDE", "M_TLB_ENTRIES", "M_POOL_BASE", "M_POOL_BYTES", "M_FRAME_DIR",
+  "M_RAM_HOST", "M_BACK_NEXT", "M_BACK_END", "M_BACKED", "M_POPULATE", "M_SLOT_BASE", "M_SLOT_SIZE",
+  "M_EAGER_BYTES", "M_MAX_PAGES", "MACHINE_MAGIC",
+  "VCPU_STATE", "VCPU_COUNTERS", "VCPU_CTX", "CTX_SLOTS", "CTX_GLOBAL", "CTX_STRIDE", "CTX_TAG", "CTX_EPOCH",
+  "CTX_LIVE", "BATCH_MAX", "VCPU_BATCH_VA", "VCPU_BATCH_PA", "VCPU_BATCH_STATUS", "VCPU_BATCH_ACCESS", "VCPU_TLB",
+  "BS_STATUS_SHIFT", "BS_PSHIFT_SHIFT", "BS_LEVEL_SHIFT",
+  "S_CR0", "S_CR3", "S_CR4", "S_EFER", "S_PKRU", "S_RFLAGS", "S_MAXPHY", "S_TLB_ON", "S_INDEX",
+  "R_PA", "R_GPA", "R_STATUS", "R_ERROR", "R_LEVEL", "R_SHIFT", "T_EPOCH", "T_NEXT_TAG", "T_TOTAL_LIVE", "TAG_MAX",
+  "STATUS_OK", "STATUS_PF", "STATUS_GP", "STATUS_ABORT",
+  "C_LOOKUPS", "C_HITS", "C_MISSES", "C_WALKS", "C_PT_REFS", "C_AD_WRITES", "C_WALK_RETRIES", "C_FILLS",
+  "C_EVICTIONS", "C_FLUSH_ALL", "C_FLUSH_NONGLOBAL", "C_FLUSH_CTX", "C_FLUSH_PAGE", "C_DROPPED", "C_FAULTS",
+  "C_ROLLOVERS", "C_FLUSH_PROBES", "COUNTER_COUNT",
+  "TLB_ENTRY", "E_KEY", "E_PA", "E_ATTR", "E_CTX",
+  "INIT_OK", "INIT_EALREADY", "INIT_EVCPUS", "INIT_ETLB", "INIT_ESLOT", "INIT_ENOMEM",
+  "WALK_AD", "WALK_CHECK", "WALK_DEBUG", "CONTROL_OK", "CONTROL_EMODE", "CONTROL_EMAXPHY",
+] as const;
+
+export type LayoutName = (typeof NAMES)[number];
+export type Layout = { readonly [K in LayoutName]: number } & { readonly SLOT_MAX: bigint };
+
+/** Builds the layout record from an instance's exports; throws if a name is missing. */
+export function readLayout(exports: WebAssembly.Exports): Layout {
+  const out: Record<string, number | bigint> = {};
+  for (const name of NAMES) {
+    const g = exports[name];
+    if (!(g instanceof WebAssembly.Global)) throw new Error(`vmmu: wasm module lacks layout constant ${name}`);
+    out[name] = Number(g.value);
+  }
+  const slotMax = exports.SLOT_MAX;
+  if (!(slotMax instanceof WebAssembly.Global)) throw new Error("vmmu: wasm module lacks SLOT_MAX");
+  out.SLOT_MAX = slotMax.value as bigint;
+  return Object.freeze(out) as Layout;
+}

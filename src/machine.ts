@@ -1,0 +1,155 @@
+// A vmmu machine: one shared WebAssembly.Memory holding guest RAM and every
+// vCPU's state and TLB, and one wasm instance per vCPU over it.
+
+import { coreModule, instantiateCore, type Core, type PopulateHook } from "./core/load.js";
+import type { Layout } from "./core/layout.js";
+import { GuestMemory, type Memslot } from "./memory.js";
+import { X86Vcpu } from "./x86/vcpu.js";
+
+export interface MachineOptions {
+  arch: "x86_64";
+  /** Guest RAM size in bytes (a multiple of 4096, at most 64 TiB). */
+  memoryBytes: number | bigint;
+  /** vCPUs, 1..256 (default 1). */
+  vcpus?: number;
+  /** MAXPHYADDR, 36..52 (default 46). Guest RAM must lie below 2^maxPhysAddrBits. */
+  maxPhysAddrBits?: number;
+  /** Guest-physical address where RAM starts (default 0). */
+  ramBase?: bigint;
+  /** TLB entries per vCPU: a power of two, 16..2^20 (default 4096). */
+  tlbEntries?: number;
+  /**
+   * Leading bytes of RAM backed whole at creation. The rest is backed one
+   * 4 KiB frame at a time on first write, so guests far larger than the 4 GiB
+   * wasm memory work as long as the frames they touch fit. Default: all of RAM
+   * if it is at most 2 GiB, else none.
+   */
+  eagerBytes?: number | bigint;
+  /** Bytes reserved for host page tables (shadow/EPT pools), default 1 MiB. */
+  poolBytes?: number;
+  /** Called to fill an unbacked frame on its first read (memory images). */
+  populate?: PopulateHook;
+}
+
+/** What a worker needs to attach to a machine: post it with postMessage. */
+export interface MachineHandle {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  slot: Memslot;
+  maxPhysAddrBits: number;
+}
+
+const GiB = 1n << 30n;
+let layoutCache: Layout | undefined;
+
+/** The core's layout constants, read from a probe instance (no machine needed). */
+export async function coreLayout(): Promise<Layout> {
+  if (!layoutCache) {
+    const probe = new WebAssembly.Memory({ initial: 2, maximum: 2, shared: true });
+    layoutCache = (await instantiateCore(await coreModule(), probe)).layout;
+  }
+  return layoutCache;
+}
+
+export class Machine {
+  private constructor(
+    readonly arch: "x86_64",
+    readonly memory: GuestMemory,
+    readonly layout: Layout,
+    private readonly vcpuList: X86Vcpu[],
+    readonly handle: MachineHandle,
+  ) {}
+
+  /** @internal */
+  static async create(opts: MachineOptions): Promise<Machine> {
+    if (opts.arch !== "x86_64") throw new Error(`vmmu: arch '${String(opts.arch)}' is not supported yet (x86_64 is)`);
+    const size = toBig(opts.memoryBytes, "memoryBytes");
+    const base = opts.ramBase ?? 0n;
+    const vcpus = opts.vcpus ?? 1;
+    const maxPhys = opts.maxPhysAddrBits ?? 46;
+    const tlbEntries = opts.tlbEntries ?? 4096;
+    const poolBytes = opts.poolBytes ?? 1 << 20;
+    if (size <= 0n || (size & 0xfffn) !== 0n) throw new RangeError("vmmu: memoryBytes must be a positive multiple of 4096");
+    if (typeof base !== "bigint" || base < 0n || (base & 0xfffn) !== 0n) throw new RangeError("vmmu: ramBase must be a 4 KiB aligned bigint");
+    if (!Number.isInteger(maxPhys) || maxPhys < 36 || maxPhys > 52) throw new RangeError("vmmu: maxPhysAddrBits must be 36..52");
+    if (base + size > 1n << BigInt(maxPhys)) throw new RangeError(`vmmu: guest RAM ends above 2^${maxPhys} (MAXPHYADDR)`);
+    if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 256) throw new RangeError("vmmu: vcpus must be 1..256");
+    if (!Number.isInteger(poolBytes) || poolBytes < 0 || poolBytes % 4096 !== 0) throw new RangeError("vmmu: poolBytes must be a multiple of 4096");
+    const eager = opts.eagerBytes !== undefined ? toBig(opts.eagerBytes, "eagerBytes") : size <= 2n * GiB ? size : 0n;
+    if (eager < 0n || eager > size) throw new RangeError("vmmu: eagerBytes must be 0..memoryBytes");
+
+    const layout = await coreLayout();
+    if (size > layout.SLOT_MAX) throw new RangeError(`vmmu: memoryBytes above ${layout.SLOT_MAX} is not supported`);
+    if (!Number.isInteger(tlbEntries) || tlbEntries < 16 || tlbEntries > 1 << 20 || (tlbEntries & (tlbEntries - 1)) !== 0) {
+      throw new RangeError("vmmu: tlbEntries must be a power of two in 16..2^20");
+    }
+    // Upper bound on the memory this machine can need: fixed regions + eager
+    // RAM when all RAM is eager, else the whole 4 GiB for lazily backed frames.
+    const perVcpu = BigInt(layout.VCPU_TLB + tlbEntries * layout.TLB_ENTRY + layout.WASM_PAGE);
+    const fixed = BigInt(layout.VCPU_AREA) + BigInt(vcpus) * perVcpu + BigInt(poolBytes) + 2n * BigInt(layout.WASM_PAGE);
+    const need = eager === size ? fixed + eager : 1n << 32n;
+    if (need > 1n << 32n) throw new RangeError("vmmu: eager RAM plus machine state exceeds the 4 GiB wasm memory; lower eagerBytes");
+    const maxPages = Number((need + 0xffffn) >> 16n);
+
+    const module = await coreModule();
+    const wasmMemory = new WebAssembly.Memory({ initial: 2, maximum: maxPages, shared: true });
+    const core0 = await instantiateCore(module, wasmMemory, opts.populate);
+    const rc = core0.exports.machineInit(vcpus, tlbEntries, poolBytes, base, size, eager, opts.populate ? 1 : 0, maxPages);
+    if (rc !== layout.INIT_OK) throw new Error(`vmmu: machine layout failed (${initError(layout, rc)})`);
+    const slot: Memslot = { base, size, eagerBytes: eager & ~0xfffn };
+    const memory = new GuestMemory(wasmMemory, core0.exports, layout, slot);
+    const list: X86Vcpu[] = [];
+    for (let i = 0; i < vcpus; i++) {
+      const core: Core = i === 0 ? core0 : await instantiateCore(module, wasmMemory, opts.populate);
+      list.push(new X86Vcpu(i, core, memory, maxPhys));
+    }
+    return new Machine("x86_64", memory, layout, list, { module, memory: wasmMemory, slot, maxPhysAddrBits: maxPhys });
+  }
+
+  /** Number of vCPUs. */
+  get vcpuCount(): number {
+    return this.vcpuList.length;
+  }
+
+  /** vCPU `i`, driven by its own wasm instance on this thread. */
+  vcpu(i = 0): X86Vcpu {
+    const v = this.vcpuList[i];
+    if (!v) throw new RangeError(`vmmu: no vCPU ${i} (machine has ${this.vcpuList.length})`);
+    return v;
+  }
+}
+
+/**
+ * Creates a machine. Guest RAM starts zeroed; vCPUs start with paging off.
+ * Throws a RangeError naming the option on bad input.
+ */
+export function createMachine(opts: MachineOptions): Promise<Machine> {
+  return Machine.create(opts);
+}
+
+/**
+ * Attaches to vCPU `index` of a machine from another thread (worker_threads
+ * or a Web Worker), with a fresh wasm instance over the same shared memory.
+ * The vCPU must not be driven by another instance at the same time.
+ */
+export async function attachVcpu(handle: MachineHandle, index: number): Promise<X86Vcpu> {
+  const core = await instantiateCore(handle.module, handle.memory);
+  const memory = new GuestMemory(handle.memory, core.exports, core.layout, handle.slot);
+  return new X86Vcpu(index, core, memory, handle.maxPhysAddrBits, false);
+}
+
+function toBig(v: number | bigint, name: string): bigint {
+  if (typeof v === "bigint") return v;
+  if (!Number.isSafeInteger(v)) throw new RangeError(`vmmu: ${name} must be an integer`);
+  return BigInt(v);
+}
+
+function initError(L: Layout, rc: number): string {
+  switch (rc) {
+    case L.INIT_EVCPUS: return "vCPU count";
+    case L.INIT_ETLB: return "TLB size";
+    case L.INIT_ESLOT: return "memslot size or alignment";
+    case L.INIT_ENOMEM: return "does not fit in the 4 GiB wasm memory";
+    default: return `code ${rc}`;
+  }
+}

@@ -1,0 +1,133 @@
+// Guest physical memory as the control plane sees it: bigint-addressed reads
+// and writes through the memslot (assembly/phys.ts decides where each frame
+// lives), a byte view of the eagerly backed part, and the atomic
+// compare-exchange the reference walker and tests use on the same entries.
+
+import type { CoreExports } from "./core/load.js";
+import type { Layout } from "./core/layout.js";
+import { hex } from "./addr.js";
+
+/** The guest's RAM memslot: [base, base + size). */
+export interface Memslot {
+  readonly base: bigint;
+  readonly size: bigint;
+  /** Leading bytes of the slot backed contiguously from the start. */
+  readonly eagerBytes: bigint;
+}
+
+export class GuestMemory {
+  private view: DataView;
+  private i64: BigInt64Array;
+
+  constructor(
+    readonly wasmMemory: WebAssembly.Memory,
+    private readonly core: CoreExports,
+    private readonly layout: Layout,
+    readonly slot: Memslot,
+  ) {
+    this.view = new DataView(wasmMemory.buffer);
+    this.i64 = new BigInt64Array(wasmMemory.buffer);
+  }
+
+  /** The SharedArrayBuffer behind guest RAM (and everything else in the machine). */
+  get buffer(): SharedArrayBuffer {
+    return this.wasmMemory.buffer as unknown as SharedArrayBuffer;
+  }
+
+  private fresh(): void {
+    if (this.view.byteLength !== this.wasmMemory.buffer.byteLength) {
+      this.view = new DataView(this.wasmMemory.buffer);
+      this.i64 = new BigInt64Array(this.wasmMemory.buffer);
+    }
+  }
+
+  /** True iff `gpa` is inside the RAM memslot. */
+  contains(gpa: bigint): boolean {
+    return gpa >= this.slot.base && gpa - this.slot.base < this.slot.size;
+  }
+
+  private host(gpa: bigint, forStore: boolean): number {
+    if (typeof gpa !== "bigint") throw new TypeError(`vmmu: guest-physical address must be a bigint, got ${typeof gpa}`);
+    if (!this.contains(gpa)) {
+      throw new RangeError(`vmmu: gpa ${hex(gpa)} is outside guest RAM [${hex(this.slot.base)}, ${hex(this.slot.base + this.slot.size)})`);
+    }
+    const h = forStore ? this.core.hostForStore(gpa) : this.core.hostForRead(gpa);
+    if (h === 1) throw new RangeError(`vmmu: out of backing memory while writing gpa ${hex(gpa)} (touched frames exceed the 4 GiB wasm memory)`);
+    this.fresh();
+    return h >>> 0;
+  }
+
+  /** Reads the little-endian u64 at `gpa` (need not be aligned). Unbacked memory reads as zero. */
+  read64(gpa: bigint): bigint {
+    if ((gpa & 0xfffn) <= 0xff8n) return this.view.getBigUint64(this.host(gpa, false), true);
+    return bytesToU64(this.read(gpa, 8));
+  }
+
+  /** Writes the little-endian u64 `value` at `gpa`. */
+  write64(gpa: bigint, value: bigint): void {
+    const v = BigInt.asUintN(64, value);
+    if ((gpa & 0xfffn) <= 0xff8n) { this.view.setBigUint64(this.host(gpa, true), v, true); return; }
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, v, true);
+    this.write(gpa, b);
+  }
+
+  /**
+   * Atomic compare-exchange of the aligned u64 at `gpa`: stores `desired` iff it
+   * holds `expected`. Returns true on success. The same instruction the walker
+   * uses for A/D, so concurrent updates from both sides are never lost.
+   */
+  cmpxchg64(gpa: bigint, expected: bigint, desired: bigint): boolean {
+    if ((gpa & 7n) !== 0n) throw new RangeError(`vmmu: cmpxchg64 needs an 8-aligned gpa, got ${hex(gpa)}`);
+    const h = this.host(gpa, true);
+    const e = BigInt.asIntN(64, expected);
+    return Atomics.compareExchange(this.i64, h / 8, e, BigInt.asIntN(64, desired)) === e;
+  }
+
+  /** Copies `length` bytes starting at `gpa` out of guest RAM. */
+  read(gpa: bigint, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const a = gpa + BigInt(done);
+      const n = Math.min(length - done, 4096 - Number(a & 0xfffn));
+      const h = this.host(a, false);
+      out.set(new Uint8Array(this.wasmMemory.buffer, h, n), done);
+      done += n;
+    }
+    return out;
+  }
+
+  /** Copies `bytes` into guest RAM at `gpa`, backing frames as needed. */
+  write(gpa: bigint, bytes: Uint8Array): void {
+    let done = 0;
+    while (done < bytes.length) {
+      const a = gpa + BigInt(done);
+      const n = Math.min(bytes.length - done, 4096 - Number(a & 0xfffn));
+      const h = this.host(a, true);
+      new Uint8Array(this.wasmMemory.buffer, h, n).set(bytes.subarray(done, done + n));
+      done += n;
+    }
+  }
+
+  /**
+   * A byte view of the eagerly backed part of guest RAM, over the
+   * SharedArrayBuffer: index 0 is gpa `slot.base`. Lazily backed frames are
+   * not contiguous and are not in this view; use read/write for them.
+   */
+  bytes(): Uint8Array {
+    this.fresh();
+    const ramHost = this.view.getUint32(this.layout.MACHINE_BASE + this.layout.M_RAM_HOST, true);
+    return new Uint8Array(this.wasmMemory.buffer, ramHost, Number(this.slot.eagerBytes));
+  }
+
+  /** Number of 4 KiB frames backed on demand so far (outside the eager part). */
+  backedFrames(): number {
+    this.fresh();
+    return this.view.getUint32(this.layout.MACHINE_BASE + this.layout.M_BACKED, true);
+  }
+}
+
+function bytesToU64(b: Uint8Array): bigint {
+  return new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+}

@@ -1,0 +1,339 @@
+// One x86-64 vCPU: its control registers, its TLB, and the instructions that
+// change either, with their architectural effects. The wasm core does the
+// walks and flushes; this file decides which flush each instruction implies
+// (Intel SDM Vol.3A §4.10.4.1, reference/x86-kvm-mmu.md A.3, A.9) and raises
+// #GP where the SDM does.
+
+import type { Core } from "../core/load.js";
+import type { GuestMemory } from "../memory.js";
+import { hex } from "../addr.js";
+import { CR0, CR3_NOFLUSH, CR3_PCID_MASK, CR4, EFER, ACCESS_CODE, type X86Access } from "./regs.js";
+
+export interface X86Control {
+  cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint; pkru: bigint; rflags: bigint;
+}
+
+/** An architectural fault: #PF (14), #GP (13), or an abort (-1): a table pointer outside every memslot. */
+export interface X86Fault {
+  vector: number;
+  errorCode: number;
+  /** Paging level where the walk stopped (KVM numbering, 1 = PTE); 0 for #GP. */
+  level: number;
+  kind: "page-fault" | "general-protection" | "abort";
+  /** For an abort: the guest-physical address of the entry the walk could not read. */
+  gpa?: bigint;
+}
+
+export type X86Translation = { pa: bigint; pageSize: number; level: number };
+export type X86TranslateResult = X86Translation | { fault: X86Fault };
+
+/** TLB and walk counters of one vCPU, since creation. */
+export interface TlbStats {
+  lookups: number; hits: number; misses: number; walks: number; ptRefs: number; adWrites: number;
+  walkRetries: number; fills: number; evictions: number; flushAll: number; flushNonGlobal: number;
+  flushCtx: number; flushPage: number; dropped: number; faults: number; rollovers: number; flushProbes: number;
+  /** Entries currently live (reachable) in the TLB. */
+  live: number;
+}
+
+const GP: X86Fault = Object.freeze({ vector: 13, errorCode: 0, level: 0, kind: "general-protection" });
+
+/** Views over one vCPU's batch area; fill `va` and `access`, call run(), read `pa` and `status`. */
+export interface X86Batch {
+  readonly capacity: number;
+  readonly va: BigUint64Array;
+  readonly access: Uint8Array;
+  readonly pa: BigUint64Array;
+  readonly status: Uint32Array;
+  /** Translates entries 0..count-1 at CPL 3 if `user`; returns the number of faults. */
+  run(count: number, user: boolean): number;
+}
+
+export class X86Vcpu {
+  readonly base: number;
+  private readonly L: Core["layout"];
+  private readonly ex: Core["exports"];
+  private batchViews?: { buf: ArrayBufferLike; batch: X86Batch };
+
+  /**
+   * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
+   * block (TLB on, MAXPHYADDR); a worker attaching to a running vCPU passes
+   * false. One instance drives a vCPU at a time.
+   */
+  constructor(readonly index: number, private readonly core: Core, readonly memory: GuestMemory, readonly maxPhysAddrBits: number, fresh = true) {
+    this.L = core.layout;
+    this.ex = core.exports;
+    const dv = this.dv();
+    const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
+    const entries = dv.getUint32(this.L.MACHINE_BASE + this.L.M_TLB_ENTRIES, true);
+    this.base = this.L.VCPU_AREA + index * stride;
+    this.ex.physAttach();
+    this.ex.tlbAttach(this.base, this.base + this.L.VCPU_TLB, entries);
+    if (fresh) {
+      dv.setUint32(this.base + this.L.S_MAXPHY, maxPhysAddrBits, true);
+      dv.setUint32(this.base + this.L.S_INDEX, index, true);
+      dv.setUint32(this.base + this.L.S_TLB_ON, 1, true);
+    }
+    this.load();
+  }
+
+  private dv(): DataView {
+    return new DataView(this.memory.wasmMemory.buffer);
+  }
+
+  private load(): void {
+    const rc = this.ex.x86LoadControl();
+    if (rc === this.L.CONTROL_EMODE) throw new Error("vmmu: CR0.PG=1 requires long mode (EFER.LME and CR4.PAE); 32-bit and PAE paging are not modelled");
+    if (rc === this.L.CONTROL_EMAXPHY) throw new Error("vmmu: MAXPHYADDR must be 32..52");
+  }
+
+  /** The control registers in force. */
+  control(): X86Control {
+    const dv = this.dv(), b = this.base, L = this.L;
+    const r = (o: number) => dv.getBigUint64(b + o, true);
+    return { cr0: r(L.S_CR0), cr3: r(L.S_CR3), cr4: r(L.S_CR4), efer: r(L.S_EFER), pkru: r(L.S_PKRU), rflags: r(L.S_RFLAGS) };
+  }
+
+  /**
+   * Loads control state as a VM entry or state restore would: the given
+   * fields replace the current ones; no TLB invalidation is implied. EFER.LMA
+   * is derived (LME && CR0.PG). Throws on a mode this core does not model.
+   */
+  setControl(c: Partial<X86Control>): void {
+    const dv = this.dv(), b = this.base, L = this.L;
+    const w = (o: number, v: bigint | undefined) => { if (v !== undefined) dv.setBigUint64(b + o, BigInt.asUintN(64, v), true); };
+    w(L.S_CR0, c.cr0); w(L.S_CR3, c.cr3); w(L.S_CR4, c.cr4); w(L.S_EFER, c.efer); w(L.S_PKRU, c.pkru); w(L.S_RFLAGS, c.rflags);
+    const cr0 = dv.getBigUint64(b + L.S_CR0, true);
+    const efer = dv.getBigUint64(b + L.S_EFER, true);
+    const lma = (efer & EFER.LME) !== 0n && (cr0 & CR0.PG) !== 0n;
+    dv.setBigUint64(b + L.S_EFER, lma ? efer | EFER.LMA : efer & ~EFER.LMA, true);
+    this.load();
+  }
+
+  /** Turns the TLB off (every access walks) or on. Turning it off or on flushes it. */
+  setTlbEnabled(on: boolean): void {
+    this.dv().setUint32(this.base + this.L.S_TLB_ON, on ? 1 : 0, true);
+    this.ex.tlbFlushAll();
+    this.load();
+  }
+
+  private result(status: number): X86TranslateResult {
+    const dv = this.dv(), b = this.base, L = this.L;
+    if (status === L.STATUS_OK) {
+      return { pa: dv.getBigUint64(b + L.R_PA, true), pageSize: 2 ** dv.getUint32(b + L.R_SHIFT, true), level: dv.getUint32(b + L.R_LEVEL, true) };
+    }
+    return { fault: this.faultOf(status, dv.getUint32(b + L.R_ERROR, true), dv.getUint32(b + L.R_LEVEL, true), dv.getBigUint64(b + L.R_GPA, true)) };
+  }
+
+  private faultOf(status: number, errorCode: number, level: number, gpa: bigint): X86Fault {
+    const L = this.L;
+    if (status === L.STATUS_PF) return { vector: 14, errorCode, level, kind: "page-fault" };
+    if (status === L.STATUS_GP) return GP;
+    return { vector: -1, errorCode: 0, level, kind: "abort", gpa };
+  }
+
+  /**
+   * Translates `va` for an access as the CPU would: canonical check, TLB,
+   * walk with reserved-bit and rights checks, A/D updates, TLB fill.
+   * `user` means CPL 3.
+   */
+  translate(va: bigint, access: X86Access = "read", user = false): X86TranslateResult {
+    const code = ACCESS_CODE[access];
+    if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
+    return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), code, user ? 1 : 0));
+  }
+
+  /**
+   * The debugger view (QEMU gva2gpa): canonical check, then present and
+   * page-size bits only. No rights or reserved-bit checks, no A/D writes, no TLB.
+   */
+  peek(va: bigint): X86TranslateResult {
+    return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), 0, 0, this.L.WALK_DEBUG));
+  }
+
+  /** A full architectural walk without the TLB; `setAD: false` leaves memory untouched. */
+  walk(va: bigint, access: X86Access = "read", user = false, opts: { setAD?: boolean } = {}): X86TranslateResult {
+    const flags = this.L.WALK_CHECK | (opts.setAD === false ? 0 : this.L.WALK_AD);
+    return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), ACCESS_CODE[access], user ? 1 : 0, flags));
+  }
+
+  /**
+   * MOV to CR3. With CR4.PCIDE = 1, bits 11:0 select the PCID and bit 63 set
+   * means "do not flush"; otherwise the new PCID's (or PCID 0's) non-global
+   * entries are invalidated. Reserved bits (M..62, and 63 when PCIDE = 0) #GP.
+   */
+  writeCr3(value: bigint): X86Fault | null {
+    value = BigInt.asUintN(64, value);
+    const pcide = (this.control().cr4 & CR4.PCIDE) !== 0n;
+    const noflush = pcide && (value & CR3_NOFLUSH) !== 0n;
+    if (pcide) value &= ~CR3_NOFLUSH;
+    if (value >> BigInt(this.maxPhysAddrBits) !== 0n) return GP;
+    this.dv().setBigUint64(this.base + this.L.S_CR3, value, true);
+    this.load();
+    if (!noflush) this.ex.tlbFlushCtx(pcide ? Number(value & CR3_PCID_MASK) : 0);
+    return null;
+  }
+
+  /**
+   * MOV to CR4, with the checks of KVM's kvm_set_cr4 and the flushes of
+   * SDM §4.10.4.1: PGE change or PCIDE 1→0 flush everything; PAE change or
+   * SMEP 0→1 flush the current context (and, conservatively, globals).
+   */
+  writeCr4(value: bigint): X86Fault | null {
+    value = BigInt.asUintN(64, value);
+    const old = this.control();
+    const lma = (old.efer & EFER.LMA) !== 0n;
+    const changed = old.cr4 ^ value;
+    if (lma && (value & CR4.PAE) === 0n) return GP;
+    if (lma && (changed & CR4.LA57) !== 0n) return GP;
+    if ((value & CR4.PCIDE) !== 0n && (old.cr4 & CR4.PCIDE) === 0n && (!lma || (old.cr3 & CR3_PCID_MASK) !== 0n)) return GP;
+    this.dv().setBigUint64(this.base + this.L.S_CR4, value, true);
+    this.load();
+    if ((changed & CR4.PGE) !== 0n || ((old.cr4 & CR4.PCIDE) !== 0n && (value & CR4.PCIDE) === 0n)) {
+      this.ex.tlbFlushAll();
+    } else if ((changed & CR4.PAE) !== 0n || ((value & CR4.SMEP) !== 0n && (old.cr4 & CR4.SMEP) === 0n)) {
+      this.ex.tlbFlushCtx(this.currentPcid());
+      this.ex.tlbFlushCtx(this.L.CTX_GLOBAL);
+    }
+    return null;
+  }
+
+  /**
+   * MOV to CR0. PG 1→0 flushes the whole TLB; clearing PG with CR4.PCIDE = 1,
+   * or setting PG without PE, #GPs. WP is applied at access time, so toggling
+   * it flushes nothing.
+   */
+  writeCr0(value: bigint): X86Fault | null {
+    value = BigInt.asUintN(64, value);
+    const old = this.control();
+    if ((value & CR0.PG) !== 0n && (value & CR0.PE) === 0n) return GP;
+    if ((value & CR0.PG) === 0n && (old.cr4 & CR4.PCIDE) !== 0n) return GP;
+    const wasPg = (old.cr0 & CR0.PG) !== 0n;
+    this.setControl({ cr0: value });
+    if (wasPg && (value & CR0.PG) === 0n) this.ex.tlbFlushAll();
+    return null;
+  }
+
+  /** INVLPG: the current PCID's entries and all global entries for the page of `va`. Non-canonical: no-op. */
+  invlpg(va: bigint): void {
+    this.ex.x86Invlpg(BigInt.asUintN(64, va));
+  }
+
+  /**
+   * INVPCID with descriptor (pcid, va). #GP if type > 3, pcid > 4095 (descriptor
+   * bits 63:12), types 0/1 with pcid ≠ 0 while CR4.PCIDE = 0, or type 0 with a
+   * non-canonical `va`.
+   * 0: one address of one PCID (globals kept); 1: all of one PCID (globals kept);
+   * 2: everything including globals; 3: everything but globals.
+   */
+  invpcid(type: number, pcid: number, va: bigint = 0n): X86Fault | null {
+    if (!Number.isInteger(type) || type < 0 || type > 3) return GP;
+    if (!Number.isInteger(pcid) || pcid < 0 || pcid > 0xfff) return GP;
+    const c = this.control();
+    if ((type === 0 || type === 1) && pcid !== 0 && (c.cr4 & CR4.PCIDE) === 0n) return GP;
+    if (type === 0) {
+      va = BigInt.asUintN(64, va);
+      if (!isCanonical(va, (c.cr4 & CR4.LA57) !== 0n)) return GP;
+      this.ex.x86InvalidatePcidAddr(pcid, va);
+    } else if (type === 1) {
+      this.ex.tlbFlushCtx(pcid);
+    } else if (type === 2) {
+      this.ex.tlbFlushAll();
+    } else {
+      this.ex.tlbFlushNonGlobal();
+    }
+    return null;
+  }
+
+  /** The PCID in force (CR3[11:0] when CR4.PCIDE = 1, else 0). */
+  currentPcid(): number {
+    const c = this.control();
+    return (c.cr4 & CR4.PCIDE) !== 0n ? Number(c.cr3 & CR3_PCID_MASK) : 0;
+  }
+
+  /** Zero-copy views over this vCPU's batch area (capacity BATCH_MAX). */
+  batch(): X86Batch {
+    const buf = this.memory.wasmMemory.buffer;
+    if (this.batchViews?.buf === buf) return this.batchViews.batch;
+    const L = this.L, b = this.base, n = L.BATCH_MAX;
+    const ex = this.ex;
+    const batch: X86Batch = {
+      capacity: n,
+      va: new BigUint64Array(buf, b + L.VCPU_BATCH_VA, n),
+      access: new Uint8Array(buf, b + L.VCPU_BATCH_ACCESS, n),
+      pa: new BigUint64Array(buf, b + L.VCPU_BATCH_PA, n),
+      status: new Uint32Array(buf, b + L.VCPU_BATCH_STATUS, n),
+      run: (count: number, user: boolean) => {
+        if (!Number.isInteger(count) || count < 0 || count > n) throw new RangeError(`vmmu: batch count must be 0..${n}`);
+        return ex.x86TranslateBatch(count, user ? 1 : 0);
+      },
+    };
+    this.batchViews = { buf, batch };
+    return batch;
+  }
+
+  /**
+   * Translates every address of `va` (access kinds from `access`: one code per
+   * address, 0 read / 1 write / 2 fetch, or one kind for all) in order, in
+   * chunks through the batch area. Writes `pa` and the status words (see
+   * decodeStatus) into the output arrays; returns the number of faults.
+   */
+  translateBatch(va: BigUint64Array, access: Uint8Array | X86Access, user: boolean,
+    out: { pa: BigUint64Array; status: Uint32Array } = { pa: new BigUint64Array(va.length), status: new Uint32Array(va.length) }): number {
+    if (out.pa.length < va.length || out.status.length < va.length) throw new RangeError("vmmu: output arrays shorter than the input");
+    if (typeof access !== "string" && access.length < va.length) throw new RangeError("vmmu: access array shorter than the input");
+    const code = typeof access === "string" ? ACCESS_CODE[access] : -1;
+    if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch'`);
+    let faults = 0;
+    for (let done = 0; done < va.length;) {
+      const bt = this.batch();
+      const n = Math.min(bt.capacity, va.length - done);
+      bt.va.set(va.subarray(done, done + n));
+      if (typeof access === "string") bt.access.fill(code, 0, n); else bt.access.set(access.subarray(done, done + n));
+      faults += bt.run(n, user);
+      const after = this.batch();
+      out.pa.set(after.pa.subarray(0, n), done);
+      out.status.set(after.status.subarray(0, n), done);
+      done += n;
+    }
+    return faults;
+  }
+
+  /** Decodes a batch status word (and its pa slot) into a translate() result. */
+  decodeStatus(status: number, pa: bigint): X86TranslateResult {
+    const L = this.L;
+    const s = status >>> L.BS_STATUS_SHIFT;
+    const level = (status >>> L.BS_LEVEL_SHIFT) & 0xff;
+    if (s === L.STATUS_OK) return { pa, pageSize: 2 ** ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
+    return { fault: this.faultOf(s, status & 0xff, level, pa) };
+  }
+
+  /** TLB and walk counters. */
+  tlbStats(): TlbStats {
+    const dv = this.dv(), L = this.L, c = this.base + L.VCPU_COUNTERS;
+    const n = (i: number) => Number(dv.getBigUint64(c + i * 8, true));
+    return {
+      lookups: n(L.C_LOOKUPS), hits: n(L.C_HITS), misses: n(L.C_MISSES), walks: n(L.C_WALKS), ptRefs: n(L.C_PT_REFS),
+      adWrites: n(L.C_AD_WRITES), walkRetries: n(L.C_WALK_RETRIES), fills: n(L.C_FILLS), evictions: n(L.C_EVICTIONS),
+      flushAll: n(L.C_FLUSH_ALL), flushNonGlobal: n(L.C_FLUSH_NONGLOBAL), flushCtx: n(L.C_FLUSH_CTX),
+      flushPage: n(L.C_FLUSH_PAGE), dropped: n(L.C_DROPPED), faults: n(L.C_FAULTS), rollovers: n(L.C_ROLLOVERS),
+      flushProbes: n(L.C_FLUSH_PROBES), live: dv.getUint32(this.base + L.T_TOTAL_LIVE, true),
+    };
+  }
+
+  /** Zeroes the counters (not the TLB). */
+  resetStats(): void {
+    new Uint8Array(this.memory.wasmMemory.buffer, this.base + this.L.VCPU_COUNTERS, this.L.COUNTER_COUNT * 8).fill(0);
+  }
+
+  toString(): string {
+    const c = this.control();
+    return `x86 vCPU ${this.index} cr0=${hex(c.cr0)} cr3=${hex(c.cr3)} cr4=${hex(c.cr4)} efer=${hex(c.efer)}`;
+  }
+}
+
+/** Canonical for 48-bit (4-level) or 57-bit (5-level) linear addresses. */
+export function isCanonical(va: bigint, la57: boolean): boolean {
+  const bits = la57 ? 57 : 48;
+  return BigInt.asIntN(bits, va) === BigInt.asIntN(64, va);
+}
