@@ -162,7 +162,7 @@ export const COUNTER_COUNT: u32 = 17;
 //  ├──────────────────────────────────────────────────────────────┤
 //  │ attr (u32)                   │ ctx slot (u32)                │ +16
 //  ├──────────────────────────────────────────────────────────────┤
-//  │ reserved                                                     │ +24
+//  │ batch status word of a hit (u32) │ reserved                  │ +24
 //  └──────────────────────────────────────────────────────────────┘
 //
 // attr: bits 2:0 ACC (X=1, W=2, U=4, ANDed over the walk; X means "not XD"),
@@ -173,3 +173,4 @@ export const E_KEY: u32 = 0;
 export const E_PA: u32 = 8;
 export const E_ATTR: u32 = 16;
 export const E_CTX: u32 = 20;
+export const E_STATUS: u32 = 24;

@@ -30,7 +30,8 @@
 
 import {
   VCPU_CTX, CTX_STRIDE, CTX_TAG, CTX_EPOCH, CTX_LIVE, CTX_LIVE2M, CTX_LIVE1G, CTX_GLOBAL,
-  T_EPOCH, T_NEXT_TAG, T_TOTAL_LIVE, TAG_MAX, TLB_ENTRY, E_KEY, E_PA, E_ATTR, E_CTX,
+  T_EPOCH, T_NEXT_TAG, T_TOTAL_LIVE, TAG_MAX, TLB_ENTRY, E_KEY, E_PA, E_ATTR, E_CTX, E_STATUS,
+  BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT,
   VCPU_COUNTERS, C_FILLS, C_EVICTIONS, C_FLUSH_ALL, C_FLUSH_NONGLOBAL, C_FLUSH_CTX,
   C_FLUSH_PAGE, C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES,
 } from "./layout";
@@ -209,6 +210,7 @@ export function tlbFill(vpn: u64, pa4k: u64, attr: u32): void {
   store<u64>(e + E_PA, pa4k);
   store<u32>(e + E_ATTR, attr);
   store<u32>(e + E_CTX, slot);
+  store<u32>(e + E_STATUS, (pieceShift(attr) << BS_PSHIFT_SHIFT) | (((attr >> A_LEVEL_SHIFT) & 7) << BS_LEVEL_SHIFT));
   const c = ctxPtr(slot);
   store<u32>(c + CTX_LIVE, load<u32>(c + CTX_LIVE) + 1);
   const ps = pieceShift(attr);

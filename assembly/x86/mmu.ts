@@ -17,11 +17,11 @@ import {
   STATUS_OK, STATUS_PF, STATUS_GP, STATUS_ABORT,
   C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_PT_REFS, C_AD_WRITES, C_WALK_RETRIES, C_FAULTS,
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
-  BS_STATUS_SHIFT, BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT, E_PA, E_ATTR, E_KEY, CTX_GLOBAL,
+  BS_STATUS_SHIFT, BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT, E_PA, E_ATTR, E_KEY, E_STATUS, CTX_GLOBAL,
 } from "../layout";
 import { hostForLoad, loadEntry, casEntry } from "../phys";
 import {
-  vcpuBase, curKeyHi, curSalt, globKeyHi, globSalt, globLive, slotAddr, counterAdd,
+  vcpuBase, tlbBase, tlbMask, curKeyHi, curSalt, globKeyHi, globSalt, globLive, slotAddr, counterAdd,
   tlbFill, tlbDrop, selectCtx, VPN_MASK, A_ACC_MASK, A_DIRTY, A_GLOBAL, A_LEVEL_SHIFT,
   A_PSHIFT_SHIFT, A_PKEY_SHIFT, curCtx, tlbInvalidatePage, ctxLiveTag,
 } from "../tlb";
@@ -58,6 +58,13 @@ let tlbOn: bool = true;
 let permPack: u64 = 0;
 /** Byte i: the #PF error-code bits implied by access kind i alone (W, U, I/D). */
 let errPack: u64 = 0;
+/**
+ * TLB-hit filter for supervisor (S) and user (U) accesses: bit (16·access +
+ * (attr & 15)) is set iff a cached entry with rights/dirty bits attr & 15
+ * cannot serve the access inline (a rights fault, or a write to a clean entry).
+ */
+let hitPackS: u64 = 0;
+let hitPackU: u64 = 0;
 
 // Result of the last walk or slow translate.
 let rPa: u64 = 0;
@@ -133,6 +140,18 @@ export function x86LoadControl(): i32 {
   }
   permPack = perm;
   errPack = errs;
+  let hs: u64 = 0, hu: u64 = 0;
+  for (let access: u32 = 0; access < 3; access++) {
+    for (let idx: u32 = 0; idx < 16; idx++) {
+      const acc = idx & A_ACC_MASK;
+      const clean = (idx & A_DIRTY) == 0 && access == ACCESS_WRITE;
+      const bit = <u64>1 << (access * 16 + idx);
+      if (clean || ((perm >> (access * 8 + acc)) & 1) != 0) hs |= bit;
+      if (clean || ((perm >> ((access + 3) * 8 + acc)) & 1) != 0) hu |= bit;
+    }
+  }
+  hitPackS = hs;
+  hitPackU = hu;
   selectCtx((cr4 & CR4_PCIDE) != 0 ? <u32>(cr3 & CR3_PCID_MASK) : 0);
   return CONTROL_OK;
 }
@@ -373,7 +392,9 @@ export function x86TranslateBatch(count: u32, user: u32): u32 {
   const acArr = vcpuBase + VCPU_BATCH_ACCESS;
   const keyHi = curKeyHi;
   const salt = curSalt;
-  const perm = permPack >> (user != 0 ? 24 : 0);
+  const tlb = tlbBase;
+  const mask = tlbMask;
+  const hitPack = user != 0 ? hitPackU : hitPackS;
   const fast = pagingOn && tlbOn && !pkActive;
   const cs = canonShift;
   let hits: u64 = 0;
@@ -383,15 +404,12 @@ export function x86TranslateBatch(count: u32, user: u32): u32 {
     const access = <u32>load<u8>(acArr + <usize>i);
     if (fast && (<i64>(va << cs) >> cs) == <i64>va) {
       const vpn = (va >> 12) & VPN_MASK;
-      const e = slotAddr(vpn, salt);
+      const e = tlb + (<usize>((vpn ^ salt) & mask) << 5);
       if (load<u64>(e + E_KEY) == (keyHi | vpn)) {
         const attr = load<u32>(e + E_ATTR);
-        // bit 3 of (attr | write<<3 …): a write needs A_DIRTY (bit 3) set.
-        const needDirty = access == ACCESS_WRITE && (attr & A_DIRTY) == 0;
-        if (((perm >> (access * 8 + (attr & A_ACC_MASK))) & 1) == 0 && !needDirty) {
+        if (((hitPack >> ((access << 4) + (attr & 15))) & 1) == 0) {
           store<u64>(paArr + (<usize>i << 3), load<u64>(e + E_PA) | (va & 0xfff));
-          store<u32>(stArr + (<usize>i << 2),
-            (((attr >> A_PSHIFT_SHIFT) & 31) << BS_PSHIFT_SHIFT) | (((attr >> A_LEVEL_SHIFT) & 7) << BS_LEVEL_SHIFT));
+          store<u32>(stArr + (<usize>i << 2), load<u32>(e + E_STATUS));
           hits++;
           continue;
         }
