@@ -1,0 +1,31 @@
+// vmmu command line: `vmmu demo`, `vmmu translate …`. Each subcommand lives in
+// its own module and returns an exit code; errors are one clear line on stderr.
+
+import { runTranslate } from "./translate.js";
+import { runDemo } from "./demo.js";
+
+const USAGE = `usage:
+  vmmu demo                       build page tables, translate, invalidate, print throughput
+  vmmu translate --arch x86_64 --image FILE [--image-base HEX] --cr3 HEX
+                 [--cr0 HEX] [--cr4 HEX] [--efer HEX] [--access read|write|fetch [--user]]
+                 [VA ...]          (or one VA per line on stdin)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case "demo": return runDemo(rest);
+    case "translate": return runTranslate(rest);
+    case undefined: case "-h": case "--help": case "help":
+      process.stdout.write(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`vmmu: unknown command '${cmd}'\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: unknown) => {
+  process.stderr.write(`vmmu: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
