@@ -25,10 +25,10 @@ import {
 declare function hostPopulate(off: u64): void;
 
 // Per-instance copies of the slot header, refreshed by physAttach().
-let slotBase: u64 = 0;
+export let slotBase: u64 = 0;
 let slotSize: u64 = 0;
-let eagerBytes: u64 = 0;
-let ramHost: usize = 0;
+export let eagerBytes: u64 = 0;
+export let ramHost: usize = 0;
 let frameDir: usize = 0;
 let populate: bool = false;
 
@@ -54,7 +54,8 @@ export function physAttach(): void {
   return hostForLoadLazy(off);
 }
 
-function hostForLoadLazy(off: u64): usize {
+/** The part of hostForLoad past the eager region; `off` is the slot offset. */
+export function hostForLoadLazy(off: u64): usize {
   if (off >= slotSize) return 0;
   let host = lookupFrame(off);
   if (host == 0 && populate) {

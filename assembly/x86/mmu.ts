@@ -19,7 +19,7 @@ import {
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
   BS_STATUS_SHIFT, BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT, E_PA, E_ATTR, E_KEY, E_STATUS, CTX_GLOBAL,
 } from "../layout";
-import { hostForLoad, loadEntry, casEntry } from "../phys";
+import { hostForLoadLazy, loadEntry, casEntry, slotBase, eagerBytes, ramHost } from "../phys";
 import {
   vcpuBase, tlbBase, tlbMask, curKeyHi, curSalt, globKeyHi, globSalt, globLive, slotAddr, counterAdd,
   tlbFill, tlbDrop, selectCtx, VPN_MASK, A_ACC_MASK, A_DIRTY, A_GLOBAL, A_LEVEL_SHIFT,
@@ -201,11 +201,13 @@ function walkOnce(va: u64, access: u32, user: u32, flags: u32): u32 {
   let table = cr3 & mask;
   let acc: u32 = 7;
   let level = rootLevel;
+  let shift = <u64>(12 + 9 * (level - 1));
   let refs: u64 = 0;
+  const sb = slotBase, eb = eagerBytes, rh = ramHost, rsvdAll = rsvdBase;
   while (true) {
-    const shift = <u64>(12 + 9 * (level - 1));
     const gpa = table + (((va >> shift) & 511) << 3);
-    const host = hostForLoad(gpa);
+    const off = gpa - sb;
+    const host = off < eb ? rh + <usize>off : hostForLoadLazy(off);
     if (host == 0) {
       counterAdd(C_PT_REFS, refs);
       rGpa = gpa; rLevel = level; rErr = 0;
@@ -220,7 +222,7 @@ function walkOnce(va: u64, access: u32, user: u32, flags: u32): u32 {
     }
     const ps = (pte & PTE_PS) != 0;
     if (check && !debug) {
-      let rsvd = rsvdBase;
+      let rsvd = rsvdAll;
       if (level >= 4) rsvd |= PTE_PS;
       else if (ps && level == 3) rsvd |= PTE_RSVD_1G;
       else if (ps && level == 2) rsvd |= PTE_RSVD_2M;
@@ -239,6 +241,7 @@ function walkOnce(va: u64, access: u32, user: u32, flags: u32): u32 {
       }
       table = pte & mask;
       level--;
+      shift -= 9;
       continue;
     }
     counterAdd(C_PT_REFS, refs);
