@@ -33,7 +33,7 @@ import {
   T_EPOCH, T_NEXT_TAG, T_TOTAL_LIVE, TAG_MAX, TLB_ENTRY, E_KEY, E_PA, E_ATTR, E_CTX, E_STATUS,
   BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT,
   VCPU_COUNTERS, C_FILLS, C_EVICTIONS, C_FLUSH_ALL, C_FLUSH_NONGLOBAL, C_FLUSH_CTX,
-  C_FLUSH_PAGE, C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES,
+  C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES,
 } from "./layout";
 
 // attr field of an entry
@@ -282,11 +282,11 @@ function probeDrop(slot: u32, tag: u32, vpn: u64, shift: u32): void {
  * 2. If the context holds 2 MiB pieces: the 512 pieces of the 2 MiB region.
  * 3. If it holds 1 GiB pieces: the pieces of the 1 GiB region — probed one by
  *    one, or by one scan of the array when that is shorter.
+ * A context with no live entries costs nothing. Callers count the flush.
  */
 export function tlbInvalidatePage(slot: u32, vpn: u64): void {
   const tag = ctxLiveTag(slot);
-  if (tag == 0) return;
-  counterAdd(C_FLUSH_PAGE, 1);
+  if (tag == 0 || liveOf(slot, CTX_LIVE) == 0) return;
   let probes: u64 = 1;
   probeDrop(slot, tag, vpn, 0);
   if (liveOf(slot, CTX_LIVE2M) != 0) {

@@ -15,7 +15,7 @@ import {
   S_CR0, S_CR3, S_CR4, S_EFER, S_PKRU, S_RFLAGS, S_MAXPHY, S_TLB_ON,
   R_PA, R_GPA, R_STATUS, R_ERROR, R_LEVEL, R_SHIFT,
   STATUS_OK, STATUS_PF, STATUS_GP, STATUS_ABORT,
-  C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_PT_REFS, C_AD_WRITES, C_WALK_RETRIES, C_FAULTS,
+  C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_PT_REFS, C_AD_WRITES, C_WALK_RETRIES, C_FAULTS, C_FLUSH_PAGE,
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
   BS_STATUS_SHIFT, BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT, E_PA, E_ATTR, E_KEY, E_STATUS, CTX_GLOBAL,
 } from "../layout";
@@ -23,7 +23,7 @@ import { hostForLoadLazy, loadEntry, casEntry, slotBase, eagerBytes, ramHost } f
 import {
   vcpuBase, tlbBase, tlbMask, curKeyHi, curSalt, globKeyHi, globSalt, globLive, slotAddr, counterAdd,
   tlbFill, tlbDrop, selectCtx, VPN_MASK, A_ACC_MASK, A_DIRTY, A_GLOBAL, A_LEVEL_SHIFT,
-  A_PSHIFT_SHIFT, A_PKEY_SHIFT, curCtx, tlbInvalidatePage, ctxLiveTag,
+  A_PSHIFT_SHIFT, A_PKEY_SHIFT, curCtx, tlbInvalidatePage,
 } from "../tlb";
 import {
   PTE_P, PTE_US, PTE_A, PTE_D, PTE_PS, PTE_G, PTE_ADDR_MASK_52, PTE_RSVD_2M, PTE_RSVD_1G,
@@ -436,6 +436,7 @@ export function x86TranslateBatch(count: u32, user: u32): u32 {
  * containing `va`, whatever its size. A non-canonical `va` is a no-op.
  */
 export function x86Invlpg(va: u64): void {
+  counterAdd(C_FLUSH_PAGE, 1);
   if (!isCanonical(va)) return;
   const vpn = (va >> 12) & VPN_MASK;
   tlbInvalidatePage(curCtx, vpn);
@@ -448,7 +449,6 @@ export function x86Invlpg(va: u64): void {
  * #GP conditions.
  */
 export function x86InvalidatePcidAddr(pcid: u32, va: u64): void {
-  const vpn = (va >> 12) & VPN_MASK;
-  if (ctxLiveTag(pcid & 0xfff) == 0) return;
-  tlbInvalidatePage(pcid & 0xfff, vpn);
+  counterAdd(C_FLUSH_PAGE, 1);
+  tlbInvalidatePage(pcid & 0xfff, (va >> 12) & VPN_MASK);
 }
