@@ -11,7 +11,8 @@
 //                            leaf[(off >> 12) & 1023] = host frame number, 0 = unbacked
 //
 // An unbacked frame reads as zero (the ZERO page) unless the machine has a
-// populate hook (a memory image on disk), which is called once per frame.
+// populate hook (a memory image on disk), which is called on every read of a
+// frame it has not backed (it backs non-zero frames, so usually once).
 // A gpa outside the slot has no host address: callers turn that into an
 // abort-style fault, never a read of another region.
 

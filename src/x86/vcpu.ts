@@ -53,7 +53,7 @@ export class X86Vcpu {
   readonly base: number;
   private readonly L: Core["layout"];
   private readonly ex: Core["exports"];
-  private batchViews?: { buf: ArrayBufferLike; batch: X86Batch };
+  private batchViews?: { len: number; batch: X86Batch };
 
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
@@ -77,8 +77,13 @@ export class X86Vcpu {
     this.load();
   }
 
+  private view?: DataView;
+
+  /** A DataView over the whole memory, renewed when the memory has grown. */
   private dv(): DataView {
-    return new DataView(this.memory.wasmMemory.buffer);
+    const buf = this.memory.wasmMemory.buffer;
+    if (this.view === undefined || this.view.byteLength !== buf.byteLength) this.view = new DataView(buf);
+    return this.view;
   }
 
   private load(): void {
@@ -254,7 +259,7 @@ export class X86Vcpu {
   /** Zero-copy views over this vCPU's batch area (capacity BATCH_MAX). */
   batch(): X86Batch {
     const buf = this.memory.wasmMemory.buffer;
-    if (this.batchViews?.buf === buf) return this.batchViews.batch;
+    if (this.batchViews?.len === buf.byteLength) return this.batchViews.batch;
     const L = this.L, b = this.base, n = L.BATCH_MAX;
     const ex = this.ex;
     const batch: X86Batch = {
@@ -268,7 +273,7 @@ export class X86Vcpu {
         return ex.x86TranslateBatch(count, user ? 1 : 0);
       },
     };
-    this.batchViews = { buf, batch };
+    this.batchViews = { len: buf.byteLength, batch };
     return batch;
   }
 
