@@ -4,7 +4,7 @@
 export * from "./layout";
 export { machineInit, INIT_OK, INIT_EALREADY, INIT_EVCPUS, INIT_ETLB, INIT_ESLOT, INIT_ENOMEM, SLOT_MAX } from "./machine";
 export { physAttach, hostForStore, hostForRead } from "./phys";
-export { tlbAttach, tlbFlushCtx, tlbFlushNonGlobal, tlbFlushAll, tlbInvalidatePage, ctxLiveTag, selectCtx } from "./tlb";
+export { tlbAttach, tlbFlushCtx, tlbFlushNonGlobal, tlbFlushAll, tlbInvalidatePage, tlbInvalidateRange, ctxLiveTag, selectCtx, selectGlobal } from "./tlb";
 export {
   x86LoadControl, x86Translate, x86TranslateBatch, x86Walk, x86Invlpg, x86InvalidatePcidAddr,
   WALK_AD, WALK_CHECK, WALK_DEBUG, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,

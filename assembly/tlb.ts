@@ -29,20 +29,21 @@
 //  - an entry whose tag is not live is unreachable by lookup.
 
 import {
-  VCPU_CTX, CTX_STRIDE, CTX_TAG, CTX_EPOCH, CTX_LIVE, CTX_LIVE2M, CTX_LIVE1G, CTX_GLOBAL,
+  VCPU_CTX, CTX_STRIDE, CTX_TAG, CTX_EPOCH, CTX_LIVE, CTX_LIVE2M, CTX_LIVE1G, CTX_GLOBAL, CTX_SLOTS,
   T_EPOCH, T_NEXT_TAG, T_TOTAL_LIVE, TAG_MAX, TLB_ENTRY, E_KEY, E_PA, E_ATTR, E_CTX, E_STATUS,
   BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT,
   VCPU_COUNTERS, C_FILLS, C_EVICTIONS, C_FLUSH_ALL, C_FLUSH_NONGLOBAL, C_FLUSH_CTX,
   C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES,
 } from "./layout";
 
-// attr field of an entry
-export const A_ACC_MASK: u32 = 7;
-export const A_DIRTY: u32 = 1 << 3;
-export const A_GLOBAL: u32 = 1 << 4;
-export const A_LEVEL_SHIFT: u32 = 5;
-export const A_PSHIFT_SHIFT: u32 = 8;
-export const A_PKEY_SHIFT: u32 = 16;
+// attr field of an entry. Bits 23:0 belong to the architecture (x86: ACC,
+// D, G, pkey; arm64: allow bits); bits 31:24 are read by the TLB itself.
+export const A_ACC_MASK: u32 = 7; //        x86: X W U
+export const A_DIRTY: u32 = 1 << 3; //      x86: D of the leaf
+export const A_GLOBAL: u32 = 1 << 4; //     fill into the global context
+export const A_PKEY_SHIFT: u32 = 16; //     x86: protection key, 4 bits
+export const A_PSHIFT_SHIFT: u32 = 24; //   page shift of the page this piece belongs to (12, 21, 30)
+export const A_LEVEL_SHIFT: u32 = 29; //    level of the leaf (x86 KVM numbering, arm64 Arm numbering)
 
 export const VPN_MASK: u64 = (<u64>1 << 45) - 1;
 
@@ -59,6 +60,8 @@ export let globKeyHi: u64 = 0;
 export let globSalt: u64 = 0;
 /** True while the global context may hold live entries: gates the second probe. */
 export let globLive: bool = false;
+/** Context slot of global entries: CTX_GLOBAL on x86, the VMID's global context on arm64. */
+export let globSlot: u32 = CTX_GLOBAL;
 
 // @ts-ignore: decorator
 @inline export function counterAdd(idx: u32, n: u64): void {
@@ -131,7 +134,7 @@ function acquireTag(slot: u32): u32 {
   if (next > TAG_MAX) {
     rollover();
     next = 1;
-    if (slot != CTX_GLOBAL) { store<u32>(vcpuBase + T_NEXT_TAG, next + 1); bindTag(slot, next); refreshGlobal(); return next; }
+    if (slot != globSlot) { store<u32>(vcpuBase + T_NEXT_TAG, next + 1); bindTag(slot, next); refreshGlobal(); return next; }
   }
   store<u32>(vcpuBase + T_NEXT_TAG, next + 1);
   bindTag(slot, next);
@@ -148,10 +151,17 @@ function bindTag(slot: u32, tag: u32): void {
 }
 
 function refreshGlobal(): void {
-  const t = acquireTag(CTX_GLOBAL);
+  const t = acquireTag(globSlot);
   globKeyHi = <u64>t << 48;
   globSalt = saltOf(t);
-  globLive = liveOf(CTX_GLOBAL, CTX_LIVE) != 0;
+  globLive = liveOf(globSlot, CTX_LIVE) != 0;
+}
+
+/** Makes `slot` the context global entries are filled into and looked up in. No flush. */
+export function selectGlobal(slot: u32): void {
+  globSlot = slot;
+  refreshGlobal();
+  selectCtx(curCtx);
 }
 
 /** Makes `slot` the current context (after a CR3 load or mode change). No flush. */
@@ -161,8 +171,8 @@ export function selectCtx(slot: u32): void {
   curKeyHi = <u64>t << 48;
   curSalt = saltOf(t);
   // acquireTag may have rolled over: the global tag must be re-read too.
-  const g = ctxLiveTag(CTX_GLOBAL);
-  if (<u64>g << 48 != globKeyHi) refreshGlobal();
+  const g = ctxLiveTag(globSlot);
+  if (<u64>g << 48 != globKeyHi || g == 0) refreshGlobal();
 }
 
 // @ts-ignore: decorator
@@ -174,7 +184,7 @@ export function selectCtx(slot: u32): void {
 function unaccount(e: usize): void {
   const key = load<u64>(e + E_KEY);
   const slot = load<u32>(e + E_CTX);
-  if (slot > CTX_GLOBAL) return;
+  if (slot >= CTX_SLOTS) return;
   const c = ctxPtr(slot);
   if (load<u32>(c + CTX_EPOCH) != epoch() || <u64>load<u32>(c + CTX_TAG) != (key >> 48)) return;
   store<u32>(c + CTX_LIVE, load<u32>(c + CTX_LIVE) - 1);
@@ -188,7 +198,7 @@ function isLiveEntry(e: usize): bool {
   const key = load<u64>(e + E_KEY);
   if (key == 0) return false;
   const slot = load<u32>(e + E_CTX);
-  if (slot > CTX_GLOBAL) return false;
+  if (slot >= CTX_SLOTS) return false;
   return <u64>ctxLiveTag(slot) == (key >> 48);
 }
 
@@ -199,9 +209,27 @@ function isLiveEntry(e: usize): bool {
  */
 export function tlbFill(vpn: u64, pa4k: u64, attr: u32): void {
   const global = (attr & A_GLOBAL) != 0;
-  const slot = global ? CTX_GLOBAL : curCtx;
-  const keyHi = global ? globKeyHi : curKeyHi;
-  const e = slotAddr(vpn, global ? globSalt : curSalt);
+  fillAt(global ? globSlot : curCtx, global ? globKeyHi : curKeyHi, global ? globSalt : curSalt, vpn, pa4k, attr);
+  if (global) globLive = true;
+}
+
+/** Caches one piece in context `slot` (arm64 stage-2-only entries). */
+export function tlbFillIn(slot: u32, vpn: u64, pa4k: u64, attr: u32): void {
+  const tag = acquireTag(slot);
+  fillAt(slot, <u64>tag << 48, saltOf(tag), vpn, pa4k, attr);
+  if (slot == globSlot) globLive = true;
+}
+
+/** Entry address of `vpn` in context `slot` if cached there, else 0. */
+export function tlbLookupIn(slot: u32, vpn: u64): usize {
+  const tag = ctxLiveTag(slot);
+  if (tag == 0) return 0;
+  const e = slotAddr(vpn, saltOf(tag));
+  return load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn) ? e : 0;
+}
+
+function fillAt(slot: u32, keyHi: u64, salt: u64, vpn: u64, pa4k: u64, attr: u32): void {
+  const e = slotAddr(vpn, salt);
   if (isLiveEntry(e)) {
     unaccount(e);
     counterAdd(C_EVICTIONS, 1);
@@ -217,7 +245,6 @@ export function tlbFill(vpn: u64, pa4k: u64, attr: u32): void {
   if (ps == 21) store<u32>(c + CTX_LIVE2M, load<u32>(c + CTX_LIVE2M) + 1);
   else if (ps == 30) store<u32>(c + CTX_LIVE1G, load<u32>(c + CTX_LIVE1G) + 1);
   store<u32>(vcpuBase + T_TOTAL_LIVE, load<u32>(vcpuBase + T_TOTAL_LIVE) + 1);
-  if (global) globLive = true;
   counterAdd(C_FILLS, 1);
 }
 
@@ -235,15 +262,15 @@ export function tlbFlushCtx(slot: u32): void {
   counterAdd(C_DROPPED, <u64>live);
   store<u32>(vcpuBase + T_TOTAL_LIVE, load<u32>(vcpuBase + T_TOTAL_LIVE) - live);
   store<u32>(ctxPtr(slot) + CTX_EPOCH, 0);
-  if (slot == CTX_GLOBAL) refreshGlobal();
+  if (slot == globSlot) refreshGlobal();
   selectCtx(curCtx);
 }
 
 /** Flushes every non-global context; global entries survive. */
 export function tlbFlushNonGlobal(): void {
   counterAdd(C_FLUSH_NONGLOBAL, 1);
-  const g = ctxPtr(CTX_GLOBAL);
-  const gLive = liveOf(CTX_GLOBAL, CTX_LIVE);
+  const g = ctxPtr(globSlot);
+  const gLive = liveOf(globSlot, CTX_LIVE);
   const total = load<u32>(vcpuBase + T_TOTAL_LIVE);
   counterAdd(C_DROPPED, <u64>(total - gLive));
   const e = epoch() + 1;
@@ -266,47 +293,67 @@ export function tlbFlushAll(): void {
   selectCtx(curCtx);
 }
 
-/** Drops the entry of context `slot` caching `vpn` if it has page shift `shift` (or any if shift is 0). */
-function probeDrop(slot: u32, tag: u32, vpn: u64, shift: u32): void {
+// @ts-ignore: decorator
+@inline function levelOk(attr: u32, level: u32): bool {
+  return level == 0 || ((attr >> A_LEVEL_SHIFT) & 7) == level;
+}
+
+/** Drops the entry of `slot` (live tag `tag`) caching `vpn` if its piece shift is `shift` (any if 0) and its level passes. */
+function probeDrop(tag: u32, vpn: u64, shift: u32, level: u32): void {
   const e = slotAddr(vpn, saltOf(tag));
   if (load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn)) {
-    if (shift == 0 || pieceShift(load<u32>(e + E_ATTR)) == shift) tlbDrop(e);
+    const attr = load<u32>(e + E_ATTR);
+    if ((shift == 0 || pieceShift(attr) == shift) && levelOk(attr, level)) tlbDrop(e);
   }
 }
 
 /**
- * Invalidates every entry of context `slot` that translates an address in the
- * page containing `vpn`, whatever that page's size.
+ * Invalidates every entry of context `slot` that translates an address in
+ * the pages [vpn, vpn + pages), whatever the size of the page or block the
+ * entry came from; with `level` ≠ 0 only entries from leaves at that level
+ * (an arm64 TTL hint: entries at other levels may stay).
  *
- * 1. The 4 KiB piece at `vpn` itself (any page size): one probe.
- * 2. If the context holds 2 MiB pieces: the 512 pieces of the 2 MiB region.
- * 3. If it holds 1 GiB pieces: the pieces of the 1 GiB region — probed one by
- *    one, or by one scan of the array when that is shorter.
- * A context with no live entries costs nothing. Callers count the flush.
+ * 1. A context with no live entries costs nothing.
+ * 2. Count the probes needed: every page of the range, plus — if the context
+ *    holds 2 MiB / 1 GiB pieces — every piece slot of the 2 MiB / 1 GiB
+ *    regions the range touches.
+ * 3. If that exceeds the array size, scan the array once instead, dropping
+ *    entries of this context whose page overlaps the range.
+ * 4. Otherwise probe: any piece at a page in the range; 2 MiB / 1 GiB pieces
+ *    in the surrounding regions.
+ * Cost: O(min(probes, entries)). Callers count the flush.
  */
-export function tlbInvalidatePage(slot: u32, vpn: u64): void {
+export function tlbInvalidateRange(slot: u32, vpn: u64, pages: u64, level: u32): void {
   const tag = ctxLiveTag(slot);
-  if (tag == 0 || liveOf(slot, CTX_LIVE) == 0) return;
-  let probes: u64 = 1;
-  probeDrop(slot, tag, vpn, 0);
-  if (liveOf(slot, CTX_LIVE2M) != 0) {
-    const base = vpn & ~<u64>511;
-    for (let i: u64 = 0; i < 512; i++) probeDrop(slot, tag, base | i, 21);
-    probes += 512;
-  }
-  if (liveOf(slot, CTX_LIVE1G) != 0) {
-    const base = vpn & ~<u64>0x3ffff;
-    if (<u64>tlbEntries < 0x40000) {
-      const keyHi = <u64>tag << 48;
-      for (let e = tlbBase, end = tlbBase + <usize>tlbEntries * TLB_ENTRY; e < end; e += TLB_ENTRY) {
-        const key = load<u64>(e + E_KEY);
-        if ((key & ~VPN_MASK) == keyHi && ((key & VPN_MASK) & ~<u64>0x3ffff) == base && pieceShift(load<u32>(e + E_ATTR)) == 30) tlbDrop(e);
-      }
-      probes += <u64>tlbEntries;
-    } else {
-      for (let i: u64 = 0; i < 0x40000; i++) probeDrop(slot, tag, base | i, 30);
-      probes += 0x40000;
+  if (tag == 0 || pages == 0 || liveOf(slot, CTX_LIVE) == 0) return;
+  const end = vpn + pages;
+  const has2m = liveOf(slot, CTX_LIVE2M) != 0;
+  const has1g = liveOf(slot, CTX_LIVE1G) != 0;
+  const lo2m = vpn & ~<u64>511, hi2m = (end + 511) & ~<u64>511;
+  const lo1g = vpn & ~<u64>0x3ffff, hi1g = (end + 0x3ffff) & ~<u64>0x3ffff;
+  let probes = pages;
+  if (has2m) probes += hi2m - lo2m;
+  if (has1g) probes += hi1g - lo1g;
+  if (probes > <u64>tlbEntries) {
+    const keyHi = <u64>tag << 48;
+    for (let e = tlbBase, stop = tlbBase + <usize>tlbEntries * TLB_ENTRY; e < stop; e += TLB_ENTRY) {
+      const key = load<u64>(e + E_KEY);
+      if ((key & ~VPN_MASK) != keyHi) continue;
+      const attr = load<u32>(e + E_ATTR);
+      const span = (<u64>1 << (pieceShift(attr) - 12)) - 1;
+      const first = (key & VPN_MASK) & ~span;
+      if (first < end && first + span >= vpn && levelOk(attr, level)) tlbDrop(e);
     }
+    counterAdd(C_FLUSH_PROBES, <u64>tlbEntries);
+    return;
   }
+  for (let p = vpn; p < end; p++) probeDrop(tag, p, 0, level);
+  if (has2m) for (let p = lo2m; p < hi2m; p++) probeDrop(tag, p, 21, level);
+  if (has1g) for (let p = lo1g; p < hi1g; p++) probeDrop(tag, p, 30, level);
   counterAdd(C_FLUSH_PROBES, probes);
+}
+
+/** Invalidates the page containing `vpn` in context `slot` (x86 INVLPG shape): tlbInvalidateRange(slot, vpn, 1, 0). */
+export function tlbInvalidatePage(slot: u32, vpn: u64): void {
+  tlbInvalidateRange(slot, vpn, 1, 0);
 }

@@ -23,7 +23,7 @@ import { hostForLoadLazy, loadEntry, casEntry, slotBase, eagerBytes, ramHost } f
 import {
   vcpuBase, tlbBase, tlbMask, curKeyHi, curSalt, globKeyHi, globSalt, globLive, slotAddr, counterAdd,
   tlbFill, tlbDrop, selectCtx, VPN_MASK, A_ACC_MASK, A_DIRTY, A_GLOBAL, A_LEVEL_SHIFT,
-  A_PSHIFT_SHIFT, A_PKEY_SHIFT, curCtx, tlbInvalidatePage,
+  A_PSHIFT_SHIFT, A_PKEY_SHIFT, curCtx, tlbInvalidatePage, globSlot, selectGlobal,
 } from "../tlb";
 import {
   PTE_P, PTE_US, PTE_A, PTE_D, PTE_PS, PTE_G, PTE_ADDR_MASK_52, PTE_RSVD_2M, PTE_RSVD_1G,
@@ -152,6 +152,7 @@ export function x86LoadControl(): i32 {
   }
   hitPackS = hs;
   hitPackU = hu;
+  if (globSlot != CTX_GLOBAL) selectGlobal(CTX_GLOBAL);
   selectCtx((cr4 & CR4_PCIDE) != 0 ? <u32>(cr3 & CR3_PCID_MASK) : 0);
   return CONTROL_OK;
 }
@@ -440,7 +441,7 @@ export function x86Invlpg(va: u64): void {
   if (!isCanonical(va)) return;
   const vpn = (va >> 12) & VPN_MASK;
   tlbInvalidatePage(curCtx, vpn);
-  tlbInvalidatePage(CTX_GLOBAL, vpn);
+  tlbInvalidatePage(globSlot, vpn);
 }
 
 /**
