@@ -9,3 +9,7 @@ export {
   x86LoadControl, x86Translate, x86TranslateBatch, x86Walk, x86Invlpg, x86InvalidatePcidAddr,
   WALK_AD, WALK_CHECK, WALK_DEBUG, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,
 } from "./x86/mmu";
+export {
+  armLoadRegs, armSelectContexts, armTranslate, armTranslateBatch, armWalk, armWalkStage2,
+  AWALK_UPDATE, AWALK_DEBUG, REGS_OK, REGS_EGRANULE, REGS_ETSZ, REGS_EVTCR,
+} from "./arm64/mmu";

@@ -111,6 +111,17 @@ export const S_RFLAGS: u32 = 0x28;
 export const S_MAXPHY: u32 = 0x30; //    u32  MAXPHYADDR
 export const S_TLB_ON: u32 = 0x34; //    u32  1: use and fill the TLB
 export const S_INDEX: u32 = 0x38; //     u32  vCPU index
+// arm64 system registers (offsets from vcpuBase), u64 unless noted.
+export const S_TTBR0: u32 = 0x100;
+export const S_TTBR1: u32 = 0x108;
+export const S_TCR: u32 = 0x110;
+export const S_SCTLR: u32 = 0x118;
+export const S_MAIR: u32 = 0x120;
+export const S_VTTBR: u32 = 0x128;
+export const S_VTCR: u32 = 0x130;
+export const S_HCR: u32 = 0x138;
+export const S_PAN: u32 = 0x140; //      u32  PSTATE.PAN
+export const S_PA_BITS: u32 = 0x144; //  u32  implemented PA size (ID_AA64MMFR0.PARange), 48
 // Result record of the last single translate / walk.
 export const R_PA: u32 = 0x80; //        u64
 export const R_GPA: u32 = 0x88; //       u64  table gpa of an abort
@@ -118,6 +129,12 @@ export const R_STATUS: u32 = 0x90; //    u32  STATUS_*
 export const R_ERROR: u32 = 0x94; //     u32  #PF error code
 export const R_LEVEL: u32 = 0x98; //     u32  leaf level, or level where the walk stopped
 export const R_SHIFT: u32 = 0x9c; //     u32  page-size shift: 12, 21, 30 (0 on fault)
+// arm64 fault details (R_STATUS = STATUS_ARM_FAULT).
+export const R_IPA: u32 = 0xa0; //       u64  intermediate address (ok), faulting IPA (stage 2)
+export const R_FSC: u32 = 0xa8; //       u32  fault status code, ESR ISS[5:0]
+export const R_STAGE: u32 = 0xac; //     u32  1 or 2
+export const R_FFLAGS: u32 = 0xb0; //    u32  bit 0 S1PTW, bit 1 WnR
+export const R_KIND: u32 = 0xb4; //      u32  FK_*
 // Per-vCPU TLB/context state kept in memory so every flush can be inspected.
 export const T_EPOCH: u32 = 0xc0; //     u32
 export const T_NEXT_TAG: u32 = 0xc4; //  u32
@@ -131,6 +148,15 @@ export const STATUS_OK: u32 = 0;
 export const STATUS_PF: u32 = 1; //      #PF, vector 14
 export const STATUS_GP: u32 = 2; //      #GP(0), vector 13: non-canonical address
 export const STATUS_ABORT: u32 = 3; //   a table pointer outside every memslot
+export const STATUS_ARM_FAULT: u32 = 4; // arm64 abort: details in R_FSC, R_STAGE, R_FFLAGS, R_KIND
+export const STATUS_EACCESS: u32 = 5; //  batch entry with an access code other than 0, 1, 2
+
+// arm64 fault kinds (R_KIND).
+export const FK_TRANSLATION: u32 = 1;
+export const FK_ADDRESS_SIZE: u32 = 2;
+export const FK_ACCESS_FLAG: u32 = 3;
+export const FK_PERMISSION: u32 = 4;
+export const FK_EXTERNAL: u32 = 5; //    synchronous external abort on the walk (table outside RAM)
 
 // COUNTERS: u64 each, index × 8 from VCPU_COUNTERS.
 export const C_LOOKUPS: u32 = 0;
@@ -165,9 +191,10 @@ export const COUNTER_COUNT: u32 = 17;
 //  │ batch status word of a hit (u32) │ reserved                  │ +24
 //  └──────────────────────────────────────────────────────────────┘
 //
-// attr: bits 2:0 ACC (X=1, W=2, U=4, ANDed over the walk; X means "not XD"),
-// bit 3 D of the leaf, bit 4 global, bits 7:5 level, bits 12:8 page shift,
-// bits 19:16 protection key.
+// attr: bits 22:0 are per architecture — x86: 2:0 ACC (X=1, W=2, U=4, ANDed
+// over the walk; X means "not XD"), 3 D of the leaf, 19:16 protection key;
+// arm64: 7:0 allow bits per (EL, PAN, access) (assembly/arm64/desc.ts AL_*).
+// Bits 31:23 are the TLB's own: 23 global, 28:24 page shift, 31:29 level.
 export const TLB_ENTRY: u32 = 32;
 export const E_KEY: u32 = 0;
 export const E_PA: u32 = 8;

@@ -36,11 +36,11 @@ import {
   C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES,
 } from "./layout";
 
-// attr field of an entry. Bits 23:0 belong to the architecture (x86: ACC,
-// D, G, pkey; arm64: allow bits); bits 31:24 are read by the TLB itself.
+// attr field of an entry. Bits 22:0 belong to the architecture (x86: ACC,
+// D, pkey; arm64: allow bits); bits 31:23 are read by the TLB itself.
 export const A_ACC_MASK: u32 = 7; //        x86: X W U
 export const A_DIRTY: u32 = 1 << 3; //      x86: D of the leaf
-export const A_GLOBAL: u32 = 1 << 4; //     fill into the global context
+export const A_GLOBAL: u32 = 1 << 23; //    fill into the global context
 export const A_PKEY_SHIFT: u32 = 16; //     x86: protection key, 4 bits
 export const A_PSHIFT_SHIFT: u32 = 24; //   page shift of the page this piece belongs to (12, 21, 30)
 export const A_LEVEL_SHIFT: u32 = 29; //    level of the leaf (x86 KVM numbering, arm64 Arm numbering)
@@ -208,15 +208,24 @@ function isLiveEntry(e: usize): bool {
  * successful walk with the TLB on.
  */
 export function tlbFill(vpn: u64, pa4k: u64, attr: u32): void {
+  tlbFillReport(vpn, pa4k, attr, pieceShift(attr));
+}
+
+/**
+ * tlbFill with a page shift to report on hits (`reportShift`) that differs
+ * from the piece shift invalidation uses: arm64 combined entries are
+ * invalidated as their stage-1 block but report min(stage 1, stage 2).
+ */
+export function tlbFillReport(vpn: u64, pa4k: u64, attr: u32, reportShift: u32): void {
   const global = (attr & A_GLOBAL) != 0;
-  fillAt(global ? globSlot : curCtx, global ? globKeyHi : curKeyHi, global ? globSalt : curSalt, vpn, pa4k, attr);
+  fillAt(global ? globSlot : curCtx, global ? globKeyHi : curKeyHi, global ? globSalt : curSalt, vpn, pa4k, attr, reportShift);
   if (global) globLive = true;
 }
 
 /** Caches one piece in context `slot` (arm64 stage-2-only entries). */
 export function tlbFillIn(slot: u32, vpn: u64, pa4k: u64, attr: u32): void {
   const tag = acquireTag(slot);
-  fillAt(slot, <u64>tag << 48, saltOf(tag), vpn, pa4k, attr);
+  fillAt(slot, <u64>tag << 48, saltOf(tag), vpn, pa4k, attr, pieceShift(attr));
   if (slot == globSlot) globLive = true;
 }
 
@@ -228,7 +237,7 @@ export function tlbLookupIn(slot: u32, vpn: u64): usize {
   return load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn) ? e : 0;
 }
 
-function fillAt(slot: u32, keyHi: u64, salt: u64, vpn: u64, pa4k: u64, attr: u32): void {
+function fillAt(slot: u32, keyHi: u64, salt: u64, vpn: u64, pa4k: u64, attr: u32, reportShift: u32): void {
   const e = slotAddr(vpn, salt);
   if (isLiveEntry(e)) {
     unaccount(e);
@@ -238,7 +247,7 @@ function fillAt(slot: u32, keyHi: u64, salt: u64, vpn: u64, pa4k: u64, attr: u32
   store<u64>(e + E_PA, pa4k);
   store<u32>(e + E_ATTR, attr);
   store<u32>(e + E_CTX, slot);
-  store<u32>(e + E_STATUS, (pieceShift(attr) << BS_PSHIFT_SHIFT) | (((attr >> A_LEVEL_SHIFT) & 7) << BS_LEVEL_SHIFT));
+  store<u32>(e + E_STATUS, (reportShift << BS_PSHIFT_SHIFT) | (((attr >> A_LEVEL_SHIFT) & 7) << BS_LEVEL_SHIFT));
   const c = ctxPtr(slot);
   store<u32>(c + CTX_LIVE, load<u32>(c + CTX_LIVE) + 1);
   const ps = pieceShift(attr);

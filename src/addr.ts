@@ -20,4 +20,7 @@ export const toGfn = (a: Gpa): Gfn => (a >> 12n) as Gfn;
 export const gfnToGpa = (f: Gfn): Gpa => (f << 12n) as Gpa;
 
 /** `0x…` lower-case hex of a 64-bit value. */
-export const hex = (v: bigint | number): string => "0x" + BigInt(v).toString(16);
+export const hex = (v: bigint | number): string => {
+  const b = BigInt(v);
+  return b < 0n ? "-0x" + (-b).toString(16) : "0x" + b.toString(16);
+};

@@ -3,9 +3,9 @@
 export { createMachine, attachVcpu, coreLayout, Machine, type MachineOptions, type MachineHandle } from "./machine.js";
 export { GuestMemory, type Memslot } from "./memory.js";
 export {
-  X86Vcpu, isCanonical, type X86Control, type X86Fault, type X86Translation, type X86TranslateResult,
-  type TlbStats, type X86Batch,
+  X86Vcpu, isCanonical, type X86Control, type X86Fault, type X86Translation, type X86TranslateResult, type X86Batch,
 } from "./x86/vcpu.js";
+export type { TlbStats, Batch } from "./core/vcpu-base.js";
 export { X86PageTableBuilder, type X86PageSize, type X86LeafFlags, type X86BuilderOptions } from "./x86/table-builder.js";
 export { CR0, CR4, EFER, RFLAGS, PTE, PFERR, LONG_MODE, CR3_NOFLUSH, CR3_PCID_MASK, type X86Access } from "./x86/regs.js";
 export { gva, gpa, toGfn, gfnToGpa, hex, type Gva, type Gpa, type Gfn, type Hpa } from "./addr.js";

@@ -5,6 +5,7 @@ import { coreModule, instantiateCore, type Core, type PopulateHook } from "./cor
 import type { Layout } from "./core/layout.js";
 import { GuestMemory, type Memslot } from "./memory.js";
 import { X86Vcpu } from "./x86/vcpu.js";
+import { hex } from "./addr.js";
 
 export interface MachineOptions {
   arch: "x86_64";
@@ -72,7 +73,9 @@ export class Machine {
     if (size <= 0n || (size & 0xfffn) !== 0n) throw new RangeError("vmmu: memoryBytes must be a positive multiple of 4096");
     if (typeof base !== "bigint" || base < 0n || (base & 0xfffn) !== 0n) throw new RangeError("vmmu: ramBase must be a 4 KiB aligned bigint");
     if (!Number.isInteger(maxPhys) || maxPhys < 36 || maxPhys > 52) throw new RangeError("vmmu: maxPhysAddrBits must be 36..52");
-    if (base + size > 1n << BigInt(maxPhys)) throw new RangeError(`vmmu: guest RAM ends above 2^${maxPhys} (MAXPHYADDR)`);
+    if (base + size > 1n << BigInt(maxPhys)) {
+      throw new RangeError(`vmmu: ramBase + memoryBytes (${hex(base + size)}) exceeds 2^maxPhysAddrBits (MAXPHYADDR 2^${maxPhys}); raise maxPhysAddrBits or shrink the guest`);
+    }
     if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 256) throw new RangeError("vmmu: vcpus must be 1..256");
     if (!Number.isInteger(poolBytes) || poolBytes < 0 || poolBytes % 4096 !== 0) throw new RangeError("vmmu: poolBytes must be a multiple of 4096");
     const eager = opts.eagerBytes !== undefined ? toBig(opts.eagerBytes, "eagerBytes") : size <= 2n * GiB ? size : 0n;

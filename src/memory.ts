@@ -59,14 +59,24 @@ export class GuestMemory {
 
   /** Reads the little-endian u64 at `gpa` (need not be aligned). Unbacked memory reads as zero. */
   read64(gpa: bigint): bigint {
-    if ((gpa & 0xfffn) <= 0xff8n) return this.view.getBigUint64(this.host(gpa, false), true);
+    checkGpa(gpa);
+    if ((gpa & 0xfffn) <= 0xff8n) {
+      const h = this.host(gpa, false);
+      return this.view.getBigUint64(h, true);
+    }
     return bytesToU64(this.read(gpa, 8));
   }
 
   /** Writes the little-endian u64 `value` at `gpa`. */
   write64(gpa: bigint, value: bigint): void {
+    checkGpa(gpa);
+    if (typeof value !== "bigint") throw new TypeError(`vmmu: value must be a bigint, got ${typeof value}`);
     const v = BigInt.asUintN(64, value);
-    if ((gpa & 0xfffn) <= 0xff8n) { this.view.setBigUint64(this.host(gpa, true), v, true); return; }
+    if ((gpa & 0xfffn) <= 0xff8n) {
+      const h = this.host(gpa, true);
+      this.view.setBigUint64(h, v, true);
+      return;
+    }
     const b = new Uint8Array(8);
     new DataView(b.buffer).setBigUint64(0, v, true);
     this.write(gpa, b);
@@ -78,14 +88,26 @@ export class GuestMemory {
    * uses for A/D, so concurrent updates from both sides are never lost.
    */
   cmpxchg64(gpa: bigint, expected: bigint, desired: bigint): boolean {
+    checkGpa(gpa);
     if ((gpa & 7n) !== 0n) throw new RangeError(`vmmu: cmpxchg64 needs an 8-aligned gpa, got ${hex(gpa)}`);
     const h = this.host(gpa, true);
     const e = BigInt.asIntN(64, expected);
     return Atomics.compareExchange(this.i64, h / 8, e, BigInt.asIntN(64, desired)) === e;
   }
 
+  /** Throws unless [gpa, gpa + length) lies inside the memslot. */
+  private checkRange(gpa: bigint, length: number): void {
+    if (typeof gpa !== "bigint") throw new TypeError(`vmmu: guest-physical address must be a bigint, got ${typeof gpa}`);
+    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`vmmu: length must be a non-negative integer, got ${length}`);
+    if (length === 0) return;
+    if (!this.contains(gpa)) this.host(gpa, false);
+    const last = gpa + BigInt(length) - 1n;
+    if (!this.contains(last)) this.host(this.slot.base + this.slot.size, false);
+  }
+
   /** Copies `length` bytes starting at `gpa` out of guest RAM. */
   read(gpa: bigint, length: number): Uint8Array {
+    this.checkRange(gpa, length);
     const out = new Uint8Array(length);
     let done = 0;
     while (done < length) {
@@ -100,6 +122,7 @@ export class GuestMemory {
 
   /** Copies `bytes` into guest RAM at `gpa`, backing frames as needed. */
   write(gpa: bigint, bytes: Uint8Array): void {
+    this.checkRange(gpa, bytes.length);
     let done = 0;
     while (done < bytes.length) {
       const a = gpa + BigInt(done);
@@ -126,6 +149,10 @@ export class GuestMemory {
     this.fresh();
     return this.view.getUint32(this.layout.MACHINE_BASE + this.layout.M_BACKED, true);
   }
+}
+
+function checkGpa(gpa: unknown): asserts gpa is bigint {
+  if (typeof gpa !== "bigint") throw new TypeError(`vmmu: guest-physical address must be a bigint, got ${typeof gpa}`);
 }
 
 function bytesToU64(b: Uint8Array): bigint {

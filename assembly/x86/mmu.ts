@@ -14,7 +14,7 @@
 import {
   S_CR0, S_CR3, S_CR4, S_EFER, S_PKRU, S_RFLAGS, S_MAXPHY, S_TLB_ON,
   R_PA, R_GPA, R_STATUS, R_ERROR, R_LEVEL, R_SHIFT,
-  STATUS_OK, STATUS_PF, STATUS_GP, STATUS_ABORT,
+  STATUS_OK, STATUS_PF, STATUS_GP, STATUS_ABORT, STATUS_EACCESS,
   C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_PT_REFS, C_AD_WRITES, C_WALK_RETRIES, C_FAULTS, C_FLUSH_PAGE,
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
   BS_STATUS_SHIFT, BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT, E_PA, E_ATTR, E_KEY, E_STATUS, CTX_GLOBAL,
@@ -359,6 +359,7 @@ function storeResult(s: u32): u32 {
  * The single-address entry point for embedders.
  */
 export function x86Translate(va: u64, access: u32, user: u32): u32 {
+  if (access > ACCESS_FETCH) return storeResult(STATUS_EACCESS);
   return storeResult(translateSlow(va, access, user));
 }
 
@@ -368,6 +369,7 @@ export function x86Translate(va: u64, access: u32, user: u32): u32 {
  * check, then only P and PS matter. Result in the result record.
  */
 export function x86Walk(va: u64, access: u32, user: u32, flags: u32): u32 {
+  if (access > ACCESS_FETCH) return storeResult(STATUS_EACCESS);
   if (!pagingOn) return storeResult(translateSlow(va, access, user));
   if (!isCanonical(va)) { rLevel = 0; return storeResult(STATUS_GP); }
   return storeResult(walk(va, access, user, flags));
@@ -406,7 +408,7 @@ export function x86TranslateBatch(count: u32, user: u32): u32 {
   for (let i: u32 = 0; i < count; i++) {
     const va = load<u64>(vaArr + (<usize>i << 3));
     const access = <u32>load<u8>(acArr + <usize>i);
-    if (fast && (<i64>(va << cs) >> cs) == <i64>va) {
+    if (fast && access <= ACCESS_FETCH && (<i64>(va << cs) >> cs) == <i64>va) {
       const vpn = (va >> 12) & VPN_MASK;
       const e = tlb + (<usize>((vpn ^ salt) & mask) << 5);
       if (load<u64>(e + E_KEY) == (keyHi | vpn)) {
@@ -419,7 +421,7 @@ export function x86TranslateBatch(count: u32, user: u32): u32 {
         }
       }
     }
-    const s = translateSlow(va, access, user);
+    const s = access <= ACCESS_FETCH ? translateSlow(va, access, user) : STATUS_EACCESS;
     store<u64>(paArr + (<usize>i << 3), s == STATUS_OK ? rPa : (s == STATUS_ABORT ? rGpa : 0));
     store<u32>(stArr + (<usize>i << 2), statusWord(s));
     if (s != STATUS_OK) faults++;

@@ -25,6 +25,14 @@ export interface CoreExports {
   x86Walk(va: bigint, access: number, user: number, flags: number): number;
   x86Invlpg(va: bigint): void;
   x86InvalidatePcidAddr(pcid: number, va: bigint): void;
+  tlbInvalidateRange(slot: number, vpn: bigint, pages: bigint, level: number): void;
+  selectGlobal(slot: number): void;
+  armLoadRegs(): number;
+  armSelectContexts(cur: number, glob: number, s2: number): void;
+  armTranslate(va: bigint, access: number, el0: number): number;
+  armTranslateBatch(count: number, el0: number): number;
+  armWalk(va: bigint, access: number, el0: number, flags: number): number;
+  armWalkStage2(ipa: bigint, access: number, el0: number): number;
 }
 
 /** Called by the core the first time a populate-enabled memslot reads an unbacked frame. */

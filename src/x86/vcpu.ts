@@ -7,6 +7,7 @@
 import type { Core } from "../core/load.js";
 import type { GuestMemory } from "../memory.js";
 import { hex } from "../addr.js";
+import { VcpuBase, type Batch } from "../core/vcpu-base.js";
 import { CR0, CR3_NOFLUSH, CR3_PCID_MASK, CR4, EFER, ACCESS_CODE, type X86Access } from "./regs.js";
 
 export interface X86Control {
@@ -27,63 +28,29 @@ export interface X86Fault {
 export type X86Translation = { pa: bigint; pageSize: number; level: number };
 export type X86TranslateResult = X86Translation | { fault: X86Fault };
 
-/** TLB and walk counters of one vCPU, since creation. */
-export interface TlbStats {
-  lookups: number; hits: number; misses: number; walks: number; ptRefs: number; adWrites: number;
-  walkRetries: number; fills: number; evictions: number; flushAll: number; flushNonGlobal: number;
-  flushCtx: number; flushPage: number; dropped: number; faults: number; rollovers: number; flushProbes: number;
-  /** Entries currently live (reachable) in the TLB. */
-  live: number;
-}
-
 const GP: X86Fault = Object.freeze({ vector: 13, errorCode: 0, level: 0, kind: "general-protection" });
 
-/** Views over one vCPU's batch area; fill `va` and `access`, call run(), read `pa` and `status`. */
-export interface X86Batch {
-  readonly capacity: number;
-  readonly va: BigUint64Array;
-  readonly access: Uint8Array;
-  readonly pa: BigUint64Array;
-  readonly status: Uint32Array;
-  /** Translates entries 0..count-1 at CPL 3 if `user`; returns the number of faults. */
-  run(count: number, user: boolean): number;
-}
+/** Batch views of an x86 vCPU: `run(count, user)`. */
+export type X86Batch = Batch<boolean>;
 
-export class X86Vcpu {
-  readonly base: number;
-  private readonly L: Core["layout"];
-  private readonly ex: Core["exports"];
-  private batchViews?: { len: number; batch: X86Batch };
-
+export class X86Vcpu extends VcpuBase<boolean> {
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
    * block (TLB on, MAXPHYADDR); a worker attaching to a running vCPU passes
    * false. One instance drives a vCPU at a time.
    */
-  constructor(readonly index: number, private readonly core: Core, readonly memory: GuestMemory, readonly maxPhysAddrBits: number, fresh = true) {
-    this.L = core.layout;
-    this.ex = core.exports;
-    const dv = this.dv();
-    const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
-    const entries = dv.getUint32(this.L.MACHINE_BASE + this.L.M_TLB_ENTRIES, true);
-    this.base = this.L.VCPU_AREA + index * stride;
-    this.ex.physAttach();
-    this.ex.tlbAttach(this.base, this.base + this.L.VCPU_TLB, entries);
-    if (fresh) {
-      dv.setUint32(this.base + this.L.S_MAXPHY, maxPhysAddrBits, true);
-      dv.setUint32(this.base + this.L.S_INDEX, index, true);
-      dv.setUint32(this.base + this.L.S_TLB_ON, 1, true);
-    }
+  constructor(index: number, core: Core, memory: GuestMemory, readonly maxPhysAddrBits: number, fresh = true) {
+    super(index, core, memory, fresh);
+    if (fresh) this.dv().setUint32(this.base + this.L.S_MAXPHY, maxPhysAddrBits, true);
     this.load();
   }
 
-  private view?: DataView;
+  protected reload(): void {
+    this.load();
+  }
 
-  /** A DataView over the whole memory, renewed when the memory has grown. */
-  private dv(): DataView {
-    const buf = this.memory.wasmMemory.buffer;
-    if (this.view === undefined || this.view.byteLength !== buf.byteLength) this.view = new DataView(buf);
-    return this.view;
+  protected runBatch(count: number, user: boolean): number {
+    return this.ex.x86TranslateBatch(count, user ? 1 : 0);
   }
 
   private load(): void {
@@ -105,6 +72,16 @@ export class X86Vcpu {
    * is derived (LME && CR0.PG). Throws on a mode this core does not model.
    */
   setControl(c: Partial<X86Control>): void {
+    const before = this.control();
+    try {
+      this.writeControl(c);
+    } catch (e) {
+      this.writeControl(before);
+      throw e;
+    }
+  }
+
+  private writeControl(c: Partial<X86Control>): void {
     const dv = this.dv(), b = this.base, L = this.L;
     const w = (o: number, v: bigint | undefined) => { if (v !== undefined) dv.setBigUint64(b + o, BigInt.asUintN(64, v), true); };
     w(L.S_CR0, c.cr0); w(L.S_CR3, c.cr3); w(L.S_CR4, c.cr4); w(L.S_EFER, c.efer); w(L.S_PKRU, c.pkru); w(L.S_RFLAGS, c.rflags);
@@ -112,13 +89,6 @@ export class X86Vcpu {
     const efer = dv.getBigUint64(b + L.S_EFER, true);
     const lma = (efer & EFER.LME) !== 0n && (cr0 & CR0.PG) !== 0n;
     dv.setBigUint64(b + L.S_EFER, lma ? efer | EFER.LMA : efer & ~EFER.LMA, true);
-    this.load();
-  }
-
-  /** Turns the TLB off (every access walks) or on. Turning it off or on flushes it. */
-  setTlbEnabled(on: boolean): void {
-    this.dv().setUint32(this.base + this.L.S_TLB_ON, on ? 1 : 0, true);
-    this.ex.tlbFlushAll();
     this.load();
   }
 
@@ -143,9 +113,7 @@ export class X86Vcpu {
    * `user` means CPL 3.
    */
   translate(va: bigint, access: X86Access = "read", user = false): X86TranslateResult {
-    const code = ACCESS_CODE[access];
-    if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
-    return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), code, user ? 1 : 0));
+    return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0));
   }
 
   /**
@@ -159,7 +127,7 @@ export class X86Vcpu {
   /** A full architectural walk without the TLB; `setAD: false` leaves memory untouched. */
   walk(va: bigint, access: X86Access = "read", user = false, opts: { setAD?: boolean } = {}): X86TranslateResult {
     const flags = this.L.WALK_CHECK | (opts.setAD === false ? 0 : this.L.WALK_AD);
-    return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), ACCESS_CODE[access], user ? 1 : 0, flags));
+    return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
   }
 
   /**
@@ -256,27 +224,6 @@ export class X86Vcpu {
     return (c.cr4 & CR4.PCIDE) !== 0n ? Number(c.cr3 & CR3_PCID_MASK) : 0;
   }
 
-  /** Zero-copy views over this vCPU's batch area (capacity BATCH_MAX). */
-  batch(): X86Batch {
-    const buf = this.memory.wasmMemory.buffer;
-    if (this.batchViews?.len === buf.byteLength) return this.batchViews.batch;
-    const L = this.L, b = this.base, n = L.BATCH_MAX;
-    const ex = this.ex;
-    const batch: X86Batch = {
-      capacity: n,
-      va: new BigUint64Array(buf, b + L.VCPU_BATCH_VA, n),
-      access: new Uint8Array(buf, b + L.VCPU_BATCH_ACCESS, n),
-      pa: new BigUint64Array(buf, b + L.VCPU_BATCH_PA, n),
-      status: new Uint32Array(buf, b + L.VCPU_BATCH_STATUS, n),
-      run: (count: number, user: boolean) => {
-        if (!Number.isInteger(count) || count < 0 || count > n) throw new RangeError(`vmmu: batch count must be 0..${n}`);
-        return ex.x86TranslateBatch(count, user ? 1 : 0);
-      },
-    };
-    this.batchViews = { len: buf.byteLength, batch };
-    return batch;
-  }
-
   /**
    * Translates every address of `va` (access kinds from `access`: one code per
    * address, 0 read / 1 write / 2 fetch, or one kind for all) in order, in
@@ -285,50 +232,21 @@ export class X86Vcpu {
    */
   translateBatch(va: BigUint64Array, access: Uint8Array | X86Access, user: boolean,
     out: { pa: BigUint64Array; status: Uint32Array } = { pa: new BigUint64Array(va.length), status: new Uint32Array(va.length) }): number {
-    if (out.pa.length < va.length || out.status.length < va.length) throw new RangeError("vmmu: output arrays shorter than the input");
-    if (typeof access !== "string" && access.length < va.length) throw new RangeError("vmmu: access array shorter than the input");
-    const code = typeof access === "string" ? ACCESS_CODE[access] : -1;
-    if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch'`);
-    let faults = 0;
-    for (let done = 0; done < va.length;) {
-      const bt = this.batch();
-      const n = Math.min(bt.capacity, va.length - done);
-      bt.va.set(va.subarray(done, done + n));
-      if (typeof access === "string") bt.access.fill(code, 0, n); else bt.access.set(access.subarray(done, done + n));
-      faults += bt.run(n, user);
-      const after = this.batch();
-      out.pa.set(after.pa.subarray(0, n), done);
-      out.status.set(after.status.subarray(0, n), done);
-      done += n;
-    }
-    return faults;
+    if (typeof access !== "string") checkAccessCodes(access, va.length);
+    return this.batchInto(va, typeof access === "string" ? accessCode(access) : access, user, out);
   }
 
-  /** Decodes a batch status word (and its pa slot) into a translate() result. */
+  /**
+   * Decodes a batch status word (and its pa slot) into a translate() result.
+   * Throws a TypeError for an entry whose access code was not 0..2.
+   */
   decodeStatus(status: number, pa: bigint): X86TranslateResult {
     const L = this.L;
     const s = status >>> L.BS_STATUS_SHIFT;
+    if (s === L.STATUS_EACCESS) throw new TypeError("vmmu: batch entry had an access code other than 0, 1, 2");
     const level = (status >>> L.BS_LEVEL_SHIFT) & 0xff;
     if (s === L.STATUS_OK) return { pa, pageSize: 2 ** ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
     return { fault: this.faultOf(s, status & 0xff, level, pa) };
-  }
-
-  /** TLB and walk counters. */
-  tlbStats(): TlbStats {
-    const dv = this.dv(), L = this.L, c = this.base + L.VCPU_COUNTERS;
-    const n = (i: number) => Number(dv.getBigUint64(c + i * 8, true));
-    return {
-      lookups: n(L.C_LOOKUPS), hits: n(L.C_HITS), misses: n(L.C_MISSES), walks: n(L.C_WALKS), ptRefs: n(L.C_PT_REFS),
-      adWrites: n(L.C_AD_WRITES), walkRetries: n(L.C_WALK_RETRIES), fills: n(L.C_FILLS), evictions: n(L.C_EVICTIONS),
-      flushAll: n(L.C_FLUSH_ALL), flushNonGlobal: n(L.C_FLUSH_NONGLOBAL), flushCtx: n(L.C_FLUSH_CTX),
-      flushPage: n(L.C_FLUSH_PAGE), dropped: n(L.C_DROPPED), faults: n(L.C_FAULTS), rollovers: n(L.C_ROLLOVERS),
-      flushProbes: n(L.C_FLUSH_PROBES), live: dv.getUint32(this.base + L.T_TOTAL_LIVE, true),
-    };
-  }
-
-  /** Zeroes the counters (not the TLB). */
-  resetStats(): void {
-    new Uint8Array(this.memory.wasmMemory.buffer, this.base + this.L.VCPU_COUNTERS, this.L.COUNTER_COUNT * 8).fill(0);
   }
 
   toString(): string {
@@ -341,4 +259,18 @@ export class X86Vcpu {
 export function isCanonical(va: bigint, la57: boolean): boolean {
   const bits = la57 ? 57 : 48;
   return BigInt.asIntN(bits, va) === BigInt.asIntN(64, va);
+}
+
+/** The wasm access code of an access kind; TypeError for anything else. */
+export function accessCode(access: X86Access): number {
+  const code = Object.hasOwn(ACCESS_CODE, access) ? ACCESS_CODE[access] : undefined;
+  if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
+  return code;
+}
+
+/** Throws a TypeError if any of the first `n` access codes is not 0, 1 or 2. */
+export function checkAccessCodes(codes: Uint8Array, n: number): void {
+  for (let i = 0; i < n && i < codes.length; i++) {
+    if (codes[i]! > 2) throw new TypeError(`vmmu: access code ${codes[i]} at index ${i} is not 0 (read), 1 (write) or 2 (fetch)`);
+  }
 }

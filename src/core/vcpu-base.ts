@@ -1,0 +1,137 @@
+// What every vCPU shares whatever its architecture: the binding of one wasm
+// instance to one vCPU block, a DataView that follows memory growth, the
+// TLB/walk counters and the zero-copy batch views.
+
+import type { Core } from "./load.js";
+import type { GuestMemory } from "../memory.js";
+
+/** TLB and walk counters of one vCPU, since creation or resetStats(). */
+export interface TlbStats {
+  lookups: number; hits: number; misses: number; walks: number; ptRefs: number; adWrites: number;
+  walkRetries: number; fills: number; evictions: number; flushAll: number; flushNonGlobal: number;
+  flushCtx: number; flushPage: number; dropped: number; faults: number; rollovers: number; flushProbes: number;
+  /** Entries currently live (reachable) in the TLB. */
+  live: number;
+}
+
+/** Views over one vCPU's batch area; fill `va` and `access`, call run(), read `pa` and `status`. */
+export interface Batch<P> {
+  readonly capacity: number;
+  readonly va: BigUint64Array;
+  readonly access: Uint8Array;
+  readonly pa: BigUint64Array;
+  readonly status: Uint32Array;
+  /** Translates entries 0..count-1 with privilege `priv`; returns the number of faults. */
+  run(count: number, priv: P): number;
+}
+
+export abstract class VcpuBase<P> {
+  readonly base: number;
+  protected readonly L: Core["layout"];
+  protected readonly ex: Core["exports"];
+  private view?: DataView;
+  private batchViews?: { len: number; batch: Batch<P> };
+
+  /**
+   * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
+   * block (TLB on); a worker attaching to a running vCPU passes false. One
+   * instance drives a vCPU at a time.
+   */
+  constructor(readonly index: number, protected readonly core: Core, readonly memory: GuestMemory, fresh: boolean) {
+    this.L = core.layout;
+    this.ex = core.exports;
+    const dv = this.dv();
+    const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
+    const entries = dv.getUint32(this.L.MACHINE_BASE + this.L.M_TLB_ENTRIES, true);
+    this.base = this.L.VCPU_AREA + index * stride;
+    this.ex.physAttach();
+    this.ex.tlbAttach(this.base, this.base + this.L.VCPU_TLB, entries);
+    if (fresh) {
+      dv.setUint32(this.base + this.L.S_INDEX, index, true);
+      dv.setUint32(this.base + this.L.S_TLB_ON, 1, true);
+    }
+  }
+
+  /** A DataView over the whole memory, renewed when the memory has grown. */
+  protected dv(): DataView {
+    const buf = this.memory.wasmMemory.buffer;
+    if (this.view === undefined || this.view.byteLength !== buf.byteLength) this.view = new DataView(buf);
+    return this.view;
+  }
+
+  /** Runs the architecture's batch translation for `count` entries. */
+  protected abstract runBatch(count: number, priv: P): number;
+
+  /** Zero-copy views over this vCPU's batch area (capacity BATCH_MAX). */
+  batch(): Batch<P> {
+    const buf = this.memory.wasmMemory.buffer;
+    if (this.batchViews?.len === buf.byteLength) return this.batchViews.batch;
+    const L = this.L, b = this.base, n = L.BATCH_MAX;
+    const batch: Batch<P> = {
+      capacity: n,
+      va: new BigUint64Array(buf, b + L.VCPU_BATCH_VA, n),
+      access: new Uint8Array(buf, b + L.VCPU_BATCH_ACCESS, n),
+      pa: new BigUint64Array(buf, b + L.VCPU_BATCH_PA, n),
+      status: new Uint32Array(buf, b + L.VCPU_BATCH_STATUS, n),
+      run: (count: number, priv: P) => {
+        if (!Number.isInteger(count) || count < 0 || count > n) throw new RangeError(`vmmu: batch count must be 0..${n}`);
+        return this.runBatch(count, priv);
+      },
+    };
+    this.batchViews = { len: buf.byteLength, batch };
+    return batch;
+  }
+
+  /**
+   * Translates every address of `va` in order, in chunks through the batch
+   * area; `access` holds one code per address (0 read, 1 write, 2 fetch) or
+   * is one code for all. Writes pa and status words into `out`; returns the
+   * number of faults.
+   */
+  protected batchInto(va: BigUint64Array, access: Uint8Array | number, priv: P,
+    out: { pa: BigUint64Array; status: Uint32Array }): number {
+    if (out.pa.length < va.length || out.status.length < va.length) throw new RangeError("vmmu: output arrays shorter than the input");
+    if (typeof access !== "number" && access.length < va.length) throw new RangeError("vmmu: access array shorter than the input");
+    let faults = 0;
+    for (let done = 0; done < va.length;) {
+      const bt = this.batch();
+      const n = Math.min(bt.capacity, va.length - done);
+      bt.va.set(va.subarray(done, done + n));
+      if (typeof access === "number") bt.access.fill(access, 0, n); else bt.access.set(access.subarray(done, done + n));
+      faults += bt.run(n, priv);
+      const after = this.batch();
+      out.pa.set(after.pa.subarray(0, n), done);
+      out.status.set(after.status.subarray(0, n), done);
+      done += n;
+    }
+    return faults;
+  }
+
+  /** Turns the TLB off (every access walks) or on; either way the TLB is flushed. */
+  setTlbEnabled(on: boolean): void {
+    this.dv().setUint32(this.base + this.L.S_TLB_ON, on ? 1 : 0, true);
+    this.ex.tlbFlushAll();
+    this.reload();
+  }
+
+  /** Re-derives the mode from the STATE record after it changed. */
+  protected abstract reload(): void;
+
+  /** TLB and walk counters. */
+  tlbStats(): TlbStats {
+    const dv = this.dv(), L = this.L, c = this.base + L.VCPU_COUNTERS;
+    const n = (i: number) => Number(dv.getBigUint64(c + i * 8, true));
+    return {
+      lookups: n(L.C_LOOKUPS), hits: n(L.C_HITS), misses: n(L.C_MISSES), walks: n(L.C_WALKS), ptRefs: n(L.C_PT_REFS),
+      adWrites: n(L.C_AD_WRITES), walkRetries: n(L.C_WALK_RETRIES), fills: n(L.C_FILLS), evictions: n(L.C_EVICTIONS),
+      flushAll: n(L.C_FLUSH_ALL), flushNonGlobal: n(L.C_FLUSH_NONGLOBAL), flushCtx: n(L.C_FLUSH_CTX),
+      flushPage: n(L.C_FLUSH_PAGE), dropped: n(L.C_DROPPED), faults: n(L.C_FAULTS), rollovers: n(L.C_ROLLOVERS),
+      flushProbes: n(L.C_FLUSH_PROBES), live: dv.getUint32(this.base + L.T_TOTAL_LIVE, true),
+    };
+  }
+
+  /** Zeroes the counters (not the TLB). */
+  resetStats(): void {
+    new Uint8Array(this.memory.wasmMemory.buffer, this.base + this.L.VCPU_COUNTERS, this.L.COUNTER_COUNT * 8).fill(0);
+  }
+}
