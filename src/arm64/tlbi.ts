@@ -1,0 +1,327 @@
+// AArch64 TLB maintenance (TLBI) instructions of the EL1&0 regime as KVM/arm64
+// issues them: the instruction names and the decoding of their 64-bit operand.
+// Follows reference/arm64-mmu.md C.1 (what each op invalidates), C.2 (operand
+// encodings), C.3 (TTL hints), C.4 (leaf-only forms) and C.5 (range TG rules);
+// range decoding matches QEMU target/arm tlbi_aa64_get_range.
+// Models the 4 KiB granule, 48-bit IPA and VA without LPA2 (DS=0): BaseADDR is
+// in 4 KiB units. Outer-shareable (…OS) and nXS forms are not modelled.
+
+/** The broadcast (Inner Shareable) TLBI instructions, by their Arm names. */
+export type TlbiOp =
+  | "VAE1IS" | "VALE1IS" | "VAAE1IS" | "VAALE1IS"
+  | "ASIDE1IS" | "VMALLE1IS" | "VMALLS12E1IS"
+  | "IPAS2E1IS" | "IPAS2LE1IS" | "ALLE1IS"
+  | "RVAE1IS" | "RVALE1IS" | "RVAAE1IS" | "RVAALE1IS"
+  | "RIPAS2E1IS" | "RIPAS2LE1IS";
+
+/** The local (this PE only) forms: the same operations without the IS suffix. */
+export type TlbiLocalOp = TlbiOp extends `${infer Base}IS` ? Base : never;
+
+/** Any instruction name `decodeTlbi` accepts. */
+export type TlbiName = TlbiOp | TlbiLocalOp;
+
+/**
+ * What an op is addressed by:
+ * 'va' one VA or VA range (stage 1); 'asid' one ASID; 'vmall' the whole
+ * stage-1 regime of the current VMID; 'vmalls12' stage 1 and stage 2 of the
+ * current VMID; 'ipa' one IPA or IPA range (stage 2 only); 'all' every VMID.
+ */
+export type TlbiKind = "va" | "asid" | "vmall" | "vmalls12" | "ipa" | "all";
+
+/** A TLBI instruction and its operand, decoded for the 4 KiB granule. */
+export interface DecodedTlbi {
+  /** The instruction, named by its broadcast (IS) form. */
+  op: TlbiOp;
+  /** The name as given, upper-case: equals `op` for IS forms. */
+  name: TlbiName;
+  /** True for …IS forms (every PE in the Inner Shareable domain), false for local forms. */
+  broadcast: boolean;
+  kind: TlbiKind;
+  /** 1 = stage-1 entries (incl. combined S1+S2), 2 = stage-2-only entries, 12 = both stages. */
+  stage: 1 | 2 | 12;
+  /** Only last-level (block/page) entries; walk-cache entries may survive (C.4). */
+  leafOnly: boolean;
+  /** The ASID matched, for ops that match one ASID (VAE1, VALE1, ASIDE1, RVAE1, RVALE1). */
+  asid?: number;
+  /** True when entries of every ASID are affected (…AA… forms, VMALL*, ALLE1, IPA forms). */
+  allAsids: boolean;
+  /** True for the FEAT_TLBIRANGE (R…) forms. */
+  range: boolean;
+  /**
+   * 4 KiB page number of the first page: VA[55:12] for VA forms (after range
+   * BaseADDR sign extension), IPA[47:12] (range: IPA[48:12]) for IPA forms;
+   * 0n for ops that take no address.
+   */
+  startPage: bigint;
+  /**
+   * Byte address of the first page: the sign-extended 64-bit VA for VA forms
+   * (so TTBR1 addresses come out as 0xffff…), the IPA for IPA forms, 0n for ops
+   * that take no address.
+   */
+  startVa: bigint;
+  /** 4 KiB pages covered: 1n for non-range address ops, (NUM+1)<<(5·SCALE+1) for range ops, 0n otherwise. */
+  pages: bigint;
+  /** Leaf-level hint (C.3, C.2 TTL), or null when the operand gives none. */
+  ttlLevel: number | null;
+  /**
+   * Non-null when the architecture does not require the op to invalidate
+   * anything (C.5: range TG = 00 reserved, or TG ≠ 01, the 4 KiB granule in use);
+   * the reason. The other fields still show what the operand encodes.
+   */
+  ignored: string | null;
+  /** NS, operand bit 63, for IPA forms only. */
+  ns?: boolean;
+  /** Range forms only: the raw TG, SCALE and NUM fields. */
+  tg?: number;
+  scale?: number;
+  num?: number;
+}
+
+// Non-range VA operand (VAE1IS, VALE1IS, VAAE1IS, VAALE1IS; ASIDE1IS uses only ASID):
+//
+//  63              48 47        44 43                                        0
+// ┌──────────────────┬────────────┬───────────────────────────────────────────┐
+// │       ASID       │    TTL     │                 VA[55:12]                 │
+// └──────────────────┴────────────┴───────────────────────────────────────────┘
+//   ASID: 16 bits when TCR_EL1.AS=1; with AS=0 only [55:48] count. RES0 for …AA….
+//   TTL[3:2]: granule (00 no hint, 01 4K, 10 16K, 11 64K); TTL[1:0]: leaf level.
+//
+// Non-range IPA operand (IPAS2E1IS, IPAS2LE1IS):
+//
+//  63 62          48 47      44 43    40 39       36 35                           0
+// ┌──┬──────────────┬──────────┬────────┬───────────┬──────────────────────────────┐
+// │NS│     RES0     │   TTL    │  RES0  │ IPA[51:48]│          IPA[47:12]          │
+// └──┴──────────────┴──────────┴────────┴───────────┴──────────────────────────────┘
+//   IPA[51:48] exists only with FEAT_LPA; ignored here (48-bit IPA).
+//
+// Range operand (RVAE1IS, RVALE1IS, RVAAE1IS, RVAALE1IS, RIPAS2E1IS, RIPAS2LE1IS):
+//
+//  63            48 47 46 45 44 43      39 38 37 36                              0
+// ┌────────────────┬─────┬─────┬──────────┬─────┬─────────────────────────────────┐
+// │      ASID      │ TG  │SCALE│   NUM    │ TTL │   BaseADDR (4K: VA/IPA[48:12])  │
+// └────────────────┴─────┴─────┴──────────┴─────┴─────────────────────────────────┘
+//   [63:48]: ASID for RVAE*/RVALE*; RES0 for RVAA*; NS[63] + RES0 for RIPAS2*.
+//   TG: 00 reserved, 01 4K, 10 16K, 11 64K. TTL: 00 any level, 01/10/11 level 1/2/3.
+//   Covers [BaseADDR, BaseADDR + (NUM+1)·2^(5·SCALE+1)) granules.
+
+const ASID_SHIFT = 48n;
+const TTL_SHIFT = 44n;
+const VA_FIELD_MASK = (1n << 44n) - 1n;
+const IPA_FIELD_MASK = (1n << 36n) - 1n;
+const NS_BIT = 63n;
+const RANGE_BADDR_MASK = (1n << 37n) - 1n;
+const RANGE_TTL_SHIFT = 37n;
+const RANGE_NUM_SHIFT = 39n;
+const RANGE_SCALE_SHIFT = 44n;
+const RANGE_TG_SHIFT = 46n;
+const PAGE_SHIFT = 12n;
+const U64_MASK = (1n << 64n) - 1n;
+
+/** TG / TTL[3:2] value of the 4 KiB granule (Linux get_trans_granule()). */
+export const TLBI_GRANULE_4K = 1;
+
+interface OpInfo {
+  kind: TlbiKind;
+  stage: 1 | 2 | 12;
+  leafOnly: boolean;
+  byAsid: boolean;
+  range: boolean;
+}
+
+const OP_INFO: Readonly<Record<TlbiOp, OpInfo>> = {
+  VAE1IS: { kind: "va", stage: 1, leafOnly: false, byAsid: true, range: false },
+  VALE1IS: { kind: "va", stage: 1, leafOnly: true, byAsid: true, range: false },
+  VAAE1IS: { kind: "va", stage: 1, leafOnly: false, byAsid: false, range: false },
+  VAALE1IS: { kind: "va", stage: 1, leafOnly: true, byAsid: false, range: false },
+  ASIDE1IS: { kind: "asid", stage: 1, leafOnly: false, byAsid: true, range: false },
+  VMALLE1IS: { kind: "vmall", stage: 1, leafOnly: false, byAsid: false, range: false },
+  VMALLS12E1IS: { kind: "vmalls12", stage: 12, leafOnly: false, byAsid: false, range: false },
+  IPAS2E1IS: { kind: "ipa", stage: 2, leafOnly: false, byAsid: false, range: false },
+  IPAS2LE1IS: { kind: "ipa", stage: 2, leafOnly: true, byAsid: false, range: false },
+  ALLE1IS: { kind: "all", stage: 12, leafOnly: false, byAsid: false, range: false },
+  RVAE1IS: { kind: "va", stage: 1, leafOnly: false, byAsid: true, range: true },
+  RVALE1IS: { kind: "va", stage: 1, leafOnly: true, byAsid: true, range: true },
+  RVAAE1IS: { kind: "va", stage: 1, leafOnly: false, byAsid: false, range: true },
+  RVAALE1IS: { kind: "va", stage: 1, leafOnly: true, byAsid: false, range: true },
+  RIPAS2E1IS: { kind: "ipa", stage: 2, leafOnly: false, byAsid: false, range: true },
+  RIPAS2LE1IS: { kind: "ipa", stage: 2, leafOnly: true, byAsid: false, range: true },
+};
+
+/** Every broadcast op name, in declaration order. */
+export const TLBI_OPS: readonly TlbiOp[] = Object.keys(OP_INFO) as TlbiOp[];
+
+/** Every local op name, in the same order as `TLBI_OPS`. */
+export const TLBI_LOCAL_OPS: readonly TlbiLocalOp[] = TLBI_OPS.map(
+  (op) => op.slice(0, -2) as TlbiLocalOp,
+);
+
+function isTlbiOp(name: string): name is TlbiOp {
+  return Object.prototype.hasOwnProperty.call(OP_INFO, name);
+}
+
+/** Two's-complement sign extension of the low `bits` bits of `v`, as an unsigned 64-bit value. */
+function signExtend(v: bigint, bits: bigint): bigint {
+  return BigInt.asUintN(64, BigInt.asIntN(Number(bits), v));
+}
+
+/** Number of 4 KiB pages a range op covers: (num+1) << (5·scale+1) (Linux __TLBI_RANGE_PAGES). */
+export function tlbiRangePages(num: number, scale: number): bigint {
+  return BigInt(num + 1) << BigInt(5 * scale + 1);
+}
+
+/**
+ * Decodes one TLBI instruction and its operand for a regime using the 4 KiB
+ * granule, 48-bit VA/IPA and no LPA2.
+ *
+ * @param op      instruction name, IS or local form, any case ("vae1is", "RIPAS2E1").
+ * @param operand the Xt value, as an unsigned 64-bit bigint (bits above 63 are dropped).
+ * @param opts.asid16 TCR_EL1.AS: true = 16-bit ASIDs; false = ASID is operand[55:48]
+ *                    and operand[63:56] is ignored.
+ * @returns the decoded form; pure, no side effects. Operand fields an op does
+ *          not use are ignored (e.g. the whole operand of VMALLE1IS).
+ * @throws Error naming the op when it is not a known TLBI name.
+ *
+ * VA forms: VA[55:12] = operand[43:0], sign-extended from VA bit 55. IPA
+ * forms: IPA[47:12] = operand[35:0], NS = bit 63. Range forms: BaseADDR =
+ * operand[36:0] is VA/IPA[48:12]; for VA forms it is sign-extended from bit 36
+ * (VA bit 48) as QEMU does for two-range regimes. A range TG other than 01 sets
+ * `ignored` (C.5). A non-range TTL whose TTL[3:2] is not 01 is treated as no hint;
+ * TTL 0b0100 decodes to level 0 (a reserved value without FEAT_LPA2).
+ */
+export function decodeTlbi(op: string, operand: bigint, opts: { asid16: boolean }): DecodedTlbi {
+  const upper = op.toUpperCase();
+  let family: TlbiOp;
+  let broadcast: boolean;
+  if (isTlbiOp(upper)) {
+    family = upper;
+    broadcast = true;
+  } else if (!upper.endsWith("IS") && isTlbiOp(upper + "IS")) {
+    family = (upper + "IS") as TlbiOp;
+    broadcast = false;
+  } else {
+    throw new Error(
+      `unknown TLBI op '${op}': expected one of ${TLBI_OPS.join(", ")} or a local form (${TLBI_LOCAL_OPS.join(", ")})`,
+    );
+  }
+  const info = OP_INFO[family];
+  const x = operand & U64_MASK;
+
+  const out: DecodedTlbi = {
+    op: family,
+    name: upper as TlbiName,
+    broadcast,
+    kind: info.kind,
+    stage: info.stage,
+    leafOnly: info.leafOnly,
+    allAsids: !info.byAsid,
+    range: info.range,
+    startPage: 0n,
+    startVa: 0n,
+    pages: 0n,
+    ttlLevel: null,
+    ignored: null,
+  };
+
+  if (info.byAsid) {
+    const asid = Number(x >> ASID_SHIFT);
+    out.asid = opts.asid16 ? asid : asid & 0xff;
+  }
+  if (info.kind === "ipa") out.ns = (x >> NS_BIT) === 1n;
+  if (info.kind !== "va" && info.kind !== "ipa") return out;
+
+  if (info.range) {
+    decodeRangeFields(out, x, info.kind);
+  } else {
+    decodeSingleFields(out, x, info.kind);
+  }
+  return out;
+}
+
+function decodeSingleFields(out: DecodedTlbi, x: bigint, kind: "va" | "ipa"): void {
+  if (kind === "va") {
+    out.startPage = x & VA_FIELD_MASK;
+    out.startVa = signExtend(out.startPage << PAGE_SHIFT, 56n);
+  } else {
+    out.startPage = x & IPA_FIELD_MASK;
+    out.startVa = out.startPage << PAGE_SHIFT;
+  }
+  out.pages = 1n;
+  const ttl = Number((x >> TTL_SHIFT) & 0xfn);
+  out.ttlLevel = ttl >> 2 === TLBI_GRANULE_4K ? ttl & 3 : null;
+}
+
+function decodeRangeFields(out: DecodedTlbi, x: bigint, kind: "va" | "ipa"): void {
+  const baseAddr = x & RANGE_BADDR_MASK;
+  const ttl = Number((x >> RANGE_TTL_SHIFT) & 3n);
+  const num = Number((x >> RANGE_NUM_SHIFT) & 0x1fn);
+  const scale = Number((x >> RANGE_SCALE_SHIFT) & 3n);
+  const tg = Number((x >> RANGE_TG_SHIFT) & 3n);
+  out.tg = tg;
+  out.scale = scale;
+  out.num = num;
+  out.pages = tlbiRangePages(num, scale);
+  out.ttlLevel = ttl === 0 ? null : ttl;
+  if (kind === "va") {
+    out.startVa = signExtend(baseAddr, 37n) << PAGE_SHIFT & U64_MASK;
+    out.startPage = (out.startVa >> PAGE_SHIFT) & VA_FIELD_MASK;
+  } else {
+    out.startPage = baseAddr;
+    out.startVa = baseAddr << PAGE_SHIFT;
+  }
+  if (tg === 0) {
+    out.ignored = "range TG=0b00 is reserved: no entries need be invalidated";
+  } else if (tg !== TLBI_GRANULE_4K) {
+    const size = tg === 2 ? "16K" : "64K";
+    out.ignored = `range TG=0b${tg.toString(2)} (${size}) does not match the 4K granule in use: no entries need be invalidated`;
+  }
+}
+
+/**
+ * Non-range VA/IPA operand, as Linux __TLBI_VADDR(addr, asid) plus the
+ * __tlbi_level() TTL insertion.
+ *
+ * @param va       byte address (VA, or IPA for IPAS2*); bits below 12 and
+ *                 above 55 are dropped: operand[43:0] = va[55:12].
+ * @param asid     ASID placed in [63:48] (0 for …AA… and IPA forms); u16.
+ * @param ttlLevel leaf level 1–3 → TTL = 0b01:level in [47:44]; 0 or
+ *                 undefined means no hint (the v6.5/v6.6 convention).
+ * @returns the unsigned 64-bit operand.
+ */
+export function encodeTlbiVa(va: bigint, asid: number, ttlLevel?: number): bigint {
+  let x = (va >> PAGE_SHIFT) & VA_FIELD_MASK;
+  x |= BigInt(asid) << ASID_SHIFT;
+  if (ttlLevel !== undefined && ttlLevel !== 0) {
+    const ttl = BigInt((ttlLevel & 3) | (TLBI_GRANULE_4K << 2));
+    x = (x & ~(0xfn << TTL_SHIFT)) | (ttl << TTL_SHIFT);
+  }
+  return x & U64_MASK;
+}
+
+/**
+ * Range operand, as Linux __TLBI_VADDR_RANGE(addr, asid, scale, num, ttl)
+ * with TG = 01 (4 KiB).
+ *
+ * @param f.baseVa byte address of the first page; operand[36:0] = baseVa[48:12].
+ * @param f.asid   ASID in [63:48] (0 for RVAA* and RIPAS2*).
+ * @param f.scale  exponent; f.num 0–31; f.ttl 0–3 (0 = no level hint).
+ * @returns the unsigned 64-bit operand.
+ *
+ * Like the Linux macro, scale, num and ttl are shifted into place without
+ * masking: scale = 4 lands on bit 46 (inside TG, which is already 01), the
+ * v6.6 MAX_TLBI_RANGE_PAGES bug of C.7.
+ */
+export function encodeTlbiRange(f: {
+  baseVa: bigint;
+  asid: number;
+  scale: number;
+  num: number;
+  ttl: number;
+}): bigint {
+  let x = (f.baseVa >> PAGE_SHIFT) & RANGE_BADDR_MASK;
+  x |= BigInt(f.ttl) << RANGE_TTL_SHIFT;
+  x |= BigInt(f.num) << RANGE_NUM_SHIFT;
+  x |= BigInt(f.scale) << RANGE_SCALE_SHIFT;
+  x |= BigInt(TLBI_GRANULE_4K) << RANGE_TG_SHIFT;
+  x |= BigInt(f.asid) << ASID_SHIFT;
+  return x & U64_MASK;
+}
