@@ -1,0 +1,359 @@
+// One arm64 vCPU (EL1&0 regime, with EL2's stage 2): its system registers,
+// its TLB contexts (VMID × ASID, the VMID's global entries, the VMID's
+// stage-2-only entries), and TLB maintenance by instruction name with the
+// real operand encoding (Arm ARM C5.5 TLBI; reference/arm64-mmu.md C.1–C.5).
+// The wasm core walks and invalidates; this file decides which contexts and
+// pages each TLBI covers.
+
+import type { Core } from "../core/load.js";
+import type { GuestMemory } from "../memory.js";
+import { VcpuBase, type Batch } from "../core/vcpu-base.js";
+import { hex } from "../addr.js";
+import { decodeTlbi, type DecodedTlbi, type TlbiName } from "./tlbi.js";
+import { ARM_ACCESS_CODE, TCR, VTCR, type Arm64Access } from "./regs.js";
+
+export interface Arm64SystemRegisters {
+  ttbr0: bigint; ttbr1: bigint; tcr: bigint; sctlr: bigint; mair: bigint;
+  vttbr: bigint; vtcr: bigint; hcr: bigint;
+  /** PSTATE.PAN. */
+  pan: boolean | bigint;
+}
+
+export type Arm64FaultKind = "translation" | "address-size" | "access-flag" | "permission" | "abort";
+
+/** An abort as ESR/HPFAR would report it. */
+export interface Arm64Fault {
+  stage: 1 | 2;
+  /** Fault status code, ESR_ELx.ISS[5:0] (DFSC/IFSC). */
+  fsc: number;
+  level: number;
+  kind: Arm64FaultKind;
+  /** ESR.S1PTW: the stage-2 fault happened on a stage-1 table access. */
+  s1ptw: boolean;
+  /** ESR.WnR. */
+  write: boolean;
+  /** Faulting IPA (HPFAR_EL2), stage-2 faults only. */
+  ipa?: bigint;
+}
+
+export type Arm64Translation = { pa: bigint; pageSize: number; level: number };
+export type Arm64TranslateResult = Arm64Translation | { fault: Arm64Fault };
+
+const KINDS: Record<number, Arm64FaultKind> = { 1: "translation", 2: "address-size", 3: "access-flag", 4: "permission", 5: "abort" };
+const FSC_KIND: Record<number, Arm64FaultKind> = { 0: "address-size", 1: "translation", 2: "access-flag", 3: "permission", 5: "abort" };
+const VPN_MASK = (1n << 45n) - 1n;
+
+/** Counts of TLB maintenance operations executed on (or broadcast to) a vCPU. */
+export interface TlbiStats {
+  ops: Record<string, number>;
+  /** Operations the architecture lets do nothing (reserved or mismatched TG). */
+  ignored: number;
+  /** TLB contexts invalidated whole, and page ranges invalidated. */
+  contextFlushes: number;
+  rangeFlushes: number;
+  /** Context slots recycled because all 4097 were in use. */
+  contextEvictions: number;
+}
+
+/**
+ * Maps (VMID, ASID) address spaces onto the TLB's context slots, LRU-recycled
+ * (a recycled slot is flushed first, so recycling only ever over-invalidates).
+ */
+class ContextTable {
+  private readonly slots = new Map<string, number>();
+  private readonly byVmid = new Map<number, Set<number>>();
+  private readonly owner: (string | undefined)[];
+  private readonly stamp: number[];
+  private clock = 0;
+  evictions = 0;
+
+  constructor(private readonly size: number, private readonly flush: (slot: number) => void) {
+    this.owner = new Array<string | undefined>(size);
+    this.stamp = new Array<number>(size).fill(0);
+  }
+
+  /** Slot of `key` in `vmid`, allocating (and recycling) as needed; `pinned` slots are never recycled. */
+  get(vmid: number, key: string, pinned: readonly number[] = []): number {
+    const k = `${vmid}/${key}`;
+    let slot = this.slots.get(k);
+    if (slot === undefined) {
+      slot = this.owner.indexOf(undefined);
+      if (slot < 0) {
+        let best = -1;
+        for (let i = 0; i < this.size; i++) if (!pinned.includes(i) && (best < 0 || this.stamp[i]! < this.stamp[best]!)) best = i;
+        slot = best;
+        this.release(slot);
+        this.evictions++;
+      }
+      this.flush(slot);
+      this.slots.set(k, slot);
+      this.owner[slot] = k;
+      let set = this.byVmid.get(vmid);
+      if (!set) this.byVmid.set(vmid, (set = new Set()));
+      set.add(slot);
+    }
+    this.stamp[slot] = ++this.clock;
+    return slot;
+  }
+
+  /** Slot of `key` in `vmid` if allocated. */
+  find(vmid: number, key: string): number | undefined {
+    return this.slots.get(`${vmid}/${key}`);
+  }
+
+  /** All slots of `vmid`, with their keys. */
+  ofVmid(vmid: number): [string, number][] {
+    const out: [string, number][] = [];
+    for (const slot of this.byVmid.get(vmid) ?? []) out.push([this.owner[slot]!.slice(this.owner[slot]!.indexOf("/") + 1), slot]);
+    return out;
+  }
+
+  private release(slot: number): void {
+    const k = this.owner[slot];
+    if (k === undefined) return;
+    this.slots.delete(k);
+    this.owner[slot] = undefined;
+    this.byVmid.get(Number(k.slice(0, k.indexOf("/"))))?.delete(slot);
+  }
+}
+
+export class Arm64Vcpu extends VcpuBase<boolean> {
+  private readonly contexts: ContextTable;
+  private peers: Arm64Vcpu[] = [this];
+  private readonly opCounts: Record<string, number> = {};
+  private ignoredOps = 0;
+  private ctxFlushes = 0;
+  private rangeFlushes = 0;
+
+  /** Binds wasm instance `core` to vCPU block `index` (see VcpuBase). */
+  constructor(index: number, core: Core, memory: GuestMemory, readonly paBits = 48, fresh = true) {
+    super(index, core, memory, fresh);
+    this.contexts = new ContextTable(this.L.CTX_SLOTS, (slot) => this.ex.tlbFlushCtx(slot));
+    if (fresh) this.dv().setUint32(this.base + this.L.S_PA_BITS, paBits, true);
+    this.load();
+  }
+
+  /** @internal The vCPUs an Inner-Shareable TLBI reaches (the machine's vCPUs on this thread). */
+  setPeers(peers: Arm64Vcpu[]): void {
+    this.peers = peers;
+  }
+
+  protected reload(): void {
+    this.load();
+  }
+
+  protected runBatch(count: number, el0: boolean): number {
+    return this.ex.armTranslateBatch(count, el0 ? 1 : 0);
+  }
+
+  private load(): void {
+    const rc = this.ex.armLoadRegs();
+    if (rc === this.L.REGS_EGRANULE) throw new Error("vmmu: only the 4 KiB granule is modelled (TCR.TG0 = 00, TCR.TG1 = 10, VTCR.TG0 = 00)");
+    if (rc === this.L.REGS_ETSZ) throw new Error("vmmu: T0SZ/T1SZ (and VTCR.T0SZ) must be 16..39 for the 4 KiB granule");
+    if (rc === this.L.REGS_EVTCR) throw new Error("vmmu: VTCR.T0SZ and SL0 are inconsistent (start level needs 1..16 concatenated tables)");
+    this.selectContexts();
+  }
+
+  /** The registers in force. */
+  systemRegisters(): Arm64SystemRegisters {
+    const dv = this.dv(), b = this.base, L = this.L;
+    const r = (o: number) => dv.getBigUint64(b + o, true);
+    return {
+      ttbr0: r(L.S_TTBR0), ttbr1: r(L.S_TTBR1), tcr: r(L.S_TCR), sctlr: r(L.S_SCTLR), mair: r(L.S_MAIR),
+      vttbr: r(L.S_VTTBR), vtcr: r(L.S_VTCR), hcr: r(L.S_HCR), pan: dv.getUint32(b + L.S_PAN, true) !== 0,
+    };
+  }
+
+  /** VMID in force: VTTBR_EL2[63:48], 16 bits if VTCR.VS else 8. */
+  vmid(): number {
+    const r = this.systemRegisters();
+    return Number((r.vttbr >> 48n) & ((r.vtcr & VTCR.VS) !== 0n ? 0xffffn : 0xffn));
+  }
+
+  /** ASID in force: from TTBR1 if TCR.A1 else TTBR0, 16 bits if TCR.AS else 8. */
+  asid(): number {
+    const r = this.systemRegisters();
+    const ttbr = (r.tcr & TCR.A1) !== 0n ? r.ttbr1 : r.ttbr0;
+    return Number((ttbr >> 48n) & ((r.tcr & TCR.AS) !== 0n ? 0xffffn : 0xffn));
+  }
+
+  private selectContexts(): void {
+    const vmid = this.vmid(), asid = this.asid();
+    const s2 = this.contexts.get(vmid, "s2");
+    const glob = this.contexts.get(vmid, "global", [s2]);
+    const cur = this.contexts.get(vmid, `asid:${asid}`, [s2, glob]);
+    this.ex.armSelectContexts(cur, glob, s2);
+  }
+
+  /**
+   * Loads system registers (bigint fields; omitted ones keep their value),
+   * as an exception return or a context switch would. No TLB maintenance is
+   * implied: entries are tagged by VMID and ASID. HCR_EL2.VM turns stage 2 on.
+   * Throws on a configuration this core does not model.
+   */
+  setSystemRegisters(r: Partial<Arm64SystemRegisters>): void {
+    const dv = this.dv(), b = this.base, L = this.L;
+    const w = (o: number, v: bigint | undefined) => { if (v !== undefined) dv.setBigUint64(b + o, BigInt.asUintN(64, v), true); };
+    w(L.S_TTBR0, r.ttbr0); w(L.S_TTBR1, r.ttbr1); w(L.S_TCR, r.tcr); w(L.S_SCTLR, r.sctlr); w(L.S_MAIR, r.mair);
+    w(L.S_VTTBR, r.vttbr); w(L.S_VTCR, r.vtcr); w(L.S_HCR, r.hcr);
+    if (r.pan !== undefined) dv.setUint32(b + L.S_PAN, r.pan === true || (typeof r.pan === "bigint" && r.pan !== 0n) ? 1 : 0, true);
+    this.load();
+  }
+
+  private result(status: number): Arm64TranslateResult {
+    const dv = this.dv(), b = this.base, L = this.L;
+    if (status === L.STATUS_OK) {
+      return { pa: dv.getBigUint64(b + L.R_PA, true), pageSize: 2 ** dv.getUint32(b + L.R_SHIFT, true), level: dv.getUint32(b + L.R_LEVEL, true) };
+    }
+    const stage = dv.getUint32(b + L.R_STAGE, true) as 1 | 2;
+    const flags = dv.getUint32(b + L.R_FFLAGS, true);
+    const fault: Arm64Fault = {
+      stage, fsc: dv.getUint32(b + L.R_FSC, true), level: dv.getUint32(b + L.R_LEVEL, true),
+      kind: KINDS[dv.getUint32(b + L.R_KIND, true)] ?? "translation", s1ptw: (flags & 1) !== 0, write: (flags & 2) !== 0,
+    };
+    if (stage === 2) fault.ipa = dv.getBigUint64(b + L.R_IPA, true);
+    return { fault };
+  }
+
+  /**
+   * Translates `va` for an access at EL0 if `el0` else EL1 (with PSTATE.PAN):
+   * TLB, stage 1 with every table access translated by stage 2 when
+   * HCR_EL2.VM = 1, stage 2 of the output, hardware AF/DBM updates, fill.
+   * pageSize is min(stage-1 block, stage-2 block); level is the stage-1 leaf level.
+   */
+  translate(va: bigint, access: Arm64Access = "read", el0 = false): Arm64TranslateResult {
+    return this.result(this.ex.armTranslate(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0));
+  }
+
+  /**
+   * The debugger view (QEMU gva2gpa): stage 1 only, a data read at the given
+   * EL and PAN (defaults: EL1, the vCPU's PAN), no hardware updates, no TLB.
+   */
+  peek(va: bigint, opts: { el0?: boolean; pan?: boolean } = {}): Arm64TranslateResult {
+    const dv = this.dv(), o = this.base + this.L.S_PAN;
+    const saved = dv.getUint32(o, true);
+    if (opts.pan !== undefined) { dv.setUint32(o, opts.pan ? 1 : 0, true); this.ex.armLoadRegs(); }
+    try {
+      return this.result(this.ex.armWalk(BigInt.asUintN(64, va), 0, opts.el0 ? 1 : 0, this.L.AWALK_DEBUG));
+    } finally {
+      if (opts.pan !== undefined) { dv.setUint32(o, saved, true); this.ex.armLoadRegs(); }
+    }
+  }
+
+  /** A full translation that bypasses the TLB; `update: false` leaves descriptors untouched. */
+  walk(va: bigint, access: Arm64Access = "read", el0 = false, opts: { update?: boolean } = {}): Arm64TranslateResult {
+    const flags = opts.update === false ? 0 : this.L.AWALK_UPDATE;
+    return this.result(this.ex.armWalk(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0, flags));
+  }
+
+  /** Stage-2 walk of one IPA (no TLB), with hardware updates. */
+  walkStage2(ipa: bigint, access: Arm64Access = "read", el0 = false): Arm64TranslateResult {
+    return this.result(this.ex.armWalkStage2(BigInt.asUintN(64, ipa), armAccessCode(access), el0 ? 1 : 0));
+  }
+
+  /** Batch translation (see X86Vcpu.translateBatch); `el0` for the whole batch. */
+  translateBatch(va: BigUint64Array, access: Uint8Array | Arm64Access, el0: boolean,
+    out: { pa: BigUint64Array; status: Uint32Array } = { pa: new BigUint64Array(va.length), status: new Uint32Array(va.length) }): number {
+    if (typeof access !== "string") {
+      for (let i = 0; i < va.length && i < access.length; i++) {
+        if (access[i]! > 2) throw new TypeError(`vmmu: access code ${access[i]} at index ${i} is not 0 (read), 1 (write) or 2 (fetch)`);
+      }
+    }
+    return this.batchInto(va, typeof access === "string" ? armAccessCode(access) : access, el0, out);
+  }
+
+  /** Decodes a batch status word (and its pa slot) into a translate() result. */
+  decodeStatus(status: number, pa: bigint): Arm64TranslateResult {
+    const L = this.L;
+    const s = status >>> L.BS_STATUS_SHIFT;
+    const level = (status >>> L.BS_LEVEL_SHIFT) & 0xff;
+    if (s === L.STATUS_OK) return { pa, pageSize: 2 ** ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
+    if (s === L.STATUS_EACCESS) throw new TypeError("vmmu: batch entry had an access code other than 0, 1, 2");
+    const fsc = status & 0x3f;
+    const stage = (status & 0x40) !== 0 ? 2 : 1;
+    const fault: Arm64Fault = {
+      stage, fsc, level, kind: FSC_KIND[fsc >> 2] ?? "translation", s1ptw: (status & 0x80) !== 0, write: (status & (1 << 16)) !== 0,
+    };
+    if (stage === 2) fault.ipa = pa;
+    return { fault };
+  }
+
+  /**
+   * Executes TLB maintenance instruction `op` (e.g. "VAE1IS", "RIPAS2E1IS",
+   * local forms without IS) with its 64-bit register operand, for the VMID
+   * in force. IS forms apply to every vCPU of the machine on this thread.
+   * Returns the decoded operation (what it covered, or why it was ignored).
+   */
+  tlbi(op: TlbiName | string, operand: bigint = 0n): DecodedTlbi {
+    const r = this.systemRegisters();
+    const d = decodeTlbi(op, BigInt.asUintN(64, operand), { asid16: (r.tcr & TCR.AS) !== 0n });
+    const vmid = this.vmid();
+    for (const v of d.broadcast ? this.peers : [this]) v.applyTlbi(d, vmid);
+    return d;
+  }
+
+  /** @internal Applies a decoded TLBI for `vmid` to this vCPU's TLB. */
+  applyTlbi(d: DecodedTlbi, vmid: number): void {
+    this.opCounts[d.name] = (this.opCounts[d.name] ?? 0) + 1;
+    if (d.ignored !== null) { this.ignoredOps++; return; }
+    const flushCtx = (slot: number | undefined) => {
+      if (slot === undefined) return;
+      this.ex.tlbFlushCtx(slot);
+      this.ctxFlushes++;
+    };
+    const range = (slot: number | undefined) => {
+      if (slot === undefined) return;
+      this.ex.tlbInvalidateRange(slot, (d.startVa >> 12n) & VPN_MASK, d.pages, d.ttlLevel ?? 0);
+      this.rangeFlushes++;
+    };
+    switch (d.kind) {
+      case "all":
+        this.ex.tlbFlushAll();
+        break;
+      case "vmalls12":
+        for (const [, slot] of this.contexts.ofVmid(vmid)) flushCtx(slot);
+        break;
+      case "vmall":
+        for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== "s2") flushCtx(slot);
+        break;
+      case "asid":
+        flushCtx(this.contexts.find(vmid, `asid:${d.asid}`));
+        break;
+      case "va":
+        if (d.allAsids) {
+          for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== "s2") range(slot);
+        } else {
+          range(this.contexts.find(vmid, `asid:${d.asid}`));
+          range(this.contexts.find(vmid, "global"));
+        }
+        break;
+      case "ipa":
+        range(this.contexts.find(vmid, "s2"));
+        break;
+    }
+    this.selectContexts();
+  }
+
+  /** Counts of TLBI operations this vCPU executed or received. */
+  tlbiStats(): TlbiStats {
+    return {
+      ops: { ...this.opCounts }, ignored: this.ignoredOps, contextFlushes: this.ctxFlushes,
+      rangeFlushes: this.rangeFlushes, contextEvictions: this.contexts.evictions,
+    };
+  }
+
+  toString(): string {
+    const r = this.systemRegisters();
+    return `arm64 vCPU ${this.index} ttbr0=${hex(r.ttbr0)} ttbr1=${hex(r.ttbr1)} tcr=${hex(r.tcr)} vttbr=${hex(r.vttbr)} hcr=${hex(r.hcr)}`;
+  }
+}
+
+/** The wasm access code of an access kind; TypeError for anything else. */
+export function armAccessCode(access: Arm64Access): number {
+  const code = Object.hasOwn(ARM_ACCESS_CODE, access) ? ARM_ACCESS_CODE[access] : undefined;
+  if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
+  return code;
+}
+
+/** Batch views of an arm64 vCPU: `run(count, el0)`. */
+export type Arm64Batch = Batch<boolean>;
