@@ -1,6 +1,9 @@
 // vmmu public API. See README.md for the tour and docs/mmu.md for the design.
 
-export { createMachine, attachVcpu, coreLayout, Machine, type MachineOptions, type MachineHandle } from "./machine.js";
+export {
+  createMachine, attachVcpu, coreLayout, Machine, type MachineOptions, type X86MachineOptions, type Arm64MachineOptions,
+  type MachineHandle, type Vcpu,
+} from "./machine.js";
 export { GuestMemory, type Memslot } from "./memory.js";
 export {
   X86Vcpu, isCanonical, type X86Control, type X86Fault, type X86Translation, type X86TranslateResult, type X86Batch,

@@ -5,15 +5,16 @@ import { coreModule, instantiateCore, type Core, type PopulateHook } from "./cor
 import type { Layout } from "./core/layout.js";
 import { GuestMemory, type Memslot } from "./memory.js";
 import { X86Vcpu } from "./x86/vcpu.js";
+import { Arm64Vcpu } from "./arm64/vcpu.js";
 import { hex } from "./addr.js";
 
 export interface MachineOptions {
-  arch: "x86_64";
+  arch: "x86_64" | "arm64";
   /** Guest RAM size in bytes (a multiple of 4096, at most 64 TiB). */
   memoryBytes: number | bigint;
   /** vCPUs, 1..256 (default 1). */
   vcpus?: number;
-  /** MAXPHYADDR, 36..52 (default 46). Guest RAM must lie below 2^maxPhysAddrBits. */
+  /** MAXPHYADDR, 36..52 (default 46 on x86_64, 48 on arm64). Guest RAM must lie below 2^maxPhysAddrBits. */
   maxPhysAddrBits?: number;
   /** Guest-physical address where RAM starts (default 0). */
   ramBase?: bigint;
@@ -32,8 +33,13 @@ export interface MachineOptions {
   populate?: PopulateHook;
 }
 
+export type X86MachineOptions = MachineOptions & { arch: "x86_64" };
+export type Arm64MachineOptions = MachineOptions & { arch: "arm64" };
+export type Vcpu = X86Vcpu | Arm64Vcpu;
+
 /** What a worker needs to attach to a machine: post it with postMessage. */
 export interface MachineHandle {
+  arch: "x86_64" | "arm64";
   module: WebAssembly.Module;
   memory: WebAssembly.Memory;
   slot: Memslot;
@@ -52,22 +58,22 @@ export async function coreLayout(): Promise<Layout> {
   return layoutCache;
 }
 
-export class Machine {
+export class Machine<V extends Vcpu = Vcpu> {
   private constructor(
-    readonly arch: "x86_64",
+    readonly arch: "x86_64" | "arm64",
     readonly memory: GuestMemory,
     readonly layout: Layout,
-    private readonly vcpuList: X86Vcpu[],
+    private readonly vcpuList: V[],
     readonly handle: MachineHandle,
   ) {}
 
   /** @internal */
   static async create(opts: MachineOptions): Promise<Machine> {
-    if (opts.arch !== "x86_64") throw new Error(`vmmu: arch '${String(opts.arch)}' is not supported yet (x86_64 is)`);
+    if (opts.arch !== "x86_64" && opts.arch !== "arm64") throw new Error(`vmmu: arch '${String(opts.arch)}' is not supported (x86_64, arm64 are)`);
     const size = toBig(opts.memoryBytes, "memoryBytes");
     const base = opts.ramBase ?? 0n;
     const vcpus = opts.vcpus ?? 1;
-    const maxPhys = opts.maxPhysAddrBits ?? 46;
+    const maxPhys = opts.maxPhysAddrBits ?? (opts.arch === "arm64" ? 48 : 46);
     const tlbEntries = opts.tlbEntries ?? 4096;
     const poolBytes = opts.poolBytes ?? 1 << 20;
     if (size <= 0n || (size & 0xfffn) !== 0n) throw new RangeError("vmmu: memoryBytes must be a positive multiple of 4096");
@@ -101,12 +107,16 @@ export class Machine {
     if (rc !== layout.INIT_OK) throw new Error(`vmmu: machine layout failed (${initError(layout, rc)})`);
     const slot: Memslot = { base, size, eagerBytes: eager & ~0xfffn };
     const memory = new GuestMemory(wasmMemory, core0.exports, layout, slot);
-    const list: X86Vcpu[] = [];
+    const list: Vcpu[] = [];
     for (let i = 0; i < vcpus; i++) {
       const core: Core = i === 0 ? core0 : await instantiateCore(module, wasmMemory, opts.populate);
-      list.push(new X86Vcpu(i, core, memory, maxPhys));
+      list.push(opts.arch === "arm64" ? new Arm64Vcpu(i, core, memory, Math.min(maxPhys, 48)) : new X86Vcpu(i, core, memory, maxPhys));
     }
-    return new Machine("x86_64", memory, layout, list, { module, memory: wasmMemory, slot, maxPhysAddrBits: maxPhys });
+    if (opts.arch === "arm64") {
+      const arms = list as Arm64Vcpu[];
+      for (const v of arms) v.setPeers(arms);
+    }
+    return new Machine(opts.arch, memory, layout, list, { arch: opts.arch, module, memory: wasmMemory, slot, maxPhysAddrBits: maxPhys });
   }
 
   /** Number of vCPUs. */
@@ -115,7 +125,7 @@ export class Machine {
   }
 
   /** vCPU `i`, driven by its own wasm instance on this thread. */
-  vcpu(i = 0): X86Vcpu {
+  vcpu(i = 0): V {
     const v = this.vcpuList[i];
     if (!v) throw new RangeError(`vmmu: no vCPU ${i} (machine has ${this.vcpuList.length})`);
     return v;
@@ -123,9 +133,13 @@ export class Machine {
 }
 
 /**
- * Creates a machine. Guest RAM starts zeroed; vCPUs start with paging off.
+ * Creates a machine. Guest RAM starts zeroed; vCPUs start with translation
+ * off (x86: CR0.PG = 0; arm64: SCTLR_EL1.M = 0, HCR_EL2.VM = 0).
  * Throws a RangeError naming the option on bad input.
  */
+export function createMachine(opts: X86MachineOptions): Promise<Machine<X86Vcpu>>;
+export function createMachine(opts: Arm64MachineOptions): Promise<Machine<Arm64Vcpu>>;
+export function createMachine(opts: MachineOptions): Promise<Machine>;
 export function createMachine(opts: MachineOptions): Promise<Machine> {
   return Machine.create(opts);
 }
@@ -135,9 +149,13 @@ export function createMachine(opts: MachineOptions): Promise<Machine> {
  * or a Web Worker), with a fresh wasm instance over the same shared memory.
  * The vCPU must not be driven by another instance at the same time.
  */
-export async function attachVcpu(handle: MachineHandle, index: number): Promise<X86Vcpu> {
+export async function attachVcpu(handle: MachineHandle & { arch: "x86_64" }, index: number): Promise<X86Vcpu>;
+export async function attachVcpu(handle: MachineHandle & { arch: "arm64" }, index: number): Promise<Arm64Vcpu>;
+export async function attachVcpu(handle: MachineHandle, index: number): Promise<Vcpu>;
+export async function attachVcpu(handle: MachineHandle, index: number): Promise<Vcpu> {
   const core = await instantiateCore(handle.module, handle.memory);
   const memory = new GuestMemory(handle.memory, core.exports, core.layout, handle.slot);
+  if (handle.arch === "arm64") return new Arm64Vcpu(index, core, memory, Math.min(handle.maxPhysAddrBits, 48), false);
   return new X86Vcpu(index, core, memory, handle.maxPhysAddrBits, false);
 }
 

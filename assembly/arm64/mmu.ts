@@ -205,7 +205,6 @@ function s2Walk(ipa: u64, access: u32, el0: bool, ptw: bool, update: bool): u32 
     if (access == ARM_READ) ok = (want & D_S2AP_R) != 0;
     else if (access == ARM_WRITE) ok = (want & D_S2AP_W) != 0;
     else ok = el0 ? (xn == 0 || xn == 1) : (xn == 0 || xn == 3);
-    if (ptw && ptwDevice && device) ok = false;
     if (!ok) return fault(2, FK_PERMISSION, level, ff);
     if (update && want != desc) {
       if (!casEntry(host, desc, want)) return RETRY;
@@ -213,6 +212,9 @@ function s2Walk(ipa: u64, access: u32, el0: bool, ptw: bool, update: bool): u32 
     } else if (!update) {
       want = desc;
     }
+    // HCR_EL2.PTW: a stage-1 table in Device memory is a stage-2 permission
+    // fault, raised after the stage-2 walk completed (as QEMU's S1_ptw_translate).
+    if (ptw && ptwDevice && device) return fault(2, FK_PERMISSION, level, ff);
     s2Pa = oa | (ipa & pmask);
     s2Shift = <u32>shift;
     s2Level = level;

@@ -6,7 +6,7 @@
 
 import { createMachine, type Machine } from "../machine.js";
 import { CR0, CR4, EFER, type X86Access } from "../x86/regs.js";
-import type { X86TranslateResult } from "../x86/vcpu.js";
+import type { X86TranslateResult, X86Vcpu } from "../x86/vcpu.js";
 import { MemoryImage } from "./image.js";
 
 const USAGE = "usage: vmmu translate --arch x86_64 --image FILE [--image-base HEX] --cr3 HEX "
@@ -145,7 +145,7 @@ export async function runTranslate(args: string[]): Promise<number> {
   }
   try {
     if (image.size === 0n) return fail(`image '${opts.image}' is empty`);
-    let machine: Machine;
+    let machine: Machine<X86Vcpu>;
     try {
       machine = await createMachine({
         arch: "x86_64",
@@ -172,7 +172,7 @@ function fail(message: string): number {
   return 2;
 }
 
-async function translateAll(machine: Machine, opts: TranslateOptions): Promise<number> {
+async function translateAll(machine: Machine<X86Vcpu>, opts: TranslateOptions): Promise<number> {
   const vcpu = machine.vcpu(0);
   const { access, user } = opts;
   const translate: (va: bigint) => X86TranslateResult = access === undefined

@@ -21,7 +21,7 @@ describe.skipIf(!realworldAvailable())("real Linux x86-64 page tables against QE
   for (const name of X86_SNAPSHOTS) {
     describe(name, () => {
       let snap: X86Snapshot;
-      let machine: Machine;
+      let machine: Machine<X86Vcpu>;
       let vcpu: X86Vcpu;
 
       const useCpu = (cpu: number, cr3?: bigint): void => {
