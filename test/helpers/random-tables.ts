@@ -70,19 +70,9 @@ export class RamMirror implements RefMemory {
   }
 }
 
-/**
- * write64, except into a lazily backed frame: there GuestMemory.write64 reads its DataView
- * before backing the frame grows the wasm memory, and throws RangeError (bug reported), so
- * the word goes through write() instead.
- */
+/** Stores one table word (kept as a seam: the fuzzer's only store into guest RAM). */
 export function storeWord(mem: GuestMemory, gpa: bigint, value: bigint): void {
-  if (gpa - mem.slot.base < mem.slot.eagerBytes) {
-    mem.write64(gpa, value);
-    return;
-  }
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, value), true);
-  mem.write(gpa, b);
+  mem.write64(gpa, value);
 }
 
 function inRam(space: TreeSpace, gpa: bigint): boolean {
