@@ -52,6 +52,12 @@ interface BuilderBase {
   tableBase: bigint;
   /** End of that range (exclusive). */
   tableLimit: bigint;
+  /**
+   * For stage-1 tables of a guest under stage 2: table descriptors (and the
+   * TTBR) hold `pa − tableOffset`, the IPA at which stage 2 maps the table
+   * page at `pa`. Default 0 (tables addressed by their PA).
+   */
+  tableOffset?: bigint;
 }
 
 abstract class Arm64Tables {
@@ -59,6 +65,8 @@ abstract class Arm64Tables {
   readonly root: bigint;
   protected next: bigint;
   protected readonly limit: bigint;
+  /** Table addresses in descriptors are pa − tableOffset. */
+  readonly tableOffset: bigint;
 
   protected constructor(protected readonly mem: GuestMemory, opts: BuilderBase, readonly startLevel: number,
     readonly startIndexBits: number, rootPages: number) {
@@ -66,6 +74,7 @@ abstract class Arm64Tables {
     const align = BigInt(rootPages) * 4096n;
     this.next = (opts.tableBase + align - 1n) / align * align;
     this.limit = opts.tableLimit;
+    this.tableOffset = opts.tableOffset ?? 0n;
     this.root = this.allocPages(rootPages);
   }
 
@@ -81,6 +90,11 @@ abstract class Arm64Tables {
   /** Allocates and zeroes one table page. */
   allocTable(): bigint {
     return this.allocPages(1);
+  }
+
+  /** Address of the start table as the TTBR/VTTBR holds it (root − tableOffset). */
+  get rootAddress(): bigint {
+    return this.root - this.tableOffset;
   }
 
   /** Table pages allocated so far (the start tables included). */
@@ -108,11 +122,11 @@ abstract class Arm64Tables {
       const d = this.mem.read64(g);
       if ((d & DESC.VALID) === 0n) {
         const t = this.allocTable();
-        this.mem.write64(g, t | this.tableDescBits(tf));
+        this.mem.write64(g, (t - this.tableOffset) | this.tableDescBits(tf));
         table = t;
       } else {
         if ((d & DESC.TABLE) === 0n) throw new Error(`vmmu: ${hex(addr)} is inside a block at level ${l}`);
-        table = d & DESC_ADDR_MASK;
+        table = (d & DESC_ADDR_MASK) + this.tableOffset;
       }
     }
     return table;
@@ -126,7 +140,7 @@ abstract class Arm64Tables {
       const d = this.mem.read64(g);
       if ((d & DESC.VALID) === 0n) return undefined;
       if (l === 3 || (d & DESC.TABLE) === 0n) return g;
-      table = d & DESC_ADDR_MASK;
+      table = (d & DESC_ADDR_MASK) + this.tableOffset;
     }
     return undefined;
   }
@@ -196,7 +210,7 @@ export class Arm64Stage1Builder extends Arm64Tables {
 
   /** TTBRn value for this table with `asid`. */
   ttbr(asid = 0): bigint {
-    return (BigInt(asid) << 48n) | this.root;
+    return (BigInt(asid) << 48n) | this.rootAddress;
   }
 }
 
@@ -240,6 +254,6 @@ export class Arm64Stage2Builder extends Arm64Tables {
 
   /** VTTBR_EL2 value for this table with `vmid`. */
   vttbr(vmid = 1): bigint {
-    return (BigInt(vmid) << 48n) | this.root;
+    return (BigInt(vmid) << 48n) | this.rootAddress;
   }
 }

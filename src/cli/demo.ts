@@ -4,6 +4,7 @@
 
 import { createMachine, X86PageTableBuilder, LONG_MODE, CR4, CR3_NOFLUSH, hex, coreHash } from "../index.js";
 import type { X86TranslateResult, X86Vcpu } from "../index.js";
+import { runArm64Demo } from "./demo-arm64.js";
 
 const out = (s = "") => process.stdout.write(s + "\n");
 
@@ -99,6 +100,7 @@ export async function runDemo(_args: string[]): Promise<number> {
   const ws = v.tlbStats();
   out(`  4-level walks:        ${rate(n, performance.now() - t0)}, ${(ws.ptRefs / ws.walks).toFixed(2)} table loads per walk`);
   v.setTlbEnabled(true);
+  await runArm64Demo();
   out("\nnext: `npm test` runs the differential, TLB-semantics and real-Linux suites; `npm run bench` compares against native C.");
   return 0;
 }

@@ -26,6 +26,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: unknown) => {
-  process.stderr.write(`vmmu: ${err instanceof Error ? err.message : String(err)}\n`);
+  const msg = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`${msg.startsWith("vmmu:") ? msg : `vmmu: ${msg}`}\n`);
   process.exitCode = 1;
 });
