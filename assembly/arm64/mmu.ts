@@ -561,6 +561,33 @@ export function armWalkStage2(ipa: u64, access: u32, el0: u32): u32 {
 }
 
 /**
+ * The TLB-hit run of an arm64 batch from index `i`: entries whose VA is
+ * canonical (bits 63:55 equal), not closed by E0PD, and hit the current
+ * ASID context with their allow bit set (`bitR`, `bitW`, `bitX` per access).
+ * Returns the first index that is not such a hit. A call-free leaf, kept out
+ * of line (exported) so its invariants stay in registers.
+ */
+export function armBatchHits(i: u32, count: u32, base: usize, tlb: usize, keyHi: u64, salt: u64, mask: u64,
+  bits: u32, e0pdLo: bool, e0pdHi: bool): u32 {
+  const vaArr = base + VCPU_BATCH_VA;
+  const paArr = base + VCPU_BATCH_PA;
+  const stArr = base + VCPU_BATCH_STATUS;
+  const acArr = base + VCPU_BATCH_ACCESS;
+  for (; i < count; i++) {
+    const va = load<u64>(vaArr + (<usize>i << 3));
+    if ((<i64>(va << 8) >> 8) != <i64>va || ((va >> 63) != 0 ? e0pdHi : e0pdLo)) break;
+    const vpn = (va >> 12) & VPN_MASK;
+    const e = tlb + (<usize>((vpn ^ salt) & mask) << 5);
+    if (load<u64>(e + E_KEY) != (keyHi | vpn)) break;
+    const access = <u32>load<u8>(acArr + <usize>i);
+    if (access > ARM_FETCH || (load<u32>(e + E_ATTR) & ((bits >> (access << 3)) & 0xff)) == 0) break;
+    store<u64>(paArr + (<usize>i << 3), load<u64>(e + E_PA) | (va & 0xfff));
+    store<u32>(stArr + (<usize>i << 2), load<u32>(e + E_STATUS));
+  }
+  return i;
+}
+
+/**
  * Batch translation over the vCPU's batch area at EL0 if `el0`: the same
  * semantics as armTranslate per address, in order. Status words: BS_*
  * layout; for STATUS_ARM_FAULT bits 5:0 hold the FSC, bit 6 stage 2, bit 7
@@ -569,47 +596,44 @@ export function armWalkStage2(ipa: u64, access: u32, el0: u32): u32 {
  */
 export function armTranslateBatch(count: u32, el0: u32): u32 {
   if (count > BATCH_MAX) count = BATCH_MAX;
-  const vaArr = vcpuBase + VCPU_BATCH_VA;
-  const paArr = vcpuBase + VCPU_BATCH_PA;
-  const stArr = vcpuBase + VCPU_BATCH_STATUS;
-  const acArr = vcpuBase + VCPU_BATCH_ACCESS;
+  const base = vcpuBase;
+  const vaArr = base + VCPU_BATCH_VA;
+  const paArr = base + VCPU_BATCH_PA;
+  const stArr = base + VCPU_BATCH_STATUS;
+  const acArr = base + VCPU_BATCH_ACCESS;
   const isEl0 = el0 != 0;
-  const keyHi = curKeyHi, salt = curSalt, tlb = tlbBase, mask = tlbMask;
   const fast = tlbOn && s1On;
-  const bitR = allowBit(ARM_READ, isEl0, pan), bitW = allowBit(ARM_WRITE, isEl0, pan), bitX = allowBit(ARM_FETCH, isEl0, pan);
+  // Allow bit per access code, one byte each: read, write, fetch.
+  const bits = allowBit(ARM_READ, isEl0, pan) | (allowBit(ARM_WRITE, isEl0, pan) << 8) | (allowBit(ARM_FETCH, isEl0, pan) << 16);
   const e0pdLo = isEl0 && (tcr & TCR_E0PD0) != 0, e0pdHi = isEl0 && (tcr & TCR_E0PD1) != 0;
   let hits: u64 = 0;
   let faults: u32 = 0;
-  for (let i: u32 = 0; i < count; i++) {
+  let i: u32 = 0;
+  while (i < count) {
+    if (fast) {
+      const j = armBatchHits(i, count, base, tlbBase, curKeyHi, curSalt, tlbMask, bits, e0pdLo, e0pdHi);
+      hits += <u64>(j - i);
+      i = j;
+      if (i >= count) break;
+    }
     const va = load<u64>(vaArr + (<usize>i << 3));
     const access = <u32>load<u8>(acArr + <usize>i);
+    i++;
+    const at = i - 1;
     if (access > ARM_FETCH) {
       faults++;
-      store<u64>(paArr + (<usize>i << 3), 0);
-      store<u32>(stArr + (<usize>i << 2), STATUS_EACCESS << BS_STATUS_SHIFT);
+      store<u64>(paArr + (<usize>at << 3), 0);
+      store<u32>(stArr + (<usize>at << 2), STATUS_EACCESS << BS_STATUS_SHIFT);
       continue;
-    }
-    if (fast && (<i64>(va << 8) >> 8) == <i64>va && !((va >> 63) != 0 ? e0pdHi : e0pdLo)) {
-      const vpn = (va >> 12) & VPN_MASK;
-      const e = tlb + (<usize>((vpn ^ salt) & mask) << 5);
-      if (load<u64>(e + E_KEY) == (keyHi | vpn)) {
-        const bit = access == ARM_READ ? bitR : access == ARM_WRITE ? bitW : bitX;
-        if ((load<u32>(e + E_ATTR) & bit) != 0) {
-          store<u64>(paArr + (<usize>i << 3), load<u64>(e + E_PA) | (va & 0xfff));
-          store<u32>(stArr + (<usize>i << 2), load<u32>(e + E_STATUS));
-          hits++;
-          continue;
-        }
-      }
     }
     const s = armTranslateSlow(va, access, isEl0);
     if (s == STATUS_OK) {
-      store<u64>(paArr + (<usize>i << 3), aPa);
-      store<u32>(stArr + (<usize>i << 2), (aShift << BS_PSHIFT_SHIFT) | (aLevel << BS_LEVEL_SHIFT));
+      store<u64>(paArr + (<usize>at << 3), aPa);
+      store<u32>(stArr + (<usize>at << 2), (aShift << BS_PSHIFT_SHIFT) | (aLevel << BS_LEVEL_SHIFT));
     } else {
       faults++;
-      store<u64>(paArr + (<usize>i << 3), aStage == 2 ? aIpa : 0);
-      store<u32>(stArr + (<usize>i << 2), (s << BS_STATUS_SHIFT) | ((aFlags & FF_WRITE) != 0 ? 1 << 16 : 0)
+      store<u64>(paArr + (<usize>at << 3), aStage == 2 ? aIpa : 0);
+      store<u32>(stArr + (<usize>at << 2), (s << BS_STATUS_SHIFT) | ((aFlags & FF_WRITE) != 0 ? 1 << 16 : 0)
         | (aLevel << BS_LEVEL_SHIFT) | ((aFlags & FF_S1PTW) != 0 ? 0x80 : 0) | (aStage == 2 ? 0x40 : 0) | (aFsc & 0x3f));
     }
   }

@@ -157,6 +157,16 @@ export function x86LoadControl(): i32 {
   return CONTROL_OK;
 }
 
+/**
+ * Reloads CR3 alone from the STATE record (MOV to CR3: CR4 unchanged, so the
+ * mode and rights tables stand) and selects its PCID's TLB context. No flush.
+ */
+export function x86LoadCr3(): void {
+  cr3 = load<u64>(vcpuBase + S_CR3);
+  const pcide = (load<u64>(vcpuBase + S_CR4) & CR4_PCIDE) != 0;
+  selectCtx(pcide ? <u32>(cr3 & CR3_PCID_MASK) : 0);
+}
+
 // @ts-ignore: decorator
 @inline function errBase(ai: u32): u32 {
   return <u32>(errPack >> (ai * 8)) & 0xff;
@@ -193,7 +203,8 @@ function pkFault(access: u32, user: u32, acc: u32, pkey: u32): bool {
  * 5. Non-leaf: set A (AD) and descend. Leaf (L = 1, or PS at L = 2, 3):
  *    rights and protection-key check (CHECK), then A and, for writes, D (AD).
  */
-function walkOnce(va: u64, access: u32, user: u32, flags: u32): u32 {
+// @ts-ignore: decorator
+@inline function walkOnce(va: u64, access: u32, user: u32, flags: u32): u32 {
   const debug = (flags & WALK_DEBUG) != 0;
   const check = (flags & WALK_CHECK) != 0;
   const setAD = (flags & WALK_AD) != 0;
@@ -277,7 +288,8 @@ function walkOnce(va: u64, access: u32, user: u32, flags: u32): u32 {
 }
 
 /** Walks the current tables for `va` (already canonical), restarting on lost A/D races. */
-function walk(va: u64, access: u32, user: u32, flags: u32): u32 {
+// @ts-ignore: decorator
+@inline function walk(va: u64, access: u32, user: u32, flags: u32): u32 {
   counterAdd(C_WALKS, 1);
   while (true) {
     const s = walkOnce(va, access, user, flags);
@@ -382,49 +394,70 @@ export function x86Walk(va: u64, access: u32, user: u32, flags: u32): u32 {
 }
 
 /**
+ * The TLB-hit run of a batch: from index `i`, serves every entry that hits
+ * the current context with the access granted (and a clean-write check),
+ * writing pa and the entry's status word; returns the index of the first
+ * entry that is not such a hit (or `count`).
+ *
+ * A leaf with no calls, kept out of line (exported) so V8 keeps every
+ * invariant in a register across the loop: per hit, one index, one 64-bit
+ * compare, one bit test of `hitPack`. Called only from x86TranslateBatch.
+ */
+export function x86BatchHits(i: u32, count: u32, base: usize, tlb: usize, keyHi: u64, salt: u64, mask: u64, hitPack: u64, cs: u64): u32 {
+  const vaArr = base + VCPU_BATCH_VA;
+  const paArr = base + VCPU_BATCH_PA;
+  const stArr = base + VCPU_BATCH_STATUS;
+  const acArr = base + VCPU_BATCH_ACCESS;
+  for (; i < count; i++) {
+    const va = load<u64>(vaArr + (<usize>i << 3));
+    if ((<i64>(va << cs) >> cs) != <i64>va) break;
+    const vpn = (va >> 12) & VPN_MASK;
+    const e = tlb + (<usize>((vpn ^ salt) & mask) << 5);
+    if (load<u64>(e + E_KEY) != (keyHi | vpn)) break;
+    const access = <u32>load<u8>(acArr + <usize>i);
+    if (access > ACCESS_FETCH || ((hitPack >> ((access << 4) + (load<u32>(e + E_ATTR) & 15))) & 1) != 0) break;
+    store<u64>(paArr + (<usize>i << 3), load<u64>(e + E_PA) | (va & 0xfff));
+    store<u32>(stArr + (<usize>i << 2), load<u32>(e + E_STATUS));
+  }
+  return i;
+}
+
+/**
  * Translates the first `count` addresses of the vCPU's batch area (va[i],
  * access[i]) at CPL 3 if `user`, writing pa[i] and status[i] (BS_* layout;
  * pa is 0 on a fault, or the table gpa for an abort). Same semantics as
  * x86Translate, per address, in order. Returns the number of faults.
  *
- * The loop keeps the TLB-hit case of the current context inline: one index,
- * one 64-bit compare, one rights test. Everything else goes to translateSlow.
+ * 1. Serve the run of TLB hits from i (x86BatchHits).
+ * 2. Translate entry i the slow way (global context, walk, fill, faults).
+ * 3. Repeat from i + 1.
  */
 export function x86TranslateBatch(count: u32, user: u32): u32 {
   if (count > BATCH_MAX) count = BATCH_MAX;
-  const vaArr = vcpuBase + VCPU_BATCH_VA;
-  const paArr = vcpuBase + VCPU_BATCH_PA;
-  const stArr = vcpuBase + VCPU_BATCH_STATUS;
-  const acArr = vcpuBase + VCPU_BATCH_ACCESS;
-  const keyHi = curKeyHi;
-  const salt = curSalt;
-  const tlb = tlbBase;
-  const mask = tlbMask;
+  const base = vcpuBase;
+  const vaArr = base + VCPU_BATCH_VA;
+  const paArr = base + VCPU_BATCH_PA;
+  const stArr = base + VCPU_BATCH_STATUS;
+  const acArr = base + VCPU_BATCH_ACCESS;
   const hitPack = user != 0 ? hitPackU : hitPackS;
   const fast = pagingOn && tlbOn && !pkActive;
-  const cs = canonShift;
   let hits: u64 = 0;
   let faults: u32 = 0;
-  for (let i: u32 = 0; i < count; i++) {
+  let i: u32 = 0;
+  while (i < count) {
+    if (fast) {
+      const j = x86BatchHits(i, count, base, tlbBase, curKeyHi, curSalt, tlbMask, hitPack, canonShift);
+      hits += <u64>(j - i);
+      i = j;
+      if (i >= count) break;
+    }
     const va = load<u64>(vaArr + (<usize>i << 3));
     const access = <u32>load<u8>(acArr + <usize>i);
-    if (fast && access <= ACCESS_FETCH && (<i64>(va << cs) >> cs) == <i64>va) {
-      const vpn = (va >> 12) & VPN_MASK;
-      const e = tlb + (<usize>((vpn ^ salt) & mask) << 5);
-      if (load<u64>(e + E_KEY) == (keyHi | vpn)) {
-        const attr = load<u32>(e + E_ATTR);
-        if (((hitPack >> ((access << 4) + (attr & 15))) & 1) == 0) {
-          store<u64>(paArr + (<usize>i << 3), load<u64>(e + E_PA) | (va & 0xfff));
-          store<u32>(stArr + (<usize>i << 2), load<u32>(e + E_STATUS));
-          hits++;
-          continue;
-        }
-      }
-    }
     const s = access <= ACCESS_FETCH ? translateSlow(va, access, user) : STATUS_EACCESS;
     store<u64>(paArr + (<usize>i << 3), s == STATUS_OK ? rPa : (s == STATUS_ABORT ? rGpa : 0));
     store<u32>(stArr + (<usize>i << 2), statusWord(s));
     if (s != STATUS_OK) faults++;
+    i++;
   }
   if (hits != 0) {
     counterAdd(C_LOOKUPS, hits);

@@ -203,7 +203,8 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   private result(status: number): Arm64TranslateResult {
     const dv = this.dv(), b = this.base, L = this.L;
     if (status === L.STATUS_OK) {
-      return { pa: dv.getBigUint64(b + L.R_PA, true), pageSize: 2 ** dv.getUint32(b + L.R_SHIFT, true), level: dv.getUint32(b + L.R_LEVEL, true) };
+      const w = this.u32();
+      return { pa: this.u64()[(b + L.R_PA) >> 3]!, pageSize: 1 << w[(b + L.R_SHIFT) >> 2]!, level: w[(b + L.R_LEVEL) >> 2]! };
     }
     const stage = dv.getUint32(b + L.R_STAGE, true) as 1 | 2;
     const flags = dv.getUint32(b + L.R_FFLAGS, true);
@@ -267,7 +268,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     const L = this.L;
     const s = status >>> L.BS_STATUS_SHIFT;
     const level = (status >>> L.BS_LEVEL_SHIFT) & 0xff;
-    if (s === L.STATUS_OK) return { pa, pageSize: 2 ** ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
+    if (s === L.STATUS_OK) return { pa, pageSize: 1 << ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
     if (s === L.STATUS_EACCESS) throw new TypeError("vmmu: batch entry had an access code other than 0, 1, 2");
     const fsc = status & 0x3f;
     const stage = (status & 0x40) !== 0 ? 2 : 1;

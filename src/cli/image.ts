@@ -1,7 +1,8 @@
 // A raw guest-physical memory image on disk (QEMU `pmemsave` format: byte i
-// is gpa base + i), paged into a machine one 4 KiB frame at a time through
-// the core's populate hook (assembly/phys.ts), so multi-GiB images are never
-// read whole.
+// is gpa base + i; base 0 for an x86 PC, 0x40000000 for arm64 `-M virt`),
+// paged into a machine of either architecture one 4 KiB frame at a time
+// through the core's populate hook (assembly/phys.ts), so multi-GiB images
+// are never read whole.
 
 import * as fs from "node:fs";
 import type { GuestMemory } from "../memory.js";

@@ -9,6 +9,9 @@ const USAGE = `usage:
   vmmu translate --arch x86_64 --image FILE [--image-base HEX] --cr3 HEX
                  [--cr0 HEX] [--cr4 HEX] [--efer HEX] [--access read|write|fetch [--user]]
                  [VA ...]          (or one VA per line on stdin)
+  vmmu translate --arch arm64 --image FILE --image-base HEX --ttbr0 HEX --ttbr1 HEX --tcr HEX
+                 [--sctlr HEX] [--el 0|1] [--pan 0|1] [--access read|write|fetch]
+                 [VA ...]          (or one VA per line on stdin)
 `;
 
 async function main(argv: string[]): Promise<number> {

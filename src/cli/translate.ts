@@ -1,35 +1,64 @@
 // `vmmu translate`: virtual-to-physical translation over a raw guest memory
-// image and a set of control registers, one JSON line per address. The default
-// is the debugger view (QEMU HMP gva2gpa: P and PS only, Intel SDM Vol.3A
-// §4.5); `--access` walks as the CPU would (§4.6 rights, §4.7 error codes)
-// without writing accessed/dirty bits.
+// image and a set of system registers, one JSON line per address.
+// x86_64: the default is the debugger view (QEMU HMP gva2gpa: P and PS only,
+// Intel SDM Vol.3A §4.5); `--access` walks as the CPU would (§4.6 rights,
+// §4.7 error codes) without writing accessed/dirty bits.
+// arm64: stage 1 of the EL1&0 regime, 4 KiB granule (Arm ARM DDI 0487 D8,
+// docs/arm64-walk-contract.md); the default is QEMU's gva2gpa, a data read at
+// the given EL and PSTATE.PAN; `--access` walks for that access without
+// hardware Access-flag or dirty-state updates. Stage 2 is off.
 
 import { createMachine, type Machine } from "../machine.js";
 import { CR0, CR4, EFER, type X86Access } from "../x86/regs.js";
 import type { X86TranslateResult, X86Vcpu } from "../x86/vcpu.js";
+import type { Arm64Access } from "../arm64/regs.js";
+import type { Arm64TranslateResult, Arm64Vcpu } from "../arm64/vcpu.js";
 import { MemoryImage } from "./image.js";
 
 const USAGE = "usage: vmmu translate --arch x86_64 --image FILE [--image-base HEX] --cr3 HEX "
-  + "[--cr0 HEX] [--cr4 HEX] [--efer HEX] [--access read|write|fetch [--user]] [--max-phys-bits N] [VA ...]";
+  + "[--cr0 HEX] [--cr4 HEX] [--efer HEX] [--access read|write|fetch [--user]] [--max-phys-bits N] [VA ...]\n"
+  + "       vmmu translate --arch arm64 --image FILE --image-base HEX --ttbr0 HEX --ttbr1 HEX --tcr HEX "
+  + "[--sctlr HEX] [--el 0|1] [--pan 0|1] [--access read|write|fetch] [VA ...]";
 
 const HELP = `${USAGE}
 
 Translates each VA (hex, 0x optional; one per line on stdin if none are given)
 over FILE, a raw guest-physical memory image such as QEMU's pmemsave writes,
-whose first byte is gpa --image-base (default 0). Prints one JSON line per VA:
+whose first byte is gpa --image-base (x86_64 default 0; required for arm64,
+whose RAM usually starts at 0x40000000). Prints one JSON line per VA.
+
+x86_64:
   {"va":"0x…","pa":"0x…"|null,"pageSize":N|null,"fault":null|{"vector","errorCode","level","kind"[,"gpa"]}}
-Default: the debugger view (present and page-size bits only, like QEMU gva2gpa).
---access read|write|fetch [--user]: check rights as the CPU would (CPL 3 with
---user); accessed/dirty bits are never written.
-Defaults: --cr0 0x80010001 (PE|WP|PG), --cr4 0x20 (PAE), --efer 0xd00 (LME|LMA|NXE),
---max-phys-bits 52. A line that is not an address gets an "error" field.
+  Default: the debugger view (present and page-size bits only, like QEMU gva2gpa).
+  --access read|write|fetch [--user]: check rights as the CPU would (CPL 3 with
+  --user); accessed/dirty bits are never written.
+  Defaults: --cr0 0x80010001 (PE|WP|PG), --cr4 0x20 (PAE), --efer 0xd00 (LME|LMA|NXE),
+  --max-phys-bits 52.
+
+arm64 (stage 1 of the EL1&0 regime, 4 KiB granule; stage 2 off):
+  {"va":"0x…","pa":"0x…"|null,"pageSize":N|null,"fault":null|{"stage","fsc","level","kind","s1ptw","write"}}
+  Default: the debugger view, like QEMU gva2gpa: a data read at EL1 with PAN=0,
+  which no descriptor's permissions refuse; --el 0|1 and --pan 0|1 alone make it
+  a debugger read at that EL and PSTATE.PAN (EL0 sees only EL0-readable pages and
+  no TTBR1 address under TCR.E0PD1; EL1 with PAN=1 no EL0-accessible page).
+  --access read|write|fetch [--el 0|1] [--pan 0|1]: check the rights of that
+  access at that EL and PAN (default EL1, PAN=0); the Access flag and dirty
+  state are never written. --sctlr defaults to 0x1 (M).
+
+A line that is not an address gets an "error" field.
 Exit status: 0, 1 if any input line was not an address, 2 on a usage or image error.
 `;
 
-/** Options of one `vmmu translate` run. */
-export interface TranslateOptions {
+interface CommonOptions {
   image: string;
   imageBase: bigint;
+  /** Addresses from the command line; empty = read stdin. */
+  vas: string[];
+}
+
+/** Options of one `vmmu translate --arch x86_64` run. */
+export interface X86TranslateOptions extends CommonOptions {
+  arch: "x86_64";
   cr0: bigint;
   cr3: bigint;
   cr4: bigint;
@@ -38,9 +67,25 @@ export interface TranslateOptions {
   access?: X86Access;
   user: boolean;
   maxPhysAddrBits: number;
-  /** Addresses from the command line; empty = read stdin. */
-  vas: string[];
 }
+
+/** Options of one `vmmu translate --arch arm64` run. */
+export interface Arm64TranslateOptions extends CommonOptions {
+  arch: "arm64";
+  ttbr0: bigint;
+  ttbr1: bigint;
+  tcr: bigint;
+  sctlr: bigint;
+  /** Rights-checked walk for this access; undefined = debugger view (a data read). */
+  access?: Arm64Access;
+  /** The access is at EL0 (else EL1). */
+  el0: boolean;
+  /** PSTATE.PAN. */
+  pan: boolean;
+}
+
+/** Options of one `vmmu translate` run. */
+export type TranslateOptions = X86TranslateOptions | Arm64TranslateOptions;
 
 /** A command-line mistake: reported as one line with exit code 2. */
 export class UsageError extends Error {}
@@ -55,7 +100,9 @@ export function parseHex64(text: string): bigint | undefined {
   return m ? BigInt("0x" + m[1]) : undefined;
 }
 
-const VALUE_FLAGS = new Set(["--arch", "--image", "--image-base", "--cr0", "--cr3", "--cr4", "--efer", "--access", "--max-phys-bits"]);
+const X86_FLAGS = ["--cr0", "--cr3", "--cr4", "--efer", "--max-phys-bits"];
+const ARM64_FLAGS = ["--ttbr0", "--ttbr1", "--tcr", "--sctlr", "--el", "--pan"];
+const VALUE_FLAGS = new Set(["--arch", "--image", "--image-base", "--access", ...X86_FLAGS, ...ARM64_FLAGS]);
 
 /** Parses the arguments after `translate`. Throws UsageError on a mistake. */
 export function parseTranslateArgs(args: string[]): TranslateOptions {
@@ -88,26 +135,52 @@ export function parseTranslateArgs(args: string[]): TranslateOptions {
     if (v === undefined) throw new UsageError(`${flag}: '${text}' is not a 64-bit hex number`);
     return v;
   };
+  const required = (flag: string, why = ""): bigint => {
+    const v = hexOpt(flag);
+    if (v === undefined) throw new UsageError(`${flag} HEX is required${why}`);
+    return v;
+  };
 
   const arch = values.get("--arch") ?? "x86_64";
-  if (arch !== "x86_64") throw new UsageError(`--arch '${arch}' is not supported (x86_64 is)`);
+  if (arch !== "x86_64" && arch !== "arm64") throw new UsageError(`--arch '${arch}' is not supported (x86_64, arm64 are)`);
+  const other = arch === "arm64" ? "x86_64" : "arm64";
+  const stray = (arch === "arm64" ? X86_FLAGS : ARM64_FLAGS).find((flag) => values.has(flag));
+  if (stray !== undefined) throw new UsageError(`${stray} is an option of --arch ${other}, not ${arch}`);
+  if (arch === "arm64" && user) throw new UsageError("--user is an option of --arch x86_64, not arm64 (use --el 0)");
+
   const image = values.get("--image");
   if (image === undefined || image === "") throw new UsageError("--image FILE is required");
-  const cr3 = hexOpt("--cr3");
-  if (cr3 === undefined) throw new UsageError("--cr3 HEX is required");
-  const imageBase = hexOpt("--image-base", 0n)!;
-  if ((imageBase & 0xfffn) !== 0n) throw new UsageError(`--image-base 0x${imageBase.toString(16)} is not 4 KiB aligned`);
 
   const accessText = values.get("--access");
-  let access: X86Access | undefined;
-  if (accessText !== undefined) {
-    if (accessText !== "read" && accessText !== "write" && accessText !== "fetch") {
-      throw new UsageError(`--access must be read, write or fetch, not '${accessText}'`);
-    }
-    access = accessText;
-  } else if (user) {
-    throw new UsageError("--user needs --access (the debugger view checks no rights)");
+  if (accessText !== undefined && accessText !== "read" && accessText !== "write" && accessText !== "fetch") {
+    throw new UsageError(`--access must be read, write or fetch, not '${accessText}'`);
   }
+  const access = accessText as "read" | "write" | "fetch" | undefined;
+
+  if (arch === "arm64") {
+    const imageBase = required("--image-base", " with --arch arm64 (arm64 RAM usually starts at 0x40000000)");
+    checkImageBase(imageBase);
+    const bit = (flag: string, fallback: boolean): boolean => {
+      const text = values.get(flag);
+      if (text === undefined) return fallback;
+      if (text !== "0" && text !== "1") throw new UsageError(`${flag} must be 0 or 1, not '${text}'`);
+      return text === "1";
+    };
+    return {
+      arch, image, imageBase, access, vas,
+      ttbr0: required("--ttbr0"),
+      ttbr1: required("--ttbr1"),
+      tcr: required("--tcr"),
+      sctlr: hexOpt("--sctlr", 1n)!,
+      el0: !bit("--el", true),
+      pan: bit("--pan", false),
+    };
+  }
+
+  const cr3 = required("--cr3");
+  const imageBase = hexOpt("--image-base", 0n)!;
+  checkImageBase(imageBase);
+  if (access === undefined && user) throw new UsageError("--user needs --access (the debugger view checks no rights)");
 
   const physText = values.get("--max-phys-bits");
   const maxPhysAddrBits = physText === undefined ? 52 : Number(physText);
@@ -116,11 +189,15 @@ export function parseTranslateArgs(args: string[]): TranslateOptions {
   }
 
   return {
-    image, imageBase, cr3, user, access, maxPhysAddrBits, vas,
+    arch, image, imageBase, cr3, user, access, maxPhysAddrBits, vas,
     cr0: hexOpt("--cr0", CR0.PE | CR0.WP | CR0.PG)!,
     cr4: hexOpt("--cr4", CR4.PAE)!,
     efer: hexOpt("--efer", EFER.LME | EFER.LMA | EFER.NXE)!,
   };
+}
+
+function checkImageBase(imageBase: bigint): void {
+  if ((imageBase & 0xfffn) !== 0n) throw new UsageError(`--image-base 0x${imageBase.toString(16)} is not 4 KiB aligned`);
 }
 
 /**
@@ -145,23 +222,13 @@ export async function runTranslate(args: string[]): Promise<number> {
   }
   try {
     if (image.size === 0n) return fail(`image '${opts.image}' is empty`);
-    let machine: Machine<X86Vcpu>;
+    let translate: (va: bigint) => string;
     try {
-      machine = await createMachine({
-        arch: "x86_64",
-        memoryBytes: image.memoryBytes,
-        ramBase: opts.imageBase,
-        maxPhysAddrBits: opts.maxPhysAddrBits,
-        eagerBytes: 0n,
-        tlbEntries: 16,
-        populate: image.populate,
-      });
-      image.attach(machine.memory);
-      machine.vcpu(0).setControl({ cr0: opts.cr0, cr3: opts.cr3, cr4: opts.cr4, efer: opts.efer });
+      translate = opts.arch === "arm64" ? await arm64Translator(image, opts) : await x86Translator(image, opts);
     } catch (err) {
       return fail(err instanceof Error ? err.message.replace(/^vmmu: /, "") : String(err));
     }
-    return await translateAll(machine, opts);
+    return await translateAll(translate, opts.vas);
   } finally {
     image.close();
   }
@@ -172,12 +239,36 @@ function fail(message: string): number {
   return 2;
 }
 
-async function translateAll(machine: Machine<X86Vcpu>, opts: TranslateOptions): Promise<number> {
+const IMAGE_MACHINE = { eagerBytes: 0n, tlbEntries: 16 } as const;
+
+async function x86Translator(image: MemoryImage, opts: X86TranslateOptions): Promise<(va: bigint) => string> {
+  const machine: Machine<X86Vcpu> = await createMachine({
+    arch: "x86_64", memoryBytes: image.memoryBytes, ramBase: opts.imageBase, maxPhysAddrBits: opts.maxPhysAddrBits,
+    populate: image.populate, ...IMAGE_MACHINE,
+  });
+  image.attach(machine.memory);
   const vcpu = machine.vcpu(0);
+  vcpu.setControl({ cr0: opts.cr0, cr3: opts.cr3, cr4: opts.cr4, efer: opts.efer });
   const { access, user } = opts;
-  const translate: (va: bigint) => X86TranslateResult = access === undefined
-    ? (va) => vcpu.peek(va)
-    : (va) => vcpu.walk(va, access, user, { setAD: false });
+  return access === undefined
+    ? (va) => formatResult(va, vcpu.peek(va))
+    : (va) => formatResult(va, vcpu.walk(va, access, user, { setAD: false }));
+}
+
+async function arm64Translator(image: MemoryImage, opts: Arm64TranslateOptions): Promise<(va: bigint) => string> {
+  const machine: Machine<Arm64Vcpu> = await createMachine({
+    arch: "arm64", memoryBytes: image.memoryBytes, ramBase: opts.imageBase, populate: image.populate, ...IMAGE_MACHINE,
+  });
+  image.attach(machine.memory);
+  const vcpu = machine.vcpu(0);
+  vcpu.setSystemRegisters({ ttbr0: opts.ttbr0, ttbr1: opts.ttbr1, tcr: opts.tcr, sctlr: opts.sctlr, pan: opts.pan });
+  const { access, el0, pan } = opts;
+  return access === undefined
+    ? (va) => formatArm64Result(va, vcpu.peek(va, { el0, pan }))
+    : (va) => formatArm64Result(va, vcpu.walk(va, access, el0, { update: false }));
+}
+
+async function translateAll(translate: (va: bigint) => string, vas: string[]): Promise<number> {
   const out = new LineWriter(process.stdout);
   let bad = 0;
   const line = (text: string): void => {
@@ -188,12 +279,12 @@ async function translateAll(machine: Machine<X86Vcpu>, opts: TranslateOptions): 
       bad++;
       out.push(`{"va":${JSON.stringify(t)},"pa":null,"pageSize":null,"fault":null,"error":"not a 64-bit hex address"}`);
     } else {
-      out.push(formatResult(va, translate(va)));
+      out.push(translate(va));
     }
   };
 
-  if (opts.vas.length > 0) {
-    for (const v of opts.vas) {
+  if (vas.length > 0) {
+    for (const v of vas) {
       line(v);
       if (out.full) await out.flush();
       if (out.closed) break;
@@ -214,13 +305,23 @@ async function translateAll(machine: Machine<X86Vcpu>, opts: TranslateOptions): 
   return bad > 0 ? 1 : 0;
 }
 
-/** One output line (no newline) for the translation of `va`. */
+/** One output line (no newline) for the x86-64 translation of `va`. */
 export function formatResult(va: bigint, r: X86TranslateResult): string {
   const head = `{"va":"0x${va.toString(16)}",`;
   if ("pa" in r) return `${head}"pa":"0x${r.pa.toString(16)}","pageSize":${r.pageSize},"fault":null}`;
   const f = r.fault;
   const gpa = f.gpa !== undefined && f.kind === "abort" ? `,"gpa":"0x${f.gpa.toString(16)}"` : "";
   return `${head}"pa":null,"pageSize":null,"fault":{"vector":${f.vector},"errorCode":${f.errorCode},"level":${f.level},"kind":"${f.kind}"${gpa}}}`;
+}
+
+/** One output line (no newline) for the arm64 translation of `va`; "ipa" only on stage-2 faults. */
+export function formatArm64Result(va: bigint, r: Arm64TranslateResult): string {
+  const head = `{"va":"0x${va.toString(16)}",`;
+  if ("pa" in r) return `${head}"pa":"0x${r.pa.toString(16)}","pageSize":${r.pageSize},"fault":null}`;
+  const f = r.fault;
+  const ipa = f.stage === 2 && f.ipa !== undefined ? `,"ipa":"0x${f.ipa.toString(16)}"` : "";
+  return `${head}"pa":null,"pageSize":null,"fault":{"stage":${f.stage},"fsc":${f.fsc},"level":${f.level},"kind":"${f.kind}",`
+    + `"s1ptw":${f.s1ptw},"write":${f.write}${ipa}}}`;
 }
 
 /** Buffers lines and writes them in chunks, honouring backpressure; stops quietly on EPIPE. */

@@ -20,6 +20,7 @@ export interface CoreExports {
   ctxLiveTag(slot: number): number;
   selectCtx(slot: number): void;
   x86LoadControl(): number;
+  x86LoadCr3(): void;
   x86Translate(va: bigint, access: number, user: number): number;
   x86TranslateBatch(count: number, user: number): number;
   x86Walk(va: bigint, access: number, user: number, flags: number): number;

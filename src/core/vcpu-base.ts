@@ -30,6 +30,7 @@ export abstract class VcpuBase<P> {
   protected readonly L: Core["layout"];
   protected readonly ex: Core["exports"];
   private view?: DataView;
+  private words?: { len: number; u32: Uint32Array; u64: BigUint64Array };
   private batchViews?: { len: number; batch: Batch<P> };
 
   /**
@@ -57,6 +58,24 @@ export abstract class VcpuBase<P> {
     const buf = this.memory.wasmMemory.buffer;
     if (this.view === undefined || this.view.byteLength !== buf.byteLength) this.view = new DataView(buf);
     return this.view;
+  }
+
+  /** u32 view over the whole memory (index = byte address >> 2), renewed on growth. */
+  protected u32(): Uint32Array {
+    return this.wordViews().u32;
+  }
+
+  /** u64 view over the whole memory (index = byte address >> 3), renewed on growth. */
+  protected u64(): BigUint64Array {
+    return this.wordViews().u64;
+  }
+
+  private wordViews(): { len: number; u32: Uint32Array; u64: BigUint64Array } {
+    const buf = this.memory.wasmMemory.buffer;
+    if (this.words === undefined || this.words.len !== buf.byteLength) {
+      this.words = { len: buf.byteLength, u32: new Uint32Array(buf), u64: new BigUint64Array(buf) };
+    }
+    return this.words;
   }
 
   /** Runs the architecture's batch translation for `count` entries. */

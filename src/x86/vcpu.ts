@@ -93,10 +93,12 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   private result(status: number): X86TranslateResult {
-    const dv = this.dv(), b = this.base, L = this.L;
+    const L = this.L, b = this.base;
     if (status === L.STATUS_OK) {
-      return { pa: dv.getBigUint64(b + L.R_PA, true), pageSize: 2 ** dv.getUint32(b + L.R_SHIFT, true), level: dv.getUint32(b + L.R_LEVEL, true) };
+      const w = this.u32();
+      return { pa: this.u64()[(b + L.R_PA) >> 3]!, pageSize: 1 << w[(b + L.R_SHIFT) >> 2]!, level: w[(b + L.R_LEVEL) >> 2]! };
     }
+    const dv = this.dv();
     return { fault: this.faultOf(status, dv.getUint32(b + L.R_ERROR, true), dv.getUint32(b + L.R_LEVEL, true), dv.getBigUint64(b + L.R_GPA, true)) };
   }
 
@@ -137,12 +139,12 @@ export class X86Vcpu extends VcpuBase<boolean> {
    */
   writeCr3(value: bigint): X86Fault | null {
     value = BigInt.asUintN(64, value);
-    const pcide = (this.control().cr4 & CR4.PCIDE) !== 0n;
+    const pcide = (this.cr4() & CR4.PCIDE) !== 0n;
     const noflush = pcide && (value & CR3_NOFLUSH) !== 0n;
     if (pcide) value &= ~CR3_NOFLUSH;
     if (value >> BigInt(this.maxPhysAddrBits) !== 0n) return GP;
-    this.dv().setBigUint64(this.base + this.L.S_CR3, value, true);
-    this.load();
+    this.u64()[(this.base + this.L.S_CR3) >> 3] = value;
+    this.ex.x86LoadCr3();
     if (!noflush) this.ex.tlbFlushCtx(pcide ? Number(value & CR3_PCID_MASK) : 0);
     return null;
   }
@@ -202,11 +204,11 @@ export class X86Vcpu extends VcpuBase<boolean> {
   invpcid(type: number, pcid: number, va: bigint = 0n): X86Fault | null {
     if (!Number.isInteger(type) || type < 0 || type > 3) return GP;
     if (!Number.isInteger(pcid) || pcid < 0 || pcid > 0xfff) return GP;
-    const c = this.control();
-    if ((type === 0 || type === 1) && pcid !== 0 && (c.cr4 & CR4.PCIDE) === 0n) return GP;
+    const cr4 = this.cr4();
+    if ((type === 0 || type === 1) && pcid !== 0 && (cr4 & CR4.PCIDE) === 0n) return GP;
     if (type === 0) {
       va = BigInt.asUintN(64, va);
-      if (!isCanonical(va, (c.cr4 & CR4.LA57) !== 0n)) return GP;
+      if (!isCanonical(va, (cr4 & CR4.LA57) !== 0n)) return GP;
       this.ex.x86InvalidatePcidAddr(pcid, va);
     } else if (type === 1) {
       this.ex.tlbFlushCtx(pcid);
@@ -220,8 +222,11 @@ export class X86Vcpu extends VcpuBase<boolean> {
 
   /** The PCID in force (CR3[11:0] when CR4.PCIDE = 1, else 0). */
   currentPcid(): number {
-    const c = this.control();
-    return (c.cr4 & CR4.PCIDE) !== 0n ? Number(c.cr3 & CR3_PCID_MASK) : 0;
+    return (this.cr4() & CR4.PCIDE) !== 0n ? Number(this.u64()[(this.base + this.L.S_CR3) >> 3]! & CR3_PCID_MASK) : 0;
+  }
+
+  private cr4(): bigint {
+    return this.u64()[(this.base + this.L.S_CR4) >> 3]!;
   }
 
   /**
@@ -245,7 +250,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
     const s = status >>> L.BS_STATUS_SHIFT;
     if (s === L.STATUS_EACCESS) throw new TypeError("vmmu: batch entry had an access code other than 0, 1, 2");
     const level = (status >>> L.BS_LEVEL_SHIFT) & 0xff;
-    if (s === L.STATUS_OK) return { pa, pageSize: 2 ** ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
+    if (s === L.STATUS_OK) return { pa, pageSize: 1 << ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
     return { fault: this.faultOf(s, status & 0xff, level, pa) };
   }
 
