@@ -1,18 +1,22 @@
 // Loader for the real-Linux page-table fixtures (QEMU TCG snapshots of a Debian
 // 6.1 kernel; see realworld/README.md next to the data): table pages, vCPU
-// control registers, QEMU gva2gpa reference rows and `info tlb` leaf lists.
-// The data lives outside the repository; VMMU_REALWORLD overrides its path.
+// control or system registers, QEMU gva2gpa reference rows and (x86) `info tlb`
+// leaf lists. The data lives outside the repository; VMMU_REALWORLD overrides
+// its path.
 
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import type { GuestMemory } from "../../src/index.js";
 
-/** Root of the fixture tree (holds x86_64/…). */
+/** Root of the fixture tree (holds x86_64/… and arm64/…). */
 export const REALWORLD_DIR = process.env.VMMU_REALWORLD ?? "/work/shared/realworld";
 
 /** The x86-64 snapshots with QEMU reference rows. */
 export const X86_SNAPSHOTS = ["nokaslr_4lvl_snap0", "nokaslr_4lvl_snap1"] as const;
+
+/** The arm64 snapshots (QEMU `-M virt`, RAM at 0x40000000) with QEMU reference rows. */
+export const ARM64_SNAPSHOTS = ["nokaslr_snap0", "nokaslr_snap1"] as const;
 
 const PAGE = 4096;
 const RECORD = 8 + PAGE;
@@ -74,22 +78,29 @@ export function loadX86Snapshot(name: string): X86Snapshot {
     cpu: Number(v.cpu), cpl: Number(v.CPL),
     cr0: big(String(v.CR0)), cr3: big(String(v.CR3)), cr4: big(String(v.CR4)), efer: big(String(v.EFER)),
   }));
+  const pages = readTablePages(dir, name);
+  const refs = readJsonLines<{ va: string; gpa: string | null; cpu: number; cr3: string }>(dir, "ref_gva2gpa.jsonl.gz")
+    .map((r) => ({ va: big(r.va), gpa: r.gpa === null ? null : big(r.gpa), cpu: r.cpu, cr3: big(r.cr3) }));
+  return {
+    name, dir, vcpus, pages, refs,
+    ramBase: big(meta.guest_ram.base), ramSize: big(meta.guest_ram.size),
+    verification: meta.verification,
+  };
+}
+
+function readTablePages(dir: string, name: string): TablePage[] {
   const raw = gunzipSync(fs.readFileSync(path.join(dir, "ptpages.bin.gz")));
   if (raw.length % RECORD !== 0) throw new Error(`${name}: ptpages.bin is not a whole number of ${RECORD}-byte records`);
   const pages: TablePage[] = [];
   for (let off = 0; off < raw.length; off += RECORD) {
     pages.push({ pa: raw.readBigUInt64LE(off), bytes: new Uint8Array(raw.buffer, raw.byteOffset + off + 8, PAGE) });
   }
-  const refs = gunzipSync(fs.readFileSync(path.join(dir, "ref_gva2gpa.jsonl.gz"))).toString("utf8")
-    .split("\n").filter((l) => l !== "").map((l) => {
-      const r = JSON.parse(l) as { va: string; gpa: string | null; cpu: number; cr3: string };
-      return { va: big(r.va), gpa: r.gpa === null ? null : big(r.gpa), cpu: r.cpu, cr3: big(r.cr3) };
-    });
-  return {
-    name, dir, vcpus, pages, refs,
-    ramBase: big(meta.guest_ram.base), ramSize: big(meta.guest_ram.size),
-    verification: meta.verification,
-  };
+  return pages;
+}
+
+function readJsonLines<T>(dir: string, file: string): T[] {
+  return gunzipSync(fs.readFileSync(path.join(dir, file))).toString("utf8")
+    .split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as T);
 }
 
 /** Parses `info_tlb.cpuN.txt.gz` of a snapshot: lines `VVVVVVVVVVVVVVVV: PPPPPPPPPPPPPPPP XGPDACTUW`. */
@@ -115,4 +126,104 @@ export function vcpuOf(snapshot: X86Snapshot, cpu: number): X86VcpuState {
   const v = snapshot.vcpus.find((s) => s.cpu === cpu);
   if (!v) throw new Error(`${snapshot.name}: no vCPU ${cpu}`);
   return v;
+}
+
+/** System registers and PSTATE of one arm64 vCPU, as the gdbstub read them. */
+export interface Arm64VcpuState {
+  cpu: number;
+  /** Exception level when the snapshot was taken (0 or 1). */
+  el: number;
+  /** PSTATE.PAN when the snapshot was taken. */
+  pan: boolean;
+  ttbr0: bigint;
+  ttbr1: bigint;
+  tcr: bigint;
+  sctlr: bigint;
+  mair: bigint;
+}
+
+/**
+ * One QEMU `gva2gpa` answer on arm64: a stage-1 data load at EL `el` with
+ * PSTATE.PAN `pan`. `pstateOverride` is set on the second pass, which ran with
+ * PSTATE forced to EL1h, PAN=0 (QEMU's permission-free answer).
+ */
+export interface Arm64RefRow {
+  va: bigint;
+  gpa: bigint | null;
+  cpu: number;
+  ttbr0: bigint;
+  ttbr1: bigint;
+  tcr: bigint;
+  el: number;
+  pan: boolean;
+  pstateOverride: bigint | null;
+}
+
+export interface Arm64Snapshot {
+  name: string;
+  dir: string;
+  ramBase: bigint;
+  ramSize: bigint;
+  vcpus: Arm64VcpuState[];
+  pages: TablePage[];
+  refs: Arm64RefRow[];
+  /** meta.json verification block, as recorded by the capture scripts. */
+  verification: {
+    ref_total: number;
+    agree: number;
+    agree_categories: Record<string, number>;
+    agree_mapped_by_block_size: Record<string, number>;
+  };
+}
+
+/** True iff the arm64 fixtures are present. */
+export function arm64RealworldAvailable(): boolean {
+  return ARM64_SNAPSHOTS.every((s) => fs.existsSync(path.join(REALWORLD_DIR, "arm64", s, "meta.json")));
+}
+
+/** Reads meta.json, ptpages.bin.gz and ref_gva2gpa.jsonl.gz of arm64 snapshot `name`. */
+export function loadArm64Snapshot(name: string): Arm64Snapshot {
+  const dir = path.join(REALWORLD_DIR, "arm64", name);
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, "meta.json"), "utf8"));
+  if (meta.arch !== "aarch64" || Number(meta.granule) !== PAGE) throw new Error(`${name}: not a 4 KiB-granule aarch64 snapshot`);
+  const vcpus: Arm64VcpuState[] = meta.vcpus.map((v: Record<string, string | number>) => ({
+    cpu: Number(v.cpu), el: Number(v.EL), pan: Number(v.PAN) === 1,
+    ttbr0: big(String(v.TTBR0_EL1)), ttbr1: big(String(v.TTBR1_EL1)), tcr: big(String(v.TCR_EL1)),
+    sctlr: big(String(v.SCTLR)), mair: big(String(v.MAIR_EL1)),
+  }));
+  type Row = { va: string; gpa: string | null; cpu: number; ttbr0: string; ttbr1: string; tcr: string; el: number; pan: number; pstate_override?: string };
+  const refs = readJsonLines<Row>(dir, "ref_gva2gpa.jsonl.gz").map((r) => ({
+    va: big(r.va), gpa: r.gpa === null ? null : big(r.gpa), cpu: r.cpu,
+    ttbr0: big(r.ttbr0), ttbr1: big(r.ttbr1), tcr: big(r.tcr), el: r.el, pan: r.pan === 1,
+    pstateOverride: r.pstate_override === undefined ? null : big(r.pstate_override),
+  }));
+  return {
+    name, dir, vcpus, refs, pages: readTablePages(dir, name),
+    ramBase: big(meta.guest_ram.base), ramSize: big(meta.guest_ram.size),
+    verification: meta.verification,
+  };
+}
+
+/** The vCPU state of `cpu` in an arm64 snapshot. */
+export function arm64VcpuOf(snapshot: Arm64Snapshot, cpu: number): Arm64VcpuState {
+  const v = snapshot.vcpus.find((s) => s.cpu === cpu);
+  if (!v) throw new Error(`${snapshot.name}: no vCPU ${cpu}`);
+  return v;
+}
+
+/**
+ * Writes a sparse raw memory image of `size` bytes whose first byte is gpa
+ * `base` (QEMU pmemsave layout), holding `pages` (those that fit) and zeros.
+ */
+export function writeSparseImage(file: string, pages: TablePage[], size: number, base = 0n): void {
+  const fd = fs.openSync(file, "w");
+  try {
+    fs.ftruncateSync(fd, size);
+    for (const p of pages) {
+      const off = p.pa - base;
+      if (off >= 0n && off + BigInt(PAGE) <= BigInt(size)) fs.writeSync(fd, p.bytes, 0, PAGE, Number(off));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
 }
