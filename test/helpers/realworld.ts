@@ -4,13 +4,21 @@
 // leaf lists. The data lives outside the repository; VMMU_REALWORLD overrides
 // its path.
 
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import type { GuestMemory } from "../../src/index.js";
 
 /** Root of the fixture tree (holds x86_64/… and arm64/…). */
-export const REALWORLD_DIR = process.env.VMMU_REALWORLD ?? "/work/shared/realworld";
+/**
+ * Where the fixtures are: VMMU_REALWORLD, else `shared/realworld` beside the
+ * repository (how CI lays it out), else the workplace's /work/shared.
+ */
+export const REALWORLD_DIR = process.env.VMMU_REALWORLD
+  ?? [fileURLToPath(new URL("../../../shared/realworld", import.meta.url)), "/work/shared/realworld"].find((d) => existsSync(d))
+  ?? "/work/shared/realworld";
 
 /** The x86-64 snapshots with QEMU reference rows. */
 export const X86_SNAPSHOTS = ["nokaslr_4lvl_snap0", "nokaslr_4lvl_snap1"] as const;
