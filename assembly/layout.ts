@@ -65,6 +65,15 @@ export const M_SLOT_SIZE: u32 = 0x38; //    u64  bytes
 export const M_EAGER_BYTES: u32 = 0x40; //  u64  first bytes of the slot backed whole
 export const M_MAX_PAGES: u32 = 0x48; //    u32  memory maximum in 64 KiB pages
 export const M_GROW_LOCK: u32 = 0x4c; //    u32  spin lock for memory.grow + leaf allocation
+export const M_POOL_HPA: u32 = 0x50; //     u64  host-physical address where walkers see the pool
+
+/**
+ * Host-physical base of the host-table pool as hardware walkers see it (the
+ * shadow/EPT/stage-2 tables a hypervisor builds point at each other by these
+ * addresses). Above any guest RAM slot (slots end below 2^47 unless placed
+ * higher; machineInit refuses an overlap) and below 2^52.
+ */
+export const POOL_HPA: u64 = 0x000f_0000_0000_0000;
 
 export const MACHINE_MAGIC: u32 = 0x756d6d76; // "vmmu"
 

@@ -4,7 +4,7 @@
 import {
   MACHINE_BASE, MACHINE_MAGIC, M_MAGIC, M_NVCPUS, M_VCPU_STRIDE, M_TLB_ENTRIES, M_POOL_BASE,
   M_POOL_BYTES, M_FRAME_DIR, M_RAM_HOST, M_BACK_NEXT, M_BACK_END, M_BACKED, M_POPULATE,
-  M_SLOT_BASE, M_SLOT_SIZE, M_EAGER_BYTES, M_MAX_PAGES, VCPU_AREA, VCPU_TLB, TLB_ENTRY,
+  M_SLOT_BASE, M_SLOT_SIZE, M_EAGER_BYTES, M_MAX_PAGES, M_POOL_HPA, POOL_HPA, VCPU_AREA, VCPU_TLB, TLB_ENTRY,
   WASM_PAGE, LINEAR_LIMIT,
 } from "./layout";
 
@@ -44,6 +44,7 @@ export function machineInit(
   if (tlbEntries < 16 || tlbEntries > (1 << 20) || (tlbEntries & (tlbEntries - 1)) != 0) return INIT_ETLB;
   if (slotSize == 0 || (slotSize & 0xfff) != 0 || (slotBase & 0xfff) != 0 || slotSize > SLOT_MAX) return INIT_ESLOT;
   if (slotBase + slotSize < slotBase) return INIT_ESLOT;
+  if (slotBase < POOL_HPA + <u64>poolBytes && POOL_HPA < slotBase + slotSize) return INIT_ESLOT;
   if (eagerBytes > slotSize) eagerBytes = slotSize;
   eagerBytes &= ~<u64>0xfff;
 
@@ -76,6 +77,7 @@ export function machineInit(
   store<u32>(MACHINE_BASE + M_BACK_END, <u32>memory.size());
   store<u32>(MACHINE_BASE + M_BACKED, 0);
   store<u32>(MACHINE_BASE + M_POPULATE, populate);
+  store<u64>(MACHINE_BASE + M_POOL_HPA, POOL_HPA);
   store<u64>(MACHINE_BASE + M_SLOT_BASE, slotBase);
   store<u64>(MACHINE_BASE + M_SLOT_SIZE, slotSize);
   store<u64>(MACHINE_BASE + M_EAGER_BYTES, eagerBytes);

@@ -14,10 +14,13 @@
 // populate hook (a memory image on disk), which is called on every read of a
 // frame it has not backed (it backs non-zero frames, so usually once).
 // A gpa outside the slot has no host address: callers turn that into an
-// abort-style fault, never a read of another region.
+// abort-style fault, never a read of another region. The one other region a
+// walker may read is the host-table pool, at host-physical POOL_HPA: the
+// tables a hypervisor builds (shadow pages, EPT, stage 2) live there and
+// point at each other by those addresses.
 
 import {
-  MACHINE_BASE, M_SLOT_BASE, M_SLOT_SIZE, M_EAGER_BYTES, M_RAM_HOST, M_FRAME_DIR,
+  MACHINE_BASE, M_SLOT_BASE, M_SLOT_SIZE, M_EAGER_BYTES, M_RAM_HOST, M_FRAME_DIR, M_POOL_BASE, M_POOL_BYTES, M_POOL_HPA,
   M_BACK_NEXT, M_BACK_END, M_BACKED, M_POPULATE, M_MAX_PAGES, M_GROW_LOCK, ZERO_PAGE, WASM_PAGE,
 } from "./layout";
 
@@ -32,6 +35,9 @@ export let eagerBytes: u64 = 0;
 export let ramHost: usize = 0;
 let frameDir: usize = 0;
 let populate: bool = false;
+let poolHpa: u64 = 0;
+let poolBytes: u64 = 0;
+let poolHost: usize = 0;
 
 /** Copies the memslot description from the machine header into this instance. Called once per instance. */
 export function physAttach(): void {
@@ -41,6 +47,9 @@ export function physAttach(): void {
   ramHost = load<u32>(MACHINE_BASE + M_RAM_HOST);
   frameDir = load<u32>(MACHINE_BASE + M_FRAME_DIR);
   populate = load<u32>(MACHINE_BASE + M_POPULATE) != 0;
+  poolHpa = load<u64>(MACHINE_BASE + M_POOL_HPA);
+  poolBytes = <u64>load<u32>(MACHINE_BASE + M_POOL_BYTES);
+  poolHost = load<u32>(MACHINE_BASE + M_POOL_BASE);
 }
 
 /**
@@ -57,7 +66,11 @@ export function physAttach(): void {
 
 /** The part of hostForLoad past the eager region; `off` is the slot offset. */
 export function hostForLoadLazy(off: u64): usize {
-  if (off >= slotSize) return 0;
+  if (off >= slotSize) {
+    // The host-table pool: hypervisor-built tables (shadow, EPT, stage 2).
+    const p = off + slotBase - poolHpa;
+    return p < poolBytes ? poolHost + <usize>p : 0;
+  }
   let host = lookupFrame(off);
   if (host == 0 && populate) {
     hostPopulate(off & ~<u64>0xfff);
