@@ -7,7 +7,7 @@ export { physAttach, hostForStore, hostForRead } from "./phys";
 export { tlbAttach, tlbFlushCtx, tlbFlushNonGlobal, tlbFlushAll, tlbInvalidatePage, tlbInvalidateRange, ctxLiveTag, selectCtx, selectGlobal } from "./tlb";
 export {
   x86LoadControl, x86LoadCr3, x86Translate, x86TranslateBatch, x86BatchHits, x86Walk, x86Invlpg, x86InvalidatePcidAddr,
-  WALK_AD, WALK_CHECK, WALK_DEBUG, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,
+  WALK_AD, WALK_CHECK, WALK_DEBUG, WALK_RECORD, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,
 } from "./x86/mmu";
 export {
   armLoadRegs, armSelectContexts, armTranslate, armTranslateBatch, armBatchHits, armWalk, armWalkStage2,

@@ -138,6 +138,11 @@ export const R_STATUS: u32 = 0x90; //    u32  STATUS_*
 export const R_ERROR: u32 = 0x94; //     u32  #PF error code
 export const R_LEVEL: u32 = 0x98; //     u32  leaf level, or level where the walk stopped
 export const R_SHIFT: u32 = 0x9c; //     u32  page-size shift: 12, 21, 30 (0 on fault)
+// Walk record (x86Walk with WALK_RECORD): per level L (1..5) at R_WALK + (L − 1) × 16,
+// the entry's gpa (u64) and its value as read (u64); R_WALK_TOP the first level walked.
+// KVM's struct guest_walker: the hypervisor shadows from it.
+export const R_WALK: u32 = 0x200;
+export const R_WALK_TOP: u32 = 0x250; // u32
 // arm64 fault details (R_STATUS = STATUS_ARM_FAULT).
 export const R_IPA: u32 = 0xa0; //       u64  intermediate address (ok), faulting IPA (stage 2)
 export const R_FSC: u32 = 0xa8; //       u32  fault status code, ESR ISS[5:0]

@@ -13,7 +13,7 @@
 
 import {
   S_CR0, S_CR3, S_CR4, S_EFER, S_PKRU, S_RFLAGS, S_MAXPHY, S_TLB_ON,
-  R_PA, R_GPA, R_STATUS, R_ERROR, R_LEVEL, R_SHIFT,
+  R_PA, R_GPA, R_STATUS, R_ERROR, R_LEVEL, R_SHIFT, R_WALK, R_WALK_TOP,
   STATUS_OK, STATUS_PF, STATUS_GP, STATUS_ABORT, STATUS_EACCESS,
   C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_PT_REFS, C_AD_WRITES, C_WALK_RETRIES, C_FAULTS, C_FLUSH_PAGE,
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
@@ -37,6 +37,7 @@ import {
 export const WALK_AD: u32 = 1; //     set A/D bits (compare-exchange)
 export const WALK_CHECK: u32 = 2; //  reserved-bit and access-rights checks
 export const WALK_DEBUG: u32 = 4; //  debugger view: address bits 51:12, PS only at levels 2/3
+export const WALK_RECORD: u32 = 8; // record each level's entry gpa and value (R_WALK)
 
 export const CONTROL_OK: i32 = 0;
 export const CONTROL_EMODE: i32 = 1; //     CR0.PG = 1 outside long mode (not modelled)
@@ -213,6 +214,7 @@ function pkFault(access: u32, user: u32, acc: u32, pkey: u32): bool {
   let table = cr3 & mask;
   let acc: u32 = 7;
   let level = rootLevel;
+  if ((flags & WALK_RECORD) != 0) store<u32>(vcpuBase + R_WALK_TOP, level);
   let shift = <u64>(12 + 9 * (level - 1));
   let refs: u64 = 0;
   const sb = slotBase, eb = eagerBytes, rh = ramHost, rsvdAll = rsvdBase;
@@ -227,6 +229,11 @@ function pkFault(access: u32, user: u32, acc: u32, pkey: u32): bool {
     }
     const pte = loadEntry(host);
     refs++;
+    if ((flags & WALK_RECORD) != 0) {
+      const r = vcpuBase + R_WALK + ((level - 1) << 4);
+      store<u64>(r, gpa);
+      store<u64>(r, pte, 8);
+    }
     if ((pte & PTE_P) == 0) {
       counterAdd(C_PT_REFS, refs);
       rLevel = level; rErr = debug ? 0 : errBase(ai);

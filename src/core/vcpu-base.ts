@@ -149,6 +149,14 @@ export abstract class VcpuBase<P> {
     };
   }
 
+  /**
+   * A live view of the counters block (u64 per counter, index C_*), for
+   * callers that read counters on a hot path; renew it after memory growth.
+   */
+  counterView(): BigUint64Array {
+    return this.u64().subarray((this.base + this.L.VCPU_COUNTERS) >> 3, ((this.base + this.L.VCPU_COUNTERS) >> 3) + this.L.COUNTER_COUNT);
+  }
+
   /** Zeroes the counters (not the TLB). */
   resetStats(): void {
     new Uint8Array(this.memory.wasmMemory.buffer, this.base + this.L.VCPU_COUNTERS, this.L.COUNTER_COUNT * 8).fill(0);

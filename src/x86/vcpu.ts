@@ -126,6 +126,29 @@ export class X86Vcpu extends VcpuBase<boolean> {
     return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), 0, 0, this.L.WALK_DEBUG));
   }
 
+  /**
+   * A full architectural walk without the TLB that also returns the walk
+   * record: for each level walked, the entry's gpa and its value as read
+   * (before any A/D update) — KVM's struct guest_walker. Levels are listed
+   * from the root down to where the walk stopped.
+   */
+  walkRecorded(va: bigint, access: X86Access, user: boolean, setAD: boolean): { result: X86TranslateResult; levels: { level: number; gpa: bigint; pte: bigint }[] } {
+    const L = this.L;
+    const flags = L.WALK_CHECK | L.WALK_RECORD | (setAD ? L.WALK_AD : 0);
+    const result = this.result(this.ex.x86Walk(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
+    const levels: { level: number; gpa: bigint; pte: bigint }[] = [];
+    if ("fault" in result && result.fault.kind === "general-protection") return { result, levels };
+    const u64 = this.u64(), b = this.base;
+    const top = this.u32()[(b + L.R_WALK_TOP) >> 2]!;
+    const stop = "fault" in result ? result.fault.level : result.level;
+    if (top === 0 || stop === 0) return { result, levels };
+    for (let l = top; l >= stop; l--) {
+      const r = (b + L.R_WALK + (l - 1) * 16) >> 3;
+      levels.push({ level: l, gpa: u64[r]!, pte: u64[r + 1]! });
+    }
+    return { result, levels };
+  }
+
   /** A full architectural walk without the TLB; `setAD: false` leaves memory untouched. */
   walk(va: bigint, access: X86Access = "read", user = false, opts: { setAD?: boolean } = {}): X86TranslateResult {
     const flags = this.L.WALK_CHECK | (opts.setAD === false ? 0 : this.L.WALK_AD);

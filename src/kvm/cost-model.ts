@@ -1,0 +1,73 @@
+// Simulated time: cycles charged per event. Every default names its source
+// in reference/x86-kvm-mmu.md (section E) or is labelled an assumption; all
+// are overridable (`vmmu run kpti --cost name=value`). The model is not tuned
+// to reproduce the seed's numbers.
+
+export interface CostModel {
+  /** VM exit + entry round trip. Assumption inside E's suggested 1,000–1,500 (bracketed by the SVM KVM_RUN measurement of ≈1,344–2,528 cycles, E). */
+  vmExit: number;
+  /** One paging-structure memory reference by a hardware walk (cache hit mix). Assumption. */
+  hwWalkRef: number;
+  /** A hardware TLB hit. Assumption (1 cycle: pipelined with the access). */
+  tlbHit: number;
+  /** One guest page-table level walked in software by the hypervisor (FNAME(walk_addr_generic): gpte read, checks). Assumption. */
+  swWalkLevel: number;
+  /** Allocating and zeroing one shadow page (4 KiB). Assumption: ≈ 512 64-bit stores + bookkeeping. */
+  spAlloc: number;
+  /** Installing one SPTE (make_spte + link). Assumption. */
+  spteInstall: number;
+  /** Re-deriving one SPTE of an unsync shadow page during a sync (read gpte, compare, maybe rewrite). Assumption. */
+  syncSpte: number;
+  /** Walking the shadow tree looking for unsync children (per shadow page visited). Assumption. */
+  syncVisit: number;
+  /** Emulating one guest store to a write-protected page table (x86_emulate_instruction + kvm_mmu_track_write). Assumption. */
+  emulate: number;
+  /** Zapping one shadow page (unlink parents and children, free). Assumption. */
+  zap: number;
+  /** A local TLB flush of one context (INVVPID single-context / INVEPT). Not found in the sources (G.6); assumption. */
+  localFlush: number;
+  /** A TLB flush of one address (INVVPID individual-address / INVLPG). Not found (G.6); assumption. */
+  addrFlush: number;
+  /** A remote TLB flush, per other vCPU: IPI, exit on the target, flush, acknowledgement. Not found (G.6); assumption. */
+  remoteFlush: number;
+  /** Finding a root in the shadow-page hash (kvm_mmu_get_page hit). Assumption. */
+  hashLookup: number;
+  /** Searching the 4-entry root cache (fast_cr3_switch). "tens of cycles" (E, derived). */
+  rootCacheLookup: number;
+  /** MMU re-initialisation avoided per nested exit: ≈1,000 cycles (E, Kuznetsov 2018). Used when a root must be rebuilt. */
+  mmuReinit: number;
+  /** A native MOV CR3 / INVLPG / INVPCID executed by hardware (no exit). Assumption. */
+  nativeCr3: number;
+  /** Guest instructions per unit of guest "work" (syscall bodies, compute) are charged 1:1. */
+}
+
+export const DEFAULT_COSTS: CostModel = {
+  vmExit: 1200,
+  hwWalkRef: 20,
+  tlbHit: 1,
+  swWalkLevel: 60,
+  spAlloc: 600,
+  spteInstall: 40,
+  syncSpte: 40,
+  syncVisit: 30,
+  emulate: 2500,
+  zap: 300,
+  localFlush: 400,
+  addrFlush: 150,
+  remoteFlush: 2500,
+  hashLookup: 80,
+  rootCacheLookup: 40,
+  mmuReinit: 1000,
+  nativeCr3: 200,
+};
+
+/** Applies `name=value` overrides; throws naming a bad key or value. */
+export function withOverrides(base: CostModel, overrides: Record<string, number>): CostModel {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(overrides)) {
+    if (!(k in base)) throw new Error(`vmmu: unknown cost '${k}' (one of: ${Object.keys(base).join(", ")})`);
+    if (!Number.isFinite(v) || v < 0) throw new Error(`vmmu: cost ${k} must be a non-negative number`);
+    (out as Record<string, number>)[k] = v;
+  }
+  return out;
+}

@@ -1,0 +1,479 @@
+// The VM-wide half of a KVM-style shadow MMU (arch/x86/kvm/mmu/mmu.c, as
+// distilled in reference/x86-kvm-mmu.md B.4–B.10, B.16): shadow pages keyed
+// by (gfn, role) in a hash, write protection of guest page-table frames,
+// unsync leaf pages and their resync, the reverse map from gfns to the leaf
+// SPTEs that map them, zapping, and remote TLB flushes. The per-vCPU half
+// (roots, CR3 loads, exits) is src/kvm/shadow-vcpu.ts.
+//
+// Shadow pages live in the host-table pool and are real x86-64 paging
+// structures: the hardware walker (the wasm core) walks them. Leaf SPTEs map
+// a gfn to host-physical address gpa (guest RAM is identity-mapped into
+// host-physical space); non-leaf SPTEs point at pool pages.
+
+import type { GuestMemory } from "../memory.js";
+import type { HostPool } from "./host-pool.js";
+import type { CostModel } from "./cost-model.js";
+import type { ShadowPolicy } from "./policy.js";
+import { PTE, PTE_ADDR_MASK } from "../x86/regs.js";
+
+// ---- role (union kvm_mmu_page_role, one u32) --------------------------------
+//
+//   31    24 23  18 17  16  15  14  13  12  11  10  8  7   6 5  4   3    0
+//  ┌────────┬──────┬───┬───┬───┬───┬───┬───┬───┬──────┬───┬───┬───┬──────┐
+//  │  smm   │  0   │gm │ad │sa │se │wp │nx │inv│access│dir│ 0 │ 0 │level │
+//  └────────┴──────┴───┴───┴───┴───┴───┴───┴───┴──────┴───┴───┴───┴──────┘
+//   gm guest_mode, ad ad_disabled, sa smap_andnot_wp, se smep_andnot_wp,
+//   wp cr0_wp, nx efer_nx, inv invalid (never part of a lookup key).
+
+export const ROLE_LEVEL_MASK = 0xf;
+export const ROLE_DIRECT = 1 << 7;
+export const ROLE_ACCESS_SHIFT = 8;
+export const ROLE_EFER_NX = 1 << 12;
+export const ROLE_CR0_WP = 1 << 13;
+export const ROLE_SMEP_ANDNOT_WP = 1 << 14;
+export const ROLE_SMAP_ANDNOT_WP = 1 << 15;
+export const ROLE_GUEST_MODE = 1 << 17;
+
+/** ACC bits (KVM): X = not XD, W, U. */
+export const ACC_EXEC = 1, ACC_WRITE = 2, ACC_USER = 4, ACC_ALL = 7;
+
+/** The role word of a shadow page at `level` under the guest mode `base` (level bits clear). */
+export function roleAt(base: number, level: number, access: number, direct: boolean): number {
+  return (base & ~(ROLE_LEVEL_MASK | ROLE_DIRECT | (7 << ROLE_ACCESS_SHIFT))) | level | (access << ROLE_ACCESS_SHIFT) | (direct ? ROLE_DIRECT : 0);
+}
+
+export function roleLevel(role: number): number {
+  return role & ROLE_LEVEL_MASK;
+}
+
+/** One shadow page (struct kvm_mmu_page): a pool page of 512 SPTEs shadowing one guest table (or a direct range). */
+export class ShadowPage {
+  /** Child shadow pages by SPTE index (non-leaf pages). */
+  readonly children = new Map<number, ShadowPage>();
+  /** gfn each leaf SPTE maps, by index (for the reverse map). */
+  readonly leafGfns = new Map<number, bigint>();
+  /** Parent SPTEs pointing here. */
+  readonly parents = new Set<{ sp: ShadowPage; index: number }>();
+  /** Indices of child SPTEs leading to unsync pages (unsync_child_bitmap). */
+  readonly unsyncChildren = new Set<number>();
+  unsync = false;
+  valid = true;
+  rootCount = 0;
+  writeFlooding = 0;
+
+  constructor(readonly gfn: bigint, readonly role: number, readonly pcid: number, readonly hpa: bigint) {}
+
+  get level(): number {
+    return roleLevel(this.role);
+  }
+
+  get direct(): boolean {
+    return (this.role & ROLE_DIRECT) !== 0;
+  }
+
+  get access(): number {
+    return (this.role >> ROLE_ACCESS_SHIFT) & 7;
+  }
+}
+
+/** Counters of the shadow MMU; the exit counts live on the vCPUs. */
+export interface ShadowStats {
+  spAllocated: number;
+  spZapped: number;
+  spLive: number;
+  spPeak: number;
+  syncs: number;
+  spteSynced: number;
+  spteInstalled: number;
+  emulatedWrites: number;
+  unsyncs: number;
+  remoteFlushes: number;
+  localFlushes: number;
+  addrFlushes: number;
+  guestWalks: number;
+  guestWalkRefs: number;
+  rootsBuilt: number;
+  rootsFreed: number;
+  rootsReused: number;
+}
+
+function zeroStats(): ShadowStats {
+  return {
+    spAllocated: 0, spZapped: 0, spLive: 0, spPeak: 0, syncs: 0, spteSynced: 0, spteInstalled: 0, emulatedWrites: 0,
+    unsyncs: 0, remoteFlushes: 0, localFlushes: 0, addrFlushes: 0, guestWalks: 0, guestWalkRefs: 0,
+    rootsBuilt: 0, rootsFreed: 0, rootsReused: 0,
+  };
+}
+
+/** What a VM-wide operation needs from the vCPUs: flushing their hardware TLBs, charging time. */
+export interface FlushTarget {
+  /** Flushes every hardware TLB context of this vCPU (remote flush target). */
+  flushHardwareAll(): void;
+  /** Charges `cycles` to this vCPU. */
+  charge(cycles: number): void;
+}
+
+export class ShadowMmu {
+  private readonly hash = new Map<bigint, ShadowPage[]>();
+  /** gfn → number of upper-level (level > 1) shadow pages shadowing it (gfn_write_track). */
+  private readonly writeTrack = new Map<bigint, number>();
+  /** gfn → level-1 shadow pages shadowing it. */
+  private readonly leafShadows = new Map<bigint, Set<ShadowPage>>();
+  /** gfn → leaf SPTEs mapping it (rmap): key `${hpa}:${index}`. */
+  private readonly rmap = new Map<bigint, Map<string, { sp: ShadowPage; index: number }>>();
+  /** Shadow pages in allocation order, oldest first (active_mmu_pages), for reclaim. */
+  private readonly active = new Set<ShadowPage>();
+  readonly stats: ShadowStats = zeroStats();
+  vcpus: FlushTarget[] = [];
+
+  constructor(readonly memory: GuestMemory, readonly pool: HostPool, readonly policy: ShadowPolicy, readonly costs: CostModel) {}
+
+  // ---- write protection -----------------------------------------------------
+
+  /** True iff a leaf SPTE mapping `gfn` must stay read-only (some shadow page shadows gfn and cannot be unsync). */
+  isWriteProtected(gfn: bigint): boolean {
+    if ((this.writeTrack.get(gfn) ?? 0) > 0) return true;
+    const leaves = this.leafShadows.get(gfn);
+    if (!leaves) return false;
+    for (const sp of leaves) if (sp.valid && !sp.unsync) return true;
+    return false;
+  }
+
+  /**
+   * mmu_try_to_unsync_pages: called when a writable SPTE for `gfn` is wanted.
+   * Returns true if the SPTE may be writable (no shadow page, or every
+   * shadowing page is level 1 and is now unsync).
+   */
+  tryUnsync(gfn: bigint): boolean {
+    if ((this.writeTrack.get(gfn) ?? 0) > 0) return false;
+    const leaves = this.leafShadows.get(gfn);
+    if (!leaves) return true;
+    for (const sp of leaves) {
+      if (!sp.valid || sp.unsync) continue;
+      sp.unsync = true;
+      this.stats.unsyncs++;
+      this.markUnsyncUp(sp);
+    }
+    return true;
+  }
+
+  private markUnsyncUp(sp: ShadowPage): void {
+    for (const p of sp.parents) {
+      const had = p.sp.unsyncChildren.size > 0;
+      p.sp.unsyncChildren.add(p.index);
+      if (!had) this.markUnsyncUp(p.sp);
+    }
+  }
+
+  private clearUnsyncUp(sp: ShadowPage): void {
+    for (const p of sp.parents) {
+      p.sp.unsyncChildren.delete(p.index);
+      if (p.sp.unsyncChildren.size === 0 && !p.sp.unsync) this.clearUnsyncUp(p.sp);
+    }
+  }
+
+  /**
+   * Makes every leaf SPTE mapping `gfn` read-only (rmap walk). Returns true if
+   * a writable SPTE changed (the caller owes a TLB flush).
+   */
+  private writeProtectGfn(gfn: bigint): boolean {
+    const refs = this.rmap.get(gfn);
+    if (!refs) return false;
+    let changed = false;
+    for (const { sp, index } of refs.values()) {
+      const spte = this.pool.read(sp.hpa, index);
+      if ((spte & PTE.RW) !== 0n) {
+        this.pool.write(sp.hpa, index, spte & ~PTE.RW);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  // ---- leaf SPTEs -------------------------------------------------------------
+
+  /** Installs leaf SPTE `index` of `sp` mapping `gfn` with `spte` (0 clears it); keeps the rmap. Returns true if a present SPTE changed. */
+  setLeaf(sp: ShadowPage, index: number, gfn: bigint | undefined, spte: bigint): boolean {
+    const old = this.pool.read(sp.hpa, index);
+    const oldGfn = sp.leafGfns.get(index);
+    if (oldGfn !== undefined) {
+      this.rmap.get(oldGfn)?.delete(`${sp.hpa}:${index}`);
+      sp.leafGfns.delete(index);
+    }
+    this.pool.write(sp.hpa, index, spte);
+    if (spte !== 0n && gfn !== undefined) {
+      sp.leafGfns.set(index, gfn);
+      let m = this.rmap.get(gfn);
+      if (!m) this.rmap.set(gfn, (m = new Map()));
+      m.set(`${sp.hpa}:${index}`, { sp, index });
+      this.stats.spteInstalled++;
+    }
+    return (old & PTE.P) !== 0n && old !== spte;
+  }
+
+  // ---- shadow pages -----------------------------------------------------------
+
+  /** Finds a valid shadow page for (gfn, role, pcid), or undefined. */
+  find(gfn: bigint, role: number, pcid: number): ShadowPage | undefined {
+    for (const sp of this.hash.get(gfn) ?? []) if (sp.valid && sp.role === role && sp.pcid === pcid) return sp;
+    return undefined;
+  }
+
+  /**
+   * kvm_mmu_get_shadow_page: the shadow page for (gfn, role, pcid), found or
+   * created. An unsync page found is synced first. Creating an indirect page
+   * write-protects its gfn (upper levels: write-tracked; level 1: its leaf
+   * SPTEs go read-only). Returns the page and whether a flush is owed.
+   */
+  getPage(gfn: bigint, role: number, pcid: number, charge: (c: number) => void): { sp: ShadowPage; created: boolean; flush: boolean } {
+    const direct = (role & ROLE_DIRECT) !== 0;
+    let flush = false;
+    for (const sp of [...(this.hash.get(gfn) ?? [])]) {
+      if (!sp.valid) continue;
+      if (sp.role === role && sp.pcid === pcid) {
+        if (sp.unsync) flush = this.syncPage(sp, charge) || flush;
+        sp.writeFlooding = 0;
+        return { sp, created: false, flush };
+      }
+      // The guest recycled this gfn as a different table: an unsync leaf page for it is stale.
+      if (!direct && roleLevel(role) > 1 && sp.unsync) flush = this.zapPage(sp, charge) || flush;
+    }
+    let hpa = this.pool.alloc();
+    if (hpa === undefined) {
+      flush = this.reclaim(charge) || flush;
+      hpa = this.pool.alloc();
+      if (hpa === undefined) throw new Error("vmmu: shadow-page pool exhausted even after reclaiming (raise poolBytes)");
+    }
+    charge(this.costs.spAlloc);
+    const sp = new ShadowPage(gfn, role, pcid, hpa);
+    let list = this.hash.get(gfn);
+    if (!list) this.hash.set(gfn, (list = []));
+    list.push(sp);
+    this.active.add(sp);
+    this.stats.spAllocated++;
+    this.stats.spLive++;
+    if (this.stats.spLive > this.stats.spPeak) this.stats.spPeak = this.stats.spLive;
+    if (!direct) {
+      if (roleLevel(role) > 1) this.writeTrack.set(gfn, (this.writeTrack.get(gfn) ?? 0) + 1);
+      else {
+        let s = this.leafShadows.get(gfn);
+        if (!s) this.leafShadows.set(gfn, (s = new Set()));
+        s.add(sp);
+      }
+      flush = this.writeProtectGfn(gfn) || flush;
+    }
+    return { sp, created: true, flush };
+  }
+
+  /** Links `child` under SPTE `index` of `parent` (a non-leaf SPTE with full rights). */
+  link(parent: ShadowPage, index: number, child: ShadowPage): void {
+    const old = parent.children.get(index);
+    if (old === child) return;
+    if (old) this.unlinkChild(parent, index, old);
+    if (parent.leafGfns.has(index)) this.setLeaf(parent, index, undefined, 0n);
+    parent.children.set(index, child);
+    child.parents.add({ sp: parent, index });
+    this.pool.write(parent.hpa, index, child.hpa | PTE.P | PTE.RW | PTE.US);
+    if (child.unsync || child.unsyncChildren.size > 0) {
+      const had = parent.unsyncChildren.size > 0;
+      parent.unsyncChildren.add(index);
+      if (!had) this.markUnsyncUp(parent);
+    }
+  }
+
+  private unlinkChild(parent: ShadowPage, index: number, child: ShadowPage): void {
+    for (const p of child.parents) if (p.sp === parent && p.index === index) child.parents.delete(p);
+    parent.children.delete(index);
+    parent.unsyncChildren.delete(index);
+    this.pool.write(parent.hpa, index, 0n);
+  }
+
+  /** Clears SPTE `index` of `sp` (leaf or link). Returns true if a present SPTE went away. */
+  zapSpte(sp: ShadowPage, index: number): boolean {
+    const child = sp.children.get(index);
+    if (child) {
+      this.unlinkChild(sp, index, child);
+      return true;
+    }
+    return this.setLeaf(sp, index, undefined, 0n);
+  }
+
+  /**
+   * kvm_mmu_prepare_zap_page: unlinks `sp` from its parents and children, drops
+   * its leaf SPTEs from the rmap, ends its write protection; frees it unless a
+   * root still references it (then it is only marked invalid). Returns true if
+   * a present SPTE went away (a flush is owed).
+   */
+  zapPage(sp: ShadowPage, charge: (c: number) => void): boolean {
+    if (!sp.valid) return false;
+    charge(this.costs.zap);
+    let flush = sp.parents.size > 0;
+    for (const p of [...sp.parents]) this.unlinkChild(p.sp, p.index, sp);
+    for (const [index, child] of [...sp.children]) this.unlinkChild(sp, index, child);
+    for (const index of [...sp.leafGfns.keys()]) flush = this.setLeaf(sp, index, undefined, 0n) || flush;
+    if (sp.unsync) this.clearUnsyncUp(sp);
+    sp.unsync = false;
+    sp.valid = false;
+    if (!sp.direct) {
+      if (sp.level > 1) {
+        const n = (this.writeTrack.get(sp.gfn) ?? 1) - 1;
+        if (n > 0) this.writeTrack.set(sp.gfn, n); else this.writeTrack.delete(sp.gfn);
+      } else {
+        this.leafShadows.get(sp.gfn)?.delete(sp);
+      }
+    }
+    this.stats.spZapped++;
+    if (sp.rootCount === 0) this.free(sp);
+    return flush;
+  }
+
+  /** Returns an unreferenced, invalid page to the pool. */
+  free(sp: ShadowPage): void {
+    const list = this.hash.get(sp.gfn);
+    if (list) {
+      const i = list.indexOf(sp);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.hash.delete(sp.gfn);
+    }
+    if (this.active.delete(sp)) {
+      this.pool.release(sp.hpa);
+      this.stats.spLive--;
+    }
+  }
+
+  /** make_mmu_pages_available: zaps the oldest pages no root uses until a tenth of the pool is free. */
+  private reclaim(charge: (c: number) => void): boolean {
+    let flush = false;
+    const target = Math.max(25, this.pool.pages >> 3);
+    for (const sp of [...this.active]) {
+      if (this.pool.pages - this.pool.inUse >= target) break;
+      if (sp.rootCount > 0) continue;
+      if (sp.valid) flush = this.zapPage(sp, charge) || flush;
+      else this.free(sp);
+    }
+    return flush;
+  }
+
+  // ---- sync -------------------------------------------------------------------
+
+  /**
+   * The SPTE a guest leaf entry `gpte` (4 KiB) should produce in a shadow page
+   * with role access `roleAccess`, for the current guest mode; undefined if the
+   * gpte is not present or maps no RAM. Writable only if the walk allows it,
+   * the gpte is dirty (KVM's protect_clean_gpte: the first write faults so
+   * the guest's D bit gets set), and the gfn is not write-protected.
+   */
+  leafSpte(gpte: bigint, roleAccess: number): { spte: bigint; gfn: bigint } | undefined {
+    if ((gpte & PTE.P) === 0n) return undefined;
+    const gfn = (gpte & PTE_ADDR_MASK) >> 12n;
+    if (!this.memory.contains(gfn << 12n)) return undefined;
+    const acc = roleAccess & (Number(gpte & 6n) | ((gpte & PTE.XD) !== 0n ? 0 : ACC_EXEC));
+    let spte = (gfn << 12n) | PTE.P;
+    if ((acc & ACC_USER) !== 0) spte |= PTE.US;
+    if ((acc & ACC_EXEC) === 0) spte |= PTE.XD;
+    if ((acc & ACC_WRITE) !== 0 && (gpte & PTE.D) !== 0n && !this.isWriteProtected(gfn)) spte |= PTE.RW;
+    return { spte, gfn };
+  }
+
+  /**
+   * kvm_sync_page: re-derives every SPTE of unsync leaf page `sp` from its
+   * gptes, then write-protects its gfn again. Returns true if a present SPTE
+   * changed (a flush is owed).
+   */
+  syncPage(sp: ShadowPage, charge: (c: number) => void): boolean {
+    this.stats.syncs++;
+    charge(this.costs.syncVisit);
+    let flush = false;
+    const base = sp.gfn << 12n;
+    for (const index of [...sp.leafGfns.keys()]) {
+      charge(this.costs.syncSpte);
+      this.stats.spteSynced++;
+      const gpte = this.memory.read64(base + BigInt(index) * 8n);
+      const want = this.leafSpte(gpte, sp.access);
+      const old = this.pool.read(sp.hpa, index);
+      if (!want || (old & PTE_ADDR_MASK) !== (want.spte & PTE_ADDR_MASK)) {
+        flush = this.setLeaf(sp, index, undefined, 0n) || flush;
+      } else {
+        // Keep A/D the hardware set; take rights from the gpte (never more than it grants).
+        const rights = PTE.RW | PTE.US | PTE.XD;
+        const next = (old & ~rights) | (want.spte & rights);
+        if (next !== old) flush = this.setLeaf(sp, index, want.gfn, next) || flush;
+      }
+    }
+    sp.unsync = false;
+    this.clearUnsyncUp(sp);
+    flush = this.writeProtectGfn(sp.gfn) || flush;
+    return flush;
+  }
+
+  /**
+   * mmu_sync_children for the tree under `root`: syncs every unsync page
+   * reachable through unsync_child bitmaps. Flushes remote TLBs once for the
+   * whole batch (P1) or once per synced page (before the series).
+   * Returns the number of pages synced.
+   */
+  syncTree(root: ShadowPage, from: FlushTarget): number {
+    let synced = 0;
+    let owed = false;
+    const charge = (c: number) => from.charge(c);
+    const visit = (sp: ShadowPage) => {
+      charge(this.costs.syncVisit);
+      for (const index of [...sp.unsyncChildren]) {
+        const child = sp.children.get(index);
+        if (!child) { sp.unsyncChildren.delete(index); continue; }
+        if (child.unsync) {
+          const f = this.syncPage(child, charge);
+          synced++;
+          if (f) {
+            if (this.policy.syncFlushOnce) owed = true;
+            else this.flushRemote(from);
+          }
+        }
+        if (child.unsyncChildren.size > 0) visit(child);
+      }
+    };
+    if (root.unsync) { this.syncPage(root, charge); synced++; }
+    visit(root);
+    if (owed) this.flushRemote(from);
+    return synced;
+  }
+
+  // ---- guest writes to write-protected tables ------------------------------------
+
+  /**
+   * kvm_mmu_track_write: the hypervisor emulated a guest store of `bytes` at
+   * `gpa`. For every shadow page of that gfn: a misaligned or whole-page write,
+   * or write flooding of a non-leaf page, zaps the page; otherwise the SPTE of
+   * the written gpte is zapped (the next access faults it back in). One remote
+   * flush if a present SPTE went away.
+   */
+  trackWrite(gpa: bigint, bytes: number, from: FlushTarget): void {
+    const gfn = gpa >> 12n;
+    const pages = (this.hash.get(gfn) ?? []).filter((sp) => sp.valid && !sp.direct);
+    if (pages.length === 0) return;
+    const charge = (c: number) => from.charge(c);
+    const misaligned = bytes !== 8 || (gpa & 7n) !== 0n;
+    const index = Number((gpa & 0xfffn) >> 3n);
+    let flush = false;
+    for (const sp of pages) {
+      if (misaligned || (sp.level > 1 && ++sp.writeFlooding >= 3)) {
+        flush = this.zapPage(sp, charge) || flush;
+      } else {
+        flush = this.zapSpte(sp, index) || flush;
+      }
+    }
+    if (flush) this.flushRemote(from);
+  }
+
+  // ---- TLB flushes -------------------------------------------------------------
+
+  /** kvm_flush_remote_tlbs: every vCPU's hardware TLB, charged to `from`: a local flush plus an IPI per other vCPU. */
+  flushRemote(from: FlushTarget): void {
+    this.stats.remoteFlushes++;
+    for (const v of this.vcpus) {
+      v.flushHardwareAll();
+      if (v !== from) from.charge(this.costs.remoteFlush);
+    }
+    from.charge(this.costs.localFlush);
+  }
+}

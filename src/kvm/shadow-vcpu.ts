@@ -1,0 +1,633 @@
+// The per-vCPU half of the shadow MMU: what KVM does on each VM exit of a
+// shadow-paging guest (arch/x86/kvm/mmu/mmu.c, x86.c; reference/x86-kvm-mmu.md
+// B.7–B.14): shadow page faults (guest walk, then SPTEs), emulated writes to
+// write-protected page tables, MOV CR3 with the root cache, INVLPG, INVPCID,
+// and the hardware TLB flushes each needs — every decision behind a policy
+// switch (src/kvm/policy.ts). Implements the guest's CPU (src/guest/cpu.ts).
+//
+// Two wasm vCPUs back each guest vCPU: `hw`, the hardware, whose CR3 is the
+// shadow root and whose TLB is the hardware TLB (tagged by PCID); and
+// `walker`, which holds the guest's architectural control registers and does
+// the hypervisor's software walks of the guest tables (with guest A/D updates).
+
+import type { X86Vcpu } from "../x86/vcpu.js";
+import type { X86Access } from "../x86/regs.js";
+import { CR0, CR4, EFER, PTE, PTE_ADDR_MASK, CR3_NOFLUSH, CR3_PCID_MASK } from "../x86/regs.js";
+import type { GuestCpu, GuestException } from "../guest/cpu.js";
+import type { CostModel } from "./cost-model.js";
+import type { ShadowPolicy } from "./policy.js";
+import {
+  ShadowMmu, ShadowPage, roleAt, ACC_ALL, ACC_EXEC, ACC_WRITE, ACC_USER,
+  ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP, type FlushTarget,
+} from "./shadow-mmu.js";
+
+/** Why the guest exited to the hypervisor. */
+export type ExitReason = "pf" | "cr3" | "invlpg" | "invpcid" | "cr0" | "cr4" | "ipi" | "emulate";
+
+interface RootSlot {
+  /** Guest CR3 (with PCID, without bit 63). */
+  pgd: bigint;
+  sp: ShadowPage;
+  /** lai2021: reused only after a resync and flush. */
+  needSync: boolean;
+}
+
+const GP: GuestException = { gp: true };
+const ADDR = PTE_ADDR_MASK;
+const NUM_PREV_ROOTS = 3;
+
+function indexAt(va: bigint, level: number): number {
+  return Number((va >> BigInt(12 + 9 * (level - 1))) & 511n);
+}
+
+function gpteAcc(pte: bigint): number {
+  return Number(pte & 6n) | ((pte & PTE.XD) !== 0n ? 0 : ACC_EXEC);
+}
+
+export class ShadowVcpu implements GuestCpu, FlushTarget {
+  cycles = 0;
+  readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0 };
+  /** Guest #PFs delivered (the guest's own faults, after the hypervisor's walk). */
+  injected = 0;
+  accesses = 0;
+  private root: RootSlot | undefined;
+  private readonly prev: (RootSlot | undefined)[] = [undefined, undefined, undefined];
+  /** Hardware PCIDs that may hold entries (for address flushes across contexts). */
+  private readonly hwPcids = new Set<number>([0]);
+  /** alon2018: PCIDs with a flush owed at the next switch to them, and deferred INVLPG addresses. */
+  private readonly pending = new Uint8Array(4096);
+  private readonly deferred = new Map<number, bigint[]>();
+  private counters: BigUint64Array;
+
+  constructor(
+    readonly index: number,
+    readonly mmu: ShadowMmu,
+    readonly hw: X86Vcpu,
+    readonly walker: X86Vcpu,
+    readonly policy: ShadowPolicy,
+    readonly costs: CostModel,
+    private readonly cHits: number,
+    private readonly cRefs: number,
+  ) {
+    this.counters = hw.counterView();
+  }
+
+  get hasInvpcid(): boolean {
+    return this.policy.invpcid;
+  }
+
+  charge(cycles: number): void {
+    this.cycles += cycles;
+  }
+
+  work(n: number): void {
+    this.cycles += n;
+  }
+
+  private exit(reason: ExitReason): void {
+    this.exits[reason]++;
+    this.cycles += this.costs.vmExit;
+  }
+
+  // ---- guest state ------------------------------------------------------------
+
+  private guest(): { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } {
+    return this.walker.control();
+  }
+
+  private guestPcid(): number {
+    const g = this.guest();
+    return (g.cr4 & CR4.PCIDE) !== 0n ? Number(g.cr3 & CR3_PCID_MASK) : 0;
+  }
+
+  /** Page role of the guest mode (root level, WP/NX/SMEP/SMAP bits). */
+  private roleBase(): number {
+    const g = this.guest();
+    const wp = (g.cr0 & CR0.WP) !== 0n;
+    let r = ROLE_EFER_NX;
+    if (wp) r |= ROLE_CR0_WP;
+    if (!wp && (g.cr4 & CR4.SMEP) !== 0n) r |= ROLE_SMEP_ANDNOT_WP;
+    if (!wp && (g.cr4 & CR4.SMAP) !== 0n) r |= ROLE_SMAP_ANDNOT_WP;
+    return r;
+  }
+
+  private rootLevel(): number {
+    return (this.guest().cr4 & CR4.LA57) !== 0n ? 5 : 4;
+  }
+
+  /**
+   * Starts the guest with control registers `c` (paging on, long mode): builds
+   * the first root and loads the hardware. No exits are counted.
+   */
+  start(c: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint }): void {
+    this.walker.setControl(c);
+    this.walker.setTlbEnabled(false);
+    this.allocRoot(c.cr3 & ~CR3_NOFLUSH);
+    this.loadHardware();
+  }
+
+  /** The hardware control state: shadow root, the guest PCID when mapped, NX on, WP on. */
+  private loadHardware(): void {
+    const g = this.guest();
+    const pcid = this.policy.mapGuestPcids && (g.cr4 & CR4.PCIDE) !== 0n ? Number(g.cr3 & CR3_PCID_MASK) : 0;
+    this.hwPcids.add(pcid);
+    const cr4 = CR4.PAE | (this.policy.mapGuestPcids ? CR4.PCIDE : 0n) | (g.cr4 & (CR4.SMEP | CR4.SMAP | CR4.LA57));
+    this.hw.setControl({
+      cr0: CR0.PE | CR0.PG | CR0.WP, cr4, efer: EFER.LME | EFER.LMA | EFER.NXE,
+      cr3: this.root!.sp.hpa | BigInt(pcid), pkru: 0n, rflags: 0n,
+    });
+  }
+
+  private hwPcid(): number {
+    return this.policy.mapGuestPcids ? this.guestPcid() : 0;
+  }
+
+  // ---- hardware TLB ------------------------------------------------------------
+
+  private hwInvpcid(type: number, pcid: number, va?: bigint): void {
+    const f = this.hw.invpcid(type, pcid, va);
+    if (f) throw new Error(`vmmu: hardware INVPCID ${type} for PCID ${pcid} refused (shadow MMU bug)`);
+  }
+
+  flushHardwareAll(): void {
+    this.hwInvpcid(2, 0);
+    this.hwPcids.clear();
+    this.hwPcids.add(this.hwPcid());
+    this.mmu.stats.localFlushes++;
+  }
+
+  /** Flushes the hardware context of the current guest address space. */
+  private flushHardwareCurrent(): void {
+    if (!this.policy.mapGuestPcids) { this.flushHardwareAll(); this.charge(this.costs.localFlush); return; }
+    this.hwInvpcid(1, this.hwPcid());
+    this.mmu.stats.localFlushes++;
+    this.charge(this.costs.localFlush);
+  }
+
+  /** Flushes `va` from every hardware context (INVVPID individual-address: all PCIDs). */
+  private flushHardwareAddr(va: bigint): void {
+    for (const p of this.hwPcids) this.hwInvpcid(0, p, va);
+    this.mmu.stats.addrFlushes++;
+    this.charge(this.costs.addrFlush);
+  }
+
+  // ---- roots ---------------------------------------------------------------------
+
+  private rootRole(): number {
+    return roleAt(this.roleBase(), this.rootLevel(), ACC_ALL, false);
+  }
+
+  private usable(slot: RootSlot | undefined, pgd: bigint): boolean {
+    return slot !== undefined && slot.pgd === pgd && slot.sp.valid && slot.sp.role === this.rootRole();
+  }
+
+  /** Allocates (or finds in the hash) the root for `pgd` as the current root. */
+  private allocRoot(pgd: bigint): void {
+    const gfn = (pgd & ADDR) >> 12n;
+    const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
+    this.charge(this.costs.hashLookup);
+    const { sp, created, flush } = this.mmu.getPage(gfn, this.rootRole(), pcid, (c) => this.charge(c));
+    if (flush) this.mmu.flushRemote(this);
+    sp.rootCount++;
+    if (created) this.mmu.stats.rootsBuilt++; else this.mmu.stats.rootsReused++;
+    this.root = { pgd, sp, needSync: false };
+  }
+
+  private freeSlot(slot: RootSlot | undefined): void {
+    if (!slot) return;
+    slot.sp.rootCount--;
+    this.mmu.stats.rootsFreed++;
+    if (slot.sp.rootCount === 0 && !slot.sp.valid) this.mmu.free(slot.sp);
+  }
+
+  /**
+   * kvm_mmu_new_pgd: makes the root for `pgd` current. With the root cache
+   * (P3) it rotates current and previous roots as cached_root_find_and_keep_current
+   * does and frees the LRU root on a miss; before the series the current root
+   * is always freed. Returns true on a root-cache hit.
+   */
+  private switchRoot(pgd: bigint): boolean {
+    if (this.policy.pcidTaggedSps) {
+      this.freeSlot(this.root);
+      this.allocRoot(pgd);
+      return true;
+    }
+    if (this.policy.prevRoots) {
+      this.charge(this.costs.rootCacheLookup);
+      if (this.usable(this.root, pgd)) return true;
+      let cur = this.root;
+      for (let i = 0; i < NUM_PREV_ROOTS; i++) {
+        const t = this.prev[i];
+        this.prev[i] = cur;
+        cur = t;
+        if (this.usable(cur, pgd)) {
+          this.root = cur;
+          this.mmu.stats.rootsReused++;
+          return true;
+        }
+      }
+      this.freeSlot(cur);
+      this.allocRoot(pgd);
+      return false;
+    }
+    this.freeSlot(this.root);
+    this.allocRoot(pgd);
+    return false;
+  }
+
+  /** The guest flushed PCID `pcid`: cached roots of that PCID are freed (shahid2018) or marked need-sync (lai2021). */
+  private invalidatePrevRootsOfPcid(pcid: number): void {
+    for (let i = 0; i < NUM_PREV_ROOTS; i++) {
+      const s = this.prev[i];
+      if (!s || Number(s.pgd & CR3_PCID_MASK) !== pcid) continue;
+      if (this.policy.keepUnsyncRoots) s.needSync = true;
+      else { this.freeSlot(s); this.prev[i] = undefined; }
+    }
+  }
+
+  private invalidateAllPrevRoots(): void {
+    for (let i = 0; i < NUM_PREV_ROOTS; i++) {
+      const s = this.prev[i];
+      if (!s) continue;
+      if (this.policy.keepUnsyncRoots) s.needSync = true;
+      else { this.freeSlot(s); this.prev[i] = undefined; }
+    }
+  }
+
+  // ---- shadow page fault ----------------------------------------------------------
+
+  /**
+   * A hardware #PF exit. Walks the guest tables (setting guest A/D as the CPU
+   * would); a guest fault is injected; otherwise the SPTEs for `va` are built
+   * (FNAME(fetch)). Returns the guest exception, "emulate" when the access is
+   * a write to a write-protected page table that cannot go unsync, or "retry".
+   */
+  private pageFault(va: bigint, access: X86Access, user: boolean): GuestException | "emulate" | "retry" {
+    this.exit("pf");
+    const { result, levels } = this.walker.walkRecorded(va, access, user, true);
+    this.mmu.stats.guestWalks++;
+    this.mmu.stats.guestWalkRefs += levels.length;
+    this.charge(this.costs.swWalkLevel * levels.length);
+    if ("fault" in result) {
+      if (result.fault.kind === "general-protection") return GP;
+      this.injected++;
+      this.flushHardwareAddr(va);
+      return { cr2: va, errorCode: result.fault.errorCode };
+    }
+    return this.fetch(va, levels, access, user);
+  }
+
+  private fetch(va: bigint, levels: { level: number; gpa: bigint; pte: bigint }[], access: X86Access, user: boolean): "emulate" | "retry" {
+    const charge = (c: number) => this.charge(c);
+    const base = this.roleBase();
+    const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
+    let sp = this.root!.sp;
+    let acc = ACC_ALL;
+    let flush = false;
+    const leaf = levels[levels.length - 1]!;
+    // 1. Indirect shadow pages for each guest table below the root.
+    for (let i = 0; i < levels.length - 1; i++) {
+      const e = levels[i]!;
+      acc &= gpteAcc(e.pte);
+      const idx = indexAt(va, e.level);
+      const gfn = (e.pte & ADDR) >> 12n;
+      const role = roleAt(base, e.level - 1, acc, false);
+      const have = sp.children.get(idx);
+      if (have && have.valid && have.gfn === gfn && have.role === role) { sp = have; continue; }
+      const got = this.mmu.getPage(gfn, role, pcid, charge);
+      flush = got.flush || flush;
+      this.mmu.link(sp, idx, got.sp);
+      charge(this.costs.spteInstall);
+      sp = got.sp;
+    }
+    acc &= gpteAcc(leaf.pte);
+    // 2. A guest large page is shadowed by direct pages of 4 KiB SPTEs: the
+    //    direct page under SPTE idx(va, l) covers 2^(12 + 9(l − 1)) bytes.
+    const shift = BigInt(12 + 9 * (leaf.level - 1));
+    const pageMask = (1n << shift) - 1n;
+    const gfn = (((leaf.pte & ADDR & ~pageMask) | (va & pageMask)) & ~0xfffn) >> 12n;
+    for (let l = leaf.level; l > 1; l--) {
+      const idx = indexAt(va, l);
+      const covered = BigInt(12 + 9 * (l - 1));
+      const baseGfn = ((gfn << 12n) & ~((1n << covered) - 1n)) >> 12n;
+      const role = roleAt(base, l - 1, acc, true);
+      const have = sp.children.get(idx);
+      if (have && have.valid && have.gfn === baseGfn && have.role === role) { sp = have; continue; }
+      const got = this.mmu.getPage(baseGfn, role, pcid, charge);
+      flush = got.flush || flush;
+      this.mmu.link(sp, idx, got.sp);
+      charge(this.costs.spteInstall);
+      sp = got.sp;
+    }
+    // 3. The leaf SPTE: rights of the whole walk; W only once the gpte is dirty and the gfn unprotected.
+    const wp = (this.guest().cr0 & CR0.WP) !== 0n;
+    let spte = (gfn << 12n) | PTE.P;
+    let wantWrite = (acc & ACC_WRITE) !== 0;
+    let user_ = (acc & ACC_USER) !== 0;
+    if (!wp && !user && access === "write" && !wantWrite) { wantWrite = true; user_ = false; }
+    if (user_) spte |= PTE.US;
+    if ((acc & ACC_EXEC) === 0) spte |= PTE.XD;
+    const dirty = (leaf.pte & PTE.D) !== 0n || access === "write" || leaf.level > 1;
+    let result: "emulate" | "retry" = "retry";
+    if (wantWrite && dirty) {
+      if (!this.mmu.isWriteProtected(gfn)) spte |= PTE.RW;
+      else if (access === "write") {
+        if (this.mmu.tryUnsync(gfn)) spte |= PTE.RW;
+        else result = "emulate";
+      }
+    }
+    flush = this.mmu.setLeaf(sp, indexAt(va, 1), gfn, spte) || flush;
+    charge(this.costs.spteInstall);
+    if (flush) this.mmu.flushRemote(this);
+    return result;
+  }
+
+  // ---- memory accesses ---------------------------------------------------------------
+
+  /** Charges the hardware translation just done: a TLB hit, or a walk of `refs` references. */
+  private chargeHw(hits0: bigint, refs0: bigint): void {
+    let c = this.counters;
+    if (c.length === 0 || c.buffer !== this.hw.memory.wasmMemory.buffer) c = this.counters = this.hw.counterView();
+    if (c[this.cHits]! !== hits0) this.cycles += this.costs.tlbHit;
+    else this.cycles += this.costs.hwWalkRef * Number(c[this.cRefs]! - refs0);
+  }
+
+  access(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
+    this.accesses++;
+    for (let tries = 0; tries < 8; tries++) {
+      const c = this.counters;
+      const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
+      const r = this.hw.translate(va, access, user);
+      this.chargeHw(h0, r0);
+      if (!("fault" in r)) return r.pa;
+      if (r.fault.kind === "general-protection") return GP;
+      if (r.fault.kind === "abort") throw new Error(`vmmu: shadow walk aborted at hpa ${r.fault.gpa} (shadow MMU bug)`);
+      const f = this.pageFault(va, access, user);
+      if (f === "retry") continue;
+      if (f === "emulate") {
+        this.exit("emulate");
+        const pa = this.translateGuest(va, access, user);
+        if (typeof pa !== "bigint") return pa;
+        this.charge(this.costs.emulate);
+        this.mmu.stats.emulatedWrites++;
+        this.mmu.trackWrite(pa & ~7n, 8, this);
+        return pa;
+      }
+      return f;
+    }
+    throw new Error(`vmmu: shadow MMU did not converge on ${access} of 0x${va.toString(16)} (bug)`);
+  }
+
+  /** The guest-physical address of `va` by a software walk of the guest tables (the emulator's view). */
+  private translateGuest(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
+    const r = this.walker.walk(va, access, user, { setAD: true });
+    if (!("fault" in r)) return r.pa;
+    if (r.fault.kind === "general-protection") return GP;
+    return { cr2: va, errorCode: r.fault.errorCode };
+  }
+
+  store64(va: bigint, value: bigint): GuestException | null {
+    for (let tries = 0; tries < 8; tries++) {
+      const c = this.counters;
+      const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
+      const r = this.hw.translate(va, "write", false);
+      this.chargeHw(h0, r0);
+      if (!("fault" in r)) {
+        this.mmu.memory.write64(r.pa, value);
+        return null;
+      }
+      if (r.fault.kind === "general-protection") return GP;
+      const f = this.pageFault(va, "write", false);
+      if (f === "retry") continue;
+      if (f === "emulate") {
+        this.exit("emulate");
+        const pa = this.translateGuest(va, "write", false);
+        if (typeof pa !== "bigint") return pa;
+        this.charge(this.costs.emulate);
+        this.mmu.stats.emulatedWrites++;
+        this.mmu.memory.write64(pa, value);
+        this.mmu.trackWrite(pa, 8, this);
+        return null;
+      }
+      return f;
+    }
+    throw new Error(`vmmu: shadow MMU did not converge on a store to 0x${va.toString(16)} (bug)`);
+  }
+
+  zeroPage(va: bigint): GuestException | null {
+    const page = va & ~0xfffn;
+    for (let tries = 0; tries < 8; tries++) {
+      const r = this.hw.translate(page, "write", false);
+      if (!("fault" in r)) {
+        this.mmu.memory.write(r.pa, new Uint8Array(4096));
+        this.charge(512);
+        return null;
+      }
+      if (r.fault.kind === "general-protection") return GP;
+      const f = this.pageFault(page, "write", false);
+      if (f === "retry") continue;
+      if (f === "emulate") {
+        this.exit("emulate");
+        const pa = this.translateGuest(page, "write", false);
+        if (typeof pa !== "bigint") return pa;
+        this.charge(this.costs.emulate);
+        this.mmu.stats.emulatedWrites++;
+        this.mmu.memory.write(pa, new Uint8Array(4096));
+        this.mmu.trackWrite(pa, 4096, this);
+        return null;
+      }
+      return f;
+    }
+    throw new Error(`vmmu: shadow MMU did not converge on zeroing 0x${va.toString(16)} (bug)`);
+  }
+
+  readPhys64(gpa: bigint): bigint {
+    return this.mmu.memory.read64(gpa);
+  }
+
+  // ---- intercepted instructions ----------------------------------------------------
+
+  /**
+   * MOV to CR3 under shadow paging (kvm_set_cr3 + kvm_mmu_new_pgd +
+   * kvm_invalidate_pcid), per policy:
+   * 1. Bit 63 is NOFLUSH with CR4.PCIDE; without PCIDE it is reserved (P4) or
+   *    silently dropped (before P4).
+   * 2. Switch roots (cache hit, or free + hash lookup).
+   * 3. Unless a NOFLUSH switch hit the cache under P10/P8: resync the root's
+   *    unsync pages, and flush the hardware context (all of it without P6).
+   *    A flushing load also invalidates cached roots of the same PCID.
+   */
+  writeCr3(value: bigint): GuestException | null {
+    this.exit("cr3");
+    const g = this.guest();
+    const pcide = (g.cr4 & CR4.PCIDE) !== 0n;
+    let v = BigInt.asUintN(64, value);
+    if (!pcide && (v & CR3_NOFLUSH) !== 0n) {
+      if (this.policy.noflushOnlyWithPcide) return GP;
+      v &= ~CR3_NOFLUSH;
+    }
+    const noflush = pcide && (v & CR3_NOFLUSH) !== 0n;
+    v &= ~CR3_NOFLUSH;
+    const fault = this.walker.writeCr3(v | (noflush ? CR3_NOFLUSH : 0n));
+    if (fault) return GP;
+    const pcid = pcide ? Number(v & CR3_PCID_MASK) : 0;
+    const hit = this.switchRoot(v);
+    const slot = this.root!;
+    let sync = true, flush = true;
+    let addrs: bigint[] | undefined;
+    if (this.policy.pcidTaggedSps) {
+      sync = flush = !noflush || this.pending[pcid] !== 0;
+      const list = this.deferred.get(pcid);
+      if (noflush && this.pending[pcid] === 2 && list) {
+        for (const a of list) this.syncAddress(slot.sp, a);
+        addrs = list;
+        sync = flush = false;
+      }
+      this.pending[pcid] = 0;
+      this.deferred.delete(pcid);
+    } else if (hit && noflush) {
+      if (this.policy.skipSyncOnNoflush) sync = false;
+      if (this.policy.skipFlushOnNoflush && this.policy.mapGuestPcids) flush = false;
+    }
+    if (slot.needSync) { sync = flush = true; slot.needSync = false; }
+    if (!noflush && this.policy.prevRoots) this.invalidatePrevRootsOfPcid(pcid);
+    if (sync) this.mmu.syncTree(slot.sp, this);
+    this.loadHardware();
+    if (flush || !this.policy.mapGuestPcids) this.flushHardwareCurrent();
+    else if (addrs) for (const a of addrs) { this.hwInvpcid(0, this.hwPcid(), a); this.charge(this.costs.addrFlush); }
+    return null;
+  }
+
+  /**
+   * kvm_mmu_invlpg: resync the SPTE for `va` in unsync pages of the current
+   * root (every cached root with P9; without it the previous roots are
+   * dropped), then flush the address (P11) or the whole hardware TLB.
+   */
+  invlpg(va: bigint): void {
+    this.exit("invlpg");
+    const canonical = BigInt.asIntN(this.rootLevel() === 5 ? 57 : 48, va) === BigInt.asIntN(64, va);
+    if (!canonical) return;
+    this.syncAddress(this.root!.sp, va);
+    if (this.policy.prevRoots) {
+      if (this.policy.invlpgAllRoots) for (const s of this.prev) if (s) this.syncAddress(s.sp, va);
+      else this.invalidateAllPrevRoots();
+    }
+    if (this.policy.pcidTaggedSps) this.deferToOtherPcids(va);
+    if (this.policy.flushOnlyAffected) this.flushHardwareAddr(va);
+    else { this.flushHardwareAll(); this.charge(this.costs.localFlush); }
+  }
+
+  /** alon2018: an address flush owed to every other PCID (global mappings live in their own trees). */
+  private deferToOtherPcids(va: bigint, only?: number): void {
+    const cur = this.guestPcid();
+    for (const p of only !== undefined ? [only] : this.hwPcids) {
+      if (p === cur) continue;
+      if (this.policy.deferredInvlpg > 0) {
+        let l = this.deferred.get(p);
+        if (!l) this.deferred.set(p, (l = []));
+        if (l.length < this.policy.deferredInvlpg && this.pending[p] !== 1) { l.push(va); this.pending[p] = 2; continue; }
+      }
+      this.pending[p] = 1;
+      this.deferred.delete(p);
+    }
+  }
+
+  /** kvm_sync_spte along the shadow path of `va` under `root`: re-derives the one SPTE of any unsync leaf page on the way. */
+  private syncAddress(root: ShadowPage, va: bigint): void {
+    let sp: ShadowPage | undefined = root;
+    let flush = false;
+    const charge = (c: number) => this.charge(c);
+    while (sp) {
+      this.charge(this.costs.syncVisit);
+      const idx = indexAt(va, sp.level);
+      if (sp.level === 1) {
+        if (sp.unsync && sp.leafGfns.has(idx)) {
+          charge(this.costs.syncSpte);
+          this.mmu.stats.spteSynced++;
+          const gpte = this.mmu.memory.read64((sp.gfn << 12n) + BigInt(idx) * 8n);
+          const want = this.mmu.leafSpte(gpte, sp.access);
+          const old = this.mmu.pool.read(sp.hpa, idx);
+          if (!want || (old & ADDR) !== (want.spte & ADDR)) flush = this.mmu.setLeaf(sp, idx, undefined, 0n) || flush;
+          else {
+            const rights = PTE.RW | PTE.US | PTE.XD;
+            const next = (old & ~rights) | (want.spte & rights);
+            if (next !== old) flush = this.mmu.setLeaf(sp, idx, want.gfn, next) || flush;
+          }
+        }
+        break;
+      }
+      const child: ShadowPage | undefined = sp.children.get(idx);
+      if (!child || !(child.unsync || child.unsyncChildren.size > 0)) break;
+      sp = child;
+    }
+    if (flush) this.mmu.flushRemote(this);
+  }
+
+  /**
+   * INVPCID under shadow paging (P7; kvm_handle_invpcid): type 0 resyncs the
+   * address in the roots of that PCID, type 1 is kvm_invalidate_pcid, types
+   * 2 and 3 resync every root and flush everything.
+   */
+  invpcid(type: number, pcid: number, va: bigint = 0n): GuestException | null {
+    if (!this.policy.invpcid) return GP;
+    this.exit("invpcid");
+    const arch = this.walker.invpcid(type, pcid, va);
+    if (arch) return GP;
+    const cur = this.guestPcid();
+    const roots = [this.root, ...this.prev].filter((s): s is RootSlot => !!s && Number(s.pgd & CR3_PCID_MASK) === pcid);
+    if (type === 0) {
+      if (this.policy.pcidTaggedSps && pcid !== cur) { this.deferToOtherPcids(va, pcid); return null; }
+      for (const s of roots) this.syncAddress(s.sp, va);
+      if (this.policy.mapGuestPcids) { this.hwInvpcid(0, pcid, va); this.charge(this.costs.addrFlush); }
+      else { this.flushHardwareAll(); this.charge(this.costs.localFlush); }
+    } else if (type === 1) {
+      if (this.policy.pcidTaggedSps && pcid !== cur) { this.pending[pcid] = 1; return null; }
+      if (pcid === cur) this.mmu.syncTree(this.root!.sp, this);
+      if (this.policy.prevRoots) this.invalidatePrevRootsOfPcid(pcid);
+      if (this.policy.mapGuestPcids) { this.hwInvpcid(1, pcid); this.charge(this.costs.localFlush); }
+      else { this.flushHardwareAll(); this.charge(this.costs.localFlush); }
+    } else {
+      this.mmu.syncTree(this.root!.sp, this);
+      if (this.policy.prevRoots) this.invalidateAllPrevRoots();
+      if (this.policy.pcidTaggedSps) this.pending.fill(1);
+      this.flushHardwareAll();
+      this.charge(this.costs.localFlush);
+    }
+    return null;
+  }
+
+  /** MOV to CR4 / CR0: role-relevant changes unload every root (kvm_mmu_reset_context); flushes as the SDM requires. */
+  writeCr4(value: bigint): GuestException | null {
+    this.exit("cr4");
+    if (this.walker.writeCr4(value)) return GP;
+    this.resetContext();
+    return null;
+  }
+
+  writeCr0(value: bigint): GuestException | null {
+    this.exit("cr0");
+    if (this.walker.writeCr0(value)) return GP;
+    this.resetContext();
+    return null;
+  }
+
+  private resetContext(): void {
+    this.charge(this.costs.mmuReinit);
+    this.freeSlot(this.root);
+    for (let i = 0; i < NUM_PREV_ROOTS; i++) { this.freeSlot(this.prev[i]); this.prev[i] = undefined; }
+    this.allocRoot(this.guest().cr3);
+    this.mmu.syncTree(this.root!.sp, this);
+    this.loadHardware();
+    this.flushHardwareAll();
+    this.charge(this.costs.localFlush);
+  }
+
+  sendIpi(_target: number): void {
+    this.exit("ipi");
+  }
+
+  /** Roots: current and previous (pgd, shadow page), for tests and reports. */
+  roots(): { pgd: bigint; hpa: bigint; needSync: boolean }[] {
+    return [this.root, ...this.prev].filter((s): s is RootSlot => !!s).map((s) => ({ pgd: s.pgd, hpa: s.sp.hpa, needSync: s.needSync }));
+  }
+}
