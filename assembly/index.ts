@@ -6,7 +6,7 @@ export { machineInit, INIT_OK, INIT_EALREADY, INIT_EVCPUS, INIT_ETLB, INIT_ESLOT
 export { physAttach, hostForStore, hostForRead } from "./phys";
 export { tlbAttach, tlbFlushCtx, tlbFlushNonGlobal, tlbFlushAll, tlbInvalidatePage, tlbInvalidateRange, ctxLiveTag, selectCtx, selectGlobal } from "./tlb";
 export {
-  x86LoadControl, x86LoadCr3, x86Translate, x86TranslateBatch, x86BatchHits, x86Walk, x86Invlpg, x86InvalidatePcidAddr,
+  x86LoadControl, x86LoadCr3, x86Translate, x86TranslateBatch, x86BatchHits, x86TranslateUntilFault, x86Walk, x86Invlpg, x86InvalidatePcidAddr,
   WALK_AD, WALK_CHECK, WALK_DEBUG, WALK_RECORD, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,
 } from "./x86/mmu";
 export {

@@ -474,6 +474,46 @@ export function x86TranslateBatch(count: u32, user: u32): u32 {
 }
 
 /**
+ * Translates batch entries from `start` in order, as x86TranslateBatch does,
+ * but stops at the first entry that does not translate: returns its index
+ * (its status word says why), or `count` if every entry translated. For
+ * callers that must handle a fault before the accesses after it happen (a
+ * guest access stream under a hypervisor).
+ */
+export function x86TranslateUntilFault(start: u32, count: u32, user: u32): u32 {
+  if (count > BATCH_MAX) count = BATCH_MAX;
+  const base = vcpuBase;
+  const vaArr = base + VCPU_BATCH_VA;
+  const paArr = base + VCPU_BATCH_PA;
+  const stArr = base + VCPU_BATCH_STATUS;
+  const acArr = base + VCPU_BATCH_ACCESS;
+  const hitPack = user != 0 ? hitPackU : hitPackS;
+  const fast = pagingOn && tlbOn && !pkActive;
+  let hits: u64 = 0;
+  let i = start;
+  while (i < count) {
+    if (fast) {
+      const j = x86BatchHits(i, count, base, tlbBase, curKeyHi, curSalt, tlbMask, hitPack, canonShift);
+      hits += <u64>(j - i);
+      i = j;
+      if (i >= count) break;
+    }
+    const va = load<u64>(vaArr + (<usize>i << 3));
+    const access = <u32>load<u8>(acArr + <usize>i);
+    const s = access <= ACCESS_FETCH ? translateSlow(va, access, user) : STATUS_EACCESS;
+    store<u64>(paArr + (<usize>i << 3), s == STATUS_OK ? rPa : (s == STATUS_ABORT ? rGpa : 0));
+    store<u32>(stArr + (<usize>i << 2), statusWord(s));
+    if (s != STATUS_OK) break;
+    i++;
+  }
+  if (hits != 0) {
+    counterAdd(C_LOOKUPS, hits);
+    counterAdd(C_HITS, hits);
+  }
+  return i;
+}
+
+/**
  * INVLPG semantics for linear address `va` on this vCPU (SDM INVLPG; §4.10.4.1):
  * removes the current context's entries and the global entries for the page
  * containing `va`, whatever its size. A non-canonical `va` is a no-op.

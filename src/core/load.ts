@@ -23,6 +23,7 @@ export interface CoreExports {
   x86LoadCr3(): void;
   x86Translate(va: bigint, access: number, user: number): number;
   x86TranslateBatch(count: number, user: number): number;
+  x86TranslateUntilFault(start: number, count: number, user: number): number;
   x86Walk(va: bigint, access: number, user: number, flags: number): number;
   x86Invlpg(va: bigint): void;
   x86InvalidatePcidAddr(pcid: number, va: bigint): void;

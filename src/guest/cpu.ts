@@ -33,6 +33,14 @@ export interface GuestCpu {
   access(va: bigint, access: X86Access, user: boolean): bigint | GuestException;
 
   /**
+   * Accesses `va[0..n)` with kinds `kinds[i]` (0 read, 1 write, 2 fetch) in
+   * order at CPL 3 if `user`, stopping at the first that raises an exception:
+   * returns how many completed and that exception. The fast path for
+   * user-space access streams (one call per batch, not per access).
+   */
+  accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException };
+
+  /**
    * A 64-bit store of `value` at `va` by the kernel (CPL 0): how the guest
    * writes its own page-table entries (through its direct map). The store is
    * performed (or the exception returned); if the target is a page table the

@@ -378,6 +378,40 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     throw new Error(`vmmu: shadow MMU did not converge on ${access} of 0x${va.toString(16)} (bug)`);
   }
 
+  /**
+   * The batch form of access(): runs the hardware over the batch area until
+   * the first access that faults, handles that one as access() does (exits,
+   * shadow faults, emulation), and continues; stops at the first exception
+   * the guest must see. TLB hits and hardware walks are charged from the
+   * counters, once per run.
+   */
+  accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException } {
+    let done = 0;
+    while (done < n) {
+      const bt = this.hw.batch();
+      const m = Math.min(bt.capacity, n - done);
+      bt.va.set(va.subarray(done, done + m));
+      bt.access.set(kinds.subarray(done, done + m));
+      let i = 0;
+      while (i < m) {
+        const c = this.counters.length && this.counters.buffer === this.hw.memory.wasmMemory.buffer ? this.counters : (this.counters = this.hw.counterView());
+        const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
+        const stop = this.hw.translateUntilFault(i, m, user);
+        const c2 = this.counters.buffer === this.hw.memory.wasmMemory.buffer ? this.counters : (this.counters = this.hw.counterView());
+        this.cycles += this.costs.tlbHit * Number(c2[this.cHits]! - h0) + this.costs.hwWalkRef * Number(c2[this.cRefs]! - r0);
+        this.accesses += stop - i;
+        if (stop >= m) { i = m; break; }
+        const code = kinds[done + stop]!;
+        if (code > 2) throw new TypeError(`vmmu: access code ${code} at index ${done + stop} is not 0, 1 or 2`);
+        const r = this.access(va[done + stop]!, code === 1 ? "write" : code === 2 ? "fetch" : "read", user);
+        if (typeof r !== "bigint") return { done: done + stop, exception: r };
+        i = stop + 1;
+      }
+      done += m;
+    }
+    return { done };
+  }
+
   /** The guest-physical address of `va` by a software walk of the guest tables (the emulator's view). */
   private translateGuest(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
     const r = this.walker.walk(va, access, user, { setAD: true });

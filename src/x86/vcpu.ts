@@ -253,6 +253,17 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   /**
+   * Translates batch-area entries from `start` until the first that does not
+   * translate; returns its index, or `count` when all did (one wasm call).
+   * Fill the areas with batch() first.
+   */
+  translateUntilFault(start: number, count: number, user: boolean): number {
+    const n = this.L.BATCH_MAX;
+    if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count > n || start > count) throw new RangeError(`vmmu: batch range must lie in 0..${n}`);
+    return this.ex.x86TranslateUntilFault(start, count, user ? 1 : 0);
+  }
+
+  /**
    * Translates every address of `va` (access kinds from `access`: one code per
    * address, 0 read / 1 write / 2 fetch, or one kind for all) in order, in
    * chunks through the batch area. Writes `pa` and the status words (see
