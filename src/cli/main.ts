@@ -3,9 +3,13 @@
 
 import { runTranslate } from "./translate.js";
 import { runDemo } from "./demo.js";
+import { runRun } from "./run.js";
 
 const USAGE = `usage:
   vmmu demo                       build page tables, translate, invalidate, print throughput
+  vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N] [--seed N]
+                [--trace LACKEY_FILE] [--cost name=value …] [--json]
+                                  a KPTI kernel compile on the shadow MMU, per policy (vmmu run --help)
   vmmu translate --arch x86_64 --image FILE [--image-base HEX] --cr3 HEX
                  [--cr0 HEX] [--cr4 HEX] [--efer HEX] [--access read|write|fetch [--user]]
                  [VA ...]          (or one VA per line on stdin)
@@ -19,6 +23,7 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case "demo": return runDemo(rest);
     case "translate": return runTranslate(rest);
+    case "run": return runRun(rest);
     case undefined: case "-h": case "--help": case "help":
       process.stdout.write(USAGE);
       return cmd === undefined ? 2 : 0;

@@ -35,12 +35,13 @@ export type CpuCosts = { [event: string]: number };
  * - `invlpg` 200, `invpcid` 250: one invalidation instruction.
  * - `exception` 250: delivering #PF/#GP and the IRET back (not the handler).
  * - `ipi` 1500: sending an IPI and waiting for the target's acknowledgement.
- * - `access` 1: an access with paging off (boot), which has no TLB lookup.
+ *
+ * Accesses with paging off (boot) have no TLB lookup and cost nothing.
  */
 export const BARE_METAL_COSTS: Readonly<CpuCosts> = Object.freeze({
   tlbHit: 1, walk: 10, ptRef: 30, adWrite: 20, store: 1, zeroPage: 300,
   cr3Write: 200, cr4Write: 300, cr0Write: 300, invlpg: 200, invpcid: 250,
-  exception: 250, ipi: 1500, access: 1,
+  exception: 250, ipi: 1500,
 });
 
 /**
@@ -78,7 +79,6 @@ export class BareMetalCpu implements GuestCpu {
   private charged = 0;
   private readonly base: TlbStats;
   private readonly counts: Record<string, number> = Object.create(null) as Record<string, number>;
-  private pagingOn = false;
 
   constructor(readonly vcpu: X86Vcpu, opts: BareMetalCpuOptions = {}) {
     this.index = vcpu.index;
@@ -86,7 +86,6 @@ export class BareMetalCpu implements GuestCpu {
     this.hasInvpcid = opts.invpcid ?? true;
     this.c = { ...BARE_METAL_COSTS, ...opts.costs } as CpuCosts;
     if (opts.reset ?? true) vcpu.setControl(X86_BOOT_CONTROL);
-    this.pagingOn = (vcpu.control().cr0 & CR0.PG) !== 0n;
     this.base = vcpu.tlbStats();
   }
 
@@ -110,8 +109,31 @@ export class BareMetalCpu implements GuestCpu {
   access(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
     const r = this.vcpu.translate(va, access, user);
     if ("fault" in r) return this.deliver(va, r.fault);
-    if (!this.pagingOn) this.charged += this.c.access ?? 0;
     return r.pa;
+  }
+
+  /**
+   * The batch form of access(): one wasm call runs the accesses until the
+   * first that faults (TLB-hit runs stay inside wasm); that one is decoded
+   * from its batch status and delivered.
+   */
+  accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException } {
+    let done = 0;
+    while (done < n) {
+      const bt = this.vcpu.batch();
+      const m = Math.min(bt.capacity, n - done);
+      bt.va.set(va.subarray(done, done + m));
+      bt.access.set(kinds.subarray(done, done + m));
+      const stop = this.vcpu.translateUntilFault(0, m, user);
+      if (stop < m) {
+        const r = this.vcpu.decodeStatus(bt.status[stop]!, bt.pa[stop]!);
+        if ("fault" in r) return { done: done + stop, exception: this.deliver(va[done + stop]!, r.fault) };
+        done += stop + 1;
+        continue;
+      }
+      done += m;
+    }
+    return { done };
   }
 
   store64(va: bigint, value: bigint): GuestException | null {
@@ -146,9 +168,7 @@ export class BareMetalCpu implements GuestCpu {
 
   writeCr0(value: bigint): GuestException | null {
     this.charge("cr0Write");
-    const f = this.vcpu.writeCr0(value);
-    this.pagingOn = (this.vcpu.control().cr0 & CR0.PG) !== 0n;
-    return f ? { gp: true } : null;
+    return this.vcpu.writeCr0(value) ? { gp: true } : null;
   }
 
   invlpg(va: bigint): void {
@@ -156,6 +176,7 @@ export class BareMetalCpu implements GuestCpu {
     this.vcpu.invlpg(va);
   }
 
+  /** INVPCID; without `hasInvpcid` it is #UD on hardware, reported as #GP (GuestException has no #UD). */
   invpcid(type: number, pcid: number, va?: bigint): GuestException | null {
     this.charge("invpcid");
     if (!this.hasInvpcid) return { gp: true };

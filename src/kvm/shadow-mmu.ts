@@ -359,12 +359,13 @@ export class ShadowMmu {
   /**
    * The SPTE a guest leaf entry `gpte` (4 KiB) should produce in a shadow page
    * with role access `roleAccess`, for the current guest mode; undefined if the
-   * gpte is not present or maps no RAM. Writable only if the walk allows it,
+   * gpte is not present, has A = 0 (FNAME(prefetch_invalid_gpte): the next
+   * access must fault so the guest's A bit gets set) or maps no RAM. Writable only if the walk allows it,
    * the gpte is dirty (KVM's protect_clean_gpte: the first write faults so
    * the guest's D bit gets set), and the gfn is not write-protected.
    */
   leafSpte(gpte: bigint, roleAccess: number): { spte: bigint; gfn: bigint } | undefined {
-    if ((gpte & PTE.P) === 0n) return undefined;
+    if ((gpte & PTE.P) === 0n || (gpte & PTE.A) === 0n) return undefined;
     const gfn = (gpte & PTE_ADDR_MASK) >> 12n;
     if (!this.memory.contains(gfn << 12n)) return undefined;
     const acc = roleAccess & (Number(gpte & 6n) | ((gpte & PTE.XD) !== 0n ? 0 : ACC_EXEC));

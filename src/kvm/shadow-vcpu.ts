@@ -126,6 +126,11 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     this.loadHardware();
   }
 
+  /** True while the guest runs with CR0.PG = 0: the shadow root is a direct (identity) map (KVM's nonpaging MMU). */
+  private nonpaging(): boolean {
+    return (this.guest().cr0 & CR0.PG) === 0n;
+  }
+
   /** The hardware control state: shadow root, the guest PCID when mapped, NX on, WP on. */
   private loadHardware(): void {
     const g = this.guest();
@@ -174,6 +179,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   // ---- roots ---------------------------------------------------------------------
 
   private rootRole(): number {
+    if (this.nonpaging()) return roleAt(this.roleBase(), 4, ACC_ALL, true);
     return roleAt(this.roleBase(), this.rootLevel(), ACC_ALL, false);
   }
 
@@ -183,7 +189,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   /** Allocates (or finds in the hash) the root for `pgd` as the current root. */
   private allocRoot(pgd: bigint): void {
-    const gfn = (pgd & ADDR) >> 12n;
+    const gfn = this.nonpaging() ? 0n : (pgd & ADDR) >> 12n;
     const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
     this.charge(this.costs.hashLookup);
     const { sp, created, flush } = this.mmu.getPage(gfn, this.rootRole(), pcid, (c) => this.charge(c));
@@ -274,7 +280,35 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       this.flushHardwareAddr(va);
       return { cr2: va, errorCode: result.fault.errorCode };
     }
+    if (levels.length === 0) return this.fetchDirect(va, result.pa);
     return this.fetch(va, levels, access, user);
+  }
+
+  /** Guest paging off: direct shadow pages map va → pa = va (4 KiB SPTEs, full rights; page tables still write-protected). */
+  private fetchDirect(va: bigint, pa: bigint): "retry" {
+    const charge = (c: number) => this.charge(c);
+    const base = this.roleBase();
+    let sp = this.root!.sp;
+    let flush = false;
+    const gfn = pa >> 12n;
+    for (let l = sp.level; l > 1; l--) {
+      const idx = indexAt(va, l);
+      const covered = BigInt(12 + 9 * (l - 1));
+      const baseGfn = ((gfn << 12n) & ~((1n << covered) - 1n)) >> 12n;
+      const role = roleAt(base, l - 1, ACC_ALL, true);
+      const have = sp.children.get(idx);
+      if (have && have.valid && have.gfn === baseGfn && have.role === role) { sp = have; continue; }
+      const got = this.mmu.getPage(baseGfn, role, -1, charge);
+      flush = got.flush || flush;
+      this.mmu.link(sp, idx, got.sp);
+      sp = got.sp;
+    }
+    let spte = (gfn << 12n) | PTE.P | PTE.US;
+    if (!this.mmu.isWriteProtected(gfn) || this.mmu.tryUnsync(gfn)) spte |= PTE.RW;
+    flush = this.mmu.setLeaf(sp, indexAt(va, 1), gfn, spte) || flush;
+    charge(this.costs.spteInstall);
+    if (flush) this.mmu.flushRemote(this);
+    return "retry";
   }
 
   private fetch(va: bigint, levels: { level: number; gpa: bigint; pte: bigint }[], access: X86Access, user: boolean): "emulate" | "retry" {
@@ -284,6 +318,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     let sp = this.root!.sp;
     let acc = ACC_ALL;
     let flush = false;
+    let relinked = false;
     const leaf = levels[levels.length - 1]!;
     // 1. Indirect shadow pages for each guest table below the root.
     for (let i = 0; i < levels.length - 1; i++) {
@@ -296,6 +331,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       if (have && have.valid && have.gfn === gfn && have.role === role) { sp = have; continue; }
       const got = this.mmu.getPage(gfn, role, pcid, charge);
       flush = got.flush || flush;
+      if (!got.created && got.sp.unsyncChildren.size > 0) relinked = true;
       this.mmu.link(sp, idx, got.sp);
       charge(this.costs.spteInstall);
       sp = got.sp;
@@ -339,6 +375,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     flush = this.mmu.setLeaf(sp, indexAt(va, 1), gfn, spte) || flush;
     charge(this.costs.spteInstall);
     if (flush) this.mmu.flushRemote(this);
+    if (relinked) this.mmu.syncTree(this.root!.sp, this);
     return result;
   }
 
@@ -352,9 +389,20 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     else this.cycles += this.costs.hwWalkRef * Number(c[this.cRefs]! - refs0);
   }
 
+  /** LOCAL-PATCH: KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load before entry. */
+  private reloadIfObsolete(): void {
+    if (this.root!.sp.valid) return;
+    this.freeSlot(this.root);
+    this.allocRoot(this.root!.pgd);
+    this.mmu.syncTree(this.root!.sp, this);
+    this.loadHardware();
+    this.flushHardwareCurrent();
+  }
+
   access(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
     this.accesses++;
     for (let tries = 0; tries < 8; tries++) {
+      this.reloadIfObsolete();
       const c = this.counters;
       const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
       const r = this.hw.translate(va, access, user);
@@ -422,6 +470,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   store64(va: bigint, value: bigint): GuestException | null {
     for (let tries = 0; tries < 8; tries++) {
+      this.reloadIfObsolete();
       const c = this.counters;
       const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
       const r = this.hw.translate(va, "write", false);
@@ -451,6 +500,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   zeroPage(va: bigint): GuestException | null {
     const page = va & ~0xfffn;
     for (let tries = 0; tries < 8; tries++) {
+      this.reloadIfObsolete();
       const r = this.hw.translate(page, "write", false);
       if (!("fault" in r)) {
         this.mmu.memory.write(r.pa, new Uint8Array(4096));
@@ -543,7 +593,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     if (!canonical) return;
     this.syncAddress(this.root!.sp, va);
     if (this.policy.prevRoots) {
-      if (this.policy.invlpgAllRoots) for (const s of this.prev) if (s) this.syncAddress(s.sp, va);
+      if (this.policy.invlpgAllRoots) { for (const s of this.prev) if (s) this.syncAddress(s.sp, va); }
       else this.invalidateAllPrevRoots();
     }
     if (this.policy.pcidTaggedSps) this.deferToOtherPcids(va);
@@ -647,6 +697,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   private resetContext(): void {
     this.charge(this.costs.mmuReinit);
+    if (this.policy.pcidTaggedSps) this.pending.fill(1);
     this.freeSlot(this.root);
     for (let i = 0; i < NUM_PREV_ROOTS; i++) { this.freeSlot(this.prev[i]); this.prev[i] = undefined; }
     this.allocRoot(this.guest().cr3);

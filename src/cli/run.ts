@@ -1,0 +1,135 @@
+// `vmmu run kpti`: the seed-reproduction run. One table — per policy,
+// simulated time, ratio to baseline, exits, syncs, flushes, shadow pages — beside
+// the seed's kernel-compile times, and Liran Alon's trade-off (shadow pages
+// against flushes, alon2018 against shahid2018). `--json` prints one object
+// keyed by policy name instead.
+
+import { runKpti, SEED_RESULTS, type KptiPolicyResult } from "../kvm/run-kpti.js";
+import { POLICIES } from "../kvm/policy.js";
+import { DEFAULT_COSTS, withOverrides } from "../kvm/cost-model.js";
+import { readLackey, collectTrace } from "../guest/lackey.js";
+
+const USAGE = `usage: vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N]
+                    [--seed N] [--trace LACKEY_FILE] [--cost name=value …] [--json]
+
+  Runs a KPTI guest compiling a kernel (make -jN of short-lived compiler
+  processes) on the shadow MMU under each policy. Policies:
+${Object.values(POLICIES).map((p) => `    ${p.name.padEnd(16)} ${p.title}`).join("\n")}
+  Costs (cycles; defaults from src/kvm/cost-model.ts):
+${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
+`;
+
+class UsageError extends Error {}
+
+interface RunArgs {
+  vcpus: number; policies: string[]; jobs: number; accesses: number; seed: number;
+  trace?: string; costs: Record<string, number>; json: boolean;
+}
+
+function parse(args: string[]): RunArgs {
+  const a: RunArgs = { vcpus: 4, policies: ["baseline", "shahid2018", "lai2021", "alon2018"], jobs: 24, accesses: 100_000, seed: 1, costs: {}, json: false };
+  const num = (flag: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} needs an integer in ${min}..${max}`);
+    return n;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const f = args[i]!;
+    const [flag, inline] = f.includes("=") && f.startsWith("--") && !f.startsWith("--cost=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, undefined];
+    const val = () => inline ?? args[++i];
+    switch (flag) {
+      case "--vcpus": a.vcpus = num(flag, val(), 1, 64); break;
+      case "--jobs": a.jobs = num(flag, val(), 1, 100_000); break;
+      case "--accesses": a.accesses = num(flag, val(), 1, 1e9); break;
+      case "--seed": a.seed = num(flag, val(), 0, 2 ** 32 - 1); break;
+      case "--trace": a.trace = val(); if (!a.trace) throw new UsageError("--trace needs a file"); break;
+      case "--json": a.json = true; break;
+      case "--policy": {
+        const v = val();
+        if (!v) throw new UsageError("--policy needs a name");
+        a.policies = v === "all" ? Object.keys(POLICIES) : v.split(",").map((s) => s.trim()).filter(Boolean);
+        for (const p of a.policies) if (!POLICIES[p]) throw new UsageError(`unknown policy '${p}' (one of: ${Object.keys(POLICIES).join(", ")})`);
+        break;
+      }
+      case "--cost": case "--cost=": {
+        const v = f.startsWith("--cost=") ? f.slice(7) : args[++i];
+        const m = v?.match(/^(\w+)=(\d+(?:\.\d+)?)$/);
+        if (!m) throw new UsageError("--cost needs name=value");
+        if (!(m[1]! in DEFAULT_COSTS)) throw new UsageError(`unknown cost '${m[1]}' (one of: ${Object.keys(DEFAULT_COSTS).join(", ")})`);
+        a.costs[m[1]!] = Number(m[2]);
+        break;
+      }
+      default: throw new UsageError(`unknown option '${f}'`);
+    }
+  }
+  return a;
+}
+
+function progress(total: number, names: string[]): ((p: number, f: number) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  const t0 = performance.now();
+  let shown = false;
+  return (p, f) => {
+    if (!shown && performance.now() - t0 < 1000) return;
+    shown = true;
+    const done = (p + f) / total;
+    const w = 30, fill = Math.round(done * w);
+    process.stderr.write(`\r[${"#".repeat(fill)}${".".repeat(w - fill)}] ${(done * 100).toFixed(0).padStart(3)}% ${names[p]!.padEnd(16)}`);
+    if (p === total - 1 && f >= 1) process.stderr.write("\r" + " ".repeat(w + 24) + "\r");
+  };
+}
+
+const fmt = (n: number) => n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : n >= 1e4 ? `${(n / 1e3).toFixed(0)} k` : String(n);
+
+/** The report as lines of text. */
+export function formatKpti(vcpus: number, results: Record<string, KptiPolicyResult>): string[] {
+  const rows = Object.values(results);
+  const head = ["policy", "sim. cycles", "vs baseline", "exits", "syncs", "flushes L/R/addr", "SP peak", "roots built/reused", "guest #PF"];
+  const body = rows.map((r) => [
+    r.policy, fmt(r.cycles), r.ratioToBaseline !== undefined ? `${r.ratioToBaseline.toFixed(3)}×` : "–", fmt(r.exitsTotal),
+    fmt(r.syncs), `${fmt(r.flushes.local)}/${fmt(r.flushes.remote)}/${fmt(r.flushes.address)}`, String(r.shadowPages.peak),
+    `${fmt(r.roots.built)}/${fmt(r.roots.reused)}`, fmt(r.guestFaults),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  const out = [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)];
+  const seed = SEED_RESULTS[vcpus as 1 | 4];
+  const base = results.baseline, shahid = results.shahid2018;
+  out.push("");
+  if (seed) {
+    const ours = base && shahid ? `${(base.cycles / shahid.cycles).toFixed(2)}× (baseline → shahid2018, simulated)` : "run baseline and shahid2018 to compare";
+    out.push(`seed (Junaid Shahid, ${vcpus} vCPU${vcpus > 1 ? "s" : ""} kernel compile): ${seed.baseline} → ${seed.shahid2018} = ${seed.speedup.toFixed(2)}× faster; here: ${ours}`);
+  } else {
+    out.push("seed figures exist for 1 and 4 vCPUs (25m5s → 14m50s, 16m12s → 4m44s)");
+  }
+  const alon = results.alon2018;
+  if (alon && shahid) {
+    out.push(`Liran Alon's trade-off: alon2018 used ${alon.shadowPages.peak} shadow pages at peak (${alon.shadowPages.allocated} allocated) `
+      + `vs shahid2018's ${shahid.shadowPages.peak} (${shahid.shadowPages.allocated}); flushes local+remote ${alon.flushes.local + alon.flushes.remote} vs ${shahid.flushes.local + shahid.flushes.remote}; `
+      + `simulated time ${(alon.cycles / shahid.cycles).toFixed(3)}× shahid2018's.`);
+  }
+  const wall = rows.reduce((s, r) => s + r.wallMs, 0);
+  out.push(`host: ${(wall / 1000).toFixed(1)} s wall for ${rows.length} run${rows.length > 1 ? "s" : ""}; ${fmt(rows.reduce((s, r) => s + r.accesses, 0))} guest accesses through the hardware model.`);
+  return out;
+}
+
+export async function runRun(args: string[]): Promise<number> {
+  const [what, ...rest] = args;
+  if (what === undefined || what === "-h" || what === "--help") { process.stdout.write(USAGE); return what === undefined ? 2 : 0; }
+  if (what !== "kpti") { process.stderr.write(`vmmu: unknown run '${what}' (one of: kpti)\n`); return 2; }
+  let a: RunArgs;
+  try {
+    a = parse(rest);
+  } catch (e) {
+    if (e instanceof UsageError) { process.stderr.write(`vmmu: ${e.message}\n`); return 2; }
+    throw e;
+  }
+  const trace = a.trace ? collectTrace(readLackey(a.trace), 5_000_000) : undefined;
+  const results = await runKpti({
+    vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace,
+    costs: withOverrides(DEFAULT_COSTS, a.costs), onProgress: progress(a.policies.length, a.policies),
+  });
+  if (a.json) process.stdout.write(JSON.stringify(results, null, 2) + "\n");
+  else process.stdout.write(formatKpti(a.vcpus, results).join("\n") + "\n");
+  return 0;
+}
