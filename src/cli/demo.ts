@@ -5,6 +5,8 @@
 import { createMachine, X86PageTableBuilder, LONG_MODE, CR4, CR3_NOFLUSH, hex, coreHash } from "../index.js";
 import type { X86TranslateResult, X86Vcpu } from "../index.js";
 import { runArm64Demo } from "./demo-arm64.js";
+import { runKpti } from "../kvm/run-kpti.js";
+import { formatKpti } from "./run.js";
 
 const out = (s = "") => process.stdout.write(s + "\n");
 
@@ -101,6 +103,14 @@ export async function runDemo(_args: string[]): Promise<number> {
   out(`  4-level walks:        ${rate(n, performance.now() - t0)}, ${(ws.ptRefs / ws.walks).toFixed(2)} table loads per walk`);
   v.setTlbEnabled(true);
   await runArm64Demo();
-  out("\nnext: `npm test` runs the differential, TLB-semantics and real-Linux suites; `npm run bench` compares against native C.");
+
+  out("\nseed reproduction (short form of `vmmu run kpti`): a KPTI guest compiling a kernel on the shadow MMU");
+  for (const vcpus of [1, 4]) {
+    out(`\n${vcpus} vCPU${vcpus > 1 ? "s" : ""}, 16 jobs:`);
+    const r = await runKpti({ vcpus, policies: ["baseline", "shahid2018", "lai2021", "alon2018"], jobs: 16, accessesPerProcess: 60_000 });
+    for (const l of formatKpti(vcpus, r)) out("  " + l);
+  }
+  out("\nnext: `vmmu run kpti --policy all` for every patch on its own; `npm test` runs the differential, TLB-semantics,");
+  out("shadow-correctness and real-Linux suites; `npm run bench` compares against native C.");
   return 0;
 }
