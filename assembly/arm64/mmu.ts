@@ -43,6 +43,7 @@ export const ARM_FETCH: u32 = 2;
 /** Walk flags for armWalk. */
 export const AWALK_UPDATE: u32 = 1; //  hardware AF/DBM updates
 export const AWALK_DEBUG: u32 = 2; //   stage 1 only, no updates, table addresses are PAs
+export const AWALK_NOTLB: u32 = 4; //   bypass the stage-2-only TLB too (armWalk)
 
 export const REGS_OK: i32 = 0;
 export const REGS_EGRANULE: i32 = 1; //  TG0/TG1/VTCR.TG0 not 4 KiB
@@ -243,9 +244,11 @@ function s2Grants(allow: u32, access: u32, el0: bool, ptw: bool): bool {
  * on a miss or when the cached entry does not grant the access. Restarts the
  * stage-2 walk on a lost compare-exchange.
  */
-function s2Translate(ipa: u64, access: u32, el0: bool, ptw: bool): u32 {
+function s2Translate(ipa: u64, access: u32, el0: bool, ptw: bool, flags: u32): u32 {
   const vpn = (ipa >> 12) & VPN_MASK;
-  if (tlbOn) {
+  const useTlb = tlbOn && (flags & AWALK_NOTLB) == 0;
+  const update = (flags & AWALK_UPDATE) != 0;
+  if (useTlb) {
     const e = tlbLookupIn(s2Slot, vpn);
     if (e != 0) {
       const attr = load<u32>(e + E_ATTR);
@@ -260,9 +263,9 @@ function s2Translate(ipa: u64, access: u32, el0: bool, ptw: bool): u32 {
     }
   }
   while (true) {
-    const s = s2Walk(ipa, access, el0, ptw, true);
+    const s = s2Walk(ipa, access, el0, ptw, update);
     if (s == RETRY) { counterAdd(C_WALK_RETRIES, 1); continue; }
-    if (s == STATUS_OK && tlbOn) {
+    if (s == STATUS_OK && useTlb && update) {
       tlbFillIn(s2Slot, vpn, s2Pa & ~<u64>0xfff, s2Allow | (s2Shift << A_PSHIFT_SHIFT) | (s2Level << A_LEVEL_SHIFT));
     }
     return s;
@@ -308,14 +311,14 @@ function s1AllowBits(ap1: bool, ap2: bool, uxn: bool, pxn: bool): u32 {
  * on), translating it through stage 2 for a read (S2-PTW), or 0 with the
  * fault globals set.
  */
-function s1DescHost(dipa: u64, level: u32, debug: bool): usize {
+function s1DescHost(dipa: u64, level: u32, flags: u32, wr: u32): usize {
   let pa = dipa;
-  if (s2On && !debug) {
-    if (s2Translate(dipa, ARM_READ, false, true) != STATUS_OK) return 0;
+  if (s2On && (flags & AWALK_DEBUG) == 0) {
+    if (s2Translate(dipa, ARM_READ, false, true, flags) != STATUS_OK) return 0;
     pa = s2Pa;
   }
   const host = hostOf(pa);
-  if (host == 0) fault(1, FK_EXTERNAL, level, 0);
+  if (host == 0) fault(1, FK_EXTERNAL, level, wr);
   return host;
 }
 
@@ -364,7 +367,7 @@ function s1WalkOnce(va: u64, access: u32, el0: bool, flags: u32): u32 {
     while (true) {
       const shift = <u64>levelShift(level);
       dipa = table + (((va >> shift) & ((<u64>1 << idxBits) - 1)) << 3);
-      host = s1DescHost(dipa, level, debug);
+      host = s1DescHost(dipa, level, flags, wr);
       if (host == 0) { counterAdd(C_PT_REFS, refs); return STATUS_ARM_FAULT; }
       desc = loadEntry(host);
       refs++;
@@ -403,7 +406,7 @@ function s1WalkOnce(va: u64, access: u32, el0: bool, flags: u32): u32 {
     if ((accessAl & allowBit(access, el0, pan)) == 0) return fault(1, FK_PERMISSION, level, wr);
     // 6. Hardware updates (AF, dirty through DBM), which need stage-2 write permission on the table page.
     if (update && want != desc) {
-      if (s2On && s2Translate(dipa, ARM_WRITE, false, true) != STATUS_OK) { aFlags |= FF_WRITE; return STATUS_ARM_FAULT; }
+      if (s2On && s2Translate(dipa, ARM_WRITE, false, true, flags) != STATUS_OK) { aFlags |= FF_WRITE; return STATUS_ARM_FAULT; }
       if (!casEntry(host, desc, want)) return RETRY;
       counterAdd(C_AD_WRITES, 1);
     }
@@ -423,7 +426,7 @@ function s1WalkOnce(va: u64, access: u32, el0: bool, flags: u32): u32 {
   let pa = ipa;
   let shiftOut = s1Shift;
   if (s2On && !debug) {
-    const s = s2Translate(ipa, access, el0, false);
+    const s = s2Translate(ipa, access, el0, false, flags);
     if (s != STATUS_OK) return s;
     pa = s2Pa;
     if (s2Shift < shiftOut || !s1On) shiftOut = s2Shift;
@@ -546,7 +549,7 @@ export function armTranslate(va: u64, access: u32, el0: u32): u32 {
  */
 export function armWalk(va: u64, access: u32, el0: u32, flags: u32): u32 {
   if (access > ARM_FETCH) return storeResult(STATUS_EACCESS);
-  const s = s1Walk(va, access, el0 != 0, flags);
+  const s = s1Walk(va, access, el0 != 0, flags | AWALK_NOTLB);
   if ((flags & AWALK_DEBUG) != 0 && s == STATUS_OK) aPa = aIpa;
   return storeResult(s);
 }

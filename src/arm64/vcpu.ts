@@ -241,7 +241,12 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     }
   }
 
-  /** A full translation that bypasses the TLB; `update: false` leaves descriptors untouched. */
+  /**
+   * A full translation that bypasses every TLB (stage-1 and stage-2-only
+   * entries); `update: false` leaves descriptors untouched and reports the
+   * outcome as if the hardware updates had been made (so it does not check the
+   * stage-2 write permission a stage-1 AF/DBM update would need).
+   */
   walk(va: bigint, access: Arm64Access = "read", el0 = false, opts: { update?: boolean } = {}): Arm64TranslateResult {
     const flags = opts.update === false ? 0 : this.L.AWALK_UPDATE;
     return this.result(this.ex.armWalk(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0, flags));
