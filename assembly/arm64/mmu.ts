@@ -470,9 +470,17 @@ function s1Walk(va: u64, access: u32, el0: bool, flags: u32): u32 {
  * hardware updates are decided by the tables in memory.
  */
 function armTranslateSlow(va: u64, access: u32, el0: bool): u32 {
-  const canonical = (<i64>(va << 8) >> 8) == <i64>va;
+  // A top-byte-tagged VA uses the entry of its untagged page when TBI applies
+  // to this access (TBIn, and not a fetch under TBIDn); otherwise it walks.
+  let canonical = (<i64>(va << 8) >> 8) == <i64>va;
+  let key = va;
+  if (!canonical) {
+    const upper = ((va >> 55) & 1) != 0;
+    const tbi = (tcr & (upper ? TCR_TBI1 : TCR_TBI0)) != 0 && !(access == ARM_FETCH && (tcr & (upper ? TCR_TBID1 : TCR_TBID0)) != 0);
+    if (tbi) { key = untag(va); canonical = true; }
+  }
   if (tlbOn && s1On && canonical && !e0pdBlocks(va, el0)) {
-    const vpn = (va >> 12) & VPN_MASK;
+    const vpn = (key >> 12) & VPN_MASK;
     counterAdd(C_LOOKUPS, 1);
     let e = slotAddr(vpn, curSalt);
     let hit = load<u64>(e + E_KEY) == (curKeyHi | vpn);

@@ -128,7 +128,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   /** Binds wasm instance `core` to vCPU block `index` (see VcpuBase). */
   constructor(index: number, core: Core, memory: GuestMemory, readonly paBits = 48, fresh = true) {
     super(index, core, memory, fresh);
-    this.contexts = new ContextTable(this.L.CTX_SLOTS, (slot) => this.ex.tlbFlushCtx(slot));
+    this.contexts = new ContextTable(this.L.CTX_SLOTS, (slot) => { if (this.ex.ctxLiveTag(slot) !== 0) this.ex.tlbFlushCtx(slot); });
     if (fresh) this.dv().setUint32(this.base + this.L.S_PA_BITS, paBits, true);
     this.load();
   }
