@@ -341,6 +341,18 @@ export class ShadowMmu {
     }
   }
 
+  /** make_mmu_pages_available: reclaims unless `n` pool pages are free. Returns true if a flush is owed. */
+  ensureFree(n: number, charge: (c: number) => void): boolean {
+    return this.pool.pages - this.pool.inUse < n ? this.reclaim(charge) : false;
+  }
+
+  /** PCIDs that own valid shadow pages (alon2018: every tree a flush may be owed to, on any vCPU). */
+  taggedPcids(): Set<number> {
+    const out = new Set<number>();
+    for (const list of this.hash.values()) for (const sp of list) if (sp.valid && sp.pcid >= 0) out.add(sp.pcid);
+    return out;
+  }
+
   /** make_mmu_pages_available: zaps the oldest pages no root uses until a tenth of the pool is free. */
   private reclaim(charge: (c: number) => void): boolean {
     let flush = false;

@@ -317,7 +317,11 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
     let sp = this.root!.sp;
     let acc = ACC_ALL;
-    let flush = false;
+    // make_mmu_pages_available before descending: a reclaim in the middle of
+    // the walk could free the very page about to get a child.
+    let flush = this.mmu.ensureFree(8, charge);
+    // A shadow page found again with unsync children (after an unlink) must be
+    // synced: KVM requests KVM_REQ_MMU_SYNC when it finds one.
     let relinked = false;
     const leaf = levels[levels.length - 1]!;
     // 1. Indirect shadow pages for each guest table below the root.
@@ -337,6 +341,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       sp = got.sp;
     }
     acc &= gpteAcc(leaf.pte);
+    // A clean guest large page is shadowed read-only (its direct pages are
+    // shared by every mapping with the same role), so the first write faults
+    // and the guest's D bit gets set.
+    if (leaf.level > 1 && (leaf.pte & PTE.D) === 0n && access !== "write") acc &= ~ACC_WRITE;
     // 2. A guest large page is shadowed by direct pages of 4 KiB SPTEs: the
     //    direct page under SPTE idx(va, l) covers 2^(12 + 9(l − 1)) bytes.
     const shift = BigInt(12 + 9 * (leaf.level - 1));
@@ -363,7 +371,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     if (!wp && !user && access === "write" && !wantWrite) { wantWrite = true; user_ = false; }
     if (user_) spte |= PTE.US;
     if ((acc & ACC_EXEC) === 0) spte |= PTE.XD;
-    const dirty = (leaf.pte & PTE.D) !== 0n || access === "write" || leaf.level > 1;
+    const dirty = (leaf.pte & PTE.D) !== 0n || access === "write";
     let result: "emulate" | "retry" = "retry";
     if (wantWrite && dirty) {
       if (!this.mmu.isWriteProtected(gfn)) spte |= PTE.RW;
@@ -389,7 +397,11 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     else this.cycles += this.costs.hwWalkRef * Number(c[this.cRefs]! - refs0);
   }
 
-  /** LOCAL-PATCH: KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load before entry. */
+  /**
+   * KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load before entering the guest:
+   * a root zapped while in use (write flooding of the guest's PML4) is freed
+   * and rebuilt, synced and flushed.
+   */
   private reloadIfObsolete(): void {
     if (this.root!.sp.valid) return;
     this.freeSlot(this.root);
@@ -442,6 +454,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       bt.access.set(kinds.subarray(done, done + m));
       let i = 0;
       while (i < m) {
+        this.reloadIfObsolete();
         const c = this.counters.length && this.counters.buffer === this.hw.memory.wasmMemory.buffer ? this.counters : (this.counters = this.hw.counterView());
         const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
         const stop = this.hw.translateUntilFault(i, m, user);
@@ -604,7 +617,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   /** alon2018: an address flush owed to every other PCID (global mappings live in their own trees). */
   private deferToOtherPcids(va: bigint, only?: number): void {
     const cur = this.guestPcid();
-    for (const p of only !== undefined ? [only] : this.hwPcids) {
+    for (const p of only !== undefined ? [only] : this.mmu.taggedPcids()) {
       if (p === cur) continue;
       if (this.policy.deferredInvlpg > 0) {
         let l = this.deferred.get(p);
