@@ -1,0 +1,53 @@
+// `vmmu run kpti` through the bundled CLI (dist/cli.mjs, built by npm ci).
+
+import { describe, it, expect } from "vitest";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
+const run = (...args: string[]) => spawnSync(process.execPath, [CLI, "run", ...args], { encoding: "utf8", timeout: 120_000 });
+
+describe("vmmu run kpti", () => {
+  it("prints one JSON object keyed by policy, with the ratio to baseline", () => {
+    const r = run("kpti", "--vcpus", "2", "--jobs", "2", "--accesses", "5000", "--policy", "baseline,shahid2018", "--json");
+    expect(r.status, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(Object.keys(j)).toEqual(["baseline", "shahid2018"]);
+    expect(j.baseline.ratioToBaseline).toBe(1);
+    expect(j.shahid2018.ratioToBaseline).toBeGreaterThan(0);
+    expect(j.shahid2018.ratioToBaseline).toBeLessThan(1);
+    for (const p of ["baseline", "shahid2018"]) {
+      expect(j[p].exits.cr3).toBeGreaterThan(0);
+      expect(j[p].exits.pf).toBeGreaterThan(0);
+      expect(j[p].cyclesPerVcpu).toHaveLength(2);
+      expect(j[p].guest.cr3Noflush).toBeGreaterThan(0);
+    }
+    // Same guest work under both policies (the interleaving follows simulated time, so counts differ a little).
+    expect(Math.abs(j.shahid2018.guest.syscalls - j.baseline.guest.syscalls)).toBeLessThan(0.05 * j.baseline.guest.syscalls);
+    expect(j.shahid2018.guest.processes).toBe(j.baseline.guest.processes);
+  });
+
+  it("prints the table beside the seed's figures and Liran's trade-off", () => {
+    const r = run("kpti", "--vcpus", "1", "--jobs", "2", "--accesses", "5000", "--policy", "baseline,shahid2018,alon2018");
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^policy\s+sim\. cycles\s+vs baseline/m);
+    expect(r.stdout).toMatch(/^alon2018\s/m);
+    expect(r.stdout).toContain("25m5s → 14m50s");
+    expect(r.stdout).toContain("Liran Alon's trade-off");
+  });
+
+  it("refuses unknown policies, options and costs with exit 2 and one line", () => {
+    for (const args of [["kpti", "--policy", "nope"], ["kpti", "--frobnicate"], ["kpti", "--cost", "nope=3"], ["kpti", "--vcpus", "0"], ["other"]]) {
+      const r = run(...args);
+      expect(r.status, args.join(" ")).toBe(2);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
+  });
+
+  it("a cost override changes simulated time", () => {
+    const base = JSON.parse(run("kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "3000", "--policy", "baseline", "--json").stdout);
+    const dear = JSON.parse(run("kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "3000", "--policy", "baseline", "--json", "--cost", "vmExit=5000").stdout);
+    expect(dear.baseline.cycles).toBeGreaterThan(base.baseline.cycles);
+    expect(Math.abs(dear.baseline.exitsTotal - base.baseline.exitsTotal)).toBeLessThan(0.05 * base.baseline.exitsTotal);
+  });
+});
