@@ -1,8 +1,10 @@
 // The seed-reproduction run: a KPTI guest compiling "a kernel" (many short-lived
 // compiler processes, src/guest/kernel-compile.ts) on a shadow-paging
-// hypervisor, once per policy, with the same seed so every policy sees the
-// same guest work. Reports simulated time from the cost model beside host
-// wall time, and the counters that explain the difference.
+// hypervisor, once per policy, with the same seed so every policy runs the
+// same programs (the guest scheduler follows simulated time, so interleavings
+// and a few counts differ between policies, as on real hardware). Reports
+// simulated time from the cost model beside host wall time, and the counters
+// that explain the difference.
 
 import { createShadowVm } from "./shadow-vm.js";
 import { DEFAULT_COSTS, type CostModel } from "./cost-model.js";
