@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import type { Task } from "tinybench";
+import type { Bench, Task } from "tinybench";
 import { coreHash } from "../src/index.js";
 
 /** Options shared by every bench file: `--quick` shortens every time budget. */
@@ -143,4 +143,83 @@ export function printTable(headers: string[], rows: string[][], left = 1): void 
   console.log(`|${w.map((n, i) => (i < left ? ` ${"-".repeat(n)} ` : ` ${"-".repeat(n - 1)}: `)).join("|")}|`);
   for (const r of rows) console.log(`| ${headers.map((_, i) => cell(r[i] ?? "", i)).join(" | ")} |`);
   console.log("");
+}
+
+/** Median of a list (undefined when empty). */
+export function median(xs: readonly number[] | undefined): number | undefined {
+  if (!xs || xs.length === 0) return undefined;
+  const a = [...xs].sort((x, y) => x - y), m = a.length >> 1;
+  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
+}
+
+/**
+ * Per-round figures of a multi-round bench: every task (wasm, TS) and native
+ * kernel records one ns/op value per round; reports take the median over
+ * rounds, and ratios as the median of the round-by-round ratios (the machine's
+ * load changes minute to minute, so only same-round figures are compared).
+ */
+export class Rounds {
+  readonly values = new Map<string, number[]>();
+  record(name: string, v: number): void {
+    const a = this.values.get(name) ?? [];
+    a.push(v);
+    this.values.set(name, a);
+  }
+  ns(name: string): number | undefined {
+    return median(this.values.get(name));
+  }
+  private pairs(a: string, b: string): number[] | undefined {
+    const xs = this.values.get(a), ys = this.values.get(b);
+    if (!xs || !ys || xs.length !== ys.length) return undefined;
+    return xs.map((x, i) => x / ys[i]!);
+  }
+  /** Median over rounds of the per-round ratio a/b. */
+  ratio(a: string, b: string): number | undefined {
+    return median(this.pairs(a, b));
+  }
+  /** "min–max" of the per-round ratios a/b. */
+  spread(a: string, b: string): string {
+    const r = this.pairs(a, b);
+    return r ? `${Math.min(...r).toFixed(2)}–${Math.max(...r).toFixed(2)}` : "—";
+  }
+  /** "min–max" of 1000/ns (M ops/s) over the rounds of `name`. */
+  mopsRange(name: string): string {
+    const xs = (this.values.get(name) ?? []).map((v) => 1e3 / v);
+    return xs.length ? `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)} M/s` : "—";
+  }
+  toJSON(): Record<string, number[]> {
+    return Object.fromEntries(this.values);
+  }
+}
+
+/**
+ * Adds tinybench task `name` and records, over its measured phase, the delta
+ * of every counter `counters()` returns, per operation, into `perOp`.
+ */
+export function addCounted<C extends Record<string, number>>(bench: Bench, name: string, opsPerCall: number, fn: () => void,
+  counters: () => C, perOp: Map<string, C>): void {
+  let calls = 0;
+  let before: C | undefined;
+  bench.add(name, () => { fn(); calls++; }, {
+    beforeAll(mode) { if (mode === "run") { calls = 0; before = counters(); } },
+    afterAll(mode) {
+      if (mode !== "run" || !before) return;
+      const after = counters(), ops = calls * opsPerCall, b = before;
+      perOp.set(name, Object.fromEntries(Object.keys(after).map((k) => [k, (after[k]! - b[k]!) / ops])) as C);
+    },
+  });
+}
+
+/** PASS / MISS for a target check; undefined (no native C to compare with) prints as n/a. */
+export const verdict = (ok: boolean | undefined): string => (ok === undefined ? "n/a (no native C)" : ok ? "PASS" : "MISS");
+
+/** Median cost of an empty performance.now() pair, in ms (subtracted from single-operation timings). */
+export function calibrateTimer(): number {
+  const d: number[] = [];
+  for (let i = 0; i < 20001; i++) {
+    const t0 = performance.now();
+    d.push(performance.now() - t0);
+  }
+  d.sort((a, b) => a - b);
+  return d[10000]!;
 }

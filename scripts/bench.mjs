@@ -6,6 +6,7 @@
 //   npm run bench                   all benches, full time budgets
 //   npm run bench -- --quick        all benches, short budgets
 //   npm run bench -- flush          only bench/x86-flush.bench.ts
+//   npm run bench -- arm64          only the arm64 benches (arm64-tlbi, arm64-translate)
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync } from "node:fs";
