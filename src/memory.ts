@@ -6,6 +6,7 @@
 import type { CoreExports } from "./core/load.js";
 import type { Layout } from "./core/layout.js";
 import { hex } from "./addr.js";
+import { MemoryViews, ZEROS } from "./core/views.js";
 
 /** The guest's RAM memslot: [base, base + size). */
 export interface Memslot {
@@ -16,8 +17,8 @@ export interface Memslot {
 }
 
 export class GuestMemory {
-  private view: DataView;
-  private i64: BigInt64Array;
+  /** Views over the whole wasm memory, renewed on growth (call views.fresh() before use). */
+  readonly views: MemoryViews;
 
   constructor(
     readonly wasmMemory: WebAssembly.Memory,
@@ -25,20 +26,12 @@ export class GuestMemory {
     private readonly layout: Layout,
     readonly slot: Memslot,
   ) {
-    this.view = new DataView(wasmMemory.buffer);
-    this.i64 = new BigInt64Array(wasmMemory.buffer);
+    this.views = MemoryViews.of(wasmMemory, layout);
   }
 
   /** The SharedArrayBuffer behind guest RAM (and everything else in the machine). */
   get buffer(): SharedArrayBuffer {
     return this.wasmMemory.buffer as unknown as SharedArrayBuffer;
-  }
-
-  private fresh(): void {
-    if (this.view.byteLength !== this.wasmMemory.buffer.byteLength) {
-      this.view = new DataView(this.wasmMemory.buffer);
-      this.i64 = new BigInt64Array(this.wasmMemory.buffer);
-    }
   }
 
   /** True iff `gpa` is inside the RAM memslot. */
@@ -53,8 +46,9 @@ export class GuestMemory {
     }
     const h = forStore ? this.core.hostForStore(gpa) : this.core.hostForRead(gpa);
     if (h === 1) throw new RangeError(`vmmu: out of backing memory while writing gpa ${hex(gpa)} (touched frames exceed the 4 GiB wasm memory)`);
-    this.fresh();
-    return h >>> 0;
+    const host = h >>> 0;
+    this.views.fresh().cover(host - (host & 0xfff) + 4096);
+    return host;
   }
 
   /** Reads the little-endian u64 at `gpa` (need not be aligned). Unbacked memory reads as zero. */
@@ -62,7 +56,7 @@ export class GuestMemory {
     checkGpa(gpa);
     if ((gpa & 0xfffn) <= 0xff8n) {
       const h = this.host(gpa, false);
-      return this.view.getBigUint64(h, true);
+      return this.views.dv.getBigUint64(h, true);
     }
     return bytesToU64(this.read(gpa, 8));
   }
@@ -74,7 +68,7 @@ export class GuestMemory {
     const v = BigInt.asUintN(64, value);
     if ((gpa & 0xfffn) <= 0xff8n) {
       const h = this.host(gpa, true);
-      this.view.setBigUint64(h, v, true);
+      this.views.dv.setBigUint64(h, v, true);
       return;
     }
     const b = new Uint8Array(8);
@@ -92,7 +86,7 @@ export class GuestMemory {
     if ((gpa & 7n) !== 0n) throw new RangeError(`vmmu: cmpxchg64 needs an 8-aligned gpa, got ${hex(gpa)}`);
     const h = this.host(gpa, true);
     const e = BigInt.asIntN(64, expected);
-    return Atomics.compareExchange(this.i64, h / 8, e, BigInt.asIntN(64, desired)) === e;
+    return Atomics.compareExchange(this.views.i64, h / 8, e, BigInt.asIntN(64, desired)) === e;
   }
 
   /** Throws unless [gpa, gpa + length) lies inside the memslot. */
@@ -114,10 +108,24 @@ export class GuestMemory {
       const a = gpa + BigInt(done);
       const n = Math.min(length - done, 4096 - Number(a & 0xfffn));
       const h = this.host(a, false);
-      out.set(new Uint8Array(this.wasmMemory.buffer, h, n), done);
+      out.set(this.views.u8.subarray(h, h + n), done);
       done += n;
     }
     return out;
+  }
+
+  /** Copies `out.length` bytes starting at `gpa` out of guest RAM into `out`. */
+  readInto(gpa: bigint, out: Uint8Array): void {
+    const length = out.length;
+    this.checkRange(gpa, length);
+    let done = 0;
+    while (done < length) {
+      const a = gpa + BigInt(done);
+      const n = Math.min(length - done, 4096 - Number(a & 0xfffn));
+      const h = this.host(a, false);
+      out.set(this.views.u8.subarray(h, h + n), done);
+      done += n;
+    }
   }
 
   /** Copies `bytes` into guest RAM at `gpa`, backing frames as needed. */
@@ -128,7 +136,22 @@ export class GuestMemory {
       const a = gpa + BigInt(done);
       const n = Math.min(bytes.length - done, 4096 - Number(a & 0xfffn));
       const h = this.host(a, true);
-      new Uint8Array(this.wasmMemory.buffer, h, n).set(bytes.subarray(done, done + n));
+      this.views.u8.set(bytes.subarray(done, done + n), h);
+      done += n;
+    }
+  }
+
+  /** Sets `length` bytes starting at `gpa` to `byte`, backing frames as needed. */
+  fill(gpa: bigint, length: number, byte: number): void {
+    this.checkRange(gpa, length);
+    if (!Number.isInteger(byte) || byte < 0 || byte > 255) throw new RangeError(`vmmu: fill byte must be 0..255, got ${byte}`);
+    let done = 0;
+    while (done < length) {
+      const a = gpa + BigInt(done);
+      const n = Math.min(length - done, 4096 - Number(a & 0xfffn));
+      const h = this.host(a, true);
+      if (byte === 0) this.views.u8.set(ZEROS.subarray(0, n), h);
+      else this.views.u8.fill(byte, h, h + n);
       done += n;
     }
   }
@@ -139,15 +162,14 @@ export class GuestMemory {
    * not contiguous and are not in this view; use read/write for them.
    */
   bytes(): Uint8Array {
-    this.fresh();
-    const ramHost = this.view.getUint32(this.layout.MACHINE_BASE + this.layout.M_RAM_HOST, true);
-    return new Uint8Array(this.wasmMemory.buffer, ramHost, Number(this.slot.eagerBytes));
+    const v = this.views.fresh();
+    const ramHost = v.dv.getUint32(this.layout.MACHINE_BASE + this.layout.M_RAM_HOST, true);
+    return new Uint8Array(v.u8.buffer, ramHost, Number(this.slot.eagerBytes));
   }
 
   /** Number of 4 KiB frames backed on demand so far (outside the eager part). */
   backedFrames(): number {
-    this.fresh();
-    return this.view.getUint32(this.layout.MACHINE_BASE + this.layout.M_BACKED, true);
+    return this.views.fresh().dv.getUint32(this.layout.MACHINE_BASE + this.layout.M_BACKED, true);
   }
 }
 

@@ -4,6 +4,7 @@
 
 import type { Core } from "./load.js";
 import type { GuestMemory } from "../memory.js";
+import type { MemoryViews } from "./views.js";
 
 /** TLB and walk counters of one vCPU, since creation or resetStats(). */
 export interface TlbStats {
@@ -29,9 +30,9 @@ export abstract class VcpuBase<P> {
   readonly base: number;
   protected readonly L: Core["layout"];
   protected readonly ex: Core["exports"];
-  private view?: DataView;
-  private words?: { len: number; u32: Uint32Array; u64: BigUint64Array };
-  private batchViews?: { len: number; batch: Batch<P> };
+  /** The memory's views (shared with `memory`), renewed on growth by fresh(). */
+  protected readonly views: MemoryViews;
+  private batchViews?: { generation: number; batch: Batch<P> };
 
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
@@ -41,6 +42,7 @@ export abstract class VcpuBase<P> {
   constructor(readonly index: number, protected readonly core: Core, readonly memory: GuestMemory, fresh: boolean) {
     this.L = core.layout;
     this.ex = core.exports;
+    this.views = memory.views;
     const dv = this.dv();
     const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
     const entries = dv.getUint32(this.L.MACHINE_BASE + this.L.M_TLB_ENTRIES, true);
@@ -55,27 +57,17 @@ export abstract class VcpuBase<P> {
 
   /** A DataView over the whole memory, renewed when the memory has grown. */
   protected dv(): DataView {
-    const buf = this.memory.wasmMemory.buffer;
-    if (this.view === undefined || this.view.byteLength !== buf.byteLength) this.view = new DataView(buf);
-    return this.view;
+    return this.views.fresh().dv;
   }
 
   /** u32 view over the whole memory (index = byte address >> 2), renewed on growth. */
   protected u32(): Uint32Array {
-    return this.wordViews().u32;
+    return this.views.fresh().u32;
   }
 
   /** u64 view over the whole memory (index = byte address >> 3), renewed on growth. */
   protected u64(): BigUint64Array {
-    return this.wordViews().u64;
-  }
-
-  private wordViews(): { len: number; u32: Uint32Array; u64: BigUint64Array } {
-    const buf = this.memory.wasmMemory.buffer;
-    if (this.words === undefined || this.words.len !== buf.byteLength) {
-      this.words = { len: buf.byteLength, u32: new Uint32Array(buf), u64: new BigUint64Array(buf) };
-    }
-    return this.words;
+    return this.views.fresh().u64;
   }
 
   /** Runs the architecture's batch translation for `count` entries. */
@@ -83,8 +75,9 @@ export abstract class VcpuBase<P> {
 
   /** Zero-copy views over this vCPU's batch area (capacity BATCH_MAX). */
   batch(): Batch<P> {
-    const buf = this.memory.wasmMemory.buffer;
-    if (this.batchViews?.len === buf.byteLength) return this.batchViews.batch;
+    const v = this.views.fresh();
+    if (this.batchViews?.generation === v.generation) return this.batchViews.batch;
+    const buf = v.u8.buffer;
     const L = this.L, b = this.base, n = L.BATCH_MAX;
     const batch: Batch<P> = {
       capacity: n,
@@ -97,7 +90,7 @@ export abstract class VcpuBase<P> {
         return this.runBatch(count, priv);
       },
     };
-    this.batchViews = { len: buf.byteLength, batch };
+    this.batchViews = { generation: v.generation, batch };
     return batch;
   }
 
@@ -151,7 +144,8 @@ export abstract class VcpuBase<P> {
 
   /**
    * A live view of the counters block (u64 per counter, index C_*), for
-   * callers that read counters on a hot path; renew it after memory growth.
+   * callers that read counters on a hot path; renew it after memory growth
+   * (when `memory.views.fresh().generation` changes).
    */
   counterView(): BigUint64Array {
     return this.u64().subarray((this.base + this.L.VCPU_COUNTERS) >> 3, ((this.base + this.L.VCPU_COUNTERS) >> 3) + this.L.COUNTER_COUNT);
@@ -159,6 +153,6 @@ export abstract class VcpuBase<P> {
 
   /** Zeroes the counters (not the TLB). */
   resetStats(): void {
-    new Uint8Array(this.memory.wasmMemory.buffer, this.base + this.L.VCPU_COUNTERS, this.L.COUNTER_COUNT * 8).fill(0);
+    this.views.fresh().u8.fill(0, this.base + this.L.VCPU_COUNTERS, this.base + this.L.VCPU_COUNTERS + this.L.COUNTER_COUNT * 8);
   }
 }

@@ -5,6 +5,7 @@
 
 import type { Layout } from "../core/layout.js";
 import { hex } from "../addr.js";
+import { MemoryViews, ZEROS } from "../core/views.js";
 
 export class HostPool {
   /** Host-physical address of the first pool byte, as walkers see it. */
@@ -14,22 +15,21 @@ export class HostPool {
   private readonly hostBase: number;
   private readonly free: number[] = [];
   private nextFresh = 0;
-  private words?: { len: number; u64: BigUint64Array };
+  private readonly views: MemoryViews;
   /** Pages in use now and at most. */
   inUse = 0;
   peak = 0;
 
-  constructor(private readonly wasmMemory: WebAssembly.Memory, layout: Layout) {
-    const dv = new DataView(wasmMemory.buffer);
+  constructor(wasmMemory: WebAssembly.Memory, layout: Layout) {
+    this.views = MemoryViews.of(wasmMemory, layout);
+    const dv = this.views.fresh().dv;
     this.hostBase = dv.getUint32(layout.MACHINE_BASE + layout.M_POOL_BASE, true);
     this.pages = dv.getUint32(layout.MACHINE_BASE + layout.M_POOL_BYTES, true) / 4096;
     this.hpaBase = dv.getBigUint64(layout.MACHINE_BASE + layout.M_POOL_HPA, true);
   }
 
   private u64(): BigUint64Array {
-    const buf = this.wasmMemory.buffer;
-    if (this.words === undefined || this.words.len !== buf.byteLength) this.words = { len: buf.byteLength, u64: new BigUint64Array(buf) };
-    return this.words.u64;
+    return this.views.fresh().u64;
   }
 
   /** Allocates one zeroed page; returns its hpa, or undefined when the pool is full. */
@@ -39,7 +39,7 @@ export class HostPool {
       if (this.nextFresh >= this.pages) return undefined;
       page = this.nextFresh++;
     }
-    this.u64().fill(0n, (this.hostBase + page * 4096) / 8, (this.hostBase + page * 4096 + 4096) / 8);
+    this.views.fresh().u8.set(ZEROS, this.hostBase + page * 4096);
     this.inUse++;
     if (this.inUse > this.peak) this.peak = this.inUse;
     return this.hpaBase + BigInt(page * 4096);
@@ -55,6 +55,31 @@ export class HostPool {
     const off = hpa - this.hpaBase;
     if (off < 0n || off >= BigInt(this.pages * 4096) || (off & 0xfffn) !== 0n) throw new RangeError(`vmmu: ${hex(hpa)} is not a pool page`);
     return Number(off >> 12n);
+  }
+
+  /** Pool-wide number of entry 0 of the page at `hpa` (pool page × 512), for entry() and setEntry(). */
+  entryBase(hpa: bigint): number {
+    return this.pageOf(hpa) * 512;
+  }
+
+  /** Entry number `n` of the pool (pool page × 512 + index). */
+  entry(n: number): bigint {
+    return this.u64()[this.hostBase / 8 + n]!;
+  }
+
+  /** Writes entry number `n` of the pool. */
+  setEntry(n: number, value: bigint): void {
+    this.u64()[this.hostBase / 8 + n] = value;
+  }
+
+  /** A u32 view over the whole memory, for hot paths that read entries as two halves (see wordOf). */
+  words(): Uint32Array {
+    return this.views.fresh().u32;
+  }
+
+  /** Index in words() of the low half of entry number `n` (the high half follows). */
+  wordOf(n: number): number {
+    return this.hostBase / 4 + n * 2;
   }
 
   /** Entry `index` (0..511) of the table page at `hpa`. */

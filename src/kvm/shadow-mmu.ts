@@ -60,8 +60,13 @@ export class ShadowPage {
   valid = true;
   rootCount = 0;
   writeFlooding = 0;
+  /** gfn as a number (exact: guest RAM is below 2^52 bytes), the key of the VM-wide maps. */
+  readonly gfnKey: number;
 
-  constructor(readonly gfn: bigint, readonly role: number, readonly pcid: number, readonly hpa: bigint) {}
+  /** `entryBase` is the pool-wide number of SPTE 0 (HostPool.entryBase). */
+  constructor(readonly gfn: bigint, readonly role: number, readonly pcid: number, readonly hpa: bigint, readonly entryBase: number) {
+    this.gfnKey = Number(gfn);
+  }
 
   get level(): number {
     return roleLevel(this.role);
@@ -114,26 +119,40 @@ export interface FlushTarget {
 }
 
 export class ShadowMmu {
-  private readonly hash = new Map<bigint, ShadowPage[]>();
+  /** gfn (as a number, like every gfn key below) → shadow pages of it. */
+  private readonly hash = new Map<number, ShadowPage[]>();
   /** gfn → number of upper-level (level > 1) shadow pages shadowing it (gfn_write_track). */
-  private readonly writeTrack = new Map<bigint, number>();
+  private readonly writeTrack = new Map<number, number>();
   /** gfn → level-1 shadow pages shadowing it. */
-  private readonly leafShadows = new Map<bigint, Set<ShadowPage>>();
-  /** gfn → leaf SPTEs mapping it (rmap): key `${hpa}:${index}`. */
-  private readonly rmap = new Map<bigint, Map<string, { sp: ShadowPage; index: number }>>();
+  private readonly leafShadows = new Map<number, Set<ShadowPage>>();
+  /** gfn → leaf SPTEs mapping it (rmap), keyed by pool entry number (sp.entryBase + index). */
+  private readonly rmap = new Map<number, Map<number, ShadowPage>>();
   /** Shadow pages in allocation order, oldest first (active_mmu_pages), for reclaim. */
   private readonly active = new Set<ShadowPage>();
   readonly stats: ShadowStats = zeroStats();
   vcpus: FlushTarget[] = [];
+  /** The guest table being synced, copied out in one piece (syncPage). */
+  private readonly gpteWords = new Uint32Array(1024);
+  private readonly gpteBytes = new Uint8Array(this.gpteWords.buffer);
+  /** Guest RAM as numbers (exact: below 2^52). */
+  private readonly ramBase: number;
+  private readonly ramSize: number;
 
-  constructor(readonly memory: GuestMemory, readonly pool: HostPool, readonly policy: ShadowPolicy, readonly costs: CostModel) {}
+  constructor(readonly memory: GuestMemory, readonly pool: HostPool, readonly policy: ShadowPolicy, readonly costs: CostModel) {
+    this.ramBase = Number(memory.slot.base);
+    this.ramSize = Number(memory.slot.size);
+  }
 
   // ---- write protection -----------------------------------------------------
 
   /** True iff a leaf SPTE mapping `gfn` must stay read-only (some shadow page shadows gfn and cannot be unsync). */
   isWriteProtected(gfn: bigint): boolean {
-    if ((this.writeTrack.get(gfn) ?? 0) > 0) return true;
-    const leaves = this.leafShadows.get(gfn);
+    return this.isWriteProtectedKey(Number(gfn));
+  }
+
+  private isWriteProtectedKey(k: number): boolean {
+    if ((this.writeTrack.get(k) ?? 0) > 0) return true;
+    const leaves = this.leafShadows.get(k);
     if (!leaves) return false;
     for (const sp of leaves) if (sp.valid && !sp.unsync) return true;
     return false;
@@ -145,8 +164,9 @@ export class ShadowMmu {
    * shadowing page is level 1 and is now unsync).
    */
   tryUnsync(gfn: bigint): boolean {
-    if ((this.writeTrack.get(gfn) ?? 0) > 0) return false;
-    const leaves = this.leafShadows.get(gfn);
+    const k = Number(gfn);
+    if ((this.writeTrack.get(k) ?? 0) > 0) return false;
+    const leaves = this.leafShadows.get(k);
     if (!leaves) return true;
     for (const sp of leaves) {
       if (!sp.valid || sp.unsync) continue;
@@ -176,14 +196,14 @@ export class ShadowMmu {
    * Makes every leaf SPTE mapping `gfn` read-only (rmap walk). Returns true if
    * a writable SPTE changed (the caller owes a TLB flush).
    */
-  private writeProtectGfn(gfn: bigint): boolean {
+  private writeProtectGfn(gfn: number): boolean {
     const refs = this.rmap.get(gfn);
     if (!refs) return false;
     let changed = false;
-    for (const { sp, index } of refs.values()) {
-      const spte = this.pool.read(sp.hpa, index);
+    for (const n of refs.keys()) {
+      const spte = this.pool.entry(n);
       if ((spte & PTE.RW) !== 0n) {
-        this.pool.write(sp.hpa, index, spte & ~PTE.RW);
+        this.pool.setEntry(n, spte & ~PTE.RW);
         changed = true;
       }
     }
@@ -194,18 +214,20 @@ export class ShadowMmu {
 
   /** Installs leaf SPTE `index` of `sp` mapping `gfn` with `spte` (0 clears it); keeps the rmap. Returns true if a present SPTE changed. */
   setLeaf(sp: ShadowPage, index: number, gfn: bigint | undefined, spte: bigint): boolean {
-    const old = this.pool.read(sp.hpa, index);
+    const n = sp.entryBase + index;
+    const old = this.pool.entry(n);
     const oldGfn = sp.leafGfns.get(index);
     if (oldGfn !== undefined) {
-      this.rmap.get(oldGfn)?.delete(`${sp.hpa}:${index}`);
+      this.rmap.get(Number(oldGfn))?.delete(n);
       sp.leafGfns.delete(index);
     }
-    this.pool.write(sp.hpa, index, spte);
+    this.pool.setEntry(n, spte);
     if (spte !== 0n && gfn !== undefined) {
       sp.leafGfns.set(index, gfn);
-      let m = this.rmap.get(gfn);
-      if (!m) this.rmap.set(gfn, (m = new Map()));
-      m.set(`${sp.hpa}:${index}`, { sp, index });
+      const k = Number(gfn);
+      let m = this.rmap.get(k);
+      if (!m) this.rmap.set(k, (m = new Map()));
+      m.set(n, sp);
       this.stats.spteInstalled++;
     }
     return (old & PTE.P) !== 0n && old !== spte;
@@ -215,7 +237,7 @@ export class ShadowMmu {
 
   /** Finds a valid shadow page for (gfn, role, pcid), or undefined. */
   find(gfn: bigint, role: number, pcid: number): ShadowPage | undefined {
-    for (const sp of this.hash.get(gfn) ?? []) if (sp.valid && sp.role === role && sp.pcid === pcid) return sp;
+    for (const sp of this.hash.get(Number(gfn)) ?? []) if (sp.valid && sp.role === role && sp.pcid === pcid) return sp;
     return undefined;
   }
 
@@ -227,8 +249,10 @@ export class ShadowMmu {
    */
   getPage(gfn: bigint, role: number, pcid: number, charge: (c: number) => void): { sp: ShadowPage; created: boolean; flush: boolean } {
     const direct = (role & ROLE_DIRECT) !== 0;
+    const k = Number(gfn);
     let flush = false;
-    for (const sp of [...(this.hash.get(gfn) ?? [])]) {
+    const found = this.hash.get(k);
+    for (const sp of found ? [...found] : []) {
       if (!sp.valid) continue;
       if (sp.role === role && sp.pcid === pcid) {
         if (sp.unsync) flush = this.syncPage(sp, charge) || flush;
@@ -245,22 +269,22 @@ export class ShadowMmu {
       if (hpa === undefined) throw new Error("vmmu: shadow-page pool exhausted even after reclaiming (raise poolBytes)");
     }
     charge(this.costs.spAlloc);
-    const sp = new ShadowPage(gfn, role, pcid, hpa);
-    let list = this.hash.get(gfn);
-    if (!list) this.hash.set(gfn, (list = []));
+    const sp = new ShadowPage(gfn, role, pcid, hpa, this.pool.entryBase(hpa));
+    let list = this.hash.get(k);
+    if (!list) this.hash.set(k, (list = []));
     list.push(sp);
     this.active.add(sp);
     this.stats.spAllocated++;
     this.stats.spLive++;
     if (this.stats.spLive > this.stats.spPeak) this.stats.spPeak = this.stats.spLive;
     if (!direct) {
-      if (roleLevel(role) > 1) this.writeTrack.set(gfn, (this.writeTrack.get(gfn) ?? 0) + 1);
+      if (roleLevel(role) > 1) this.writeTrack.set(k, (this.writeTrack.get(k) ?? 0) + 1);
       else {
-        let s = this.leafShadows.get(gfn);
-        if (!s) this.leafShadows.set(gfn, (s = new Set()));
+        let s = this.leafShadows.get(k);
+        if (!s) this.leafShadows.set(k, (s = new Set()));
         s.add(sp);
       }
-      flush = this.writeProtectGfn(gfn) || flush;
+      flush = this.writeProtectGfn(k) || flush;
     }
     return { sp, created: true, flush };
   }
@@ -273,7 +297,7 @@ export class ShadowMmu {
     if (parent.leafGfns.has(index)) this.setLeaf(parent, index, undefined, 0n);
     parent.children.set(index, child);
     child.parents.add({ sp: parent, index });
-    this.pool.write(parent.hpa, index, child.hpa | PTE.P | PTE.RW | PTE.US);
+    this.pool.setEntry(parent.entryBase + index, child.hpa | PTE.P | PTE.RW | PTE.US);
     if (child.unsync || child.unsyncChildren.size > 0) {
       const had = parent.unsyncChildren.size > 0;
       parent.unsyncChildren.add(index);
@@ -285,7 +309,7 @@ export class ShadowMmu {
     for (const p of child.parents) if (p.sp === parent && p.index === index) child.parents.delete(p);
     parent.children.delete(index);
     parent.unsyncChildren.delete(index);
-    this.pool.write(parent.hpa, index, 0n);
+    this.pool.setEntry(parent.entryBase + index, 0n);
   }
 
   /** Clears SPTE `index` of `sp` (leaf or link). Returns true if a present SPTE went away. */
@@ -316,10 +340,10 @@ export class ShadowMmu {
     sp.valid = false;
     if (!sp.direct) {
       if (sp.level > 1) {
-        const n = (this.writeTrack.get(sp.gfn) ?? 1) - 1;
-        if (n > 0) this.writeTrack.set(sp.gfn, n); else this.writeTrack.delete(sp.gfn);
+        const n = (this.writeTrack.get(sp.gfnKey) ?? 1) - 1;
+        if (n > 0) this.writeTrack.set(sp.gfnKey, n); else this.writeTrack.delete(sp.gfnKey);
       } else {
-        this.leafShadows.get(sp.gfn)?.delete(sp);
+        this.leafShadows.get(sp.gfnKey)?.delete(sp);
       }
     }
     this.stats.spZapped++;
@@ -329,11 +353,11 @@ export class ShadowMmu {
 
   /** Returns an unreferenced, invalid page to the pool. */
   free(sp: ShadowPage): void {
-    const list = this.hash.get(sp.gfn);
+    const list = this.hash.get(sp.gfnKey);
     if (list) {
       const i = list.indexOf(sp);
       if (i >= 0) list.splice(i, 1);
-      if (list.length === 0) this.hash.delete(sp.gfn);
+      if (list.length === 0) this.hash.delete(sp.gfnKey);
     }
     if (this.active.delete(sp)) {
       this.pool.release(sp.hpa);
@@ -397,25 +421,39 @@ export class ShadowMmu {
     this.stats.syncs++;
     charge(this.costs.syncVisit);
     let flush = false;
-    const base = sp.gfn << 12n;
-    for (const index of [...sp.leafGfns.keys()]) {
+    const indices = [...sp.leafGfns.keys()];
+    if (indices.length > 0) this.memory.readInto(sp.gfn << 12n, this.gpteBytes);
+    const g = this.gpteWords, roleAccess = sp.access;
+    // leafSpte on the two 32-bit halves of each gpte and SPTE (no BigInt on the common path).
+    for (const index of indices) {
       charge(this.costs.syncSpte);
       this.stats.spteSynced++;
-      const gpte = this.memory.read64(base + BigInt(index) * 8n);
-      const want = this.leafSpte(gpte, sp.access);
-      const old = this.pool.read(sp.hpa, index);
-      if (!want || (old & PTE_ADDR_MASK) !== (want.spte & PTE_ADDR_MASK)) {
-        flush = this.setLeaf(sp, index, undefined, 0n) || flush;
-      } else {
-        // Keep A/D the hardware set; take rights from the gpte (never more than it grants).
-        const rights = PTE.RW | PTE.US | PTE.XD;
-        const next = (old & ~rights) | (want.spte & rights);
-        if (next !== old) flush = this.setLeaf(sp, index, want.gfn, next) || flush;
+      const lo = g[index * 2]!, hi = g[index * 2 + 1]!;
+      const w = this.pool.words(), o = this.pool.wordOf(sp.entryBase + index);
+      const oldLo = w[o]!, oldHi = w[o + 1]!;
+      let gfn = 0;
+      let present = (lo & 0x21) === 0x21;
+      if (present) {
+        gfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
+        const gpa = gfn * 4096;
+        present = gpa >= this.ramBase && gpa - this.ramBase < this.ramSize;
       }
+      if (!present || (oldLo & 0xfffff000) !== (lo & 0xfffff000) || (oldHi & 0xfffff) !== (hi & 0xfffff)) {
+        flush = this.setLeaf(sp, index, undefined, 0n) || flush;
+        continue;
+      }
+      // Keep A/D the hardware set; take rights from the gpte (never more than it grants).
+      const acc = roleAccess & ((lo & 6) | ((hi & 0x80000000) !== 0 ? 0 : ACC_EXEC));
+      let rightsLo = 0;
+      if ((acc & ACC_USER) !== 0) rightsLo |= 4;
+      if ((acc & ACC_WRITE) !== 0 && (lo & 0x40) !== 0 && !this.isWriteProtectedKey(gfn)) rightsLo |= 2;
+      const nextLo = ((oldLo & ~6) | rightsLo) >>> 0;
+      const nextHi = ((oldHi & 0x7fffffff) | ((acc & ACC_EXEC) === 0 ? 0x80000000 : 0)) >>> 0;
+      if (nextLo !== oldLo || nextHi !== oldHi) flush = this.setLeaf(sp, index, BigInt(gfn), (BigInt(nextHi) << 32n) | BigInt(nextLo)) || flush;
     }
     sp.unsync = false;
     this.clearUnsyncUp(sp);
-    flush = this.writeProtectGfn(sp.gfn) || flush;
+    flush = this.writeProtectGfn(sp.gfnKey) || flush;
     return flush;
   }
 
@@ -462,7 +500,7 @@ export class ShadowMmu {
    */
   trackWrite(gpa: bigint, bytes: number, from: FlushTarget): void {
     const gfn = gpa >> 12n;
-    const pages = (this.hash.get(gfn) ?? []).filter((sp) => sp.valid && !sp.direct);
+    const pages = (this.hash.get(Number(gfn)) ?? []).filter((sp) => sp.valid && !sp.direct);
     if (pages.length === 0) return;
     const charge = (c: number) => from.charge(c);
     const misaligned = bytes !== 8 || (gpa & 7n) !== 0n;

@@ -11,6 +11,7 @@
 // the hypervisor's software walks of the guest tables (with guest A/D updates).
 
 import type { X86Vcpu } from "../x86/vcpu.js";
+import type { MemoryViews } from "../core/views.js";
 import type { X86Access } from "../x86/regs.js";
 import { CR0, CR4, EFER, PTE, PTE_ADDR_MASK, CR3_NOFLUSH, CR3_PCID_MASK } from "../x86/regs.js";
 import type { GuestCpu, GuestException } from "../guest/cpu.js";
@@ -44,6 +45,11 @@ function gpteAcc(pte: bigint): number {
   return Number(pte & 6n) | ((pte & PTE.XD) !== 0n ? 0 : ACC_EXEC);
 }
 
+/** A u32 view of the same bytes as a u64 counter view. */
+function halves(c: BigUint64Array): Uint32Array {
+  return new Uint32Array(c.buffer, c.byteOffset, c.length * 2);
+}
+
 export class ShadowVcpu implements GuestCpu, FlushTarget {
   cycles = 0;
   readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0 };
@@ -57,7 +63,15 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   /** alon2018: PCIDs with a flush owed at the next switch to them, and deferred INVLPG addresses. */
   private readonly pending = new Uint8Array(4096);
   private readonly deferred = new Map<number, bigint[]>();
-  private counters: BigUint64Array;
+  /** The hardware vCPU's counters as u32 halves (low half of counter i at 2i): the deltas charged are far below 2^32. */
+  private counters: Uint32Array;
+  /** The guest's control registers as the walker holds them, re-read whenever the guest writes one. */
+  private g: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } = { cr0: 0n, cr3: 0n, cr4: 0n, efer: 0n };
+  /** Hardware CR4 as last loaded by setControl (undefined before the first load). */
+  private hwCr4: bigint | undefined;
+  private readonly chargeFn = (c: number): void => { this.cycles += c; };
+  private countersGen: number;
+  private readonly views: MemoryViews;
 
   constructor(
     readonly index: number,
@@ -69,7 +83,18 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     private readonly cHits: number,
     private readonly cRefs: number,
   ) {
-    this.counters = hw.counterView();
+    this.views = hw.memory.views;
+    this.countersGen = this.views.fresh().generation;
+    this.counters = halves(hw.counterView());
+  }
+
+  /** The hardware vCPU's counter view, renewed after memory growth. */
+  private ctr(): Uint32Array {
+    if (this.views.fresh().generation !== this.countersGen) {
+      this.countersGen = this.views.generation;
+      this.counters = halves(this.hw.counterView());
+    }
+    return this.counters;
   }
 
   get hasInvpcid(): boolean {
@@ -92,7 +117,13 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   // ---- guest state ------------------------------------------------------------
 
   private guest(): { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } {
-    return this.walker.control();
+    return this.g;
+  }
+
+  /** Re-reads the guest's control registers from the walker after it changed them. */
+  private syncGuest(): void {
+    const c = this.walker.control();
+    this.g = { cr0: c.cr0, cr3: c.cr3, cr4: c.cr4, efer: c.efer };
   }
 
   private guestPcid(): number {
@@ -122,6 +153,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   start(c: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint }): void {
     this.walker.setControl(c);
     this.walker.setTlbEnabled(false);
+    this.syncGuest();
     this.allocRoot(c.cr3 & ~CR3_NOFLUSH);
     this.loadHardware();
   }
@@ -137,10 +169,18 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     const pcid = this.policy.mapGuestPcids && (g.cr4 & CR4.PCIDE) !== 0n ? Number(g.cr3 & CR3_PCID_MASK) : 0;
     this.hwPcids.add(pcid);
     const cr4 = CR4.PAE | (this.policy.mapGuestPcids ? CR4.PCIDE : 0n) | (g.cr4 & (CR4.SMEP | CR4.SMAP | CR4.LA57));
+    const cr3 = this.root!.sp.hpa | BigInt(pcid);
+    if (this.policy.mapGuestPcids && cr4 === this.hwCr4) {
+      // Only CR3 differs from the state last loaded, and hardware PCIDE is on:
+      // a NOFLUSH MOV CR3 loads it with no flush, as setControl would.
+      if (this.hw.writeCr3(cr3 | CR3_NOFLUSH)) throw new Error("vmmu: hardware CR3 load refused (shadow MMU bug)");
+      return;
+    }
     this.hw.setControl({
       cr0: CR0.PE | CR0.PG | CR0.WP, cr4, efer: EFER.LME | EFER.LMA | EFER.NXE,
-      cr3: this.root!.sp.hpa | BigInt(pcid), pkru: 0n, rflags: 0n,
+      cr3, pkru: 0n, rflags: 0n,
     });
+    this.hwCr4 = cr4;
   }
 
   private hwPcid(): number {
@@ -192,7 +232,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     const gfn = this.nonpaging() ? 0n : (pgd & ADDR) >> 12n;
     const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
     this.charge(this.costs.hashLookup);
-    const { sp, created, flush } = this.mmu.getPage(gfn, this.rootRole(), pcid, (c) => this.charge(c));
+    const { sp, created, flush } = this.mmu.getPage(gfn, this.rootRole(), pcid, this.chargeFn);
     if (flush) this.mmu.flushRemote(this);
     sp.rootCount++;
     if (created) this.mmu.stats.rootsBuilt++; else this.mmu.stats.rootsReused++;
@@ -286,7 +326,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   /** Guest paging off: direct shadow pages map va → pa = va (4 KiB SPTEs, full rights; page tables still write-protected). */
   private fetchDirect(va: bigint, pa: bigint): "retry" {
-    const charge = (c: number) => this.charge(c);
+    const charge = this.chargeFn;
     const base = this.roleBase();
     let sp = this.root!.sp;
     let flush = false;
@@ -312,7 +352,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   }
 
   private fetch(va: bigint, levels: { level: number; gpa: bigint; pte: bigint }[], access: X86Access, user: boolean): "emulate" | "retry" {
-    const charge = (c: number) => this.charge(c);
+    const charge = this.chargeFn;
     const base = this.roleBase();
     const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
     let sp = this.root!.sp;
@@ -390,11 +430,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   // ---- memory accesses ---------------------------------------------------------------
 
   /** Charges the hardware translation just done: a TLB hit, or a walk of `refs` references. */
-  private chargeHw(hits0: bigint, refs0: bigint): void {
-    let c = this.counters;
-    if (c.length === 0 || c.buffer !== this.hw.memory.wasmMemory.buffer) c = this.counters = this.hw.counterView();
-    if (c[this.cHits]! !== hits0) this.cycles += this.costs.tlbHit;
-    else this.cycles += this.costs.hwWalkRef * Number(c[this.cRefs]! - refs0);
+  private chargeHw(hits0: number, refs0: number): void {
+    const c = this.ctr();
+    if (c[2 * this.cHits]! !== hits0) this.cycles += this.costs.tlbHit;
+    else this.cycles += this.costs.hwWalkRef * ((c[2 * this.cRefs]! - refs0) >>> 0);
   }
 
   /**
@@ -416,12 +455,13 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
       const c = this.counters;
-      const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
-      const r = this.hw.translate(va, access, user);
+      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      const hpa = this.hw.translatePa(va, access, user);
       this.chargeHw(h0, r0);
-      if (!("fault" in r)) return r.pa;
-      if (r.fault.kind === "general-protection") return GP;
-      if (r.fault.kind === "abort") throw new Error(`vmmu: shadow walk aborted at hpa ${r.fault.gpa} (shadow MMU bug)`);
+      if (hpa !== undefined) return hpa;
+      const fault = this.hw.lastFault();
+      if (fault.kind === "general-protection") return GP;
+      if (fault.kind === "abort") throw new Error(`vmmu: shadow walk aborted at hpa ${fault.gpa} (shadow MMU bug)`);
       const f = this.pageFault(va, access, user);
       if (f === "retry") continue;
       if (f === "emulate") {
@@ -455,11 +495,11 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       let i = 0;
       while (i < m) {
         this.reloadIfObsolete();
-        const c = this.counters.length && this.counters.buffer === this.hw.memory.wasmMemory.buffer ? this.counters : (this.counters = this.hw.counterView());
-        const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
+        const c = this.ctr();
+        const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
         const stop = this.hw.translateUntilFault(i, m, user);
-        const c2 = this.counters.buffer === this.hw.memory.wasmMemory.buffer ? this.counters : (this.counters = this.hw.counterView());
-        this.cycles += this.costs.tlbHit * Number(c2[this.cHits]! - h0) + this.costs.hwWalkRef * Number(c2[this.cRefs]! - r0);
+        const c2 = this.ctr();
+        this.cycles += this.costs.tlbHit * ((c2[2 * this.cHits]! - h0) >>> 0) + this.costs.hwWalkRef * ((c2[2 * this.cRefs]! - r0) >>> 0);
         this.accesses += stop - i;
         if (stop >= m) { i = m; break; }
         const code = kinds[done + stop]!;
@@ -485,14 +525,14 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
       const c = this.counters;
-      const h0 = c[this.cHits]!, r0 = c[this.cRefs]!;
-      const r = this.hw.translate(va, "write", false);
+      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      const hpa = this.hw.translatePa(va, "write", false);
       this.chargeHw(h0, r0);
-      if (!("fault" in r)) {
-        this.mmu.memory.write64(r.pa, value);
+      if (hpa !== undefined) {
+        this.mmu.memory.write64(hpa, value);
         return null;
       }
-      if (r.fault.kind === "general-protection") return GP;
+      if (this.hw.lastFault().kind === "general-protection") return GP;
       const f = this.pageFault(va, "write", false);
       if (f === "retry") continue;
       if (f === "emulate") {
@@ -514,13 +554,13 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     const page = va & ~0xfffn;
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
-      const r = this.hw.translate(page, "write", false);
-      if (!("fault" in r)) {
-        this.mmu.memory.write(r.pa, new Uint8Array(4096));
+      const hpa = this.hw.translatePa(page, "write", false);
+      if (hpa !== undefined) {
+        this.mmu.memory.fill(hpa, 4096, 0);
         this.charge(512);
         return null;
       }
-      if (r.fault.kind === "general-protection") return GP;
+      if (this.hw.lastFault().kind === "general-protection") return GP;
       const f = this.pageFault(page, "write", false);
       if (f === "retry") continue;
       if (f === "emulate") {
@@ -529,7 +569,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
         if (typeof pa !== "bigint") return pa;
         this.charge(this.costs.emulate);
         this.mmu.stats.emulatedWrites++;
-        this.mmu.memory.write(pa, new Uint8Array(4096));
+        this.mmu.memory.fill(pa, 4096, 0);
         this.mmu.trackWrite(pa, 4096, this);
         return null;
       }
@@ -567,6 +607,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     v &= ~CR3_NOFLUSH;
     const fault = this.walker.writeCr3(v | (noflush ? CR3_NOFLUSH : 0n));
     if (fault) return GP;
+    this.g.cr3 = v;
     const pcid = pcide ? Number(v & CR3_PCID_MASK) : 0;
     const hit = this.switchRoot(v);
     const slot = this.root!;
@@ -633,7 +674,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   private syncAddress(root: ShadowPage, va: bigint): void {
     let sp: ShadowPage | undefined = root;
     let flush = false;
-    const charge = (c: number) => this.charge(c);
+    const charge = this.chargeFn;
     while (sp) {
       this.charge(this.costs.syncVisit);
       const idx = indexAt(va, sp.level);
@@ -643,7 +684,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
           this.mmu.stats.spteSynced++;
           const gpte = this.mmu.memory.read64((sp.gfn << 12n) + BigInt(idx) * 8n);
           const want = this.mmu.leafSpte(gpte, sp.access);
-          const old = this.mmu.pool.read(sp.hpa, idx);
+          const old = this.mmu.pool.entry(sp.entryBase + idx);
           if (!want || (old & ADDR) !== (want.spte & ADDR)) flush = this.mmu.setLeaf(sp, idx, undefined, 0n) || flush;
           else {
             const rights = PTE.RW | PTE.US | PTE.XD;
@@ -697,6 +738,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   writeCr4(value: bigint): GuestException | null {
     this.exit("cr4");
     if (this.walker.writeCr4(value)) return GP;
+    this.syncGuest();
     this.resetContext();
     return null;
   }
@@ -704,6 +746,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   writeCr0(value: bigint): GuestException | null {
     this.exit("cr0");
     if (this.walker.writeCr0(value)) return GP;
+    this.syncGuest();
     this.resetContext();
     return null;
   }

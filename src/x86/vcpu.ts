@@ -34,6 +34,7 @@ const GP: X86Fault = Object.freeze({ vector: 13, errorCode: 0, level: 0, kind: "
 export type X86Batch = Batch<boolean>;
 
 export class X86Vcpu extends VcpuBase<boolean> {
+  private lastStatus = 0;
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
    * block (TLB on, MAXPHYADDR); a worker attaching to a running vCPU passes
@@ -116,6 +117,25 @@ export class X86Vcpu extends VcpuBase<boolean> {
    */
   translate(va: bigint, access: X86Access = "read", user = false): X86TranslateResult {
     return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0));
+  }
+
+  /**
+   * translate() for hot paths: the pa on success, without building a result;
+   * undefined on a fault, which lastFault() then describes (until the next
+   * translation or walk).
+   */
+  translatePa(va: bigint, access: X86Access = "read", user = false): bigint | undefined {
+    const status = this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0);
+    if (status === this.L.STATUS_OK) return this.u64()[(this.base + this.L.R_PA) >> 3]!;
+    this.lastStatus = status;
+    return undefined;
+  }
+
+  /** The fault of the last translatePa() that returned undefined. */
+  lastFault(): X86Fault {
+    const r = this.result(this.lastStatus);
+    if (!("fault" in r)) throw new Error("vmmu: lastFault() without a faulting translatePa()");
+    return r.fault;
   }
 
   /**
@@ -302,9 +322,10 @@ export function isCanonical(va: bigint, la57: boolean): boolean {
 
 /** The wasm access code of an access kind; TypeError for anything else. */
 export function accessCode(access: X86Access): number {
-  const code = Object.hasOwn(ACCESS_CODE, access) ? ACCESS_CODE[access] : undefined;
-  if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
-  return code;
+  if (access === "read") return ACCESS_CODE.read;
+  if (access === "write") return ACCESS_CODE.write;
+  if (access === "fetch") return ACCESS_CODE.fetch;
+  throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
 }
 
 /** Throws a TypeError if any of the first `n` access codes is not 0, 1 or 2. */
