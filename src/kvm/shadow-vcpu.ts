@@ -34,6 +34,11 @@ interface RootSlot {
 }
 
 const GP: GuestException = { gp: true };
+
+/** kvm_mmu_free_roots flags (KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS(i), KVM_MMU_ROOTS_ALL). */
+export const ROOT_CURRENT = 1;
+export const ROOT_PREVIOUS = (i: number): number => 1 << (1 + i);
+export const ROOTS_ALL = 0b1111;
 const ADDR = PTE_ADDR_MASK;
 const NUM_PREV_ROOTS = 3;
 
@@ -292,11 +297,26 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   }
 
   private invalidateAllPrevRoots(): void {
+    if (!this.policy.keepUnsyncRoots) { this.freeRoots(ROOTS_ALL & ~ROOT_CURRENT); return; }
+    for (const s of this.prev) if (s) s.needSync = true;
+  }
+
+  /**
+   * kvm_mmu_free_roots: drops the roots selected by `flags` (ROOT_CURRENT,
+   * ROOT_PREVIOUS(i), ROOTS_ALL). A shadow page stays in the hash for reuse
+   * unless it was zapped and this was its last root reference. Freeing the
+   * current root leaves the vCPU without one until the next CR3 load or
+   * entry (which rebuilds it).
+   */
+  freeRoots(flags: number): void {
     for (let i = 0; i < NUM_PREV_ROOTS; i++) {
-      const s = this.prev[i];
-      if (!s) continue;
-      if (this.policy.keepUnsyncRoots) s.needSync = true;
-      else { this.freeSlot(s); this.prev[i] = undefined; }
+      if ((flags & ROOT_PREVIOUS(i)) === 0 || !this.prev[i]) continue;
+      this.freeSlot(this.prev[i]);
+      this.prev[i] = undefined;
+    }
+    if ((flags & ROOT_CURRENT) !== 0 && this.root) {
+      this.freeSlot(this.root);
+      this.root = undefined;
     }
   }
 
@@ -438,13 +458,14 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   /**
    * KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load before entering the guest:
-   * a root zapped while in use (write flooding of the guest's PML4) is freed
-   * and rebuilt, synced and flushed.
+   * a root zapped while in use (write flooding of the guest's PML4), or freed
+   * by freeRoots(ROOT_CURRENT), is rebuilt, synced and flushed.
    */
   private reloadIfObsolete(): void {
-    if (this.root!.sp.valid) return;
+    if (this.root?.sp.valid) return;
+    const pgd = this.root?.pgd ?? (this.guest().cr3 & ~CR3_NOFLUSH);
     this.freeSlot(this.root);
-    this.allocRoot(this.root!.pgd);
+    this.allocRoot(pgd);
     this.mmu.syncTree(this.root!.sp, this);
     this.loadHardware();
     this.flushHardwareCurrent();
@@ -754,8 +775,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   private resetContext(): void {
     this.charge(this.costs.mmuReinit);
     if (this.policy.pcidTaggedSps) this.pending.fill(1);
-    this.freeSlot(this.root);
-    for (let i = 0; i < NUM_PREV_ROOTS; i++) { this.freeSlot(this.prev[i]); this.prev[i] = undefined; }
+    this.freeRoots(ROOTS_ALL);
     this.allocRoot(this.guest().cr3);
     this.mmu.syncTree(this.root!.sp, this);
     this.loadHardware();

@@ -13,7 +13,7 @@ import { describe, expect, it } from "vitest";
 import { CR3_NOFLUSH, CR4, LONG_MODE, PTE, X86PageTableBuilder, type GuestMemory } from "../../../src/index.js";
 import { POLICIES } from "../../../src/kvm/policy.js";
 import { createShadowVm, type ShadowVm } from "../../../src/kvm/shadow-vm.js";
-import type { ShadowVcpu } from "../../../src/kvm/shadow-vcpu.js";
+import { ROOT_CURRENT, ROOT_PREVIOUS, ROOTS_ALL, type ShadowVcpu } from "../../../src/kvm/shadow-vcpu.js";
 
 const DIRECT = 0xffff_8880_0000_0000n;
 const KV = 0xffff_c900_0000_0000n;
@@ -385,4 +385,25 @@ describe("open bugs", () => {
       expect(read(cpu, KV, false)).toBe(0x30_1000n);
     });
   }
+});
+
+describe("freeing roots by flag (kvm_mmu_free_roots)", () => {
+  it("frees the previous roots selected and rebuilds a freed current root at the next access", async () => {
+    const vm = await createShadowVm({ vcpus: 1, memoryBytes: 64 << 20, policy: "shahid2018", poolBytes: 4 << 20 });
+    const b = new X86PageTableBuilder(vm.machine.memory, { tableBase: 0x10_0000n, tableLimit: 0x80_0000n });
+    b.map(0x40_0000n, 0x100_0000n, "4K", { user: true, write: true });
+    const v = vm.vcpus[0]!;
+    v.start({ ...LONG_MODE, cr4: LONG_MODE.cr4 | CR4.PCIDE, cr3: b.root | 1n });
+    for (const pcid of [2n, 3n, 4n]) v.writeCr3(b.root | pcid | CR3_NOFLUSH);
+    expect(v.roots().map((r) => Number(r.pgd & 0xfffn))).toEqual([4, 3, 2, 1]);
+    v.freeRoots(ROOT_PREVIOUS(1));
+    expect(v.roots().map((r) => Number(r.pgd & 0xfffn))).toEqual([4, 3, 1]);
+    v.freeRoots(ROOT_CURRENT);
+    expect(v.roots().map((r) => Number(r.pgd & 0xfffn))).toEqual([3, 1]);
+    expect(v.access(0x40_0010n, "read", true)).toBe(0x100_0010n);
+    expect(v.roots().map((r) => Number(r.pgd & 0xfffn))).toEqual([4, 3, 1]);
+    v.freeRoots(ROOTS_ALL);
+    expect(v.roots()).toEqual([]);
+    expect(v.access(0x40_0010n, "write", true)).toBe(0x100_0010n);
+  });
 });
