@@ -616,8 +616,8 @@ async function run(opts: RunOptions): Promise<RunStats> {
    *   holds as certain, nor pass over such a stage-2-only entry (unless the
    *   access itself evicted something, which may have been that entry).
    * - After a walk the page's entries in the current ASID are gone (the vCPU
-   *   dropped or never had them; not so for a tagged VA, which it does not
-   *   look up), its fill replaces the entry of its key, and a fresh stage-2
+   *   dropped or never had them; a tagged VA is looked up under its untagged
+   *   page when TBI applies), its fill replaces the entry of its key, and a fresh stage-2
    *   walk's result is legal too.
    * `g0` is the vCPU's eviction count before the access: fills are certain
    * only if the access itself evicted nothing. Returns whether a hit could
@@ -633,8 +633,12 @@ async function run(opts: RunOptions): Promise<RunStats> {
     const g = gen(cpu);
     const what = `vCPU ${cpu} ${access}${el0 ? "/EL0" : ""} ${hex(va)} (VMID ${vmid} ASID ${asid}, ${source})`;
     const cur = legal.at(cpu, vmid, asid, vpn), glob = legal.at(cpu, vmid, "G", vpn);
-    /** The vCPU looks tagged VAs up in no TLB (it only fills for them), so a tagged walk drops nothing. */
-    const lookedUp = untag(va) === va;
+    /**
+     * The vCPU looks a tagged VA up under its untagged page when TBI applies (this
+     * regime sets TBI0/TBI1 and no TBID, so for every access); without TBI a
+     * tagged VA faults before any lookup and drops nothing.
+     */
+    const lookedUp = untag(va) === va || opts.tbi;
     const hitOuts = [...cur, ...glob].filter((e) => (e.allow & bit) !== 0)
       .map((e) => ({ pa: e.pa4k | (va & 0xfffn), pageSize: e.pageSize, level: e.level }));
     const ipa = s1.ok ? s1.pa : -1n;
