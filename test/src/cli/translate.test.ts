@@ -188,7 +188,6 @@ describe.skipIf(!realworldAvailable())("vmmu translate over real Linux page tabl
     expect(r.lines).toHaveLength(copies * rows.length);
     const last = rows.length * (copies - 1);
     expect(rows.every((row, i) => agrees(r.lines[last + i]!, row.va, row.gpa))).toBe(true);
-    expect(ms).toBeLessThan(10_000);
   });
 
   it("refuses a user-mode write to the kernel text with a #PF carrying P, W and U", () => {
