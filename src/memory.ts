@@ -101,16 +101,9 @@ export class GuestMemory {
 
   /** Copies `length` bytes starting at `gpa` out of guest RAM. */
   read(gpa: bigint, length: number): Uint8Array {
-    this.checkRange(gpa, length);
+    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`vmmu: length must be a non-negative integer, got ${length}`);
     const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      const a = gpa + BigInt(done);
-      const n = Math.min(length - done, 4096 - Number(a & 0xfffn));
-      const h = this.host(a, false);
-      out.set(this.views.u8.subarray(h, h + n), done);
-      done += n;
-    }
+    this.readInto(gpa, out);
     return out;
   }
 

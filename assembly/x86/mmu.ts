@@ -429,17 +429,20 @@ export function x86BatchHits(i: u32, count: u32, base: usize, tlb: usize, keyHi:
   return i;
 }
 
+/** Faults counted by the last batchRun. */
+let batchFaults: u32 = 0;
+
 /**
- * Translates the first `count` addresses of the vCPU's batch area (va[i],
- * access[i]) at CPL 3 if `user`, writing pa[i] and status[i] (BS_* layout;
- * pa is 0 on a fault, or the table gpa for an abort). Same semantics as
- * x86Translate, per address, in order. Returns the number of faults.
+ * The batch loop shared by x86TranslateBatch and x86TranslateUntilFault:
  *
  * 1. Serve the run of TLB hits from i (x86BatchHits).
  * 2. Translate entry i the slow way (global context, walk, fill, faults).
- * 3. Repeat from i + 1.
+ * 3. If it faulted and `stop`, return i; else repeat from i + 1.
+ *
+ * Returns where it stopped (`count` when it did not); counts faults in batchFaults.
  */
-export function x86TranslateBatch(count: u32, user: u32): u32 {
+// @ts-ignore: decorator
+@inline function batchRun(start: u32, count: u32, user: u32, stop: bool): u32 {
   if (count > BATCH_MAX) count = BATCH_MAX;
   const base = vcpuBase;
   const vaArr = base + VCPU_BATCH_VA;
@@ -450,46 +453,6 @@ export function x86TranslateBatch(count: u32, user: u32): u32 {
   const fast = pagingOn && tlbOn && !pkActive;
   let hits: u64 = 0;
   let faults: u32 = 0;
-  let i: u32 = 0;
-  while (i < count) {
-    if (fast) {
-      const j = x86BatchHits(i, count, base, tlbBase, curKeyHi, curSalt, tlbMask, hitPack, canonShift);
-      hits += <u64>(j - i);
-      i = j;
-      if (i >= count) break;
-    }
-    const va = load<u64>(vaArr + (<usize>i << 3));
-    const access = <u32>load<u8>(acArr + <usize>i);
-    const s = access <= ACCESS_FETCH ? translateSlow(va, access, user) : STATUS_EACCESS;
-    store<u64>(paArr + (<usize>i << 3), s == STATUS_OK ? rPa : (s == STATUS_ABORT ? rGpa : 0));
-    store<u32>(stArr + (<usize>i << 2), statusWord(s));
-    if (s != STATUS_OK) faults++;
-    i++;
-  }
-  if (hits != 0) {
-    counterAdd(C_LOOKUPS, hits);
-    counterAdd(C_HITS, hits);
-  }
-  return faults;
-}
-
-/**
- * Translates batch entries from `start` in order, as x86TranslateBatch does,
- * but stops at the first entry that does not translate: returns its index
- * (its status word says why), or `count` if every entry translated. For
- * callers that must handle a fault before the accesses after it happen (a
- * guest access stream under a hypervisor).
- */
-export function x86TranslateUntilFault(start: u32, count: u32, user: u32): u32 {
-  if (count > BATCH_MAX) count = BATCH_MAX;
-  const base = vcpuBase;
-  const vaArr = base + VCPU_BATCH_VA;
-  const paArr = base + VCPU_BATCH_PA;
-  const stArr = base + VCPU_BATCH_STATUS;
-  const acArr = base + VCPU_BATCH_ACCESS;
-  const hitPack = user != 0 ? hitPackU : hitPackS;
-  const fast = pagingOn && tlbOn && !pkActive;
-  let hits: u64 = 0;
   let i = start;
   while (i < count) {
     if (fast) {
@@ -503,14 +466,40 @@ export function x86TranslateUntilFault(start: u32, count: u32, user: u32): u32 {
     const s = access <= ACCESS_FETCH ? translateSlow(va, access, user) : STATUS_EACCESS;
     store<u64>(paArr + (<usize>i << 3), s == STATUS_OK ? rPa : (s == STATUS_ABORT ? rGpa : 0));
     store<u32>(stArr + (<usize>i << 2), statusWord(s));
-    if (s != STATUS_OK) break;
+    if (s != STATUS_OK) {
+      faults++;
+      if (stop) break;
+    }
     i++;
   }
   if (hits != 0) {
     counterAdd(C_LOOKUPS, hits);
     counterAdd(C_HITS, hits);
   }
+  batchFaults = faults;
   return i;
+}
+
+/**
+ * Translates the first `count` addresses of the vCPU's batch area (va[i],
+ * access[i]) at CPL 3 if `user`, writing pa[i] and status[i] (BS_* layout;
+ * pa is 0 on a fault, or the table gpa for an abort). Same semantics as
+ * x86Translate, per address, in order. Returns the number of faults.
+ */
+export function x86TranslateBatch(count: u32, user: u32): u32 {
+  batchRun(0, count, user, false);
+  return batchFaults;
+}
+
+/**
+ * Translates batch entries from `start` in order, as x86TranslateBatch does,
+ * but stops at the first entry that does not translate: returns its index
+ * (its status word says why), or `count` if every entry translated. For
+ * callers that must handle a fault before the accesses after it happen (a
+ * guest access stream under a hypervisor).
+ */
+export function x86TranslateUntilFault(start: u32, count: u32, user: u32): u32 {
+  return batchRun(start, count, user, true);
 }
 
 /**

@@ -413,6 +413,24 @@ export class ShadowMmu {
   }
 
   /**
+   * kvm_sync_spte: re-derives leaf SPTE `index` of unsync page `sp` from its
+   * gpte — zapped if the gpte went away or maps another frame, else its rights
+   * taken from the gpte (A/D the hardware set are kept). Returns true if a
+   * present SPTE changed (a flush is owed). syncPage does the same for every
+   * SPTE of a page, on 32-bit halves.
+   */
+  syncSpte(sp: ShadowPage, index: number): boolean {
+    this.stats.spteSynced++;
+    const gpte = this.memory.read64((sp.gfn << 12n) + BigInt(index) * 8n);
+    const want = this.leafSpte(gpte, sp.access);
+    const old = this.pool.entry(sp.entryBase + index);
+    if (!want || (old & PTE_ADDR_MASK) !== (want.spte & PTE_ADDR_MASK)) return this.setLeaf(sp, index, undefined, 0n);
+    const rights = PTE.RW | PTE.US | PTE.XD;
+    const next = (old & ~rights) | (want.spte & rights);
+    return next !== old ? this.setLeaf(sp, index, want.gfn, next) : false;
+  }
+
+  /**
    * kvm_sync_page: re-derives every SPTE of unsync leaf page `sp` from its
    * gptes, then write-protects its gfn again. Returns true if a present SPTE
    * changed (a flush is owed).

@@ -702,16 +702,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       if (sp.level === 1) {
         if (sp.unsync && sp.leafGfns.has(idx)) {
           charge(this.costs.syncSpte);
-          this.mmu.stats.spteSynced++;
-          const gpte = this.mmu.memory.read64((sp.gfn << 12n) + BigInt(idx) * 8n);
-          const want = this.mmu.leafSpte(gpte, sp.access);
-          const old = this.mmu.pool.entry(sp.entryBase + idx);
-          if (!want || (old & ADDR) !== (want.spte & ADDR)) flush = this.mmu.setLeaf(sp, idx, undefined, 0n) || flush;
-          else {
-            const rights = PTE.RW | PTE.US | PTE.XD;
-            const next = (old & ~rights) | (want.spte & rights);
-            if (next !== old) flush = this.mmu.setLeaf(sp, idx, want.gfn, next) || flush;
-          }
+          flush = this.mmu.syncSpte(sp, idx) || flush;
         }
         break;
       }
