@@ -56,7 +56,7 @@ export const M_POOL_BASE: u32 = 0x10; //    u32
 export const M_POOL_BYTES: u32 = 0x14; //   u32
 export const M_FRAME_DIR: u32 = 0x18; //    u32  0 if the slot is eager only
 export const M_RAM_HOST: u32 = 0x1c; //     u32
-export const M_BACK_NEXT: u32 = 0x20; //    u32  bump pointer (atomic)
+export const M_BACK_NEXT: u32 = 0x58; //    u64  next free byte of the backing area (under M_GROW_LOCK); ≤ LINEAR_LIMIT, never wraps
 export const M_BACK_END: u32 = 0x24; //     u32  current memory size in bytes / 64 KiB
 export const M_BACKED: u32 = 0x28; //       u32  lazily backed 4 KiB frames (atomic)
 export const M_POPULATE: u32 = 0x2c; //     u32  1: call host populate() for unbacked frames
@@ -66,6 +66,7 @@ export const M_EAGER_BYTES: u32 = 0x40; //  u64  first bytes of the slot backed 
 export const M_MAX_PAGES: u32 = 0x48; //    u32  memory maximum in 64 KiB pages
 export const M_GROW_LOCK: u32 = 0x4c; //    u32  spin lock for memory.grow + leaf allocation
 export const M_POOL_HPA: u32 = 0x50; //     u64  host-physical address where walkers see the pool
+// 0x20: unused (was a u32 bump pointer, which wrapped to 0 at 4 GiB)
 
 /**
  * Host-physical base of the host-table pool as hardware walkers see it (the

@@ -73,7 +73,7 @@ export function machineInit(
   store<u32>(MACHINE_BASE + M_POOL_BYTES, poolBytes);
   store<u32>(MACHINE_BASE + M_FRAME_DIR, <u32>dir);
   store<u32>(MACHINE_BASE + M_RAM_HOST, <u32>ramHost);
-  store<u32>(MACHINE_BASE + M_BACK_NEXT, <u32>backBase);
+  store<u64>(MACHINE_BASE + M_BACK_NEXT, backBase);
   store<u32>(MACHINE_BASE + M_BACK_END, <u32>memory.size());
   store<u32>(MACHINE_BASE + M_BACKED, 0);
   store<u32>(MACHINE_BASE + M_POPULATE, populate);

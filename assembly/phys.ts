@@ -21,7 +21,7 @@
 
 import {
   MACHINE_BASE, M_SLOT_BASE, M_SLOT_SIZE, M_EAGER_BYTES, M_RAM_HOST, M_FRAME_DIR, M_POOL_BASE, M_POOL_BYTES, M_POOL_HPA,
-  M_BACK_NEXT, M_BACK_END, M_BACKED, M_POPULATE, M_MAX_PAGES, M_GROW_LOCK, ZERO_PAGE, WASM_PAGE,
+  M_BACK_NEXT, M_BACK_END, M_BACKED, M_POPULATE, M_MAX_PAGES, M_GROW_LOCK, ZERO_PAGE, WASM_PAGE, LINEAR_LIMIT,
 } from "./layout";
 
 /** Called when a populate-enabled slot reads an unbacked frame; `off` is the slot offset of the frame. */
@@ -113,20 +113,37 @@ function unlock(): void {
   atomic.store<u32>(MACHINE_BASE + M_GROW_LOCK, 0);
 }
 
-/** Allocates one zeroed 4 KiB host frame from the backing area; 0 when memory is exhausted. Caller holds the lock. */
+/**
+ * Allocates one zeroed 4 KiB host frame from the backing area; 0 when memory
+ * is exhausted. Caller holds the lock.
+ *
+ * 1. If the frame at the bump pointer lies past the memory's current end,
+ *    grow by 1/8 (at least 1 MiB, at least to cover it), capped at the
+ *    machine's maximum.
+ * 2. If it still does not fit, fail — the pointer is left where it is, so
+ *    every later call fails the same way (the pointer is a u64 byte address
+ *    bounded by LINEAR_LIMIT: it cannot wrap onto the low regions).
+ * 3. Otherwise advance the pointer and return the frame.
+ * Fresh memory from memory.grow is zero and frames are never reused, so the
+ * frame needs no clearing.
+ */
 function allocFrameLocked(): usize {
-  const next = load<u32>(MACHINE_BASE + M_BACK_NEXT);
-  const end = <u64>load<u32>(MACHINE_BASE + M_BACK_END) * WASM_PAGE;
-  if (<u64>next + 4096 > end) {
+  const next = load<u64>(MACHINE_BASE + M_BACK_NEXT);
+  if (next + 4096 > <u64>load<u32>(MACHINE_BASE + M_BACK_END) * WASM_PAGE) {
     const maxPages = load<u32>(MACHINE_BASE + M_MAX_PAGES);
     const have = <u32>memory.size();
-    let want: u32 = have < 16 ? 16 : have >> 3; // grow by 1/8, at least 1 MiB
-    if (have + want > maxPages) want = maxPages - have;
+    const cover = <u32>((next + 4096 + WASM_PAGE - 1) / WASM_PAGE);
+    let want: u32 = have < 16 ? 16 : have >> 3;
+    if (cover > have && cover - have > want) want = cover - have;
+    if (have >= maxPages) want = 0;
+    else if (want > maxPages - have) want = maxPages - have;
     if (want == 0 || memory.grow(want) < 0) return 0;
     store<u32>(MACHINE_BASE + M_BACK_END, have + want);
+    if (next + 4096 > <u64>(have + want) * WASM_PAGE) return 0;
   }
-  store<u32>(MACHINE_BASE + M_BACK_NEXT, next + 4096);
-  return next;
+  if (next + 4096 > LINEAR_LIMIT) return 0;
+  store<u64>(MACHINE_BASE + M_BACK_NEXT, next + 4096);
+  return <usize>next;
 }
 
 function backFrame(off: u64): usize {

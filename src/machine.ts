@@ -31,6 +31,13 @@ export interface MachineOptions {
   poolBytes?: number;
   /** Called to fill an unbacked frame on its first read (memory images). */
   populate?: PopulateHook;
+  /**
+   * Cap on the wasm memory (bytes) the machine may grow to: machine state,
+   * eager RAM and lazily backed frames together. Default: what an all-eager
+   * machine needs, else the wasm32 limit (4 GiB). A write that needs a frame
+   * past the cap throws a RangeError; nothing written before changes.
+   */
+  maxHostBytes?: number | bigint;
 }
 
 export type X86MachineOptions = MachineOptions & { arch: "x86_64" };
@@ -92,13 +99,28 @@ export class Machine<V extends Vcpu = Vcpu> {
     if (!Number.isInteger(tlbEntries) || tlbEntries < 16 || tlbEntries > 1 << 20 || (tlbEntries & (tlbEntries - 1)) !== 0) {
       throw new RangeError("vmmu: tlbEntries must be a power of two in 16..2^20");
     }
-    // Upper bound on the memory this machine can need: fixed regions + eager
-    // RAM when all RAM is eager, else the whole 4 GiB for lazily backed frames.
+    // What the machine needs at creation (an upper bound on machineInit's
+    // layout), and the most it may grow to: that alone when all RAM is eager,
+    // else the wasm32 limit for lazily backed frames — either capped by
+    // maxHostBytes.
+    const limit = BigInt(layout.LINEAR_LIMIT);
     const perVcpu = BigInt(layout.VCPU_TLB + tlbEntries * layout.TLB_ENTRY + layout.WASM_PAGE);
-    const fixed = BigInt(layout.VCPU_AREA) + BigInt(vcpus) * perVcpu + BigInt(poolBytes) + 2n * BigInt(layout.WASM_PAGE);
-    const need = eager === size ? fixed + eager : 1n << 32n;
-    if (need > 1n << 32n) throw new RangeError("vmmu: eager RAM plus machine state exceeds the 4 GiB wasm memory; lower eagerBytes");
-    const maxPages = Number((need + 0xffffn) >> 16n);
+    const state = BigInt(layout.VCPU_AREA) + BigInt(vcpus) * perVcpu + BigInt(poolBytes) + 2n * BigInt(layout.WASM_PAGE);
+    const dirBytes = eager === size ? 0n : ((size + 0x3fffffn) >> 22n) * 4n + BigInt(layout.WASM_PAGE);
+    const atCreation = state + dirBytes + eager;
+    if (atCreation > limit) {
+      throw new RangeError(`vmmu: the machine needs ${atCreation} bytes of wasm memory at creation (vCPU state ${BigInt(vcpus) * perVcpu}, ` +
+        `host-table pool ${poolBytes}, eager RAM ${eager}${dirBytes ? `, frame directory ${dirBytes}` : ""}), above the 4 GiB wasm32 limit; ` +
+        `lower vcpus, tlbEntries, poolBytes or eagerBytes`);
+    }
+    const page = BigInt(layout.WASM_PAGE);
+    let maxPages = Number(eager === size ? (atCreation + page - 1n) / page : limit / page);
+    if (opts.maxHostBytes !== undefined) {
+      const cap = toBig(opts.maxHostBytes, "maxHostBytes");
+      if (cap > limit) throw new RangeError(`vmmu: maxHostBytes (${cap}) is above the 4 GiB wasm32 limit`);
+      if ((cap / page) * page < atCreation) throw new RangeError(`vmmu: maxHostBytes (${cap}) is below the ${atCreation} bytes this machine needs at creation`);
+      maxPages = Math.min(maxPages, Number(cap / page));
+    }
 
     const module = await coreModule();
     const wasmMemory = new WebAssembly.Memory({ initial: 2, maximum: maxPages, shared: true });

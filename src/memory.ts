@@ -45,10 +45,15 @@ export class GuestMemory {
       throw new RangeError(`vmmu: gpa ${hex(gpa)} is outside guest RAM [${hex(this.slot.base)}, ${hex(this.slot.base + this.slot.size)})`);
     }
     const h = forStore ? this.core.hostForStore(gpa) : this.core.hostForRead(gpa);
-    if (h === 1) throw new RangeError(`vmmu: out of backing memory while writing gpa ${hex(gpa)} (touched frames exceed the 4 GiB wasm memory)`);
+    if (h === 1) throw new RangeError(`vmmu: out of host memory while backing gpa ${hex(gpa)}: the frames touched exceed the machine's ${this.hostLimitBytes()} host bytes (createMachine maxHostBytes; at most 4 GiB)`);
     const host = h >>> 0;
     this.views.fresh().cover(host - (host & 0xfff) + 4096);
     return host;
+  }
+
+  /** The most linear memory this machine may grow to (bytes): maxHostBytes, or the wasm32 limit. */
+  hostLimitBytes(): number {
+    return this.views.fresh().dv.getUint32(this.layout.MACHINE_BASE + this.layout.M_MAX_PAGES, true) * this.layout.WASM_PAGE;
   }
 
   /** Reads the little-endian u64 at `gpa` (need not be aligned). Unbacked memory reads as zero. */

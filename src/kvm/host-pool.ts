@@ -14,6 +14,8 @@ export class HostPool {
   readonly pages: number;
   private readonly hostBase: number;
   private readonly free: number[] = [];
+  /** 1 for each page handed out and not yet released: a double release is refused, not a page handed out twice. */
+  private readonly used: Uint8Array;
   private nextFresh = 0;
   private readonly views: MemoryViews;
   /** Pages in use now and at most. */
@@ -26,13 +28,18 @@ export class HostPool {
     this.hostBase = dv.getUint32(layout.MACHINE_BASE + layout.M_POOL_BASE, true);
     this.pages = dv.getUint32(layout.MACHINE_BASE + layout.M_POOL_BYTES, true) / 4096;
     this.hpaBase = dv.getBigUint64(layout.MACHINE_BASE + layout.M_POOL_HPA, true);
+    this.used = new Uint8Array(this.pages);
   }
 
   private u64(): BigUint64Array {
     return this.views.fresh().u64;
   }
 
-  /** Allocates one zeroed page; returns its hpa, or undefined when the pool is full. */
+  /**
+   * Allocates one zeroed page; returns its hpa, or undefined when the pool is
+   * full (and stays undefined until a page is released: nothing in use is
+   * ever handed out again).
+   */
   alloc(): bigint | undefined {
     let page = this.free.pop();
     if (page === undefined) {
@@ -40,14 +47,18 @@ export class HostPool {
       page = this.nextFresh++;
     }
     this.views.fresh().u8.set(ZEROS, this.hostBase + page * 4096);
+    this.used[page] = 1;
     this.inUse++;
     if (this.inUse > this.peak) this.peak = this.inUse;
     return this.hpaBase + BigInt(page * 4096);
   }
 
-  /** Returns the page at `hpa` to the pool. */
+  /** Returns the page at `hpa` to the pool; throws if it is not a page in use. */
   release(hpa: bigint): void {
-    this.free.push(this.pageOf(hpa));
+    const page = this.pageOf(hpa);
+    if (this.used[page] !== 1) throw new Error(`vmmu: pool page ${hex(hpa)} released while not in use`);
+    this.used[page] = 0;
+    this.free.push(page);
     this.inUse--;
   }
 

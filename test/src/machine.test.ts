@@ -131,7 +131,7 @@ describe("the layout record, the machine header and the vCPU blocks agree", () =
     return {
       magic: u32(L.M_MAGIC), nvcpus: u32(L.M_NVCPUS), stride: u32(L.M_VCPU_STRIDE), tlbEntries: u32(L.M_TLB_ENTRIES),
       poolBase: u32(L.M_POOL_BASE), poolBytes: u32(L.M_POOL_BYTES), frameDir: u32(L.M_FRAME_DIR), ramHost: u32(L.M_RAM_HOST),
-      backNext: u32(L.M_BACK_NEXT), backEnd: u32(L.M_BACK_END), backed: u32(L.M_BACKED), maxPages: u32(L.M_MAX_PAGES),
+      backNext: u64(L.M_BACK_NEXT), backEnd: u32(L.M_BACK_END), backed: u32(L.M_BACKED), maxPages: u32(L.M_MAX_PAGES),
       slotBase: u64(L.M_SLOT_BASE), slotSize: u64(L.M_SLOT_SIZE), eager: u64(L.M_EAGER_BYTES),
     };
   }
@@ -144,8 +144,8 @@ describe("the layout record, the machine header and the vCPU blocks agree", () =
     expect(L.VCPU_AREA % L.WASM_PAGE).toBe(0);
     const fields: [number, number][] = [
       [L.M_MAGIC, 4], [L.M_NVCPUS, 4], [L.M_VCPU_STRIDE, 4], [L.M_TLB_ENTRIES, 4], [L.M_POOL_BASE, 4], [L.M_POOL_BYTES, 4],
-      [L.M_FRAME_DIR, 4], [L.M_RAM_HOST, 4], [L.M_BACK_NEXT, 4], [L.M_BACK_END, 4], [L.M_BACKED, 4], [L.M_POPULATE, 4],
-      [L.M_SLOT_BASE, 8], [L.M_SLOT_SIZE, 8], [L.M_EAGER_BYTES, 8], [L.M_MAX_PAGES, 4],
+      [L.M_FRAME_DIR, 4], [L.M_RAM_HOST, 4], [L.M_BACK_NEXT, 8], [L.M_BACK_END, 4], [L.M_BACKED, 4], [L.M_POPULATE, 4],
+      [L.M_SLOT_BASE, 8], [L.M_SLOT_SIZE, 8], [L.M_EAGER_BYTES, 8], [L.M_MAX_PAGES, 4], [L.M_GROW_LOCK, 4], [L.M_POOL_HPA, 8],
     ];
     expectDisjoint(fields, L.PAGE_SIZE);
     for (const [o, w] of fields) expect(o % w).toBe(0);
@@ -198,8 +198,8 @@ describe("the layout record, the machine header and the vCPU blocks agree", () =
         expect(h.frameDir).toBe(0);
         expect(h.ramHost).toBeGreaterThanOrEqual(afterPool);
       }
-      expect(h.ramHost + Number(slot.eagerBytes)).toBeLessThanOrEqual(h.backNext);
-      expect(h.backNext).toBeLessThanOrEqual(h.backEnd * L.WASM_PAGE);
+      expect(BigInt(h.ramHost) + slot.eagerBytes).toBeLessThanOrEqual(h.backNext);
+      expect(h.backNext).toBeLessThanOrEqual(BigInt(h.backEnd * L.WASM_PAGE));
       expect(h.backEnd * L.WASM_PAGE).toBeLessThanOrEqual(m.memory.buffer.byteLength);
       expect(h.backEnd).toBeLessThanOrEqual(h.maxPages);
 

@@ -229,3 +229,56 @@ describe("first touches that grow the backing memory", () => {
     expect(other.read64(0x7ff8n)).toBe(0x5678n);
   });
 });
+
+describe("running out of host memory", () => {
+  it("under maxHostBytes: the first frame past the cap is a clear RangeError, every later one too, and nothing written before changes", async () => {
+    const m = await createMachine({ arch: "x86_64", memoryBytes: 64n * GiB, maxHostBytes: 8n * MiB });
+    expect(m.memory.hostLimitBytes()).toBe(8 * 1024 * 1024);
+    const written: bigint[] = [];
+    let f = 0n;
+    let first: unknown;
+    for (; f < 10_000n; f++) {
+      try { m.memory.write64(f << 12n, 0x5eed_0000n + f); written.push(f); } catch (e) { first = e; break; }
+    }
+    expect(first).toBeInstanceOf(RangeError);
+    expect(String(first)).toMatch(/^RangeError: vmmu: out of host memory while backing gpa .*maxHostBytes/);
+    expect(written.length).toBeGreaterThan(1000);
+    for (const g of [f + 1n, f + 2n, f + 100n, (1n << 24n) - 1n]) {
+      expect(() => m.memory.write64(g << 12n, 0xdead_0000n + g)).toThrow(/^vmmu: out of host memory/);
+    }
+    for (const w of written) expect(m.memory.read64(w << 12n)).toBe(0x5eed_0000n + w);
+    for (const g of [f, f + 1n, f + 2n, f + 100n]) expect(m.memory.read64(g << 12n)).toBe(0n);
+    expect(m.memory.backedFrames()).toBe(written.length);
+    expect(m.memory.buffer.byteLength).toBeLessThanOrEqual(8 * 1024 * 1024);
+  });
+
+  it("refuses a maxHostBytes below what the machine needs at creation, or above 4 GiB, naming it", async () => {
+    await expect(createMachine({ arch: "x86_64", memoryBytes: 64n * MiB, maxHostBytes: 1n * MiB })).rejects.toThrow(/^vmmu: maxHostBytes \(1048576\) is below/);
+    await expect(createMachine({ arch: "x86_64", memoryBytes: 64n * GiB, maxHostBytes: 5n * GiB })).rejects.toThrow(/^vmmu: maxHostBytes .* above the 4 GiB/);
+  });
+
+  it("at the top of the 4 GiB wasm memory: the bump allocator fails rather than wrapping onto the ZERO page and the machine header", async () => {
+    // White-box: move the backing cursor to 8 frames below 4 GiB instead of
+    // touching 4 GiB of frames (which is what reaching it honestly costs).
+    const m = await createMachine({ arch: "x86_64", memoryBytes: 64n * GiB });
+    const L = m.layout;
+    m.memory.write64(0n, 0x1111n);
+    const dv = () => new DataView(m.memory.buffer);
+    const magic = dv().getUint32(L.MACHINE_BASE + L.M_MAGIC, true);
+    dv().setBigUint64(L.MACHINE_BASE + L.M_BACK_NEXT, BigInt(L.LINEAR_LIMIT) - 8n * 4096n, true);
+    let ok = 0;
+    let f = 1n;
+    for (; f < 64n; f++) {
+      try { m.memory.write64(f << 22n, 0xdead_0000n + f); ok++; } catch (e) { expect(String(e)).toMatch(/out of host memory/); break; }
+    }
+    // Each new 4 MiB chunk needs a frame-table leaf and a frame: 4 chunks fit in 8 frames.
+    expect(ok).toBe(4);
+    for (let g = f; g < f + 8n; g++) expect(() => m.memory.write64(g << 22n, 1n)).toThrow(/out of host memory/);
+    expect(dv().getUint32(L.MACHINE_BASE + L.M_MAGIC, true)).toBe(magic);
+    expect(new Uint8Array(m.memory.buffer, L.ZERO_PAGE, 4096).every((b) => b === 0)).toBe(true);
+    expect(dv().getBigUint64(L.MACHINE_BASE + L.M_BACK_NEXT, true)).toBe(BigInt(L.LINEAR_LIMIT));
+    expect(m.memory.read64(0n)).toBe(0x1111n);
+    for (let g = 1n; g <= BigInt(ok); g++) expect(m.memory.read64(g << 22n)).toBe(0xdead_0000n + g);
+    expect(m.memory.read64((f + 100n) << 22n)).toBe(0n);
+  });
+});
