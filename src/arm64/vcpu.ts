@@ -68,7 +68,7 @@ class ContextTable {
   evictions = 0;
 
   constructor(private readonly size: number, private readonly flush: (slot: number) => void) {
-    this.owner = new Array<string | undefined>(size);
+    this.owner = new Array<string | undefined>(size).fill(undefined);
     this.stamp = new Array<number>(size).fill(0);
   }
 

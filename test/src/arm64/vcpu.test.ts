@@ -669,6 +669,52 @@ describe("context slots", () => {
     expect(wrong).toEqual([]);
     expect(g.v0.tlbiStats().contextEvictions).toBeGreaterThan(0);
   });
+
+  it("six ASIDs on a fresh vCPU take free context slots: nothing is recycled and every ASID keeps its entry", async () => {
+    const g = await guest({ tcr: TCR48 | TCR.AS });
+    g.user.map(USER, 0x80_0000n, "4K", { nG: true });
+    const asids = [1, 2, 3, 0x42, 0x1ff, 0x2301];
+    for (const asid of asids) {
+      g.v0.setSystemRegisters({ ttbr0: g.user.ttbr(asid) });
+      expectWalked(g.v0, USER, 0x80_0000n);
+    }
+    for (const asid of asids) {
+      g.v0.setSystemRegisters({ ttbr0: g.user.ttbr(asid) });
+      expectCached(g.v0, USER, 0x80_0000n);
+    }
+    expect(g.v0.tlbiStats().contextEvictions).toBe(0);
+  });
+
+  it("a full context table recycles exactly one slot per new ASID, least recently used first", async () => {
+    // 4097 slots; the reset state (VMID 0, ASID 0) and VMID 1 (ASID 1) hold
+    // three each (stage-2, global, ASID), so ASIDs 2..4092 fill the table.
+    const g = await guest({ tcr: TCR48 | TCR.AS, tlbEntries: 1 << 14 });
+    g.user.map(USER, 0x80_0000n, "4K", { nG: true });
+    const to = (asid: number) => g.v0.setSystemRegisters({ ttbr0: g.user.ttbr(asid) });
+    expectWalked(g.v0, USER, 0x80_0000n);
+    for (let asid = 2; asid <= 4092; asid++) {
+      to(asid);
+      if (asid <= 4) expectWalked(g.v0, USER, 0x80_0000n);
+    }
+    expect(g.v0.tlbiStats().contextEvictions).toBe(0);
+    to(2);
+    expectCached(g.v0, USER, 0x80_0000n);
+    expect(g.v0.tlbiStats().contextEvictions).toBe(0);
+    // LRU now: VMID 0's three contexts, then ASID 1, then ASID 3 (ASID 2 was just used).
+    for (let asid = 4093; asid <= 4096; asid++) to(asid);
+    expect(g.v0.tlbiStats().contextEvictions).toBe(4);
+    to(2);
+    expectCached(g.v0, USER, 0x80_0000n);
+    to(4);
+    expectCached(g.v0, USER, 0x80_0000n);
+    expect(g.v0.tlbiStats().contextEvictions).toBe(4);
+    to(1);
+    expectWalked(g.v0, USER, 0x80_0000n);
+    expect(g.v0.tlbiStats().contextEvictions).toBe(5);
+    to(3);
+    expectWalked(g.v0, USER, 0x80_0000n);
+    expect(g.v0.tlbiStats().contextEvictions).toBe(6);
+  });
 });
 
 describe("invalidation cost", () => {
