@@ -279,11 +279,21 @@ export async function bareMetalKernelCompile(opts: BareMetalKernelCompileOptions
   return { ...runKernelCompile(guest, opts), guest };
 }
 
+/**
+ * Scheduler steps with neither a completed operation nor a user access before
+ * the driver gives up: every step of a live workload either runs an operation,
+ * runs user accesses, takes a tick, or idles to the next event, so a long run
+ * of steps without either is a livelock, never a slow run.
+ */
+const MAX_STALLED_STEPS = 1_000_000;
+
 class KernelCompile {
   private readonly cpus: LinuxCpu[];
   private readonly A: number;
   private readonly step: number;
   private readonly tick: number;
+  /** Non-compute operations started (progress, with userAccesses, for the stall guard). */
+  private opsDone = 0;
   private readonly slice: number;
   private readonly rng = new Uint32Array(1);
   private readonly runq: Proc[] = [];
@@ -350,8 +360,16 @@ class KernelCompile {
     const t0 = performance.now();
     const expected = 1 + 3 * o.jobs;
     let steps = 0;
+    let stalled = 0;
+    let mark = -1;
     while (this.alive > 0) {
       if (o.onProgress && (++steps & 63) === 0) o.onProgress(Math.min(1, this.processes / expected));
+      const progress = this.userAccesses + this.opsDone;
+      if (progress !== mark) { mark = progress; stalled = 0; }
+      else if (++stalled > MAX_STALLED_STEPS) {
+        throw new Error(`vmmu: the workload made no progress in ${MAX_STALLED_STEPS} scheduler steps (no operation completed, no user access ran); ` +
+          "a cost configuration where every step is spent in interrupts or exits cannot finish — lower the costs");
+      }
       let i = 0;
       for (let j = 1; j < this.cyc.length; j++) if (this.cyc[j]! < this.cyc[i]!) i = j;
       const lc = this.cpus[i]!;
@@ -523,7 +541,6 @@ class KernelCompile {
     const now = this.now(lc);
     const cur = lc.current ? this.procOf.get(lc.current) : undefined;
     if (now >= this.nextTick[lc.index]!) {
-      this.nextTick[lc.index] = now - (now % this.tick) + this.tick;
       if (cur) {
         this.g.interrupt(lc);
         if (now - cur.ranSince >= this.slice && this.runq.some((q) => q.readyAt <= now)) {
@@ -533,8 +550,13 @@ class KernelCompile {
           this.runq.push(cur);
           this.schedule(lc);
         }
-        return;
       }
+      // Re-arm from the time the handler finished, skipping the periods it
+      // overran (kernel/time/tick-sched.c tick_sched_timer → hrtimer_forward):
+      // a tick that costs more than its period never starves the task.
+      const after = lc.cpu.cycles;
+      this.nextTick[lc.index] = after - (after % this.tick) + this.tick;
+      if (cur) return;
     }
     if (!cur) {
       const next = this.pickReady(now);
@@ -579,6 +601,7 @@ class KernelCompile {
     }
     p.op = null;
     p.resume = 0;
+    this.opsDone++;
     const nr = op.k === "read" ? NR.read : op.k === "write" ? NR.write : op.k === "brk" ? NR.brk : op.k === "mmap" ? NR.mmap
       : op.k === "munmap" ? NR.munmap : op.k === "spawn" ? NR.fork : op.k === "exec" ? NR.execve : op.k === "wait" ? NR.wait4
       : op.k === "unlink" ? NR.unlink : op.k === "exit" ? NR.exit : op.nr;
