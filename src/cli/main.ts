@@ -4,6 +4,7 @@
 import { runTranslate } from "./translate.js";
 import { runDemo } from "./demo.js";
 import { runRun } from "./run.js";
+import { runConformance } from "./conformance.js";
 
 const USAGE = `usage:
   vmmu demo                       build page tables, translate, invalidate, print throughput
@@ -16,6 +17,8 @@ const USAGE = `usage:
   vmmu translate --arch arm64 --image FILE --image-base HEX --ttbr0 HEX --ttbr1 HEX --tcr HEX
                  [--sctlr HEX] [--el 0|1] [--pan 0|1] [--access read|write|fetch]
                  [VA ...]          (or one VA per line on stdin)
+  vmmu conformance --arch x86_64|arm64 [--out FILE]
+                                  the MMU conformance suite as JSON lines (vmmu conformance --help)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -24,6 +27,7 @@ async function main(argv: string[]): Promise<number> {
     case "demo": return runDemo(rest);
     case "translate": return runTranslate(rest);
     case "run": return runRun(rest);
+    case "conformance": return runConformance(rest);
     case undefined: case "-h": case "--help": case "help":
       process.stdout.write(USAGE);
       return cmd === undefined ? 2 : 0;
