@@ -14,7 +14,7 @@ import {
   type Arm64TranslateResult, type Arm64Vcpu, type GuestMemory,
 } from "../../src/index.js";
 import { refTranslateArm64, type RefArm64Result, type RefArmAccess } from "../../src/ref/arm64-walk.js";
-import { Rng, seedNote, testSeed } from "../helpers/rng.js";
+import { fuzzCount, Rng, seedNote, testSeed } from "../helpers/rng.js";
 import { refMemoryOf } from "../helpers/machine.js";
 import { RamMirror, hx } from "../helpers/random-tables.js";
 import {
@@ -403,6 +403,7 @@ describe("wasm arm64 walker against the reference walker", () => {
   it("walk, translate and peek give the reference's outcome and hardware updates on random tables", async () => {
     const tally = await runAll(new Rng(seed), { rounds: 16, tables: 96, singles: 12, batches: 0 }, "single");
     console.info(`[arm64 differential, single] ${seedNote(seed)} ${tally}`);
+    fuzzCount("arm64-walk", tally.get("cases"));
     expectCoverage(tally, {
       "ok 4K": 500, "ok 2M": 350, "ok 1G": 250, "ok TTBR1": 500, "ok tagged": 40, "ok stage 1 off": 50, "ok through stage 2": 220,
       "translation s1": 3500, "address-size s1": 450, "access-flag s1": 200, "permission s1": 1200, "abort s1": 400,
@@ -422,6 +423,7 @@ describe("wasm arm64 walker against the reference walker", () => {
   it("translateBatch and batch().run give the reference's outcome per element and its hardware updates", async () => {
     const tally = await runAll(new Rng(seed ^ 0x5bd1_e995), { rounds: 8, tables: 48, singles: 0, batches: 3 }, "batch");
     console.info(`[arm64 differential, batch] ${seedNote(seed)} ${tally}`);
+    fuzzCount("arm64-walk", tally.get("batch elements"));
     expectCoverage(tally, {
       "ok 4K": 800, "ok 2M": 700, "ok 1G": 500, "ok TTBR1": 1000, "ok tagged": 60, "ok stage 1 off": 100, "ok through stage 2": 400,
       "translation s1": 8000, "address-size s1": 900, "access-flag s1": 350, "permission s1": 2700, "abort s1": 800,

@@ -10,7 +10,7 @@
 import { describe, expect, it } from "vitest";
 import { createMachine, type GuestMemory, type X86Control, type X86TranslateResult, type X86Vcpu } from "../../src/index.js";
 import { refTranslateX86, type RefAccess, type RefResult, type RefX86State } from "../../src/ref/x86-walk.js";
-import { Rng, seedNote, testSeed } from "../helpers/rng.js";
+import { fuzzCount, Rng, seedNote, testSeed } from "../helpers/rng.js";
 import {
   RamMirror, builderTree, describeWalk, hx, randomAccessVa, randomControl, randomTree, refState,
   type RandomTree, type TreeSpace,
@@ -329,6 +329,7 @@ describe("wasm x86-64 walker against the reference walker", () => {
   it("walk, translate and peek give the reference's outcome and A/D writes on random trees", async () => {
     const tally = await runAll(new Rng(seed), { trees: 64, singles: 12, batches: 0 }, "single");
     console.info(`[x86 differential, single] ${seedNote(seed)} ${tally}`);
+    fuzzCount("x86-walk", tally.get("cases"));
     expectCoverage(tally, {
       "ok 4K": 200, "ok 2M": 100, "ok 1G": 50,
       "#PF not present": 200, "#PF reserved": 100, "#PF key": 50, "#PF rights": 200,
@@ -344,6 +345,7 @@ describe("wasm x86-64 walker against the reference walker", () => {
   it("translateBatch and batch().run give the reference's outcome per element and its A/D writes", async () => {
     const tally = await runAll(new Rng(seed ^ 0x5bd1_e995), { trees: 32, singles: 0, batches: 3 }, "batch");
     console.info(`[x86 differential, batch] ${seedNote(seed)} ${tally}`);
+    fuzzCount("x86-walk", tally.get("batch elements"));
     expectCoverage(tally, {
       "ok 4K": 200, "ok 2M": 100, "ok 1G": 30, "#PF not present": 200, "#PF reserved": 50, "#PF key": 30,
       "#PF rights": 100, "#GP": 50, abort: 20, "A/D words written": 200,

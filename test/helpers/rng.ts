@@ -2,6 +2,8 @@
 // takes its seed from VMMU_SEED if set, else a fresh one, and prints it on
 // failure so a run can be replayed exactly.
 
+import { appendFileSync } from "node:fs";
+
 export class Rng {
   private s: Uint32Array;
   constructor(readonly seed: number) {
@@ -54,4 +56,16 @@ export function testSeed(): number {
 /** Prefix for assertion messages so a failure names the seed to replay with. */
 export function seedNote(seed: number, extra = ""): string {
   return `[replay with VMMU_SEED=${seed}${extra ? " " + extra : ""}]`;
+}
+
+/**
+ * Reports to `npm run fuzz` (scripts/fuzz.mjs) how many random cases a randomized test ran:
+ * when VMMU_FUZZ_COUNTS names a file, appends `{suite, seed, cases}` to it as one JSON line;
+ * a no-op otherwise. Call it once the cases have run, before the test's final assertions.
+ */
+export function fuzzCount(suite: string, cases: number): void {
+  const file = typeof process !== "undefined" ? process.env.VMMU_FUZZ_COUNTS : undefined;
+  if (!file) return;
+  const seed = process.env.VMMU_SEED ? Number(process.env.VMMU_SEED) >>> 0 : null;
+  appendFileSync(file, JSON.stringify({ suite, seed, cases }) + "\n");
 }

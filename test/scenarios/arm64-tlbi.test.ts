@@ -36,7 +36,7 @@ import {
 } from "../../src/index.js";
 import { refTranslateArm64, type RefArm64Result, type RefArm64State } from "../../src/ref/arm64-walk.js";
 import type { RefMemory } from "../../src/ref/x86-walk.js";
-import { Rng, seedNote, testSeed } from "../helpers/rng.js";
+import { fuzzCount, Rng, seedNote, testSeed } from "../helpers/rng.js";
 
 const K4 = 0x1000n;
 const M2 = 0x20_0000n;
@@ -1078,6 +1078,7 @@ describe("random TLBI sequences never leave a translation the Arm ARM forbids, n
         + `outside: ${s.stayChecked} certain entries checked (${s.stayMissed} missed), ${s.adWrites} AF/dirty updates, ${s.evictions} evictions, ${s.rollovers} rollovers, `
         + `≤${s.maxLegal} legal entries, `
         + `${Math.round(performance.now() - t0)} ms`);
+      fuzzCount("tlbi", s.steps);
       expect(s.staleUses, `${note} the run never used a stale translation`).toBeGreaterThan(0);
       expect(s.coveredMustWalk, note).toBeGreaterThan(0);
       expect(s.ignored, note).toBeGreaterThan(0);

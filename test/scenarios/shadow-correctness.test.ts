@@ -14,7 +14,7 @@ import { describe, expect, it } from "vitest";
 import { POLICIES } from "../../src/kvm/policy.js";
 import type { ShadowVm } from "../../src/kvm/shadow-vm.js";
 import { GuestModel, type GuestModelStats } from "../helpers/guest-model.js";
-import { seedNote, testSeed } from "../helpers/rng.js";
+import { fuzzCount, seedNote, testSeed } from "../helpers/rng.js";
 
 const SEED = testSeed();
 /** Steps per run (GM_STEPS overrides). */
@@ -48,6 +48,7 @@ describe("shadow paging never shows the guest a translation the architecture for
           + `${s.tablesFreed} tables freed, ${s.crossReuse} frames reused differently; MMU: ${m.emulatedWrites} emulated writes, ${m.unsyncs} unsyncs, `
           + `${m.syncs} syncs, ${m.spZapped} zaps, ${m.rootsReused} roots reused; ${Math.round(performance.now() - t0)} ms`);
         totals.set(policy, [...(totals.get(policy) ?? []), s]);
+        fuzzCount("shadow", s.steps);
         expect(s.steps, note).toBe(STEPS);
         expect(s.adChecks, note).toBeGreaterThan(0);
         expect(s.uninvalidatedEdits, note).toBeGreaterThan(0);

@@ -24,7 +24,7 @@ import {
   type GuestMemory, type X86Access, type X86TranslateResult, type X86Vcpu,
 } from "../../src/index.js";
 import { refTranslateX86, type RefMemory, type RefResult } from "../../src/ref/x86-walk.js";
-import { Rng, seedNote, testSeed } from "../helpers/rng.js";
+import { fuzzCount, Rng, seedNote, testSeed } from "../helpers/rng.js";
 
 const MAXPHY = 46;
 const ADDR = ((1n << BigInt(MAXPHY)) - 1n) & ~0xfffn;
@@ -648,6 +648,7 @@ describe("random guest sequences never see a translation the SDM forbids", () =>
       console.log(`${note} run ${i} tlb ${c.tlbEntries}: ${s.steps} steps, ${s.accesses} accesses (${s.hits} hits, ${s.staleUses} stale but legal, ${s.faults} faults), `
         + `${s.invalidations} invalidations swept (${s.swept} re-issued, ${s.sweptMustWalk} with nothing left to hit), ${s.gps} #GP, ${s.evictions} evictions, ${s.rollovers} tag rollovers, `
         + `≤${s.maxLegal} legal translations, ${Math.round(performance.now() - t0)} ms`);
+      fuzzCount("tlb", s.steps);
       expect(s.staleUses, `${note} the run never used a stale translation`).toBeGreaterThan(0);
       expect(s.sweptMustWalk, note).toBeGreaterThan(0);
       if (c.tlbEntries <= 64) expect(s.evictions, note).toBeGreaterThan(0);

@@ -12,7 +12,7 @@ import {
   flushTlbRangeOp, kvmTlbFlushVmidRange, linuxFlushTlbRange, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES,
   tlbiRangeNum, USER_ASID_FLAG, type LinuxTlbVariant, type TlbiCall,
 } from "../../../src/arm64/linux-tlb.js";
-import { Rng, seedNote, testSeed } from "../../helpers/rng.js";
+import { fuzzCount, Rng, seedNote, testSeed } from "../../helpers/rng.js";
 
 const K4 = 0x1000n;
 const M2 = 0x20_0000n;
@@ -399,6 +399,7 @@ describe("tiling property over random ranges", () => {
       expect(scales, `${note}: one range op per scale, ${variant === "v6.6" ? "ascending" : "descending"}`).toEqual(sorted);
       expect(calls.length, note).toBeLessThanOrEqual(5);
     }
+    fuzzCount("linux-tlb", 3000);
   });
 
   it("kvm_tlb_flush_vmid_range: every chunk tiles, except the v6.6 exact-2^21 chunk", () => {
@@ -413,5 +414,6 @@ describe("tiling property over random ranges", () => {
       expect(flushes, note).toBe(Number((pages + MAX - 1n) / MAX));
       expect(calls.at(-1), note).toEqual(VMALLE1IS);
     }
+    fuzzCount("linux-tlb", 400);
   });
 });

@@ -15,7 +15,7 @@ import type { GuestEvent, LinuxOptions } from "../../../src/guest/linux.js";
 import type { BareMetalCpu } from "../../../src/guest/bare-metal-cpu.js";
 import { bareMetalGuest } from "../../helpers/guest.js";
 import { refMemoryOf } from "../../helpers/machine.js";
-import { seedNote, testSeed } from "../../helpers/rng.js";
+import { fuzzCount, seedNote, testSeed } from "../../helpers/rng.js";
 
 async function run(vcpus: number, opts: Partial<KernelCompileOptions> = {}, guestOpts: Partial<LinuxOptions> & { invpcid?: boolean } = {}) {
   const events: GuestEvent[] = [];
@@ -66,6 +66,7 @@ describe("kernel compile", () => {
         walked++;
       },
     });
+    fuzzCount("kernel-compile", checked);
     expect(checked).toBeGreaterThan(3 * 6_000);
     expect(walked).toBeGreaterThan(checked / 12);
   });
