@@ -41,8 +41,11 @@ function parse(args: string[]): { arch: "x86_64" | "arm64"; out?: string } {
   return { arch, out };
 }
 
-/** Runs the subcommand; returns the exit code (0, or 2 on a usage error). */
-export function runConformance(args: string[]): number {
+/**
+ * Runs the subcommand; resolves to the exit code (0, or 2 on a usage error or an unwritable
+ * --out). A reader that closes stdout early (`| head`) ends the run quietly with 0.
+ */
+export async function runConformance(args: string[]): Promise<number> {
   if (args.includes("-h") || args.includes("--help")) { process.stdout.write(USAGE); return 0; }
   let a: ReturnType<typeof parse>;
   try {
@@ -58,18 +61,33 @@ export function runConformance(args: string[]): number {
     process.stderr.write(`vmmu: --out ${a.out}: ${(e as Error).message}\n`);
     return 2;
   }
-  const write = (s: string): void => { if (fd === undefined) process.stdout.write(s); else fs.writeSync(fd, s); };
+  let closed = false;
+  const onError = (e: NodeJS.ErrnoException): void => {
+    if (e.code !== "EPIPE") throw e;
+    closed = true;
+  };
+  if (fd === undefined) process.stdout.on("error", onError);
   const cases: Iterable<ConformanceCase> = a.arch === "x86_64" ? x86ConformanceCases() : arm64ConformanceCases();
   const groups = new Map<string, number>();
   let total = 0, chunk = "";
+  const flush = async (): Promise<void> => {
+    if (fd !== undefined) fs.writeSync(fd, chunk);
+    else if (!process.stdout.write(chunk)) await new Promise((resolve) => process.stdout.once("drain", resolve));
+    else await new Promise((resolve) => setImmediate(resolve));
+    chunk = "";
+  };
   try {
     for (const c of cases) {
       chunk += JSON.stringify(c) + "\n";
       groups.set(c.group, (groups.get(c.group) ?? 0) + 1);
       total++;
-      if (chunk.length >= 1 << 20) { write(chunk); chunk = ""; }
+      if (chunk.length >= 1 << 20) {
+        await flush();
+        if (closed) return 0;
+      }
     }
-    if (chunk !== "") write(chunk);
+    if (chunk !== "") await flush();
+    if (closed) return 0;
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }

@@ -5,7 +5,7 @@
  * are unique and stable; `vmmu conformance` writes one line per case; and a consumer that knows
  * only the line format replays cases from the file.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -149,6 +149,8 @@ describe("conformance suite", () => {
     }
     expect(x86.length).toBe(38_592);
     expect(arm64.length).toBe(34_890);
+    expect(x86[0]!.id).toBe("x86/rights/4l-4K/L2=---/L1=---/wp0-smep0-smap0-ac0-nxe0/ad-none/cpl0-read");
+    expect(arm64.at(-1)!.id).toBe("arm64/regions/mmu-off/high/el0-fetch");
     const again = x86ConformanceCases().next().value as X86ConformanceCase;
     expect(JSON.stringify(again)).toBe(JSON.stringify(x86[0]));
   });
@@ -236,6 +238,24 @@ describe("vmmu conformance", () => {
     expect(r.stdout).toBe("");
     expect(r.stderr).toBe(`${message}\n`);
   });
+
+  it("refuses an --out it cannot create with one vmmu: line and exit 2", () => {
+    const r = vmmu(["--arch", "x86_64", "--out", path.join(tmp, "no-such-dir", "x.jsonl")]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^vmmu: --out .*no-such-dir.*ENOENT[^\n]*\n$/);
+  });
+
+  it("ends quietly with 0 when the reader closes stdout early (| head)", async () => {
+    const child = spawn(process.execPath, [CLI, "conformance", "--arch", "x86_64"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
+    const firstChunk = await new Promise<string>((resolve) => child.stdout.once("data", (d: Buffer) => resolve(d.toString())));
+    child.stdout.destroy();
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    expect(firstChunk.startsWith(`{"schema":"${CONFORMANCE_SCHEMA}"`)).toBe(true);
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
+  }, 60_000);
 
   it("writes one line per x86_64 case to --out, the first one in the schema, and the counts on stderr; a consumer replays them", async () => {
     const file = path.join(tmp, "x86.jsonl");
