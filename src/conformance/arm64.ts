@@ -26,9 +26,9 @@
 //                      other bit set), a block at L0, a "block" at L3.
 //   address-size       TTBR, table and output addresses at or above TCR.IPS
 //                      (32 and 40 bits), with and without AF, at each level;
-//                      output addresses above 2^32 with IPS 48.
-//   regions            TTBR1 (leaf AP × XN × PAN), T0SZ/T1SZ 16..39 at the top
-//                      and just outside the range, EPD0/1, E0PD0/1, TBI0/1 ×
+//                      an output address with bit 44 set under IPS 48.
+//   regions            TTBR1 (leaf AP × XN × PAN), T0SZ/T1SZ 16..39 at the edge
+//                      of the range and just beyond it, EPD0/1, E0PD0/1, TBI0/1 ×
 //                      TBID0/1 on tagged addresses, HPD0/1 × APTable × XNTable,
 //                      SCTLR.M = 0.
 // Not covered (the reference does not model them): 16K/64K granules, 52-bit
