@@ -287,9 +287,8 @@ interface RunStats {
   coveredChecked: number;
   coveredMustWalk: number;
   s2Probed: number;
+  /** Certain entries outside every invalidation's scope re-issued by sweep (each must hit). */
   stayChecked: number;
-  /** Certain entries that did not hit although no invalidation covered them (see sweep). */
-  stayMissed: number;
   evictions: number;
   rollovers: number;
   adWrites: number;
@@ -519,10 +518,9 @@ async function run(opts: RunOptions): Promise<RunStats> {
   const legal = new Legal();
   const stats: RunStats = {
     steps: 0, accesses: 0, hits: 0, staleUses: 0, staleS2Uses: 0, faults: 0, tlbis: 0, ignored: 0, sequences: 0, removed: 0,
-    coveredChecked: 0, coveredMustWalk: 0, s2Probed: 0, stayChecked: 0, stayMissed: 0, evictions: 0, rollovers: 0, adWrites: 0, maxLegal: 0,
+    coveredChecked: 0, coveredMustWalk: 0, s2Probed: 0, stayChecked: 0, evictions: 0, rollovers: 0, adWrites: 0, maxLegal: 0,
   };
   const trail: string[] = [];
-  const missed: string[] = [];
   const log = (s: string) => { trail.push(`${stats.steps}: ${s}`); if (trail.length > 24) trail.shift(); };
   const fail = (msg: string): never => assert.fail(`${opts.note} step ${stats.steps}: ${msg}\nlast steps:\n  ${trail.join("\n  ")}`);
 
@@ -700,7 +698,9 @@ async function run(opts: RunOptions): Promise<RunStats> {
       s2Masks.push(ALLOW_ALL);
     } else {
       const info = isFresh ? stage2Info(r, ipa) : undefined;
-      if (isFresh && !info && staleS2.length === 0) return fail(`${what}: the fresh walk succeeded but stage 2 of ${hex(ipa)} alone does not`);
+      // With hardware AF a walk leaves stage 2's AF set; an ambiguous batch
+      // answer whose stage 2 still has AF = 0 was the hit, and filled nothing.
+      if (isFresh && !info && staleS2.length === 0 && precise) return fail(`${what}: the fresh walk succeeded but stage 2 of ${hex(ipa)} alone does not`);
       if (info) {
         const only = precise && staleS2.length === 0;
         if (only) legal.clear(cpu, vmid, "S2", ipaVpn); else for (const e of legal.at(cpu, vmid, "S2", ipaVpn)) e.sure = false;
@@ -868,6 +868,14 @@ async function run(opts: RunOptions): Promise<RunStats> {
   };
 
   /**
+   * Whether the model still holds `e` as certain: `e` itself is still listed
+   * under its key (an earlier access may have legally dropped and replaced
+   * it), it was filled by a precise walk, and its vCPU has evicted nothing,
+   * rolled over no tags and recycled no context since.
+   */
+  const stillCertain = (e: Entry): boolean => e.sure && e.gen === gen(e.cpu) && legal.at(e.cpu, e.vmid, e.ctx, e.vpn).includes(e);
+
+  /**
    * After invalidations: every removed combined entry's access, re-issued in
    * its own context, is judged without it (a hit on it would be illegal);
    * removed stage-2-only entries are probed through a fresh ASID; and a
@@ -889,22 +897,23 @@ async function run(opts: RunOptions): Promise<RunStats> {
     const gens = [gen(0), gen(1)];
     const certain = [...legal.all()].filter((e) => e.sure && e.gen === gens[e.cpu]);
     for (const e of sample(certain.filter((x) => x.ctx !== "S2"), 6)) {
-      if (!(e.sure && e.gen === gen(e.cpu))) continue;
       visit(e.cpu, e.ctx === "G" ? regs[e.cpu]!.ttbr0 : e.ttbr0, e.vttbr, () => {
+        // The sample is a snapshot: an earlier check may have displaced `e`, and
+        // switching context may have recycled a slot, so `e` is judged only if
+        // it is still certain right before its access. Then no eviction or
+        // rollover can explain a miss (they clear certainty), nor can any
+        // other legal drop (the model follows those), so every miss fails:
+        // the bound is 0 in every configuration.
+        if (!stillCertain(e)) return;
         const r = regs[e.cpu]!;
         const mustHit = (e.allow & bitOf(e.access, e.el0, r.pan)) !== 0
           && !(e.ctx === "G" && legal.at(e.cpu, e.vmid, asidOf(r), e.vpn).length > 0);
         const hit = translate(e.cpu, untag(e.va), e.access, e.el0);
-        // A TLB may always drop an entry, so a single miss is legal; a core that
-        // over-invalidates misses systematically, which the end-of-run bound catches.
-        if (mustHit && !hit) {
-          stats.stayMissed++;
-          missed.push(`step ${stats.steps}: vCPU ${e.cpu} ${e.access} ${hex(e.va)}`);
-        }
+        if (mustHit && !hit) fail(`vCPU ${e.cpu} ${e.access}${e.el0 ? "/EL0" : ""} ${hex(e.va)}: missed a certain ${e.ctx} entry outside every invalidation's scope`);
         if (mustHit) stats.stayChecked++;
       });
     }
-    if (s2on) for (const e of sample(certain.filter((x) => x.ctx === "S2"), 2)) if (e.sure && e.gen === gen(e.cpu)) probeStage2(e);
+    if (s2on) for (const e of sample(certain.filter((x) => x.ctx === "S2"), 2)) if (stillCertain(e)) probeStage2(e);
   };
 
   // ---- random operands ----
@@ -1075,7 +1084,7 @@ describe("random TLBI sequences never leave a translation the Arm ARM forbids, n
       console.log(`${note} run ${i} tlb ${c.tlbEntries}: ${s.steps} steps, ${s.accesses} accesses (${s.hits} hits, ${s.staleUses} stale but legal, `
         + `${s.staleS2Uses} through stale stage 2, ${s.faults} faults), ${s.tlbis} TLBIs (${s.ignored} ignored, ${s.sequences} Linux/KVM sequences, `
         + `${s.removed} entries removed), covered: ${s.coveredChecked} re-issued (${s.coveredMustWalk} with nothing left to hit), ${s.s2Probed} stage-2 probes, `
-        + `outside: ${s.stayChecked} certain entries checked (${s.stayMissed} missed), ${s.adWrites} AF/dirty updates, ${s.evictions} evictions, ${s.rollovers} rollovers, `
+        + `outside: ${s.stayChecked} certain entries checked, ${s.adWrites} AF/dirty updates, ${s.evictions} evictions, ${s.rollovers} rollovers, `
         + `≤${s.maxLegal} legal entries, `
         + `${Math.round(performance.now() - t0)} ms`);
       fuzzCount("tlbi", s.steps);
@@ -1084,7 +1093,6 @@ describe("random TLBI sequences never leave a translation the Arm ARM forbids, n
       expect(s.ignored, note).toBeGreaterThan(0);
       if (c.stage2 && c.tlbEntries >= 64) expect(s.staleS2Uses, `${note} no walk used a stale stage-2 entry`).toBeGreaterThan(0);
       if (c.tlbEntries >= 1 << 16) expect(s.stayChecked, note).toBeGreaterThan(0);
-      expect(s.stayMissed, `${note} entries outside every invalidation's scope that missed`).toBeLessThanOrEqual(Math.max(2, Math.floor(s.stayChecked / 100)));
       if (c.tlbEntries <= 64) expect(s.evictions, note).toBeGreaterThan(0);
       if (c.burst) expect(s.rollovers, note).toBeGreaterThan(0);
       if (c.hafdbs) expect(s.adWrites, note).toBeGreaterThan(0);
