@@ -424,3 +424,6 @@ export class MapMemory implements RefMemory {
     if (gpa % 8n !== 0n) throw new RangeError(`unaligned entry address 0x${gpa.toString(16)}`);
   }
 }
+
+/** The §4.5–4.7 rules above, for the two-dimensional walk in ept-walk.ts (no behaviour change here). */
+export { reservedMask, violatesRights, violatesProtectionKey, pageFault };
