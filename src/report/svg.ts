@@ -122,6 +122,9 @@ function size(v: number | undefined, name: string, dflt: number): number {
   return v;
 }
 
+/** Array.isArray without its narrowing (which widens a readonly T[] to any[]). */
+const isList = (v: unknown): boolean => Array.isArray(v);
+
 const f1 = (v: number) => (Math.round(v * 10) / 10).toString();
 
 interface Frame {
@@ -147,7 +150,7 @@ function frame(o: ChartOptions, yData: number[], fromZero: boolean, legend: { na
   const y0 = o.yMin ?? Math.min(yTicks[0]!, lo), y1 = o.yMax ?? Math.max(yTicks[yTicks.length - 1]!, hi);
   const tickW = Math.max(...yTicks.map((t) => fmt(t).length)) * CHAR_W;
   const legendRows = legend.length > 1 || refs.length > 0 ? legendLayout(legend, width - 20).rows : 0;
-  const top = 12 + (o.title ? FONT + 10 : 0) + legendRows * (FONT + 8);
+  const top = 12 + (o.title ? FONT + 10 : 0) + (legendRows ? legendRows * (FONT + 8) + 8 : 0);
   const left = 14 + tickW + (o.yLabel ? FONT + 8 : 0);
   const refW = refs.length ? Math.max(...refs.map((r) => fmt(r.value).length)) * CHAR_W + 8 : 0;
   const right = 16 + refW;
@@ -232,13 +235,13 @@ const colorOf = (s: ChartSeries, i: number) => s.color ?? PALETTE[i % PALETTE.le
  * categories or a value that is not finite.
  */
 export function barChart(o: BarChartOptions): string {
-  if (!Array.isArray(o.categories)) throw new TypeError("vmmu: categories must be an array of strings");
-  if (!Array.isArray(o.series) || o.series.length === 0) throw new TypeError("vmmu: series must be a non-empty array");
+  if (!isList(o.categories)) throw new TypeError("vmmu: categories must be an array of strings");
+  if (!isList(o.series) || o.series.length === 0) throw new TypeError("vmmu: series must be a non-empty array");
   const n = o.categories.length;
   const data: number[] = [];
   o.series.forEach((s, i) => {
-    if (!Array.isArray(s.values) || s.values.length !== n) {
-      throw new TypeError(`vmmu: series[${i}].values must have one entry per category (${n}), got ${Array.isArray(s.values) ? s.values.length : typeof s.values}`);
+    if (!isList(s.values) || s.values.length !== n) {
+      throw new TypeError(`vmmu: series[${i}].values must have one entry per category (${n}), got ${isList(s.values) ? s.values.length : typeof s.values}`);
     }
     s.values.forEach((v, j) => { if (v !== null && v !== undefined) data.push(finite(v, `series[${i}].values[${j}]`)); });
   });
@@ -251,12 +254,14 @@ export function barChart(o: BarChartOptions): string {
   const slotGuess = (width - 120) / Math.max(1, n);
   const longest = Math.max(0, ...o.categories.map((c) => c.length)) * CHAR_W;
   const slant = longest > slotGuess - 6;
-  const { f, parts } = frame(o, data, true, o.series.length > 1 || (o.references?.length ?? 0) > 0 ? legend : [], slant ? Math.min(longest * 0.6, 90) : 0);
+  const labels = o.valueLabels ?? o.series.length === 1;
+  // Room above the tallest bar for its value label.
+  const scaled = labels && data.length && Math.max(...data) > 0 ? [...data, Math.max(...data) * 1.08] : data;
+  const { f, parts } = frame(o, scaled, true, o.series.length > 1 || (o.references?.length ?? 0) > 0 ? legend : [], slant ? Math.min(longest * 0.6, 90) : 0);
   const fmt = o.yFormat ?? formatNumber;
   const x0 = f.left, x1 = f.width - f.right, slot = (x1 - x0) / Math.max(1, n);
   const groupW = slot * 0.75, barW = groupW / o.series.length;
   const base = f.y(Math.max(f.yTicks[0]!, Math.min(0, f.yTicks[f.yTicks.length - 1]!)));
-  const labels = o.valueLabels ?? o.series.length === 1;
   const bars: string[] = [`<g class="bars">`];
   o.series.forEach((s, i) => {
     s.values.forEach((v, j) => {
@@ -289,14 +294,14 @@ export function barChart(o: BarChartOptions): string {
  * numbers, a RangeError for x ≤ 0 on a log scale.
  */
 export function lineChart(o: LineChartOptions): string {
-  if (!Array.isArray(o.series) || o.series.length === 0) throw new TypeError("vmmu: series must be a non-empty array");
+  if (!isList(o.series) || o.series.length === 0) throw new TypeError("vmmu: series must be a non-empty array");
   const log = o.xScale === "log";
   if (o.xScale !== undefined && o.xScale !== "linear" && !log) throw new TypeError(`vmmu: xScale must be 'linear' | 'log', got ${String(o.xScale)}`);
   const xs: number[] = [], ys: number[] = [];
   o.series.forEach((s, i) => {
-    if (!Array.isArray(s.points)) throw new TypeError(`vmmu: series[${i}].points must be an array of [x, y]`);
+    if (!isList(s.points)) throw new TypeError(`vmmu: series[${i}].points must be an array of [x, y]`);
     s.points.forEach((p, j) => {
-      if (!Array.isArray(p) || p.length !== 2) throw new TypeError(`vmmu: series[${i}].points[${j}] must be [x, y]`);
+      if (!isList(p) || p.length !== 2) throw new TypeError(`vmmu: series[${i}].points[${j}] must be [x, y]`);
       const x = finite(p[0], `series[${i}].points[${j}][0]`), y = finite(p[1], `series[${i}].points[${j}][1]`);
       if (log && x <= 0) throw new RangeError(`vmmu: series[${i}].points[${j}][0] must be > 0 on a log x scale, got ${x}`);
       xs.push(x); ys.push(y);
