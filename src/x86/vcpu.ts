@@ -28,6 +28,22 @@ export interface X86Fault {
 export type X86Translation = { pa: bigint; pageSize: number; level: number };
 export type X86TranslateResult = X86Translation | { fault: X86Fault };
 
+/** One live TLB entry: a cached 4 KiB piece of a page (larger pages are cached piece by piece). */
+export interface X86TlbEntry {
+  /** Linear address of the piece (canonical, 4 KiB aligned). */
+  va: bigint;
+  /** Guest-physical address of the piece. */
+  pa: bigint;
+  /** Size of the page the piece belongs to: 4 KiB, 2 MiB or 1 GiB. */
+  pageSize: number;
+  /** Level of the leaf that mapped it (1 = PTE, 2 = PDE, 3 = PDPTE). */
+  level: number;
+  /** Filled into the global context (a G leaf under CR4.PGE): survives MOV CR3. */
+  global: boolean;
+  /** The PCID it was filled under; undefined for a global entry. */
+  pcid: number | undefined;
+}
+
 const GP: X86Fault = Object.freeze({ vector: 13, errorCode: 0, level: 0, kind: "general-protection" });
 
 /** Batch views of an x86 vCPU: `run(count, user)`. */
@@ -266,6 +282,41 @@ export class X86Vcpu extends VcpuBase<boolean> {
   /** The PCID in force (CR3[11:0] when CR4.PCIDE = 1, else 0). */
   currentPcid(): number {
     return (this.cr4() & CR4.PCIDE) !== 0n ? Number(this.u64()[(this.base + this.L.S_CR3) >> 3]! & CR3_PCID_MASK) : 0;
+  }
+
+  /**
+   * The live TLB entries of this vCPU, decoded (read-only; for debuggers and
+   * the browser demo, not a hot path: it scans the whole array). Entries of
+   * flushed contexts, still in the array but never matched, are left out;
+   * the count equals tlbStats().live. Ordered by PCID (global last), then va.
+   * Entry format: assembly/layout.ts, "TLB entry".
+   */
+  tlbEntries(): X86TlbEntry[] {
+    const L = this.L, dv = this.dv(), b = this.base;
+    const epoch = dv.getUint32(b + L.T_EPOCH, true);
+    const n = dv.getUint32(L.MACHINE_BASE + L.M_TLB_ENTRIES, true);
+    const out: X86TlbEntry[] = [];
+    for (let i = 0, e = b + L.VCPU_TLB; i < n; i++, e += L.TLB_ENTRY) {
+      const key = dv.getBigUint64(e + L.E_KEY, true);
+      if (key === 0n) continue;
+      const slot = dv.getUint32(e + L.E_CTX, true);
+      if (slot >= L.CTX_SLOTS) continue;
+      const ctx = b + L.VCPU_CTX + slot * L.CTX_STRIDE;
+      const tag = key >> 48n;
+      if (dv.getUint32(ctx + L.CTX_EPOCH, true) !== epoch || BigInt(dv.getUint32(ctx + L.CTX_TAG, true)) !== tag) continue;
+      const status = dv.getUint32(e + L.E_STATUS, true);
+      const vpn = key & ((1n << 48n) - 1n);
+      out.push({
+        va: BigInt.asUintN(64, BigInt.asIntN(57, vpn << 12n)),
+        pa: dv.getBigUint64(e + L.E_PA, true),
+        pageSize: 2 ** ((status >>> L.BS_PSHIFT_SHIFT) & 31),
+        level: (status >>> L.BS_LEVEL_SHIFT) & 0xff,
+        global: slot === L.CTX_GLOBAL,
+        pcid: slot === L.CTX_GLOBAL ? undefined : slot,
+      });
+    }
+    const rank = (x: X86TlbEntry) => (x.pcid ?? L.CTX_GLOBAL);
+    return out.sort((x, y) => rank(x) - rank(y) || (x.va < y.va ? -1 : x.va > y.va ? 1 : 0));
   }
 
   private cr4(): bigint {
