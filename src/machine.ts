@@ -7,6 +7,7 @@ import { GuestMemory, type Memslot } from "./memory.js";
 import { X86Vcpu } from "./x86/vcpu.js";
 import { Arm64Vcpu } from "./arm64/vcpu.js";
 import { hex } from "./addr.js";
+import { enumArg, fnArg, intArg, optionsObject, own, show } from "./validate.js";
 
 export interface MachineOptions {
   arch: "x86_64" | "arm64";
@@ -66,39 +67,79 @@ export async function coreLayout(): Promise<Layout> {
 }
 
 export class Machine<V extends Vcpu = Vcpu> {
+  private handleRef: MachineHandle | undefined;
+
   private constructor(
     readonly arch: "x86_64" | "arm64",
     readonly memory: GuestMemory,
     readonly layout: Layout,
     private readonly vcpuList: V[],
-    readonly handle: MachineHandle,
-  ) {}
+    handle: MachineHandle,
+  ) {
+    this.handleRef = handle;
+  }
+
+  /** What a worker needs to attach to this machine (see attachVcpu). */
+  get handle(): MachineHandle {
+    this.memory.lifetime.check();
+    return this.handleRef!;
+  }
+
+  /** True once dispose() has been called. */
+  get disposed(): boolean {
+    return this.memory.lifetime.disposed;
+  }
+
+  /**
+   * Releases the machine: every later call on it, its memory or its vCPUs
+   * throws `vmmu: machine is disposed`, and this object, its memory and its
+   * vCPUs no longer reference the wasm memory or instances, so the engine
+   * may reclaim them at its next garbage collection even while they are
+   * still referenced. Idempotent. Workers attached with attachVcpu hold
+   * their own references; terminate them too.
+   */
+  dispose(): void {
+    if (this.memory.lifetime.disposed) return;
+    for (const v of this.vcpuList) v.release();
+    this.vcpuList.length = 0;
+    this.memory.release();
+    this.handleRef = undefined;
+  }
 
   /** @internal */
-  static async create(opts: MachineOptions): Promise<Machine> {
-    if (opts.arch !== "x86_64" && opts.arch !== "arm64") throw new Error(`vmmu: arch '${String(opts.arch)}' is not supported (x86_64, arm64 are)`);
+  static async create(options: MachineOptions): Promise<Machine> {
+    const o = optionsObject(options, "options");
+    const opts = {
+      arch: enumArg(own(o, "arch"), "arch", ["x86_64", "arm64"] as const),
+      memoryBytes: own(o, "memoryBytes") as number | bigint, ramBase: own(o, "ramBase") as bigint | undefined,
+      vcpus: own(o, "vcpus") as number | undefined, maxPhysAddrBits: own(o, "maxPhysAddrBits") as number | undefined,
+      tlbEntries: own(o, "tlbEntries") as number | undefined, eagerBytes: own(o, "eagerBytes") as number | bigint | undefined,
+      poolBytes: own(o, "poolBytes") as number | undefined, maxHostBytes: own(o, "maxHostBytes") as number | bigint | undefined,
+      populate: fnArg<PopulateHook>(own(o, "populate"), "populate", true),
+    };
     const size = toBig(opts.memoryBytes, "memoryBytes");
-    const base = opts.ramBase ?? 0n;
-    const vcpus = opts.vcpus ?? 1;
-    const maxPhys = opts.maxPhysAddrBits ?? (opts.arch === "arm64" ? 48 : 46);
-    const tlbEntries = opts.tlbEntries ?? 4096;
-    const poolBytes = opts.poolBytes ?? 1 << 20;
-    if (size <= 0n || (size & 0xfffn) !== 0n) throw new RangeError("vmmu: memoryBytes must be a positive multiple of 4096");
-    if (typeof base !== "bigint" || base < 0n || (base & 0xfffn) !== 0n) throw new RangeError("vmmu: ramBase must be a 4 KiB aligned bigint");
-    if (!Number.isInteger(maxPhys) || maxPhys < 36 || maxPhys > 52) throw new RangeError("vmmu: maxPhysAddrBits must be 36..52");
+    const base = orDefault(opts.ramBase, 0n);
+    const vcpus = orDefault(opts.vcpus, 1);
+    const maxPhys = orDefault(opts.maxPhysAddrBits, opts.arch === "arm64" ? 48 : 46);
+    const tlbEntries = orDefault(opts.tlbEntries, 4096);
+    const poolBytes = orDefault(opts.poolBytes, 1 << 20);
+    if (size <= 0n || (size & 0xfffn) !== 0n) throw new RangeError(`vmmu: memoryBytes must be a positive multiple of 4096, got ${show(opts.memoryBytes)}`);
+    if (typeof base !== "bigint") throw new TypeError(`vmmu: ramBase must be a bigint, got ${show(base)}`);
+    if (base < 0n || (base & 0xfffn) !== 0n) throw new RangeError(`vmmu: ramBase must be a 4 KiB aligned gpa, got ${show(base)}`);
+    intArg(vcpus, "vcpus", 1, 256);
+    intArg(maxPhys, "maxPhysAddrBits", 36, 52);
+    intArg(tlbEntries, "tlbEntries", 16, 1 << 20);
+    intArg(poolBytes, "poolBytes", 0, 0xffff_f000);
     if (base + size > 1n << BigInt(maxPhys)) {
       throw new RangeError(`vmmu: ramBase + memoryBytes (${hex(base + size)}) exceeds 2^maxPhysAddrBits (MAXPHYADDR 2^${maxPhys}); raise maxPhysAddrBits or shrink the guest`);
     }
-    if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 256) throw new RangeError("vmmu: vcpus must be 1..256");
-    if (!Number.isInteger(poolBytes) || poolBytes < 0 || poolBytes % 4096 !== 0) throw new RangeError("vmmu: poolBytes must be a multiple of 4096");
+    if (poolBytes % 4096 !== 0) throw new RangeError(`vmmu: poolBytes must be a multiple of 4096, got ${poolBytes}`);
     const eager = opts.eagerBytes !== undefined ? toBig(opts.eagerBytes, "eagerBytes") : size <= 2n * GiB ? size : 0n;
-    if (eager < 0n || eager > size) throw new RangeError("vmmu: eagerBytes must be 0..memoryBytes");
+    if (eager < 0n || eager > size) throw new RangeError(`vmmu: eagerBytes must be 0..memoryBytes (${size}), got ${show(opts.eagerBytes)}`);
 
     const layout = await coreLayout();
     if (size > layout.SLOT_MAX) throw new RangeError(`vmmu: memoryBytes above ${layout.SLOT_MAX} is not supported`);
-    if (!Number.isInteger(tlbEntries) || tlbEntries < 16 || tlbEntries > 1 << 20 || (tlbEntries & (tlbEntries - 1)) !== 0) {
-      throw new RangeError("vmmu: tlbEntries must be a power of two in 16..2^20");
-    }
+    if ((tlbEntries & (tlbEntries - 1)) !== 0) throw new RangeError(`vmmu: tlbEntries must be a power of two in 16..2^20, got ${tlbEntries}`);
     // What the machine needs at creation (an upper bound on machineInit's
     // layout), and the most it may grow to: that alone when all RAM is eager,
     // else the wasm32 limit for lazily backed frames — either capped by
@@ -143,21 +184,25 @@ export class Machine<V extends Vcpu = Vcpu> {
 
   /** Number of vCPUs. */
   get vcpuCount(): number {
+    this.memory.lifetime.check();
     return this.vcpuList.length;
   }
 
   /** vCPU `i`, driven by its own wasm instance on this thread. */
   vcpu(i = 0): V {
-    const v = this.vcpuList[i];
-    if (!v) throw new RangeError(`vmmu: no vCPU ${i} (machine has ${this.vcpuList.length})`);
-    return v;
+    this.memory.lifetime.check();
+    const n = this.vcpuList.length;
+    if (typeof i !== "number") throw new TypeError(`vmmu: index must be a vCPU index 0..${n - 1}, got ${show(i)}`);
+    if (!Number.isInteger(i) || i < 0 || i >= n) throw new RangeError(`vmmu: no vCPU ${i}: index must be 0..${n - 1} (machine has ${n})`);
+    return this.vcpuList[i]!;
   }
 }
 
 /**
  * Creates a machine. Guest RAM starts zeroed; vCPUs start with translation
  * off (x86: CR0.PG = 0; arm64: SCTLR_EL1.M = 0, HCR_EL2.VM = 0).
- * Throws a RangeError naming the option on bad input.
+ * Throws a TypeError (wrong type) or RangeError (out of range) naming the
+ * option on bad input.
  */
 export function createMachine(opts: X86MachineOptions): Promise<Machine<X86Vcpu>>;
 export function createMachine(opts: Arm64MachineOptions): Promise<Machine<Arm64Vcpu>>;
@@ -175,15 +220,29 @@ export async function attachVcpu(handle: MachineHandle & { arch: "x86_64" }, ind
 export async function attachVcpu(handle: MachineHandle & { arch: "arm64" }, index: number): Promise<Arm64Vcpu>;
 export async function attachVcpu(handle: MachineHandle, index: number): Promise<Vcpu>;
 export async function attachVcpu(handle: MachineHandle, index: number): Promise<Vcpu> {
+  const h = optionsObject(handle, "handle");
+  if (!(h.module instanceof WebAssembly.Module) || !(h.memory instanceof WebAssembly.Memory)) {
+    throw new TypeError(`vmmu: handle must be a Machine's handle (module, memory, slot, …), got ${show(handle)}`);
+  }
+  enumArg(h.arch, "handle.arch", ["x86_64", "arm64"] as const);
   const core = await instantiateCore(handle.module, handle.memory);
+  const L = core.layout;
+  const n = new DataView(handle.memory.buffer).getUint32(L.MACHINE_BASE + L.M_NVCPUS, true);
+  intArg(index, "index", 0, n - 1);
   const memory = new GuestMemory(handle.memory, core.exports, core.layout, handle.slot);
   if (handle.arch === "arm64") return new Arm64Vcpu(index, core, memory, Math.min(handle.maxPhysAddrBits, 48), false);
   return new X86Vcpu(index, core, memory, handle.maxPhysAddrBits, false);
 }
 
+/** An option's value, or `dflt` when it is omitted (undefined; null is a value, and a wrong one). */
+function orDefault<T>(v: T | undefined, dflt: T): T {
+  return v === undefined ? dflt : v;
+}
+
 function toBig(v: number | bigint, name: string): bigint {
   if (typeof v === "bigint") return v;
-  if (!Number.isSafeInteger(v)) throw new RangeError(`vmmu: ${name} must be an integer`);
+  if (typeof v !== "number") throw new TypeError(`vmmu: ${name} must be a number or bigint, got ${show(v)}`);
+  if (!Number.isSafeInteger(v)) throw new RangeError(`vmmu: ${name} must be an integer, got ${show(v)}`);
   return BigInt(v);
 }
 

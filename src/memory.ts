@@ -7,6 +7,8 @@ import type { CoreExports } from "./core/load.js";
 import type { Layout } from "./core/layout.js";
 import { hex } from "./addr.js";
 import { MemoryViews, ZEROS } from "./core/views.js";
+import { DISPOSED_EXPORTS, Lifetime } from "./core/lifetime.js";
+import { intArg, reg64Arg, show, u8ArrayArg } from "./validate.js";
 
 /** The guest's RAM memslot: [base, base + size). */
 export interface Memslot {
@@ -20,13 +22,28 @@ export class GuestMemory {
   /** Views over the whole wasm memory, renewed on growth (call views.fresh() before use). */
   readonly views: MemoryViews;
 
+  private mem: WebAssembly.Memory | undefined;
+
+  /**
+   * Binds the memory API to `wasmMemory` through instance `core`. `lifetime`
+   * is the machine's disposed flag (a fresh one for an attached worker).
+   */
   constructor(
-    readonly wasmMemory: WebAssembly.Memory,
-    private readonly core: CoreExports,
+    wasmMemory: WebAssembly.Memory,
+    private core: CoreExports,
     private readonly layout: Layout,
     readonly slot: Memslot,
+    /** @internal The machine's disposed flag, shared with its vCPUs. */
+    readonly lifetime: Lifetime = new Lifetime(),
   ) {
+    this.mem = wasmMemory;
     this.views = MemoryViews.of(wasmMemory, layout);
+  }
+
+  /** The shared WebAssembly.Memory holding guest RAM and the machine's state. */
+  get wasmMemory(): WebAssembly.Memory {
+    this.lifetime.check();
+    return this.mem!;
   }
 
   /** The SharedArrayBuffer behind guest RAM (and everything else in the machine). */
@@ -34,14 +51,30 @@ export class GuestMemory {
     return this.wasmMemory.buffer as unknown as SharedArrayBuffer;
   }
 
+  /**
+   * @internal Machine.dispose: drops the wasm memory, the instance and the
+   * views, so nothing reachable from this object keeps them alive.
+   */
+  release(): void {
+    this.lifetime.disposed = true;
+    this.mem = undefined;
+    this.core = DISPOSED_EXPORTS;
+    this.views.release();
+  }
+
   /** True iff `gpa` is inside the RAM memslot. */
   contains(gpa: bigint): boolean {
+    this.lifetime.check();
+    checkGpa(gpa);
+    return this.inSlot(gpa);
+  }
+
+  private inSlot(gpa: bigint): boolean {
     return gpa >= this.slot.base && gpa - this.slot.base < this.slot.size;
   }
 
   private host(gpa: bigint, forStore: boolean): number {
-    if (typeof gpa !== "bigint") throw new TypeError(`vmmu: guest-physical address must be a bigint, got ${typeof gpa}`);
-    if (!this.contains(gpa)) {
+    if (!this.inSlot(gpa)) {
       throw new RangeError(`vmmu: gpa ${hex(gpa)} is outside guest RAM [${hex(this.slot.base)}, ${hex(this.slot.base + this.slot.size)})`);
     }
     const h = forStore ? this.core.hostForStore(gpa) : this.core.hostForRead(gpa);
@@ -53,11 +86,13 @@ export class GuestMemory {
 
   /** The most linear memory this machine may grow to (bytes): maxHostBytes, or the wasm32 limit. */
   hostLimitBytes(): number {
+    this.lifetime.check();
     return this.views.fresh().dv.getUint32(this.layout.MACHINE_BASE + this.layout.M_MAX_PAGES, true) * this.layout.WASM_PAGE;
   }
 
   /** Reads the little-endian u64 at `gpa` (need not be aligned). Unbacked memory reads as zero. */
   read64(gpa: bigint): bigint {
+    this.lifetime.check();
     checkGpa(gpa);
     if ((gpa & 0xfffn) <= 0xff8n) {
       const h = this.host(gpa, false);
@@ -68,9 +103,9 @@ export class GuestMemory {
 
   /** Writes the little-endian u64 `value` at `gpa`. */
   write64(gpa: bigint, value: bigint): void {
+    this.lifetime.check();
     checkGpa(gpa);
-    if (typeof value !== "bigint") throw new TypeError(`vmmu: value must be a bigint, got ${typeof value}`);
-    const v = BigInt.asUintN(64, value);
+    const v = BigInt.asUintN(64, reg64Arg(value, "value"));
     if ((gpa & 0xfffn) <= 0xff8n) {
       const h = this.host(gpa, true);
       this.views.dv.setBigUint64(h, v, true);
@@ -85,28 +120,33 @@ export class GuestMemory {
    * Atomic compare-exchange of the aligned u64 at `gpa`: stores `desired` iff it
    * holds `expected`. Returns true on success. The same instruction the walker
    * uses for A/D, so concurrent updates from both sides are never lost.
+   * Values are 64-bit, given signed or unsigned.
    */
   cmpxchg64(gpa: bigint, expected: bigint, desired: bigint): boolean {
+    this.lifetime.check();
     checkGpa(gpa);
     if ((gpa & 7n) !== 0n) throw new RangeError(`vmmu: cmpxchg64 needs an 8-aligned gpa, got ${hex(gpa)}`);
+    const e = BigInt.asIntN(64, reg64Arg(expected, "expected"));
+    const d = BigInt.asIntN(64, reg64Arg(desired, "desired"));
     const h = this.host(gpa, true);
-    const e = BigInt.asIntN(64, expected);
-    return Atomics.compareExchange(this.views.i64, h / 8, e, BigInt.asIntN(64, desired)) === e;
+    return Atomics.compareExchange(this.views.i64, h / 8, e, d) === e;
   }
 
   /** Throws unless [gpa, gpa + length) lies inside the memslot. */
   private checkRange(gpa: bigint, length: number): void {
-    if (typeof gpa !== "bigint") throw new TypeError(`vmmu: guest-physical address must be a bigint, got ${typeof gpa}`);
-    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`vmmu: length must be a non-negative integer, got ${length}`);
+    this.lifetime.check();
+    checkGpa(gpa);
+    intArg(length, "length", 0, Number.MAX_SAFE_INTEGER);
     if (length === 0) return;
-    if (!this.contains(gpa)) this.host(gpa, false);
+    if (!this.inSlot(gpa)) this.host(gpa, false);
     const last = gpa + BigInt(length) - 1n;
-    if (!this.contains(last)) this.host(this.slot.base + this.slot.size, false);
+    if (!this.inSlot(last)) this.host(this.slot.base + this.slot.size, false);
   }
 
   /** Copies `length` bytes starting at `gpa` out of guest RAM. */
   read(gpa: bigint, length: number): Uint8Array {
-    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`vmmu: length must be a non-negative integer, got ${length}`);
+    intArg(length, "length", 0, 0x7fff_ffff);
+    this.checkRange(gpa, length);
     const out = new Uint8Array(length);
     this.readInto(gpa, out);
     return out;
@@ -114,7 +154,7 @@ export class GuestMemory {
 
   /** Copies `out.length` bytes starting at `gpa` out of guest RAM into `out`. */
   readInto(gpa: bigint, out: Uint8Array): void {
-    const length = out.length;
+    const length = u8ArrayArg(out, "out").length;
     this.checkRange(gpa, length);
     let done = 0;
     while (done < length) {
@@ -128,7 +168,7 @@ export class GuestMemory {
 
   /** Copies `bytes` into guest RAM at `gpa`, backing frames as needed. */
   write(gpa: bigint, bytes: Uint8Array): void {
-    this.checkRange(gpa, bytes.length);
+    this.checkRange(gpa, u8ArrayArg(bytes, "bytes").length);
     let done = 0;
     while (done < bytes.length) {
       const a = gpa + BigInt(done);
@@ -142,7 +182,7 @@ export class GuestMemory {
   /** Sets `length` bytes starting at `gpa` to `byte`, backing frames as needed. */
   fill(gpa: bigint, length: number, byte: number): void {
     this.checkRange(gpa, length);
-    if (!Number.isInteger(byte) || byte < 0 || byte > 255) throw new RangeError(`vmmu: fill byte must be 0..255, got ${byte}`);
+    intArg(byte, "byte", 0, 255);
     let done = 0;
     while (done < length) {
       const a = gpa + BigInt(done);
@@ -160,6 +200,7 @@ export class GuestMemory {
    * not contiguous and are not in this view; use read/write for them.
    */
   bytes(): Uint8Array {
+    this.lifetime.check();
     const v = this.views.fresh();
     const ramHost = v.dv.getUint32(this.layout.MACHINE_BASE + this.layout.M_RAM_HOST, true);
     return new Uint8Array(v.u8.buffer, ramHost, Number(this.slot.eagerBytes));
@@ -167,13 +208,15 @@ export class GuestMemory {
 
   /** Number of 4 KiB frames backed on demand so far (outside the eager part). */
   backedFrames(): number {
+    this.lifetime.check();
     return this.views.fresh().dv.getUint32(this.layout.MACHINE_BASE + this.layout.M_BACKED, true);
   }
 }
 
 function checkGpa(gpa: unknown): asserts gpa is bigint {
-  if (typeof gpa !== "bigint") throw new TypeError(`vmmu: guest-physical address must be a bigint, got ${typeof gpa}`);
+  if (typeof gpa !== "bigint") throw new TypeError(`vmmu: gpa must be a bigint, got ${show(gpa)}`);
 }
+
 
 function bytesToU64(b: Uint8Array): bigint {
   return new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);

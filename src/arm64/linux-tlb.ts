@@ -9,6 +9,7 @@
 // implied by each sequence and not listed.
 
 import { encodeTlbiRange, encodeTlbiVa, tlbiRangePages, type TlbiOp } from "./tlbi.js";
+import { bigintRangeArg, boolArg, enumArg, optBoolArg, optionsObject, show } from "../validate.js";
 
 /** One TLBI instruction as issued: its name and its Xt operand (unsigned 64-bit). */
 export interface TlbiCall {
@@ -134,15 +135,23 @@ export interface FlushTlbRangeOpOptions {
  *         stride/4096, or stride / tlbLevel / asid are out of range.
  */
 export function flushTlbRangeOp(o: FlushTlbRangeOpOptions): TlbiCall[] {
+  optionsObject(o, "opts");
+  enumArg(o.op, "op", RANGE_TWIN);
+  address(o.start, "start");
+  bigintRangeArg(o.pages, "pages", 0n, 1n << 64n);
+  boolArg(o.tlbiUser, "tlbiUser");
+  boolArg(o.tlbRange, "tlbRange");
+  enumArg(o.variant, "variant", VARIANTS);
+  optBoolArg(o.featTtl, "featTtl", true);
   checkStride(o.stride);
   checkLevel(o.tlbLevel);
   checkAsid(o.asid);
   const stridePages = o.stride >> PAGE_SHIFT;
   if (o.pages < 0n || o.pages > MAX_TLBI_RANGE_PAGES) {
-    throw new RangeError(`__flush_tlb_range_op: ${o.pages} pages outside 0..${MAX_TLBI_RANGE_PAGES}`);
+    throw new RangeError(`vmmu: __flush_tlb_range_op: ${o.pages} pages outside 0..${MAX_TLBI_RANGE_PAGES}`);
   }
   if (o.pages % stridePages !== 0n) {
-    throw new RangeError(`__flush_tlb_range_op: ${o.pages} pages is not a multiple of the ${o.stride}-byte stride`);
+    throw new RangeError(`vmmu: __flush_tlb_range_op: pages (${o.pages}) is not a multiple of the ${o.stride}-byte stride`);
   }
   const featTtl = o.featTtl ?? true;
   const rangeOp = RANGE_TWIN[o.op];
@@ -225,23 +234,27 @@ export type LinuxFlushTlbRangeOptions = {
  *         invalid stride, level or ASID.
  */
 export function linuxFlushTlbRange(opts: LinuxFlushTlbRangeOptions): TlbiCall[] {
-  const stride = opts.stride ?? PAGE_SIZE;
-  const variant = opts.variant ?? "v6.6";
-  const stage2 = opts.stage2 ?? false;
+  optionsObject(opts, "opts");
+  address(opts.start, "start");
+  const stride = opts.stride === undefined ? PAGE_SIZE : opts.stride;
+  const variant = opts.variant === undefined ? "v6.6" : enumArg(opts.variant, "variant", VARIANTS);
+  const stage2 = optBoolArg(opts.stage2, "stage2", false);
+  checkAsid(opts.asid === undefined ? 0 : opts.asid);
   const asid = stage2 ? 0 : (opts.asid ?? 0);
-  const tlbLevel = opts.tlbLevel ?? 0;
-  const kpti = (opts.kpti ?? false) && !stage2;
+  const tlbLevel = opts.tlbLevel === undefined ? 0 : opts.tlbLevel;
+  const kpti = optBoolArg(opts.kpti, "kpti", false) && !stage2;
+  boolArg(opts.tlbRange, "tlbRange");
+  optBoolArg(opts.lastLevel, "lastLevel", false);
+  optBoolArg(opts.featTtl, "featTtl", true);
   checkStride(stride);
   checkLevel(tlbLevel);
-  checkAsid(asid);
   if ((opts.pages === undefined) === (opts.end === undefined)) {
-    throw new RangeError("linuxFlushTlbRange: give exactly one of pages and end");
+    throw new RangeError("vmmu: linuxFlushTlbRange: give exactly one of pages and end");
   }
-  if (opts.pages !== undefined && opts.pages < 0n) {
-    throw new RangeError(`linuxFlushTlbRange: negative page count ${opts.pages}`);
-  }
+  if (opts.pages !== undefined) bigintRangeArg(opts.pages, "pages", 0n, 1n << 64n, "a page count ≥ 0 (a bigint)");
+  if (opts.end !== undefined) address(opts.end, "end");
   const rawEnd = opts.end ?? opts.start + (opts.pages! << PAGE_SHIFT);
-  if (rawEnd < opts.start) throw new RangeError("linuxFlushTlbRange: end < start");
+  if (rawEnd < opts.start) throw new RangeError("vmmu: linuxFlushTlbRange: end < start");
 
   const start = roundDown(opts.start, stride);
   const end = roundUp(rawEnd, stride);
@@ -296,9 +309,12 @@ export function kvmTlbFlushVmidRange(opts: {
   tlbRange: boolean;
   variant?: LinuxTlbVariant;
 }): TlbiCall[] {
-  if (opts.size < 0n) throw new RangeError(`kvmTlbFlushVmidRange: negative size ${opts.size}`);
+  optionsObject(opts, "opts");
+  address(opts.start, "start");
+  bigintRangeArg(opts.size, "size", 0n, 1n << 64n, "a byte count ≥ 0 (a bigint)");
+  boolArg(opts.tlbRange, "tlbRange");
+  const variant = opts.variant === undefined ? "v6.6" : enumArg(opts.variant, "variant", VARIANTS);
   if (!opts.tlbRange) return [{ op: "VMALLS12E1IS", operand: 0n }];
-  const variant = opts.variant ?? "v6.6";
   const calls: TlbiCall[] = [];
   let addr = opts.start;
   let pages = opts.size >> PAGE_SHIFT;
@@ -325,20 +341,30 @@ function roundUp(x: bigint, align: bigint): bigint {
   return (x + align - 1n) & ~(align - 1n);
 }
 
-function checkStride(stride: bigint): void {
+const VARIANTS: readonly LinuxTlbVariant[] = ["v6.6", "v6.9"];
+
+/** A byte address: a bigint in 0..2^64−1. */
+function address(v: unknown, name: string): void {
+  bigintRangeArg(v, name, 0n, (1n << 64n) - 1n, "an address 0..2^64−1 (a bigint)");
+}
+
+function checkStride(stride: unknown): void {
+  if (typeof stride !== "bigint") throw new TypeError(`vmmu: stride must be a bigint power of two ≥ ${PAGE_SIZE}, got ${show(stride)}`);
   if (stride < PAGE_SIZE || (stride & (stride - 1n)) !== 0n) {
-    throw new RangeError(`TLB flush stride ${stride} is not a power of two ≥ ${PAGE_SIZE}`);
+    throw new RangeError(`vmmu: TLB flush stride ${stride} is not a power of two ≥ ${PAGE_SIZE}`);
   }
 }
 
-function checkLevel(level: number): void {
+function checkLevel(level: unknown): void {
+  if (typeof level !== "number") throw new TypeError(`vmmu: tlbLevel must be a level hint 0..3, got ${show(level)}`);
   if (!Number.isInteger(level) || level < 0 || level > 3) {
-    throw new RangeError(`TLB level hint ${level} outside 0..3`);
+    throw new RangeError(`vmmu: tlbLevel (TLB level hint) ${level} outside 0..3`);
   }
 }
 
-function checkAsid(asid: number): void {
+function checkAsid(asid: unknown): void {
+  if (typeof asid !== "number") throw new TypeError(`vmmu: asid must be an ASID 0..0xffff, got ${show(asid)}`);
   if (!Number.isInteger(asid) || asid < 0 || asid > 0xffff) {
-    throw new RangeError(`ASID ${asid} outside 0..0xffff`);
+    throw new RangeError(`vmmu: asid: ASID ${asid} outside 0..0xffff`);
   }
 }

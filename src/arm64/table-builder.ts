@@ -8,8 +8,9 @@
 // zeroed. The builder writes descriptors with plain stores and never does
 // TLB maintenance: that is the guest's (or hypervisor's) job.
 
-import type { GuestMemory } from "../memory.js";
+import { GuestMemory } from "../memory.js";
 import { hex } from "../addr.js";
+import { bigintRangeArg, enumArg, intArg, optBoolArg, optionsObject, show, u64Arg } from "../validate.js";
 import { DESC, DESC_ADDR_MASK, MEMATTR_SHIFT, S2_MEMATTR, S2_XN_SHIFT, s1StartLevel } from "./regs.js";
 
 export type Arm64BlockSize = "4K" | "2M" | "1G";
@@ -70,9 +71,10 @@ abstract class Arm64Tables {
 
   protected constructor(protected readonly mem: GuestMemory, opts: BuilderBase, readonly startLevel: number,
     readonly startIndexBits: number, rootPages: number) {
-    if ((opts.tableBase & 0xfffn) !== 0n) throw new RangeError(`vmmu: tableBase ${hex(opts.tableBase)} is not 4 KiB aligned`);
+    const base = opts.tableBase;
+    if ((base & 0xfffn) !== 0n) throw new RangeError(`vmmu: tableBase ${hex(base)} is not 4 KiB aligned`);
     const align = BigInt(rootPages) * 4096n;
-    this.next = (opts.tableBase + align - 1n) / align * align;
+    this.next = (base + align - 1n) / align * align;
     this.limit = opts.tableLimit;
     this.tableOffset = opts.tableOffset ?? 0n;
     this.root = this.allocPages(rootPages);
@@ -116,6 +118,8 @@ abstract class Arm64Tables {
 
   /** Walks to the table holding `addr`'s descriptor at `level`, creating tables. */
   tableFor(addr: bigint, level: number, tf: Arm64S1TableFlags = {}): bigint {
+    u64Arg(addr, "addr");
+    intArg(level, "level", this.startLevel, 3);
     let table = this.root;
     for (let l = this.startLevel; l < level; l++) {
       const g = this.entryPa(table, addr, l);
@@ -134,6 +138,7 @@ abstract class Arm64Tables {
 
   /** pa of the valid leaf descriptor mapping `addr`, or undefined. */
   leafPa(addr: bigint): bigint | undefined {
+    u64Arg(addr, "addr");
     let table = this.root;
     for (let l = this.startLevel; l <= 3; l++) {
       const g = this.entryPa(table, addr, l);
@@ -153,6 +158,7 @@ abstract class Arm64Tables {
   }
 
   protected writeLeaf(addr: bigint, out: bigint, size: Arm64BlockSize, attrs: bigint, tf: Arm64S1TableFlags = {}): bigint {
+    checkTableFlags(tf);
     const bytes = SIZE_BYTES[size];
     if ((addr & (bytes - 1n)) !== 0n || (out & (bytes - 1n)) !== 0n) throw new RangeError(`vmmu: ${hex(addr)} → ${hex(out)} is not ${size} aligned`);
     const level = SIZE_LEVEL[size];
@@ -166,16 +172,23 @@ abstract class Arm64Tables {
 
 /** Stage-1 tables for one TTBR region; `tsz` is TCR.T0SZ/T1SZ (16..39). */
 export class Arm64Stage1Builder extends Arm64Tables {
+  /** Throws a TypeError or RangeError naming the option on bad input (tsz outside 16..39, an unaligned table range). */
   constructor(mem: GuestMemory, opts: BuilderBase & { tsz?: number }) {
-    const tsz = opts.tsz ?? 16;
-    if (!Number.isInteger(tsz) || tsz < 16 || tsz > 39) throw new RangeError("vmmu: TnSZ must be 16..39");
+    checkBuilderOptions(mem, opts);
+    const tsz = opts.tsz === undefined ? 16 : opts.tsz;
+    intArg(tsz, "tsz", 16, 39);
     const start = s1StartLevel(tsz);
     super(mem, opts, start, 64 - tsz - (12 + 9 * (3 - start)), 1);
   }
 
   /** Encodes a stage-1 leaf (block or page) for `pa`. */
   static leaf(pa: bigint, size: Arm64BlockSize, f: Arm64S1Flags = {}): bigint {
-    const level = SIZE_LEVEL[size];
+    checkOutput(pa, "pa");
+    const level = SIZE_LEVEL[enumArg(size, "size", SIZE_LEVEL)];
+    optionsObject(f, "flags");
+    for (const k of S1_BOOLS) optBoolArg(f[k], `flags.${k}`, false);
+    if (f.attrIndx !== undefined) intArg(f.attrIndx, "flags.attrIndx", 0, 7);
+    if (f.raw !== undefined) u64Arg(f.raw, "flags.raw");
     let d = (pa & DESC_ADDR_MASK) | DESC.VALID | (level === 3 ? DESC.TABLE : 0n) | DESC.SH_INNER;
     if (f.af !== false) d |= DESC.AF;
     if (f.el0) d |= DESC.AP1;
@@ -199,17 +212,36 @@ export class Arm64Stage1Builder extends Arm64Tables {
 
   /** Maps va → pa with a page or block of `size`; new tables get `tableFlags`. Returns the leaf's pa. */
   map(va: bigint, pa: bigint, size: Arm64BlockSize = "4K", flags: Arm64S1Flags = {}, tableFlags: Arm64S1TableFlags = {}): bigint {
+    this.checkVa(va);
     const attrs = Arm64Stage1Builder.leaf(pa, size, flags) & ~(DESC_ADDR_MASK | DESC.VALID | DESC.TABLE);
     return this.writeLeaf(va & 0x00ff_ffff_ffff_ffffn & ((1n << 56n) - 1n), pa, size, attrs, tableFlags);
   }
 
   /** Maps `count` consecutive pages/blocks. */
   mapRange(va: bigint, pa: bigint, count: number, size: Arm64BlockSize = "4K", flags: Arm64S1Flags = {}): void {
+    this.checkVa(va);
+    Arm64Stage1Builder.leaf(pa, size, flags);
+    intArg(count, "count", 0, 2 ** 36);
     for (let i = 0n; i < BigInt(count); i++) this.map(va + i * SIZE_BYTES[size], pa + i * SIZE_BYTES[size], size, flags);
+  }
+
+  /**
+   * Throws unless `va` lies in a TTBR0 or TTBR1 region of this table's size:
+   * VA[55:64−TnSZ] all zeros or all ones (the top byte is ignored, as TBI
+   * would); any other VA would alias an entry of the region.
+   */
+  private checkVa(va: bigint): void {
+    u64Arg(va, "va");
+    const regionBits = BigInt(12 + 9 * (3 - this.startLevel) + this.startIndexBits);
+    const upper = (va & ((1n << 56n) - 1n)) >> regionBits;
+    if (upper !== 0n && upper !== (1n << (56n - regionBits)) - 1n) {
+      throw new RangeError(`vmmu: va ${hex(va)} is outside both TTBR regions of a ${regionBits}-bit table (VA[55:${regionBits}] must be all zeros or all ones)`);
+    }
   }
 
   /** TTBRn value for this table with `asid`. */
   ttbr(asid = 0): bigint {
+    intArg(asid, "asid", 0, 0xffff);
     return (BigInt(asid) << 48n) | this.rootAddress;
   }
 }
@@ -219,7 +251,11 @@ export class Arm64Stage1Builder extends Arm64Tables {
  * concatenated start tables from kvmVtcr(ipaBits), or explicit.
  */
 export class Arm64Stage2Builder extends Arm64Tables {
+  /** Throws a TypeError or RangeError naming the option on bad input. */
   constructor(mem: GuestMemory, opts: BuilderBase & { ipaBits: number; startLevel: number }) {
+    checkBuilderOptions(mem, opts);
+    intArg(opts.ipaBits, "ipaBits", 25, 48);
+    intArg(opts.startLevel, "startLevel", 0, 3);
     const shift = 12 + 9 * (3 - opts.startLevel);
     const indexBits = opts.ipaBits - shift;
     if (indexBits < 1 || indexBits > 13) throw new RangeError("vmmu: stage-2 start level needs 1..16 concatenated tables");
@@ -229,7 +265,12 @@ export class Arm64Stage2Builder extends Arm64Tables {
 
   /** Encodes a stage-2 leaf for `pa`. */
   static leaf(pa: bigint, size: Arm64BlockSize, f: Arm64S2Flags = {}): bigint {
-    const level = SIZE_LEVEL[size];
+    checkOutput(pa, "pa");
+    const level = SIZE_LEVEL[enumArg(size, "size", SIZE_LEVEL)];
+    optionsObject(f, "flags");
+    for (const k of S2_BOOLS) optBoolArg(f[k], `flags.${k}`, false);
+    if (f.xn !== undefined) intArg(f.xn, "flags.xn", 0, 3);
+    if (f.raw !== undefined) u64Arg(f.raw, "flags.raw");
     let d = (pa & DESC_ADDR_MASK) | DESC.VALID | (level === 3 ? DESC.TABLE : 0n) | DESC.SH_INNER;
     if (f.af !== false) d |= DESC.AF;
     if (f.read !== false) d |= DESC.S2AP_R;
@@ -243,17 +284,51 @@ export class Arm64Stage2Builder extends Arm64Tables {
 
   /** Maps ipa → pa; returns the leaf's pa. */
   map(ipa: bigint, pa: bigint, size: Arm64BlockSize = "4K", flags: Arm64S2Flags = {}): bigint {
+    this.checkIpa(ipa);
     const attrs = Arm64Stage2Builder.leaf(pa, size, flags) & ~(DESC_ADDR_MASK | DESC.VALID | DESC.TABLE);
     return this.writeLeaf(ipa, pa, size, attrs);
   }
 
   /** Maps `count` consecutive pages/blocks. */
   mapRange(ipa: bigint, pa: bigint, count: number, size: Arm64BlockSize = "4K", flags: Arm64S2Flags = {}): void {
+    this.checkIpa(ipa);
+    Arm64Stage2Builder.leaf(pa, size, flags);
+    intArg(count, "count", 0, 2 ** 36);
     for (let i = 0n; i < BigInt(count); i++) this.map(ipa + i * SIZE_BYTES[size], pa + i * SIZE_BYTES[size], size, flags);
+  }
+
+  /** Throws unless `ipa` is inside this table's IPA space (it would alias an entry otherwise). */
+  private checkIpa(ipa: bigint): void {
+    const bits = 12 + 9 * (3 - this.startLevel) + this.startIndexBits;
+    bigintRangeArg(ipa, "ipa", 0n, (1n << BigInt(bits)) - 1n, `an IPA below 2^${bits} (the table's IPA size)`);
   }
 
   /** VTTBR_EL2 value for this table with `vmid`. */
   vttbr(vmid = 1): bigint {
+    intArg(vmid, "vmid", 0, 0xffff);
     return (BigInt(vmid) << 48n) | this.rootAddress;
   }
+}
+
+const S1_BOOLS = ["el0", "readOnly", "uxn", "pxn", "nG", "af", "dbm"] as const;
+const S2_BOOLS = ["read", "write", "af", "dbm", "device"] as const;
+
+/** An output address (PA, or IPA for stage 2): a bigint below 2^48, the descriptors' address field (no FEAT_LPA). */
+function checkOutput(v: unknown, name: string): void {
+  bigintRangeArg(v, name, 0n, DESC_ADDR_MASK | 0xfffn, "an address below 2^48 (no FEAT_LPA)");
+}
+
+function checkBuilderOptions(mem: unknown, opts: BuilderBase): void {
+  if (!(mem instanceof GuestMemory)) throw new TypeError(`vmmu: memory must be a machine's GuestMemory, got ${show(mem)}`);
+  optionsObject(opts, "options");
+  const base = u64Arg(opts.tableBase, "tableBase");
+  bigintRangeArg(opts.tableLimit, "tableLimit", base + 4096n, 1n << 64n, `above tableBase + 4096 (${hex(base + 4096n)})`);
+  if (opts.tableOffset !== undefined) u64Arg(opts.tableOffset, "tableOffset");
+}
+
+function checkTableFlags(tf: Arm64S1TableFlags): void {
+  optionsObject(tf, "tableFlags");
+  if (tf.apTable !== undefined) intArg(tf.apTable, "tableFlags.apTable", 0, 3);
+  optBoolArg(tf.uxnTable, "tableFlags.uxnTable", false);
+  optBoolArg(tf.pxnTable, "tableFlags.pxnTable", false);
 }

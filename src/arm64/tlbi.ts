@@ -104,6 +104,8 @@ export interface DecodedTlbi {
 //   TG: 00 reserved, 01 4K, 10 16K, 11 64K. TTL: 00 any level, 01/10/11 level 1/2/3.
 //   Covers [BaseADDR, BaseADDR + (NUM+1)·2^(5·SCALE+1)) granules.
 
+import { bigintArg, boolArg, intArg, optionsObject, reg64Arg, show } from "../validate.js";
+
 const ASID_SHIFT = 48n;
 const TTL_SHIFT = 44n;
 const VA_FIELD_MASK = (1n << 44n) - 1n;
@@ -174,12 +176,14 @@ export function tlbiRangePages(num: number, scale: number): bigint {
  * granule, 48-bit VA/IPA and no LPA2.
  *
  * @param op      instruction name, IS or local form, any case ("vae1is", "RIPAS2E1").
- * @param operand the Xt value, as an unsigned 64-bit bigint (bits above 63 are dropped).
+ * @param operand the Xt value, a 64-bit bigint given unsigned or signed (−2^63..2^64−1; anything else is refused).
  * @param opts.asid16 TCR_EL1.AS: true = 16-bit ASIDs; false = ASID is operand[55:48]
  *                    and operand[63:56] is ignored.
  * @returns the decoded form; pure, no side effects. Operand fields an op does
  *          not use are ignored (e.g. the whole operand of VMALLE1IS).
- * @throws Error naming the op when it is not a known TLBI name.
+ * @throws Error naming the op when it is not a known TLBI name; TypeError /
+ *         RangeError naming the argument for a non-string op, an operand that
+ *         is not a 64-bit bigint, or opts without a boolean asid16.
  *
  * VA forms: VA[55:12] = operand[43:0], sign-extended from VA bit 55. IPA
  * forms: IPA[47:12] = operand[35:0], NS = bit 63. Range forms: BaseADDR =
@@ -189,6 +193,9 @@ export function tlbiRangePages(num: number, scale: number): bigint {
  * TTL 0b0100 decodes to level 0 (a reserved value without FEAT_LPA2).
  */
 export function decodeTlbi(op: string, operand: bigint, opts: { asid16: boolean }): DecodedTlbi {
+  if (typeof op !== "string") throw new TypeError(`vmmu: op must be a TLBI instruction name (a string), got ${show(op)}`);
+  reg64Arg(operand, "operand");
+  boolArg(optionsObject(opts, "opts").asid16, "opts.asid16");
   const upper = op.toUpperCase();
   let family: TlbiOp;
   let broadcast: boolean;
@@ -199,8 +206,8 @@ export function decodeTlbi(op: string, operand: bigint, opts: { asid16: boolean 
     family = (upper + "IS") as TlbiOp;
     broadcast = false;
   } else {
-    throw new Error(
-      `unknown TLBI op '${op}': expected one of ${TLBI_OPS.join(", ")} or a local form (${TLBI_LOCAL_OPS.join(", ")})`,
+    throw new RangeError(
+      `vmmu: unknown TLBI op '${op}': op must be one of ${TLBI_OPS.join(", ")} or a local form (${TLBI_LOCAL_OPS.join(", ")})`,
     );
   }
   const info = OP_INFO[family];
@@ -288,6 +295,9 @@ function decodeRangeFields(out: DecodedTlbi, x: bigint, kind: "va" | "ipa"): voi
  * @returns the unsigned 64-bit operand.
  */
 export function encodeTlbiVa(va: bigint, asid: number, ttlLevel?: number): bigint {
+  bigintArg(va, "va");
+  intArg(asid, "asid", 0, 0xffff);
+  if (ttlLevel !== undefined) intArg(ttlLevel, "ttlLevel", 0, 3);
   let x = (va >> PAGE_SHIFT) & VA_FIELD_MASK;
   x |= BigInt(asid) << ASID_SHIFT;
   if (ttlLevel !== undefined && ttlLevel !== 0) {
@@ -303,7 +313,8 @@ export function encodeTlbiVa(va: bigint, asid: number, ttlLevel?: number): bigin
  *
  * @param f.baseVa byte address of the first page; operand[36:0] = baseVa[48:12].
  * @param f.asid   ASID in [63:48] (0 for RVAA* and RIPAS2*).
- * @param f.scale  exponent; f.num 0–31; f.ttl 0–3 (0 = no level hint).
+ * @param f.scale  exponent 0–4 (4 only reproduces the bug below); f.num 0–31;
+ *                 f.ttl 0–3 (0 = no level hint). Anything else is a RangeError.
  * @returns the unsigned 64-bit operand.
  *
  * Like the Linux macro, scale, num and ttl are shifted into place without
@@ -317,6 +328,12 @@ export function encodeTlbiRange(f: {
   num: number;
   ttl: number;
 }): bigint {
+  optionsObject(f, "fields");
+  bigintArg(f.baseVa, "baseVa");
+  intArg(f.asid, "asid", 0, 0xffff);
+  intArg(f.scale, "scale", 0, 4);
+  intArg(f.num, "num", 0, 31);
+  intArg(f.ttl, "ttl", 0, 3);
   let x = (f.baseVa >> PAGE_SHIFT) & RANGE_BADDR_MASK;
   x |= BigInt(f.ttl) << RANGE_TTL_SHIFT;
   x |= BigInt(f.num) << RANGE_NUM_SHIFT;

@@ -11,6 +11,7 @@ import { VcpuBase, type Batch } from "../core/vcpu-base.js";
 import { hex } from "../addr.js";
 import { decodeTlbi, type DecodedTlbi, type TlbiName } from "./tlbi.js";
 import { ARM_ACCESS_CODE, TCR, VTCR, type Arm64Access } from "./regs.js";
+import { bigintArg, boolArg, intArg, optionsObject, reg64Arg, show, u64ArrayArg, u8ArrayArg } from "../validate.js";
 
 export interface Arm64SystemRegisters {
   ttbr0: bigint; ttbr1: bigint; tcr: bigint; sctlr: bigint; mair: bigint;
@@ -124,6 +125,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   private ignoredOps = 0;
   private ctxFlushes = 0;
   private rangeFlushes = 0;
+  protected readonly privName = "el0";
 
   /** Binds wasm instance `core` to vCPU block `index` (see VcpuBase). */
   constructor(index: number, core: Core, memory: GuestMemory, readonly paBits = 48, fresh = true) {
@@ -136,6 +138,12 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   /** @internal The vCPUs an Inner-Shareable TLBI reaches (the machine's vCPUs on this thread). */
   setPeers(peers: Arm64Vcpu[]): void {
     this.peers = peers;
+  }
+
+  /** @internal Machine.dispose: also forgets the peers (see VcpuBase.release). */
+  release(): void {
+    super.release();
+    this.peers = [];
   }
 
   protected reload(): void {
@@ -156,6 +164,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
 
   /** The registers in force. */
   systemRegisters(): Arm64SystemRegisters {
+    this.lifetime.check();
     const dv = this.dv(), b = this.base, L = this.L;
     const r = (o: number) => dv.getBigUint64(b + o, true);
     return {
@@ -166,12 +175,14 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
 
   /** VMID in force: VTTBR_EL2[63:48], 16 bits if VTCR.VS else 8. */
   vmid(): number {
+    this.lifetime.check();
     const r = this.systemRegisters();
     return Number((r.vttbr >> 48n) & ((r.vtcr & VTCR.VS) !== 0n ? 0xffffn : 0xffn));
   }
 
   /** ASID in force: from TTBR1 if TCR.A1 else TTBR0, 16 bits if TCR.AS else 8. */
   asid(): number {
+    this.lifetime.check();
     const r = this.systemRegisters();
     const ttbr = (r.tcr & TCR.A1) !== 0n ? r.ttbr1 : r.ttbr0;
     return Number((ttbr >> 48n) & ((r.tcr & TCR.AS) !== 0n ? 0xffffn : 0xffn));
@@ -192,6 +203,10 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * Throws on a configuration this core does not model.
    */
   setSystemRegisters(r: Partial<Arm64SystemRegisters>): void {
+    this.lifetime.check();
+    const o = optionsObject(r, "registers");
+    for (const k of SYSREG_FIELDS) if (o[k] !== undefined) reg64Arg(o[k], k);
+    if (o.pan !== undefined && typeof o.pan !== "boolean") reg64Arg(o.pan, "pan");
     const dv = this.dv(), b = this.base, L = this.L;
     const w = (o: number, v: bigint | undefined) => { if (v !== undefined) dv.setBigUint64(b + o, BigInt.asUintN(64, v), true); };
     w(L.S_TTBR0, r.ttbr0); w(L.S_TTBR1, r.ttbr1); w(L.S_TCR, r.tcr); w(L.S_SCTLR, r.sctlr); w(L.S_MAIR, r.mair);
@@ -223,6 +238,9 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * pageSize is min(stage-1 block, stage-2 block); level is the stage-1 leaf level.
    */
   translate(va: bigint, access: Arm64Access = "read", el0 = false): Arm64TranslateResult {
+    this.lifetime.check();
+    bigintArg(va, "va");
+    boolArg(el0, "el0");
     return this.result(this.ex.armTranslate(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0));
   }
 
@@ -231,6 +249,11 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * EL and PAN (defaults: EL1, the vCPU's PAN), no hardware updates, no TLB.
    */
   peek(va: bigint, opts: { el0?: boolean; pan?: boolean } = {}): Arm64TranslateResult {
+    this.lifetime.check();
+    bigintArg(va, "va");
+    optionsObject(opts, "opts");
+    if (opts.el0 !== undefined) boolArg(opts.el0, "opts.el0");
+    if (opts.pan !== undefined) boolArg(opts.pan, "opts.pan");
     const dv = this.dv(), o = this.base + this.L.S_PAN;
     const saved = dv.getUint32(o, true);
     if (opts.pan !== undefined) { dv.setUint32(o, opts.pan ? 1 : 0, true); this.ex.armLoadRegs(); }
@@ -248,28 +271,43 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * stage-2 write permission a stage-1 AF/DBM update would need).
    */
   walk(va: bigint, access: Arm64Access = "read", el0 = false, opts: { update?: boolean } = {}): Arm64TranslateResult {
+    this.lifetime.check();
+    bigintArg(va, "va");
+    boolArg(el0, "el0");
+    optionsObject(opts, "opts");
+    if (opts.update !== undefined) boolArg(opts.update, "opts.update");
     const flags = opts.update === false ? 0 : this.L.AWALK_UPDATE;
     return this.result(this.ex.armWalk(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0, flags));
   }
 
   /** Stage-2 walk of one IPA (no TLB), with hardware updates. */
   walkStage2(ipa: bigint, access: Arm64Access = "read", el0 = false): Arm64TranslateResult {
+    this.lifetime.check();
+    bigintArg(ipa, "ipa");
+    boolArg(el0, "el0");
     return this.result(this.ex.armWalkStage2(BigInt.asUintN(64, ipa), armAccessCode(access), el0 ? 1 : 0));
   }
 
   /** Batch translation (see X86Vcpu.translateBatch); `el0` for the whole batch. */
   translateBatch(va: BigUint64Array, access: Uint8Array | Arm64Access, el0: boolean,
-    out: { pa: BigUint64Array; status: Uint32Array } = { pa: new BigUint64Array(va.length), status: new Uint32Array(va.length) }): number {
+    out?: { pa: BigUint64Array; status: Uint32Array }): number {
+    this.lifetime.check();
+    u64ArrayArg(va, "va");
     if (typeof access !== "string") {
+      u8ArrayArg(access, "access");
       for (let i = 0; i < va.length && i < access.length; i++) {
         if (access[i]! > 2) throw new TypeError(`vmmu: access code ${access[i]} at index ${i} is not 0 (read), 1 (write) or 2 (fetch)`);
       }
     }
+    if (out === undefined) out = { pa: new BigUint64Array(va.length), status: new Uint32Array(va.length) };
     return this.batchInto(va, typeof access === "string" ? armAccessCode(access) : access, el0, out);
   }
 
   /** Decodes a batch status word (and its pa slot) into a translate() result. */
   decodeStatus(status: number, pa: bigint): Arm64TranslateResult {
+    this.lifetime.check();
+    intArg(status, "status", 0, 0xffff_ffff);
+    bigintArg(pa, "pa");
     const L = this.L;
     const s = status >>> L.BS_STATUS_SHIFT;
     const level = (status >>> L.BS_LEVEL_SHIFT) & 0xff;
@@ -291,6 +329,8 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * Returns the decoded operation (what it covered, or why it was ignored).
    */
   tlbi(op: TlbiName | string, operand: bigint = 0n): DecodedTlbi {
+    this.lifetime.check();
+    reg64Arg(operand, "operand");
     const r = this.systemRegisters();
     const d = decodeTlbi(op, BigInt.asUintN(64, operand), { asid16: (r.tcr & TCR.AS) !== 0n });
     const vmid = this.vmid();
@@ -342,6 +382,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
 
   /** Counts of TLBI operations this vCPU executed or received. */
   tlbiStats(): TlbiStats {
+    this.lifetime.check();
     return {
       ops: { ...this.opCounts }, ignored: this.ignoredOps, contextFlushes: this.ctxFlushes,
       rangeFlushes: this.rangeFlushes, contextEvictions: this.contexts.evictions,
@@ -349,6 +390,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   }
 
   toString(): string {
+    if (this.lifetime.disposed) return `arm64 vCPU ${this.index} (machine disposed)`;
     const r = this.systemRegisters();
     return `arm64 vCPU ${this.index} ttbr0=${hex(r.ttbr0)} ttbr1=${hex(r.ttbr1)} tcr=${hex(r.tcr)} vttbr=${hex(r.vttbr)} hcr=${hex(r.hcr)}`;
   }
@@ -356,10 +398,12 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
 
 /** The wasm access code of an access kind; TypeError for anything else. */
 export function armAccessCode(access: Arm64Access): number {
-  const code = Object.hasOwn(ARM_ACCESS_CODE, access) ? ARM_ACCESS_CODE[access] : undefined;
-  if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
+  const code = typeof access === "string" && Object.hasOwn(ARM_ACCESS_CODE, access) ? ARM_ACCESS_CODE[access] : undefined;
+  if (code === undefined) throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${show(access)}`);
   return code;
 }
+
+const SYSREG_FIELDS = ["ttbr0", "ttbr1", "tcr", "sctlr", "mair", "vttbr", "vtcr", "hcr"] as const;
 
 /** Batch views of an arm64 vCPU: `run(count, el0)`. */
 export type Arm64Batch = Batch<boolean>;

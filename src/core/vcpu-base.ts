@@ -5,6 +5,8 @@
 import type { Core } from "./load.js";
 import type { GuestMemory } from "../memory.js";
 import type { MemoryViews } from "./views.js";
+import { DISPOSED_EXPORTS, type Lifetime } from "./lifetime.js";
+import { boolArg, intArg, u64ArrayArg, u8ArrayArg } from "../validate.js";
 
 /** TLB and walk counters of one vCPU, since creation or resetStats(). */
 export interface TlbStats {
@@ -29,7 +31,9 @@ export interface Batch<P> {
 export abstract class VcpuBase<P> {
   readonly base: number;
   protected readonly L: Core["layout"];
-  protected readonly ex: Core["exports"];
+  protected ex: Core["exports"];
+  /** The machine's disposed flag (shared with its memory and other vCPUs). */
+  protected readonly lifetime: Lifetime;
   /** The memory's views (shared with `memory`), renewed on growth by fresh(). */
   protected readonly views: MemoryViews;
   private batchViews?: { generation: number; batch: Batch<P> };
@@ -39,9 +43,10 @@ export abstract class VcpuBase<P> {
    * block (TLB on); a worker attaching to a running vCPU passes false. One
    * instance drives a vCPU at a time.
    */
-  constructor(readonly index: number, protected readonly core: Core, readonly memory: GuestMemory, fresh: boolean) {
+  constructor(readonly index: number, core: Core, readonly memory: GuestMemory, fresh: boolean) {
     this.L = core.layout;
     this.ex = core.exports;
+    this.lifetime = memory.lifetime;
     this.views = memory.views;
     const dv = this.dv();
     const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
@@ -53,6 +58,15 @@ export abstract class VcpuBase<P> {
       dv.setUint32(this.base + this.L.S_INDEX, index, true);
       dv.setUint32(this.base + this.L.S_TLB_ON, 1, true);
     }
+  }
+
+  /**
+   * @internal Machine.dispose: drops this vCPU's wasm instance and batch
+   * views; every later call throws `vmmu: machine is disposed`.
+   */
+  release(): void {
+    this.ex = DISPOSED_EXPORTS;
+    this.batchViews = undefined;
   }
 
   /** A DataView over the whole memory, renewed when the memory has grown. */
@@ -70,11 +84,15 @@ export abstract class VcpuBase<P> {
     return this.views.fresh().u64;
   }
 
+  /** The name of the privilege argument in messages (`user`, `el0`). */
+  protected abstract readonly privName: string;
+
   /** Runs the architecture's batch translation for `count` entries. */
   protected abstract runBatch(count: number, priv: P): number;
 
   /** Zero-copy views over this vCPU's batch area (capacity BATCH_MAX). */
   batch(): Batch<P> {
+    this.lifetime.check();
     const v = this.views.fresh();
     if (this.batchViews?.generation === v.generation) return this.batchViews.batch;
     const buf = v.u8.buffer;
@@ -86,7 +104,9 @@ export abstract class VcpuBase<P> {
       pa: new BigUint64Array(buf, b + L.VCPU_BATCH_PA, n),
       status: new Uint32Array(buf, b + L.VCPU_BATCH_STATUS, n),
       run: (count: number, priv: P) => {
-        if (!Number.isInteger(count) || count < 0 || count > n) throw new RangeError(`vmmu: batch count must be 0..${n}`);
+        this.lifetime.check();
+        intArg(count, "count", 0, n);
+        boolArg(priv, this.privName);
         return this.runBatch(count, priv);
       },
     };
@@ -102,6 +122,12 @@ export abstract class VcpuBase<P> {
    */
   protected batchInto(va: BigUint64Array, access: Uint8Array | number, priv: P,
     out: { pa: BigUint64Array; status: Uint32Array }): number {
+    u64ArrayArg(va, "va");
+    if (typeof access !== "number") u8ArrayArg(access, "access");
+    boolArg(priv, this.privName);
+    if (typeof out !== "object" || out === null) throw new TypeError("vmmu: out must be { pa: BigUint64Array, status: Uint32Array }");
+    u64ArrayArg(out.pa, "out.pa");
+    if (!(out.status instanceof Uint32Array)) throw new TypeError("vmmu: out.status must be a Uint32Array");
     if (out.pa.length < va.length || out.status.length < va.length) throw new RangeError("vmmu: output arrays shorter than the input");
     if (typeof access !== "number" && access.length < va.length) throw new RangeError("vmmu: access array shorter than the input");
     let faults = 0;
@@ -121,6 +147,8 @@ export abstract class VcpuBase<P> {
 
   /** Turns the TLB off (every access walks) or on; either way the TLB is flushed. */
   setTlbEnabled(on: boolean): void {
+    this.lifetime.check();
+    boolArg(on, "on");
     this.dv().setUint32(this.base + this.L.S_TLB_ON, on ? 1 : 0, true);
     this.ex.tlbFlushAll();
     this.reload();
@@ -131,6 +159,7 @@ export abstract class VcpuBase<P> {
 
   /** TLB and walk counters. */
   tlbStats(): TlbStats {
+    this.lifetime.check();
     const dv = this.dv(), L = this.L, c = this.base + L.VCPU_COUNTERS;
     const n = (i: number) => Number(dv.getBigUint64(c + i * 8, true));
     return {
@@ -148,11 +177,13 @@ export abstract class VcpuBase<P> {
    * (when `memory.views.fresh().generation` changes).
    */
   counterView(): BigUint64Array {
+    this.lifetime.check();
     return this.u64().subarray((this.base + this.L.VCPU_COUNTERS) >> 3, ((this.base + this.L.VCPU_COUNTERS) >> 3) + this.L.COUNTER_COUNT);
   }
 
   /** Zeroes the counters (not the TLB). */
   resetStats(): void {
+    this.lifetime.check();
     this.views.fresh().u8.fill(0, this.base + this.L.VCPU_COUNTERS, this.base + this.L.VCPU_COUNTERS + this.L.COUNTER_COUNT * 8);
   }
 }

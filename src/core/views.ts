@@ -10,6 +10,7 @@
 // it is handed against the views (cover()).
 
 import type { Layout } from "./layout.js";
+import { DISPOSED_MESSAGE } from "./lifetime.js";
 
 const cache = new WeakMap<WebAssembly.Memory, MemoryViews>();
 
@@ -26,10 +27,12 @@ export class MemoryViews {
   u64!: BigUint64Array;
   i64!: BigInt64Array;
   private pages = -1;
-  private readonly header: Uint32Array;
+  private header: Uint32Array;
   private readonly at: number;
+  private memory: WebAssembly.Memory | undefined;
 
-  private constructor(readonly memory: WebAssembly.Memory, layout: Layout) {
+  private constructor(memory: WebAssembly.Memory, layout: Layout) {
+    this.memory = memory;
     this.at = (layout.MACHINE_BASE + layout.M_BACK_END) >> 2;
     this.header = new Uint32Array(memory.buffer, 0, this.at + 1);
     this.fresh();
@@ -55,7 +58,26 @@ export class MemoryViews {
     return this;
   }
 
+  /**
+   * Drops the memory and every view of it (Machine.dispose), so holding this
+   * object no longer keeps the memory alive; a later fresh() or cover() throws.
+   */
+  release(): void {
+    if (this.memory === undefined) return;
+    this.memory = undefined;
+    this.pages = -1;
+    this.header = new Uint32Array(this.at + 1).fill(0xffff_ffff);
+    const none = new ArrayBuffer(0);
+    this.dv = new DataView(none);
+    this.u8 = new Uint8Array(none);
+    this.u32 = new Uint32Array(none);
+    this.u64 = new BigUint64Array(none);
+    this.i64 = new BigInt64Array(none);
+    this.generation++;
+  }
+
   private renew(pages: number): void {
+    if (this.memory === undefined) throw new Error(DISPOSED_MESSAGE);
     const buf = this.memory.buffer;
     this.pages = pages;
     this.dv = new DataView(buf);

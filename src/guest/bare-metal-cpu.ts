@@ -11,11 +11,12 @@
 // stays one translate(). Not modelled: caches, the paging-structure caches,
 // pipelining, interrupts other than the IPIs the guest sends.
 
-import type { X86Vcpu, X86Fault } from "../x86/vcpu.js";
+import { X86Vcpu, type X86Fault } from "../x86/vcpu.js";
 import type { GuestMemory } from "../memory.js";
 import type { TlbStats } from "../core/vcpu-base.js";
 import { CR0, CR4, EFER, type X86Access } from "../x86/regs.js";
 import type { GuestCpu, GuestException } from "./cpu.js";
+import { optBoolArg, optionsObject, show } from "../validate.js";
 
 /** Cycles per event, by event name. Unknown names cost nothing. */
 export type CpuCosts = { [event: string]: number };
@@ -80,12 +81,16 @@ export class BareMetalCpu implements GuestCpu {
   private readonly base: TlbStats;
   private readonly counts: Record<string, number> = Object.create(null) as Record<string, number>;
 
+  /** Throws a TypeError naming the argument unless `vcpu` is an X86Vcpu and `opts` well typed. */
   constructor(readonly vcpu: X86Vcpu, opts: BareMetalCpuOptions = {}) {
+    if (!(vcpu instanceof X86Vcpu)) throw new TypeError(`vmmu: vcpu must be an X86Vcpu, got ${show(vcpu)}`);
+    optionsObject(opts, "opts");
+    if (opts.costs !== undefined) optionsObject(opts.costs, "opts.costs");
     this.index = vcpu.index;
     this.memory = vcpu.memory;
-    this.hasInvpcid = opts.invpcid ?? true;
+    this.hasInvpcid = optBoolArg(opts.invpcid, "opts.invpcid", true);
     this.c = { ...BARE_METAL_COSTS, ...opts.costs } as CpuCosts;
-    if (opts.reset ?? true) vcpu.setControl(X86_BOOT_CONTROL);
+    if (optBoolArg(opts.reset, "opts.reset", true)) vcpu.setControl(X86_BOOT_CONTROL);
     this.base = vcpu.tlbStats();
   }
 

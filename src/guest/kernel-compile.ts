@@ -27,6 +27,7 @@ import {
   LinuxGuest, USER_LAYOUT, type GuestFile, type LinuxCpu, type LinuxOptions, type LinuxStats, type Task, type Vma,
 } from "./linux.js";
 import { traceRegions, type AccessTrace } from "./lackey.js";
+import { fnArg, intArg, optBoolArg, optionsObject, show } from "../validate.js";
 
 export interface KernelCompileOptions {
   /** Translation units compiled (each: gcc → cc1, as). */
@@ -255,6 +256,40 @@ class TraceStream implements Stream {
 }
 
 /** Runs the workload on a booted guest. Deterministic for (guest configuration, options). */
+/** Throws a TypeError or RangeError naming the option unless `o` is well formed (an empty trace included). */
+function checkOptions(o: KernelCompileOptions): void {
+  optionsObject(o, "opts");
+  intArg(o.jobs, "jobs", 1, 1_000_000);
+  intArg(o.seed, "seed", 0, 0xffff_ffff);
+  const opt = (k: keyof KernelCompileOptions, min: number, max: number) => { if (o[k] !== undefined) intArg(o[k], k, min, max); };
+  opt("parallel", 1, 4096);
+  opt("accessesPerProcess", 1, 1e9);
+  opt("headersPerJob", 0, 64);
+  opt("stepAccesses", 1, 1 << 20);
+  const pos = (k: "tickHz" | "cpuHz" | "sliceCycles") => {
+    const v = o[k];
+    if (v === undefined) return;
+    if (typeof v !== "number") throw new TypeError(`vmmu: ${k} must be a positive number, got ${show(v)}`);
+    if (!(v > 0 && v < 1e15)) throw new RangeError(`vmmu: ${k} must be a positive number, got ${show(v)}`);
+  };
+  pos("tickHz");
+  pos("cpuHz");
+  pos("sliceCycles");
+  if (Math.round((o.cpuHz ?? 3e9) / (o.tickHz ?? 1000)) < 1) throw new RangeError(`vmmu: tickHz (${o.tickHz}) must be at most about cpuHz (${o.cpuHz ?? 3e9}): a tick is at least one cycle`);
+  optBoolArg(o.coldCache, "coldCache", false);
+  fnArg(o.onAccess, "onAccess", true);
+  fnArg(o.onProgress, "onProgress", true);
+  const t = o.trace;
+  if (t !== undefined) {
+    if (typeof t !== "object" || t === null || !(t.addr instanceof Float64Array) || !(t.kind instanceof Uint8Array) || typeof t.length !== "number") {
+      throw new TypeError(`vmmu: trace must be an AccessTrace ({ addr: Float64Array, kind: Uint8Array, length }), got ${show(t)}`);
+    }
+    if (t.length < 1 || t.length > t.addr.length || t.length > t.kind.length) {
+      throw new RangeError(`vmmu: trace must hold at least one access (length ${t.length}): an empty or unparsable lackey trace has none`);
+    }
+  }
+}
+
 export function runKernelCompile(guest: LinuxGuest, opts: KernelCompileOptions): KernelCompileResult {
   return new KernelCompile(guest, opts).run();
 }
@@ -310,6 +345,7 @@ class KernelCompile {
   private userAccesses = 0;
 
   constructor(private readonly g: LinuxGuest, private readonly o: KernelCompileOptions) {
+    checkOptions(o);
     this.cpus = g.cpus;
     this.A = o.accessesPerProcess ?? 200_000;
     this.step = o.stepAccesses ?? 512;

@@ -51,6 +51,7 @@ import type { GuestCpu, GuestException, GuestPageFault } from "./cpu.js";
 import { X86PageTableBuilder } from "../x86/table-builder.js";
 import { CR0, CR3_NOFLUSH, CR4, PFERR, PTE, PTE_ADDR_MASK, type X86Access } from "../x86/regs.js";
 import { FRAME, FrameAllocator } from "./frames.js";
+import { bigintRangeArg, fnArg, intArg, optBoolArg, optionsObject, show, sizeArg } from "../validate.js";
 
 /** page_offset_base without KASLR, 4-level paging. */
 export const PAGE_OFFSET = 0xffff_8880_0000_0000n;
@@ -313,17 +314,25 @@ export class LinuxGuest {
   private readonly directMapGlobal: boolean;
   private readonly textGlobal: boolean;
 
+  /** Throws a TypeError or RangeError naming the argument or option on bad input. */
   constructor(cpus: readonly GuestCpu[], opts: LinuxOptions) {
-    if (cpus.length === 0) throw new RangeError("vmmu: the guest needs at least one CPU");
-    this.ramBytes = BigInt(opts.ramBytes);
-    this.ramBase = opts.ramBase ?? 0n;
-    if (this.ramBytes % M2 !== 0n || this.ramBytes < 64n << 20n) throw new RangeError("vmmu: guest RAM must be a multiple of 2 MiB, at least 64 MiB");
-    if (this.ramBase % M2 !== 0n) throw new RangeError("vmmu: guest RAM base must be 2 MiB aligned");
-    this.kernelTextBytes = opts.kernelTextBytes ?? 8 << 20;
-    if (this.kernelTextBytes % (2 << 20) !== 0 || this.kernelTextBytes <= 0) throw new RangeError("vmmu: kernelTextBytes must be a positive multiple of 2 MiB");
-    this.pti = opts.pti ?? true;
-    this.pcid = opts.pcid ?? true;
-    this.invpcid = this.pcid && (opts.invpcid ?? cpus[0]!.hasInvpcid);
+    if (!Array.isArray(cpus)) throw new TypeError(`vmmu: cpus must be an array of GuestCpu, got ${show(cpus)}`);
+    if (cpus.length === 0) throw new RangeError("vmmu: cpus must hold at least one CPU, got an empty array");
+    cpus.forEach((c, i) => {
+      if (typeof c !== "object" || c === null || typeof (c as GuestCpu).accessMany !== "function") throw new TypeError(`vmmu: cpus[${i}] must be a GuestCpu, got ${show(c)}`);
+    });
+    optionsObject(opts, "opts");
+    this.ramBytes = sizeArg(opts.ramBytes, "ramBytes", 64n << 20n, 1n << 46n, "a multiple of 2 MiB, at least 64 MiB");
+    this.ramBase = opts.ramBase === undefined ? 0n : bigintRangeArg(opts.ramBase, "ramBase", 0n, 1n << 52n, "a 2 MiB aligned gpa below 2^52");
+    if (this.ramBytes % M2 !== 0n) throw new RangeError(`vmmu: ramBytes (guest RAM) must be a multiple of 2 MiB, at least 64 MiB, got ${this.ramBytes}`);
+    if (this.ramBase % M2 !== 0n) throw new RangeError(`vmmu: ramBase (guest RAM base) must be 2 MiB aligned, got ${show(this.ramBase)}`);
+    this.kernelTextBytes = opts.kernelTextBytes === undefined ? 8 << 20 : intArg(opts.kernelTextBytes, "kernelTextBytes", 2 << 20, 1 << 30);
+    if (this.kernelTextBytes % (2 << 20) !== 0) throw new RangeError(`vmmu: kernelTextBytes must be a positive multiple of 2 MiB, got ${this.kernelTextBytes}`);
+    this.pti = optBoolArg(opts.pti, "pti", true);
+    this.pcid = optBoolArg(opts.pcid, "pcid", true);
+    if (opts.work !== undefined) optionsObject(opts.work, "work");
+    fnArg(opts.trace, "trace", true);
+    this.invpcid = this.pcid && optBoolArg(opts.invpcid, "invpcid", cpus[0]!.hasInvpcid);
     this.work = { ...LINUX_WORK_COSTS, ...opts.work };
     this.trace = opts.trace;
     this.directMapGlobal = !this.pti;

@@ -3,6 +3,8 @@
 // are overridable (`vmmu run kpti --cost name=value`). The model is not tuned
 // to reproduce the seed's numbers.
 
+import { optionsObject, show } from "../validate.js";
+
 export interface CostModel {
   /** VM exit + entry round trip. Assumption inside E's suggested 1,000–1,500 (bracketed by the SVM KVM_RUN measurement of ≈1,344–2,528 cycles, E). */
   vmExit: number;
@@ -61,13 +63,32 @@ export const DEFAULT_COSTS: CostModel = {
   nativeCr3: 200,
 };
 
-/** Applies `name=value` overrides; throws naming a bad key or value. */
+/**
+ * The most cycles one event may cost: 10^7 (3 ms at 3 GHz), so that simulated
+ * totals over ~10^8 events stay exact in a double.
+ */
+export const MAX_COST = 1e7;
+
+/** Throws a TypeError or RangeError naming the cost unless `v` is a number in 0..MAX_COST. */
+export function checkCost(name: string, v: unknown): number {
+  if (typeof v !== "number") throw new TypeError(`vmmu: cost ${name} must be a number of cycles, got ${show(v)}`);
+  if (!Number.isFinite(v) || v < 0 || v > MAX_COST) throw new RangeError(`vmmu: cost ${name} must be 0..${MAX_COST} cycles, got ${show(v)}`);
+  return v;
+}
+
+/** Throws naming the key unless `costs` is a complete cost model (own keys only) with every cost in range. */
+export function checkCostModel(costs: unknown, name = "costs"): CostModel {
+  const o = optionsObject(costs, name);
+  for (const k of Object.keys(DEFAULT_COSTS)) checkCost(`${name}.${k}`, Object.hasOwn(o, k) ? o[k] : undefined);
+  return o as unknown as CostModel;
+}
+
+/** Applies `name=value` overrides; throws naming a bad key or value (own keys of the model only). */
 export function withOverrides(base: CostModel, overrides: Record<string, number>): CostModel {
   const out = { ...base };
-  for (const [k, v] of Object.entries(overrides)) {
-    if (!(k in base)) throw new Error(`vmmu: unknown cost '${k}' (one of: ${Object.keys(base).join(", ")})`);
-    if (!Number.isFinite(v) || v < 0) throw new Error(`vmmu: cost ${k} must be a non-negative number`);
-    (out as Record<string, number>)[k] = v;
+  for (const [k, v] of Object.entries(optionsObject(overrides, "overrides"))) {
+    if (!Object.hasOwn(base, k)) throw new RangeError(`vmmu: unknown cost '${k}' (one of: ${Object.keys(base).join(", ")})`);
+    (out as Record<string, number>)[k] = checkCost(k, v);
   }
   return out;
 }

@@ -9,6 +9,8 @@
 // root cache and guest PCIDs in hardware, or it would be wrong) switches on
 // its prerequisites too: the `requires` column says which.
 
+import { show } from "../validate.js";
+
 export interface ShadowPolicy {
   readonly name: string;
   readonly title: string;
@@ -81,7 +83,8 @@ define("alon2018-invlpg", "alon2018 + per-PCID deferred INVLPG arrays (8 address
 
 /** The policy called `name`; throws a clear error listing the names otherwise. */
 export function policyByName(name: string): ShadowPolicy {
-  const p = POLICIES[name];
-  if (!p) throw new Error(`vmmu: unknown policy '${name}' (one of: ${Object.keys(POLICIES).join(", ")})`);
+  if (typeof name !== "string") throw new TypeError(`vmmu: policy must be a policy name, got ${show(name)}`);
+  const p = Object.hasOwn(POLICIES, name) ? POLICIES[name] : undefined;
+  if (!p) throw new RangeError(`vmmu: unknown policy '${name}' (policy must be one of: ${Object.keys(POLICIES).join(", ")})`);
   return p;
 }

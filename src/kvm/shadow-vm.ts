@@ -8,8 +8,9 @@ import type { X86Vcpu } from "../x86/vcpu.js";
 import { HostPool } from "./host-pool.js";
 import { ShadowMmu } from "./shadow-mmu.js";
 import { ShadowVcpu } from "./shadow-vcpu.js";
-import { DEFAULT_COSTS, type CostModel } from "./cost-model.js";
+import { DEFAULT_COSTS, checkCostModel, type CostModel } from "./cost-model.js";
 import { policyByName, type ShadowPolicy } from "./policy.js";
+import { intArg, optionsObject, show } from "../validate.js";
 
 export interface ShadowVmOptions {
   vcpus: number;
@@ -32,10 +33,19 @@ export interface ShadowVm {
   pool: HostPool;
 }
 
-/** Creates a shadow-paging VM; its vCPUs still need start() with the guest's first control registers. */
+/**
+ * Creates a shadow-paging VM; its vCPUs still need start() with the guest's
+ * first control registers. Throws a TypeError or RangeError naming the
+ * option on bad input (machine options as createMachine names them).
+ */
 export async function createShadowVm(opts: ShadowVmOptions): Promise<ShadowVm> {
+  optionsObject(opts, "opts");
+  intArg(opts.vcpus, "vcpus", 1, 128);
+  if (opts.policy !== undefined && typeof opts.policy !== "string" && (typeof opts.policy !== "object" || opts.policy === null)) {
+    throw new TypeError(`vmmu: policy must be a policy name or a ShadowPolicy, got ${show(opts.policy)}`);
+  }
   const policy = typeof opts.policy === "object" ? opts.policy : policyByName(opts.policy ?? "shahid2018");
-  const costs = opts.costs ?? DEFAULT_COSTS;
+  const costs = opts.costs === undefined ? DEFAULT_COSTS : checkCostModel(opts.costs);
   const machine = await createMachine({
     arch: "x86_64", memoryBytes: opts.memoryBytes ?? 256 << 20, vcpus: opts.vcpus * 2, maxPhysAddrBits: 52,
     poolBytes: opts.poolBytes ?? 64 << 20, tlbEntries: opts.tlbEntries ?? 4096,

@@ -6,9 +6,10 @@
 // Non-leaf entries are written P|RW|US (rights are then decided by the leaf)
 // unless `tableFlags` says otherwise.
 
-import type { GuestMemory } from "../memory.js";
+import { GuestMemory } from "../memory.js";
 import { hex } from "../addr.js";
 import { PTE, PTE_ADDR_MASK, PTE_PKEY_SHIFT } from "./regs.js";
+import { bigintArg, bigintRangeArg, enumArg, intArg, optBoolArg, optionsObject, show, u64Arg } from "../validate.js";
 
 export type X86PageSize = "4K" | "2M" | "1G";
 const SIZE_LEVEL: Record<X86PageSize, number> = { "4K": 1, "2M": 2, "1G": 3 };
@@ -43,12 +44,23 @@ export class X86PageTableBuilder {
   private readonly limit: bigint;
   private readonly tableFlags: bigint;
 
+  /**
+   * Tables go to [opts.tableBase, opts.tableLimit) of `mem`. Throws a
+   * TypeError or RangeError naming the option on bad input (levels other than
+   * 4 or 5, an unaligned or inverted table range, table flags beyond 64 bits).
+   */
   constructor(private readonly mem: GuestMemory, opts: X86BuilderOptions) {
-    this.levels = opts.levels ?? 4;
-    if ((opts.tableBase & 0xfffn) !== 0n) throw new RangeError(`vmmu: tableBase ${hex(opts.tableBase)} is not 4 KiB aligned`);
-    this.next = opts.tableBase;
-    this.limit = opts.tableLimit;
-    this.tableFlags = opts.tableFlags ?? (PTE.P | PTE.RW | PTE.US);
+    if (!(mem instanceof GuestMemory)) throw new TypeError(`vmmu: memory must be a machine's GuestMemory, got ${show(mem)}`);
+    const o = optionsObject(opts, "options");
+    const levels = o.levels === undefined ? 4 : o.levels;
+    if (typeof levels !== "number") throw new TypeError(`vmmu: levels must be 4 or 5, got ${show(levels)}`);
+    if (levels !== 4 && levels !== 5) throw new RangeError(`vmmu: levels must be 4 or 5 (32-bit and PAE paging are not modelled), got ${show(levels)}`);
+    this.levels = levels;
+    const base = u64Arg(o.tableBase, "tableBase");
+    if ((base & 0xfffn) !== 0n) throw new RangeError(`vmmu: tableBase ${hex(base)} is not 4 KiB aligned`);
+    this.next = base;
+    this.limit = bigintRangeArg(o.tableLimit, "tableLimit", base + 4096n, PTE_ADDR_MASK + 0x1000n, `above tableBase + 4096 (${hex(base + 4096n)}) and at most 2^52`);
+    this.tableFlags = o.tableFlags === undefined ? PTE.P | PTE.RW | PTE.US : u64Arg(o.tableFlags, "tableFlags");
     this.root = this.allocTable();
   }
 
@@ -68,13 +80,23 @@ export class X86PageTableBuilder {
 
   /** gpa of the entry for `va` at `level` in the table at `table`. */
   static entryGpa(table: bigint, va: bigint, level: number): bigint {
-    return table + (((va >> BigInt(12 + 9 * (level - 1))) & 511n) << 3n);
+    if (typeof table !== "bigint" || typeof va !== "bigint" || !(level >= 1 && level <= 5) || !Number.isInteger(level)) {
+      u64Arg(table, "table");
+      bigintArg(va, "va");
+      intArg(level, "level", 1, 5);
+    }
+    return entryGpaOf(table, va, level);
   }
 
   /** Encodes a leaf entry for `pa` at page size `size`. */
   static leaf(pa: bigint, size: X86PageSize, f: X86LeafFlags = {}): bigint {
-    const level = SIZE_LEVEL[size];
+    bigintRangeArg(pa, "pa", 0n, PTE_ADDR_MASK | 0xfffn, "a physical address below 2^52 (MAXPHYADDR ≤ 52)");
+    const level = SIZE_LEVEL[enumArg(size, "size", SIZE_LEVEL)];
     if ((pa & (SIZE_BYTES[size] - 1n)) !== 0n) throw new RangeError(`vmmu: pa ${hex(pa)} is not ${size} aligned`);
+    optionsObject(f, "flags");
+    for (const k of LEAF_BOOLS) optBoolArg(f[k], `flags.${k}`, false);
+    if (f.pkey !== undefined) intArg(f.pkey, "flags.pkey", 0, 15);
+    if (f.raw !== undefined) u64Arg(f.raw, "flags.raw");
     let e = (pa & PTE_ADDR_MASK) | PTE.P;
     if (level > 1) e |= PTE.PS;
     if (f.write) e |= PTE.RW;
@@ -86,10 +108,7 @@ export class X86PageTableBuilder {
     if (f.global) e |= PTE.G;
     if (f.pat) e |= level > 1 ? PTE.PAT_LARGE : PTE.PAT;
     if (f.nx) e |= PTE.XD;
-    if (f.pkey !== undefined) {
-      if (!Number.isInteger(f.pkey) || f.pkey < 0 || f.pkey > 15) throw new RangeError("vmmu: pkey must be 0..15");
-      e |= BigInt(f.pkey) << PTE_PKEY_SHIFT;
-    }
+    if (f.pkey !== undefined) e |= BigInt(f.pkey) << PTE_PKEY_SHIFT;
     if (f.raw !== undefined) e |= f.raw;
     return e;
   }
@@ -99,9 +118,11 @@ export class X86PageTableBuilder {
    * creating missing tables. Throws if a large page is in the way.
    */
   tableFor(va: bigint, level: number): bigint {
+    this.checkVa(va);
+    intArg(level, "level", 1, this.levels);
     let table = this.root;
     for (let l = this.levels; l > level; l--) {
-      const g = X86PageTableBuilder.entryGpa(table, va, l);
+      const g = entryGpaOf(table, va, l);
       const e = this.mem.read64(g);
       if ((e & PTE.P) === 0n) {
         const t = this.allocTable();
@@ -117,15 +138,22 @@ export class X86PageTableBuilder {
 
   /** Maps `va` → `pa` with a page of `size` and `flags`. Returns the leaf entry's gpa. */
   map(va: bigint, pa: bigint, size: X86PageSize = "4K", flags: X86LeafFlags = {}): bigint {
+    this.checkVa(va);
+    const entry = X86PageTableBuilder.leaf(pa, size, flags);
     if ((va & (SIZE_BYTES[size] - 1n)) !== 0n) throw new RangeError(`vmmu: va ${hex(va)} is not ${size} aligned`);
     const level = SIZE_LEVEL[size];
-    const g = X86PageTableBuilder.entryGpa(this.tableFor(va, level), va, level);
-    this.mem.write64(g, X86PageTableBuilder.leaf(pa, size, flags));
+    const g = entryGpaOf(this.tableFor(va, level), va, level);
+    this.mem.write64(g, entry);
     return g;
   }
 
   /** Maps `count` consecutive pages of `size` starting at va → pa. */
   mapRange(va: bigint, pa: bigint, count: number, size: X86PageSize = "4K", flags: X86LeafFlags = {}): void {
+    this.checkVa(va);
+    X86PageTableBuilder.leaf(pa, size, flags);
+    intArg(count, "count", 0, 2 ** 36);
+    const end = va + BigInt(count) * SIZE_BYTES[enumArg(size, "size", SIZE_BYTES)];
+    if (count > 0) this.checkVa(end - 1n, "va + count pages");
     for (let i = 0n; i < BigInt(count); i++) this.map(va + i * SIZE_BYTES[size], pa + i * SIZE_BYTES[size], size, flags);
   }
 
@@ -142,9 +170,10 @@ export class X86PageTableBuilder {
 
   /** gpa of the present leaf entry that maps `va`, or undefined. */
   leafGpa(va: bigint): bigint | undefined {
+    this.checkVa(va);
     let table = this.root;
     for (let l: number = this.levels; l >= 1; l--) {
-      const g = X86PageTableBuilder.entryGpa(table, va, l);
+      const g = entryGpaOf(table, va, l);
       const e = this.mem.read64(g);
       if ((e & PTE.P) === 0n) return undefined;
       if (l === 1 || (l <= 3 && (e & PTE.PS) !== 0n)) return g;
@@ -155,12 +184,29 @@ export class X86PageTableBuilder {
 
   /** gpa of the entry for `va` at `level` if the path to it exists. */
   entryAt(va: bigint, level: number): bigint | undefined {
+    this.checkVa(va);
+    intArg(level, "level", 1, this.levels);
     let table = this.root;
     for (let l = this.levels; l > level; l--) {
-      const e = this.mem.read64(X86PageTableBuilder.entryGpa(table, va, l));
+      const e = this.mem.read64(entryGpaOf(table, va, l));
       if ((e & PTE.P) === 0n || (l <= 3 && (e & PTE.PS) !== 0n)) return undefined;
       table = e & PTE_ADDR_MASK;
     }
-    return X86PageTableBuilder.entryGpa(table, va, level);
+    return entryGpaOf(table, va, level);
+  }
+
+  /** Throws unless `va` is a canonical linear address for this builder's paging depth (SDM Vol.3A §3.3.7.1). */
+  private checkVa(va: bigint, name = "va"): void {
+    u64Arg(va, name);
+    const bits = this.levels === 5 ? 57 : 48;
+    if (BigInt.asUintN(64, BigInt.asIntN(bits, va)) !== va) {
+      throw new RangeError(`vmmu: ${name} ${hex(va)} is not canonical for ${this.levels}-level paging (bits 63:${bits - 1} must be equal)`);
+    }
   }
 }
+
+function entryGpaOf(table: bigint, va: bigint, level: number): bigint {
+  return table + (((va >> BigInt(12 + 9 * (level - 1))) & 511n) << 3n);
+}
+
+const LEAF_BOOLS = ["write", "user", "nx", "global", "pwt", "pcd", "pat", "accessed", "dirty"] as const;

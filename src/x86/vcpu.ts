@@ -9,6 +9,7 @@ import type { GuestMemory } from "../memory.js";
 import { hex } from "../addr.js";
 import { VcpuBase, type Batch } from "../core/vcpu-base.js";
 import { CR0, CR3_NOFLUSH, CR3_PCID_MASK, CR4, EFER, ACCESS_CODE, type X86Access } from "./regs.js";
+import { bigintArg, boolArg, intArg, integerArg, optBoolArg, optionsObject, reg64Arg, show, u64ArrayArg, u8ArrayArg } from "../validate.js";
 
 export interface X86Control {
   cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint; pkru: bigint; rflags: bigint;
@@ -51,6 +52,7 @@ export type X86Batch = Batch<boolean>;
 
 export class X86Vcpu extends VcpuBase<boolean> {
   private lastStatus = 0;
+  protected readonly privName = "user";
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
    * block (TLB on, MAXPHYADDR); a worker attaching to a running vCPU passes
@@ -78,6 +80,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
 
   /** The control registers in force. */
   control(): X86Control {
+    this.lifetime.check();
     const dv = this.dv(), b = this.base, L = this.L;
     const r = (o: number) => dv.getBigUint64(b + o, true);
     return { cr0: r(L.S_CR0), cr3: r(L.S_CR3), cr4: r(L.S_CR4), efer: r(L.S_EFER), pkru: r(L.S_PKRU), rflags: r(L.S_RFLAGS) };
@@ -89,6 +92,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * is derived (LME && CR0.PG). Throws on a mode this core does not model.
    */
   setControl(c: Partial<X86Control>): void {
+    this.lifetime.check();
+    const o = optionsObject(c, "control");
+    for (const k of CONTROL_FIELDS) if (o[k] !== undefined) reg64Arg(o[k], k);
     const before = this.control();
     try {
       this.writeControl(c);
@@ -132,6 +138,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * `user` means CPL 3.
    */
   translate(va: bigint, access: X86Access = "read", user = false): X86TranslateResult {
+    this.lifetime.check();
+    bigintArg(va, "va");
+    boolArg(user, "user");
     return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0));
   }
 
@@ -141,6 +150,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * translation or walk).
    */
   translatePa(va: bigint, access: X86Access = "read", user = false): bigint | undefined {
+    this.lifetime.check();
+    bigintArg(va, "va");
+    boolArg(user, "user");
     const status = this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0);
     if (status === this.L.STATUS_OK) return this.u64()[(this.base + this.L.R_PA) >> 3]!;
     this.lastStatus = status;
@@ -149,6 +161,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
 
   /** The fault of the last translatePa() that returned undefined. */
   lastFault(): X86Fault {
+    this.lifetime.check();
     const r = this.result(this.lastStatus);
     if (!("fault" in r)) throw new Error("vmmu: lastFault() without a faulting translatePa()");
     return r.fault;
@@ -159,6 +172,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * page-size bits only. No rights or reserved-bit checks, no A/D writes, no TLB.
    */
   peek(va: bigint): X86TranslateResult {
+    this.lifetime.check();
+    bigintArg(va, "va");
     return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), 0, 0, this.L.WALK_DEBUG));
   }
 
@@ -169,6 +184,10 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * from the root down to where the walk stopped.
    */
   walkRecorded(va: bigint, access: X86Access, user: boolean, setAD: boolean): { result: X86TranslateResult; levels: { level: number; gpa: bigint; pte: bigint }[] } {
+    this.lifetime.check();
+    bigintArg(va, "va");
+    boolArg(user, "user");
+    boolArg(setAD, "setAD");
     const L = this.L;
     const flags = L.WALK_CHECK | L.WALK_RECORD | (setAD ? L.WALK_AD : 0);
     const result = this.result(this.ex.x86Walk(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
@@ -187,7 +206,11 @@ export class X86Vcpu extends VcpuBase<boolean> {
 
   /** A full architectural walk without the TLB; `setAD: false` leaves memory untouched. */
   walk(va: bigint, access: X86Access = "read", user = false, opts: { setAD?: boolean } = {}): X86TranslateResult {
-    const flags = this.L.WALK_CHECK | (opts.setAD === false ? 0 : this.L.WALK_AD);
+    this.lifetime.check();
+    bigintArg(va, "va");
+    boolArg(user, "user");
+    const setAD = optBoolArg(optionsObject(opts, "opts").setAD, "opts.setAD", true);
+    const flags = this.L.WALK_CHECK | (setAD ? this.L.WALK_AD : 0);
     return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
   }
 
@@ -197,6 +220,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * entries are invalidated. Reserved bits (M..62, and 63 when PCIDE = 0) #GP.
    */
   writeCr3(value: bigint): X86Fault | null {
+    this.lifetime.check();
+    reg64Arg(value, "value");
     value = BigInt.asUintN(64, value);
     const pcide = (this.cr4() & CR4.PCIDE) !== 0n;
     const noflush = pcide && (value & CR3_NOFLUSH) !== 0n;
@@ -214,6 +239,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * SMEP 0→1 flush the current context (and, conservatively, globals).
    */
   writeCr4(value: bigint): X86Fault | null {
+    this.lifetime.check();
+    reg64Arg(value, "value");
     value = BigInt.asUintN(64, value);
     const old = this.control();
     const lma = (old.efer & EFER.LMA) !== 0n;
@@ -238,6 +265,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * it flushes nothing.
    */
   writeCr0(value: bigint): X86Fault | null {
+    this.lifetime.check();
+    reg64Arg(value, "value");
     value = BigInt.asUintN(64, value);
     const old = this.control();
     if ((value & CR0.PG) !== 0n && (value & CR0.PE) === 0n) return GP;
@@ -250,6 +279,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
 
   /** INVLPG: the current PCID's entries and all global entries for the page of `va`. Non-canonical: no-op. */
   invlpg(va: bigint): void {
+    this.lifetime.check();
+    bigintArg(va, "va");
     this.ex.x86Invlpg(BigInt.asUintN(64, va));
   }
 
@@ -261,6 +292,10 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * 2: everything including globals; 3: everything but globals.
    */
   invpcid(type: number, pcid: number, va: bigint = 0n): X86Fault | null {
+    this.lifetime.check();
+    integerArg(type, "type");
+    integerArg(pcid, "pcid");
+    bigintArg(va, "va");
     if (!Number.isInteger(type) || type < 0 || type > 3) return GP;
     if (!Number.isInteger(pcid) || pcid < 0 || pcid > 0xfff) return GP;
     const cr4 = this.cr4();
@@ -281,6 +316,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
 
   /** The PCID in force (CR3[11:0] when CR4.PCIDE = 1, else 0). */
   currentPcid(): number {
+    this.lifetime.check();
     return (this.cr4() & CR4.PCIDE) !== 0n ? Number(this.u64()[(this.base + this.L.S_CR3) >> 3]! & CR3_PCID_MASK) : 0;
   }
 
@@ -292,6 +328,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * Entry format: assembly/layout.ts, "TLB entry".
    */
   tlbEntries(): X86TlbEntry[] {
+    this.lifetime.check();
     const L = this.L, dv = this.dv(), b = this.base;
     const epoch = dv.getUint32(b + L.T_EPOCH, true);
     const n = dv.getUint32(L.MACHINE_BASE + L.M_TLB_ENTRIES, true);
@@ -329,8 +366,11 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * Fill the areas with batch() first.
    */
   translateUntilFault(start: number, count: number, user: boolean): number {
+    this.lifetime.check();
+    boolArg(user, "user");
     const n = this.L.BATCH_MAX;
-    if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count > n || start > count) throw new RangeError(`vmmu: batch range must lie in 0..${n}`);
+    intArg(count, "count", 0, n);
+    intArg(start, "start", 0, count);
     return this.ex.x86TranslateUntilFault(start, count, user ? 1 : 0);
   }
 
@@ -341,8 +381,11 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * decodeStatus) into the output arrays; returns the number of faults.
    */
   translateBatch(va: BigUint64Array, access: Uint8Array | X86Access, user: boolean,
-    out: { pa: BigUint64Array; status: Uint32Array } = { pa: new BigUint64Array(va.length), status: new Uint32Array(va.length) }): number {
-    if (typeof access !== "string") checkAccessCodes(access, va.length);
+    out?: { pa: BigUint64Array; status: Uint32Array }): number {
+    this.lifetime.check();
+    u64ArrayArg(va, "va");
+    if (typeof access !== "string") checkAccessCodes(u8ArrayArg(access, "access"), va.length);
+    if (out === undefined) out = { pa: new BigUint64Array(va.length), status: new Uint32Array(va.length) };
     return this.batchInto(va, typeof access === "string" ? accessCode(access) : access, user, out);
   }
 
@@ -351,6 +394,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * Throws a TypeError for an entry whose access code was not 0..2.
    */
   decodeStatus(status: number, pa: bigint): X86TranslateResult {
+    this.lifetime.check();
+    intArg(status, "status", 0, 0xffff_ffff);
+    bigintArg(pa, "pa");
     const L = this.L;
     const s = status >>> L.BS_STATUS_SHIFT;
     if (s === L.STATUS_EACCESS) throw new TypeError("vmmu: batch entry had an access code other than 0, 1, 2");
@@ -360,6 +406,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   toString(): string {
+    if (this.lifetime.disposed) return `x86 vCPU ${this.index} (machine disposed)`;
     const c = this.control();
     return `x86 vCPU ${this.index} cr0=${hex(c.cr0)} cr3=${hex(c.cr3)} cr4=${hex(c.cr4)} efer=${hex(c.efer)}`;
   }
@@ -376,8 +423,10 @@ export function accessCode(access: X86Access): number {
   if (access === "read") return ACCESS_CODE.read;
   if (access === "write") return ACCESS_CODE.write;
   if (access === "fetch") return ACCESS_CODE.fetch;
-  throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${String(access)}`);
+  throw new TypeError(`vmmu: access must be 'read' | 'write' | 'fetch', got ${show(access)}`);
 }
+
+const CONTROL_FIELDS = ["cr0", "cr3", "cr4", "efer", "pkru", "rflags"] as const;
 
 /** Throws a TypeError if any of the first `n` access codes is not 0, 1 or 2. */
 export function checkAccessCodes(codes: Uint8Array, n: number): void {

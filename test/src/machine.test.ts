@@ -28,7 +28,6 @@ describe("createMachine refuses bad options, naming the option", () => {
     ["RAM based just below 2^MAXPHYADDR", { memoryBytes: 8192, ramBase: (1n << 36n) - 4096n, maxPhysAddrBits: 36 }, /MAXPHYADDR/],
     ["64 TiB of RAM with the default MAXPHYADDR 46 plus one frame", { memoryBytes: 64n * TiB + 4096n, eagerBytes: 0 }, /MAXPHYADDR/],
     ["ramBase unaligned", { ramBase: 0x1800n }, /ramBase/],
-    ["ramBase a number", { ramBase: 4096 as unknown as bigint }, /ramBase/],
     ["tlbEntries not a power of two", { tlbEntries: 1000 }, /tlbEntries/],
     ["tlbEntries below 16", { tlbEntries: 8 }, /tlbEntries/],
     ["tlbEntries above 2^20", { tlbEntries: 1 << 21 }, /tlbEntries/],
@@ -44,9 +43,15 @@ describe("createMachine refuses bad options, naming the option", () => {
     });
   }
 
-  it("rejects an arch other than x86_64 with an Error naming it", async () => {
-    await expect(createMachine({ arch: "riscv64" } as unknown as MachineOptions)).rejects.toThrow(/arch 'riscv64'/);
-    await expect(createMachine({ memoryBytes: 4096 } as unknown as MachineOptions)).rejects.toThrow(/arch/);
+  it("rejects an arch other than x86_64 and arm64 with an Error naming it", async () => {
+    await expect(createMachine({ arch: "riscv64" } as unknown as MachineOptions)).rejects.toThrow(/^vmmu: arch must be one of 'x86_64', 'arm64', got "riscv64"$/);
+    await expect(createMachine({ memoryBytes: 4096 } as unknown as MachineOptions)).rejects.toThrow(/^vmmu: arch .* got undefined$/);
+  });
+
+  it("rejects options of the wrong type with a TypeError naming the option", async () => {
+    await expect(createMachine(x86({ ramBase: 4096 as unknown as bigint }))).rejects.toThrow(new TypeError("vmmu: ramBase must be a bigint, got 4096"));
+    await expect(createMachine(x86({ vcpus: "2" as unknown as number }))).rejects.toThrow(new TypeError('vmmu: vcpus must be an integer 1..256, got "2"'));
+    await expect(createMachine(undefined as unknown as MachineOptions)).rejects.toThrow(new TypeError("vmmu: options must be an options object, got undefined"));
   });
 
   it("accepts the bounds themselves: 1 and 256 vCPUs, MAXPHYADDR 36 and 52, 16 TLB entries", async () => {
@@ -58,7 +63,8 @@ describe("createMachine refuses bad options, naming the option", () => {
   it("refuses vcpu(i) outside 0..vcpus-1 with a RangeError naming the index", async () => {
     const m = await createMachine(x86({ vcpus: 2 }));
     expect(m.vcpu(1).index).toBe(1);
-    for (const i of [2, -1, 1.5, 256]) expect(() => m.vcpu(i)).toThrow(new RangeError(`vmmu: no vCPU ${i} (machine has 2)`));
+    for (const i of [2, -1, 1.5, 256]) expect(() => m.vcpu(i)).toThrow(new RangeError(`vmmu: no vCPU ${i}: index must be 0..1 (machine has 2)`));
+    for (const i of ["constructor", "0", null]) expect(() => m.vcpu(i as unknown as number)).toThrow(TypeError);
   });
 });
 

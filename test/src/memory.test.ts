@@ -21,15 +21,16 @@ async function mixed(): Promise<GuestMemory> {
 const le = (v: bigint): number[] => Array.from({ length: 8 }, (_, i) => Number((v >> BigInt(8 * i)) & 0xffn));
 
 describe("read64 and write64", () => {
-  it("round-trip at aligned addresses, modulo 2^64", async () => {
+  it("round-trip at aligned addresses; a negative value is stored as its two's complement, one past 64 bits is refused", async () => {
     const mem = await mixed();
     const values = [0n, 1n, 0x8000_0000_0000_0000n, 0xffff_ffff_ffff_ffffn, 0x0123_4567_89ab_cdefn];
     values.forEach((v, i) => mem.write64(0x2000n + BigInt(i) * 8n, v));
     values.forEach((v, i) => expect(mem.read64(0x2000n + BigInt(i) * 8n)).toBe(v));
     mem.write64(0x3000n, -1n);
     expect(mem.read64(0x3000n)).toBe(0xffff_ffff_ffff_ffffn);
-    mem.write64(0x3008n, (1n << 64n) + 5n);
-    expect(mem.read64(0x3008n)).toBe(5n);
+    expect(() => mem.write64(0x3008n, (1n << 64n) + 5n)).toThrow(new RangeError("vmmu: value must be a 64-bit value (−2^63..2^64−1), got 0x10000000000000005n"));
+    expect(() => mem.write64(0x3008n, -(1n << 63n) - 1n)).toThrow(RangeError);
+    expect(mem.read64(0x3008n)).toBe(0n);
   });
 
   it("round-trip unaligned inside a frame, little-endian, leaving the neighbours alone", async () => {
