@@ -86,4 +86,5 @@ export async function runArm64Demo(): Promise<void> {
   const s = v.tlbStats();
   out(`  combined walks:    ${(cnt / dt / 1e3).toFixed(1)} M/s (${((dt * 1e6) / cnt).toFixed(1)} ns each; ${(s.ptRefs / cnt).toFixed(1)} descriptor reads per translation: each stage-1 table access is itself a stage-2 walk)`);
   v.setTlbEnabled(true);
+  m.dispose();
 }

@@ -102,6 +102,7 @@ export async function runDemo(_args: string[]): Promise<number> {
   const ws = v.tlbStats();
   out(`  4-level walks:        ${rate(n, performance.now() - t0)}, ${(ws.ptRefs / ws.walks).toFixed(2)} table loads per walk`);
   v.setTlbEnabled(true);
+  m.dispose();
   await runArm64Demo();
 
   out("\nseed reproduction (short form of `vmmu run kpti`): a KPTI guest compiling a kernel on the shadow MMU");

@@ -6,8 +6,9 @@
 
 import { runKpti, SEED_RESULTS, type KptiPolicyResult } from "../kvm/run-kpti.js";
 import { POLICIES } from "../kvm/policy.js";
-import { DEFAULT_COSTS, withOverrides } from "../kvm/cost-model.js";
-import { readLackey, collectTrace } from "../guest/lackey.js";
+import { DEFAULT_COSTS, MAX_COST, withOverrides } from "../kvm/cost-model.js";
+import { LackeyParser, collectTrace, type AccessTrace } from "../guest/lackey.js";
+import { closeSync, openSync, readSync } from "node:fs";
 
 const USAGE = `usage: vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N]
                     [--seed N] [--trace LACKEY_FILE] [--cost name=value …] [--json]
@@ -29,8 +30,10 @@ interface RunArgs {
 function parse(args: string[]): RunArgs {
   const a: RunArgs = { vcpus: 4, policies: ["baseline", "shahid2018", "lai2021", "alon2018"], jobs: 24, accesses: 100_000, seed: 1, costs: {}, json: false };
   const num = (flag: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} needs an integer in ${min}..${max}`);
+    const n = v !== undefined && /^[0-9]+$/.test(v) ? Number(v) : NaN;
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new UsageError(`${flag} needs an integer in ${min}..${max}${v === undefined ? "" : `, got '${v}'`}`);
+    }
     return n;
   };
   for (let i = 0; i < args.length; i++) {
@@ -48,21 +51,59 @@ function parse(args: string[]): RunArgs {
         const v = val();
         if (!v) throw new UsageError("--policy needs a name");
         a.policies = v === "all" ? Object.keys(POLICIES) : v.split(",").map((s) => s.trim()).filter(Boolean);
-        for (const p of a.policies) if (!POLICIES[p]) throw new UsageError(`unknown policy '${p}' (one of: ${Object.keys(POLICIES).join(", ")})`);
+        if (a.policies.length === 0) throw new UsageError("--policy needs a name");
+        for (const p of a.policies) if (!Object.hasOwn(POLICIES, p)) throw new UsageError(`unknown policy '${p}' (one of: ${Object.keys(POLICIES).join(", ")})`);
         break;
       }
       case "--cost": case "--cost=": {
         const v = f.startsWith("--cost=") ? f.slice(7) : args[++i];
-        const m = v?.match(/^(\w+)=(\d+(?:\.\d+)?)$/);
-        if (!m) throw new UsageError("--cost needs name=value");
-        if (!(m[1]! in DEFAULT_COSTS)) throw new UsageError(`unknown cost '${m[1]}' (one of: ${Object.keys(DEFAULT_COSTS).join(", ")})`);
-        a.costs[m[1]!] = Number(m[2]);
+        const eq = v === undefined ? -1 : v.indexOf("=");
+        if (v === undefined || eq <= 0) throw new UsageError(`--cost needs name=value${v === undefined ? "" : `, got '${v}'`}`);
+        const name = v.slice(0, eq), value = v.slice(eq + 1);
+        if (!Object.hasOwn(DEFAULT_COSTS, name)) throw new UsageError(`unknown cost '${name}' (one of: ${Object.keys(DEFAULT_COSTS).join(", ")})`);
+        if (!/^[0-9]+(?:\.[0-9]+)?$/.test(value)) throw new UsageError(`--cost ${name}: '${value}' is not a number of cycles`);
+        if (Number(value) > MAX_COST) throw new UsageError(`--cost ${name}: ${value} is above the ${MAX_COST}-cycle limit`);
+        a.costs[name] = Number(value);
         break;
       }
       default: throw new UsageError(`unknown option '${f}'`);
     }
   }
   return a;
+}
+
+/**
+ * The first 5 M accesses of lackey trace `path`; a UsageError if the file
+ * cannot be read or holds no I/L/S/M record (empty, or not a lackey trace).
+ */
+function readTrace(path: string): AccessTrace {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    throw new UsageError(`--trace ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  const p = new LackeyParser();
+  const chunks = [];
+  try {
+    const block = new Uint8Array(1 << 20);
+    let total = 0;
+    for (let got; total < 5_000_000 && (got = readSync(fd, block, 0, block.length, null)) > 0;) {
+      for (const c of p.push(block.subarray(0, got))) { chunks.push(c); total += c.length; }
+    }
+    chunks.push(...p.end());
+  } catch (e) {
+    throw new UsageError(`--trace ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  } finally {
+    closeSync(fd);
+  }
+  const trace = collectTrace(chunks, 5_000_000);
+  if (trace.length === 0) {
+    const c = p.counts;
+    throw new UsageError(`--trace ${path} is not a lackey trace: no I/L/S/M records with a user address in ${c.lines} line${c.lines === 1 ? "" : "s"}` +
+      (c.dropped ? ` (${c.dropped} above 2^47 dropped)` : "") + " (valgrind --tool=lackey --trace-mem=yes writes one)");
+  }
+  return trace;
 }
 
 function progress(total: number, names: string[]): ((p: number, f: number) => void) | undefined {
@@ -124,7 +165,13 @@ export async function runRun(args: string[]): Promise<number> {
     if (e instanceof UsageError) { process.stderr.write(`vmmu: ${e.message}\n`); return 2; }
     throw e;
   }
-  const trace = a.trace ? collectTrace(readLackey(a.trace), 5_000_000) : undefined;
+  let trace: AccessTrace | undefined;
+  try {
+    trace = a.trace ? readTrace(a.trace) : undefined;
+  } catch (e) {
+    if (e instanceof UsageError) { process.stderr.write(`vmmu: ${e.message}\n`); return 2; }
+    throw e;
+  }
   const results = await runKpti({
     vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace,
     costs: withOverrides(DEFAULT_COSTS, a.costs), onProgress: progress(a.policies.length, a.policies),

@@ -108,6 +108,7 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
       },
       wallMs, accessesPerSecond: r.accessesPerSecond,
     };
+    vm.machine.dispose();
     opts.onProgress?.(p, 1);
   }
   const base = out.baseline;

@@ -3,6 +3,9 @@
 import { describe, it, expect } from "vitest";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
 const run = (...args: string[]) => spawnSync(process.execPath, [CLI, "run", ...args], { encoding: "utf8", timeout: 120_000 });
@@ -41,6 +44,41 @@ describe("vmmu run kpti", () => {
       const r = run(...args);
       expect(r.status, args.join(" ")).toBe(2);
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
+  });
+
+  it("refuses hostile arguments with exit 2 and one vmmu: line saying what is wrong, before running anything", () => {
+    const dir = mkdtempSync(join(tmpdir(), "vmmu-run-"));
+    const empty = join(dir, "empty.trace"), garbage = join(dir, "garbage.trace");
+    writeFileSync(empty, "");
+    writeFileSync(garbage, "\x7fELF\x02\x01\x01 not a trace\n==123== Lackey, an example Valgrind tool\nhello world\n");
+    const cases: [string[], RegExp][] = [
+      [["--policy", "__proto__"], /^vmmu: unknown policy '__proto__' \(one of: baseline, /],
+      [["--policy", "constructor"], /^vmmu: unknown policy 'constructor'/],
+      [["--policy", "toString"], /^vmmu: unknown policy 'toString'/],
+      [["--policy", ","], /^vmmu: --policy needs a name/],
+      [["--cost", "__proto__=1"], /^vmmu: unknown cost '__proto__'/],
+      [["--cost", "constructor=1"], /^vmmu: unknown cost 'constructor'/],
+      [["--cost", "vmExit=abc"], /^vmmu: --cost vmExit: 'abc' is not a number of cycles$/],
+      [["--cost", "vmExit=-5"], /^vmmu: --cost vmExit: '-5' is not a number of cycles$/],
+      [["--cost", "vmExit=99999999999"], /^vmmu: --cost vmExit: 99999999999 is above the 10000000-cycle limit$/],
+      [["--cost", "vmExit"], /^vmmu: --cost needs name=value, got 'vmExit'$/],
+      [["--seed="], /^vmmu: --seed needs an integer in 0\.\.4294967295, got ''$/],
+      [["--seed", "abc"], /^vmmu: --seed needs an integer/],
+      [["--seed", "1e3"], /^vmmu: --seed needs an integer/],
+      [["--vcpus="], /^vmmu: --vcpus needs an integer/],
+      [["--jobs", "-1"], /^vmmu: --jobs needs an integer/],
+      [["--trace", empty], /^vmmu: --trace .*empty\.trace is not a lackey trace: no I\/L\/S\/M records with a user address in 0 lines/],
+      [["--trace", garbage], /^vmmu: --trace .*garbage\.trace is not a lackey trace: no I\/L\/S\/M records with a user address in 3 lines/],
+      [["--trace", join(dir, "missing.trace")], /^vmmu: --trace .*missing\.trace: cannot read it \(ENOENT\)$/],
+      [["--trace="], /^vmmu: --trace needs a file/],
+    ];
+    for (const [args, want] of cases) {
+      const r = run("kpti", "--jobs", "1", "--accesses", "1000", "--policy", "baseline", ...args);
+      expect(r.status, args.join(" ")).toBe(2);
+      expect(r.stdout, args.join(" ")).toBe("");
+      expect(r.stderr.trim().split("\n"), args.join(" ")).toHaveLength(1);
+      expect(r.stderr.trim(), args.join(" ")).toMatch(want);
     }
   });
 
