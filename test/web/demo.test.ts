@@ -62,7 +62,7 @@ describe.skipIf(!HAVE_CHROMIUM)("browser demo in headless Chromium", () => {
     if (b.status !== 0) throw new Error(`bundle-web.mjs failed: ${b.stderr}`);
     server = await startServer(dir);
     const { chromium } = await import("playwright-core");
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
     page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
