@@ -39,6 +39,7 @@ import { createShadowVm, type ShadowVm } from "../../src/kvm/shadow-vm.js";
 import type { ShadowVcpu } from "../../src/kvm/shadow-vcpu.js";
 import { refTranslateX86, type RefMemory, type RefResult } from "../../src/ref/x86-walk.js";
 import { Rng } from "./rng.js";
+import { disposeAfterAll } from "./machine.js";
 
 const K4 = 0x1000n;
 const M2 = 0x20_0000n;
@@ -346,6 +347,7 @@ export class GuestModel {
   async boot(): Promise<this> {
     const o = this.opts;
     this.vm = await createShadowVm({ vcpus: o.vcpus, memoryBytes: GUEST_RAM, policy: o.policy, poolBytes: o.poolBytes ?? 8 << 20, tlbEntries: o.tlbEntries ?? 4096 });
+    disposeAfterAll(this.vm.machine);
     o.onVm?.(this.vm);
     this.mem = this.vm.machine.memory;
     const mem = this.mem;

@@ -10,11 +10,12 @@
  * the observer invalidates) allows, and A/D updates are checked. Intel SDM
  * Vol.3A §4.6–4.8, §4.10; reference/x86-kvm-mmu.md A.9, B.7–B.15.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { POLICIES } from "../../src/kvm/policy.js";
 import type { ShadowVm } from "../../src/kvm/shadow-vm.js";
 import { GuestModel, type GuestModelStats } from "../helpers/guest-model.js";
 import { fuzzCount, seedNote, testSeed } from "../helpers/rng.js";
+import { collectGarbage } from "../helpers/machine.js";
 
 const SEED = testSeed();
 /** Steps per run (GM_STEPS overrides). */
@@ -39,6 +40,7 @@ describe("shadow paging never shows the guest a translation the architecture for
         const g = await new GuestModel({
           seed, policy, note, ...c, skipLargePageDirtyCheck: false,
         }).boot();
+        onTestFinished(() => { g.vm.machine.dispose(); collectGarbage(); });
         const t0 = performance.now();
         const s = g.run(STEPS);
         const m = g.vm.mmu.stats;
