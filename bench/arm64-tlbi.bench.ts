@@ -266,5 +266,6 @@ console.log("what touching one context record costs right after that refill (col
 console.log(`(sink ${sink})`);
 const out = path.join(ROOT, "bench/.out/arm64-tlbi.json");
 writeFileSync(out, JSON.stringify({ info, args, timerNs: timerMs * 1e6, results: record }, null, 2));
+for (const r of rigs) r.machine.dispose();
 console.log(`Load average (1 / 5 / 15 min) at the end: ${loadAvg()}`);
 console.log(`(results also in ${path.relative(ROOT, out)})`);

@@ -304,5 +304,6 @@ const out = path.join(ROOT, "bench/.out/arm64-translate.json");
 writeFileSync(out, JSON.stringify({
   info, args, rounds: ROUNDS, rows, targets, perRound: rounds.toJSON(), checksums: prepared.map((p) => ({ name: p.s.name, ...p.checksum })),
 }, null, 2));
+for (const s of scenarios) s.machine.dispose();
 console.log(`Load average (1 / 5 / 15 min) at the end: ${loadAvg()}`);
 console.log(`(results also in ${path.relative(ROOT, out)})`);

@@ -456,4 +456,6 @@ writeFileSync(out, JSON.stringify({
   })),
   hit: hitRows, hitTargetMops: HIT_TARGET_MOPS, cr3: cr3Rows, profile: profileReport,
 }, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2));
+hit.vm.machine.dispose();
+for (const g of guests.values()) g.vm.machine.dispose();
 console.log(`(results also in ${path.relative(ROOT, out)})`);

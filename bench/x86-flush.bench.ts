@@ -283,4 +283,5 @@ console.log("what touching two words of vCPU metadata costs right after that ref
 console.log(`(faults returned by the measured instructions: ${faults}; sink ${sink})`);
 const out = path.join(ROOT, "bench/.out/x86-flush.json");
 writeFileSync(out, JSON.stringify({ info, args, timerNs: timerMs * 1e6, results: record }, null, 2));
+for (const r of rigs) r.machine.dispose();
 console.log(`(results also in ${path.relative(ROOT, out)})`);

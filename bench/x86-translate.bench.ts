@@ -278,4 +278,5 @@ console.log(`(sink ${sink >>> 0}; native sinks ${prepared.map((p) => p.native.ma
 
 const out = path.join(ROOT, "bench/.out/x86-translate.json");
 writeFileSync(out, JSON.stringify({ info, args, rounds: ROUNDS, rows, targets, perRound: Object.fromEntries(perRound), checksums: prepared.map((p) => ({ name: p.s.name, ...p.checksum })) }, null, 2));
+for (const s of scenarios) s.machine.dispose();
 console.log(`(results also in ${path.relative(ROOT, out)})`);
