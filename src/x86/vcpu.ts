@@ -8,7 +8,9 @@ import type { Core } from "../core/load.js";
 import type { GuestMemory } from "../memory.js";
 import { hex } from "../addr.js";
 import { VcpuBase, type Batch } from "../core/vcpu-base.js";
-import { CR0, CR3_NOFLUSH, CR3_PCID_MASK, CR4, EFER, ACCESS_CODE, type X86Access } from "./regs.js";
+import {
+  CR0, CR0_DEFINED, CR3_NOFLUSH, CR3_PCID_MASK, CR4, EFER, ACCESS_CODE, cr0Invalid, cr4Invalid, type X86Access,
+} from "./regs.js";
 import { bigintArg, boolArg, intArg, integerArg, optBoolArg, optionsObject, reg64Arg, show, u64ArrayArg, u8ArrayArg } from "../validate.js";
 
 export interface X86Control {
@@ -89,13 +91,18 @@ export class X86Vcpu extends VcpuBase<boolean> {
   /**
    * Loads control state as a VM entry or state restore would: the given
    * fields replace the current ones; no TLB invalidation is implied. EFER.LMA
-   * is derived (LME && CR0.PG). Throws on a mode this core does not model.
+   * is derived (LME && CR0.PG). Throws a RangeError on a CR0 or CR4 a MOV
+   * would #GP on (cr0Invalid, cr4Invalid; KVM kvm_is_valid_sregs) and an
+   * Error on a mode this core does not model; a refused call changes nothing.
    */
   setControl(c: Partial<X86Control>): void {
     this.lifetime.check();
     const o = optionsObject(c, "control");
     for (const k of CONTROL_FIELDS) if (o[k] !== undefined) reg64Arg(o[k], k);
     const before = this.control();
+    const invalid = cr0Invalid(c.cr0 !== undefined ? BigInt.asUintN(64, c.cr0) : before.cr0)
+      ?? cr4Invalid(c.cr4 !== undefined ? BigInt.asUintN(64, c.cr4) : before.cr4);
+    if (invalid !== null) throw new RangeError(`vmmu: ${invalid} (a MOV would raise #GP)`);
     try {
       this.writeControl(c);
     } catch (e) {
@@ -234,8 +241,10 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   /**
-   * MOV to CR4, with the checks of KVM's kvm_set_cr4 and the flushes of
-   * SDM §4.10.4.1: PGE change or PCIDE 1→0 flush everything; PAE change or
+   * MOV to CR4, with the checks of KVM's kvm_set_cr4 (a reserved bit, see
+   * CR4_VALID; PAE cleared or LA57 changed in long mode; PCIDE 0→1 outside
+   * long mode or with CR3[11:0] ≠ 0; CET without CR0.WP: #GP) and the flushes
+   * of SDM §4.10.4.1: PGE change or PCIDE 1→0 flush everything; PAE change or
    * SMEP 0→1 flush the current context (and, conservatively, globals).
    */
   writeCr4(value: bigint): X86Fault | null {
@@ -245,6 +254,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
     const old = this.control();
     const lma = (old.efer & EFER.LMA) !== 0n;
     const changed = old.cr4 ^ value;
+    if (cr4Invalid(value) !== null) return GP;
+    if ((value & CR4.CET) !== 0n && (old.cr0 & CR0.WP) === 0n) return GP;
     if (lma && (value & CR4.PAE) === 0n) return GP;
     if (lma && (changed & CR4.LA57) !== 0n) return GP;
     if ((value & CR4.PCIDE) !== 0n && (old.cr4 & CR4.PCIDE) === 0n && (!lma || (old.cr3 & CR3_PCID_MASK) !== 0n)) return GP;
@@ -260,18 +271,23 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   /**
-   * MOV to CR0. PG 1→0 flushes the whole TLB; clearing PG with CR4.PCIDE = 1,
-   * or setting PG without PE, #GPs. WP is applied at access time, so toggling
-   * it flushes nothing.
+   * MOV to CR0, with the checks of KVM's kvm_set_cr0: bits 63:32, NW without
+   * CD, PG without PE (cr0Invalid), PG 0→1 with EFER.LME and CR4.PAE = 0,
+   * clearing PG with CR4.PCIDE = 1, clearing WP with CR4.CET = 1: #GP. The
+   * reserved bits of 31:0 are ignored (dropped). PG 1→0 flushes the whole TLB;
+   * WP is applied at access time, so toggling it flushes nothing.
    */
   writeCr0(value: bigint): X86Fault | null {
     this.lifetime.check();
     reg64Arg(value, "value");
     value = BigInt.asUintN(64, value);
     const old = this.control();
-    if ((value & CR0.PG) !== 0n && (value & CR0.PE) === 0n) return GP;
-    if ((value & CR0.PG) === 0n && (old.cr4 & CR4.PCIDE) !== 0n) return GP;
+    if (cr0Invalid(value) !== null) return GP;
+    value &= CR0_DEFINED;
     const wasPg = (old.cr0 & CR0.PG) !== 0n;
+    if ((value & CR0.PG) === 0n && (old.cr4 & CR4.PCIDE) !== 0n) return GP;
+    if ((value & CR0.PG) !== 0n && !wasPg && (old.efer & EFER.LME) !== 0n && (old.cr4 & CR4.PAE) === 0n) return GP;
+    if ((value & CR0.WP) === 0n && (old.cr4 & CR4.CET) !== 0n) return GP;
     this.setControl({ cr0: value });
     if (wasPg && (value & CR0.PG) === 0n) this.ex.tlbFlushAll();
     return null;

@@ -275,4 +275,27 @@ describe("malformed arguments", () => {
     expect(v.control()).toEqual(before);
     stillWorks(v);
   });
+
+  it("reserved control-register bits raise #GP (KVM kvm_is_valid_cr4, kvm_is_valid_cr0) and change nothing", async () => {
+    const { v } = await fixture(4);
+    const before = v.control();
+    expect(v.writeCr4(before.cr4 | (1n << 15n))).toEqual(GP.fault);
+    expect(v.writeCr4(before.cr4 | (1n << 63n))).toEqual(GP.fault);
+    expect(v.writeCr0(before.cr0 | (1n << 32n))).toEqual(GP.fault);
+    expect(v.writeCr0(before.cr0 | CR0.NW)).toEqual(GP.fault);
+    expect(v.writeCr0(before.cr0 & ~CR0.PE)).toEqual(GP.fault);
+    expect(v.control()).toEqual(before);
+    stillWorks(v);
+  });
+
+  it("setControl refuses the same states with an error naming the register and bit, and changes nothing", async () => {
+    const { v } = await fixture(4);
+    const before = v.control();
+    expect(() => v.setControl({ cr4: before.cr4 | (1n << 15n) })).toThrow(/^vmmu: CR4 bit 15 is reserved/);
+    expect(() => v.setControl({ cr0: before.cr0 | (1n << 63n) })).toThrow(/^vmmu: CR0 bit 63 is reserved/);
+    expect(() => v.setControl({ cr0: before.cr0 | CR0.NW })).toThrow(/^vmmu: CR0\.NW = 1 needs CR0\.CD = 1/);
+    expect(() => v.setControl({ cr0: CR0.PG })).toThrow(/^vmmu: CR0\.PG = 1 needs CR0\.PE = 1/);
+    expect(v.control()).toEqual(before);
+    stillWorks(v);
+  });
 });

@@ -12,7 +12,7 @@
 import { describe, expect, it } from "vitest";
 import {
   CR0, CR3_NOFLUSH, CR4, LONG_MODE, PFERR, X86PageTableBuilder,
-  type GuestMemory, type TlbStats, type X86TranslateResult, type X86Vcpu,
+  type GuestMemory, type TlbStats, type X86Control, type X86TranslateResult, type X86Vcpu,
 } from "../../../src/index.js";
 import { x86Fixture } from "../../helpers/machine.js";
 
@@ -544,6 +544,44 @@ describe("MOV CR4", () => {
   });
 });
 
+describe("MOV CR4: reserved bits (SDM Vol.3A §2.5; KVM kvm_is_valid_cr4)", () => {
+  it("a reserved CR4 bit raises #GP, invalidates nothing and leaves CR4 as it was", async () => {
+    const s = await setup({ pcide: true });
+    s.b.map(VA, FA);
+    read(s.vcpu, VA);
+    remap(s, VA, FB);
+    const before = s.vcpu.control();
+    const d = counting(s.vcpu, () => {
+      for (const bit of [15n, 19n, 24n, 25n, 26n, 27n, 28n, 29n, 31n, 32n, 40n, 63n]) {
+        expect(s.vcpu.writeCr4(before.cr4 | (1n << bit)), `CR4 bit ${bit}`).toEqual(GP);
+      }
+    });
+    expect(d).toMatchObject({ flushAll: 0, flushCtx: 0, flushNonGlobal: 0, dropped: 0 });
+    expect(s.vcpu.control()).toEqual(before);
+    expect(read(s.vcpu, VA)).toEqual({ pa: FA, hit: true });
+  });
+
+  it("the bits of features a CPU has that change no translation are accepted: VME … OSXSAVE, UMIP, VMXE, SMXE, CET", async () => {
+    const s = await setup();
+    const extra = [0n, 1n, 2n, 3n, 6n, 8n, 9n, 10n, 11n, 13n, 14n, 16n, 18n, 23n].reduce((a, b) => a | (1n << b), 0n);
+    const cr4 = s.vcpu.control().cr4 | extra | CR4.SMEP | CR4.SMAP | CR4.PKE;
+    expect(s.vcpu.writeCr4(cr4)).toBeNull();
+    expect(s.vcpu.control().cr4).toBe(cr4);
+  });
+
+  it("CR4.CET needs CR0.WP: setting it with WP = 0 raises #GP, and clearing WP while it is set raises #GP", async () => {
+    const s = await setup();
+    const { cr0, cr4 } = s.vcpu.control();
+    expect(s.vcpu.writeCr0(cr0 & ~CR0.WP)).toBeNull();
+    expect(s.vcpu.writeCr4(cr4 | CR4.CET)).toEqual(GP);
+    expect(s.vcpu.control().cr4).toBe(cr4);
+    expect(s.vcpu.writeCr0(cr0)).toBeNull();
+    expect(s.vcpu.writeCr4(cr4 | CR4.CET)).toBeNull();
+    expect(s.vcpu.writeCr0(cr0 & ~CR0.WP)).toEqual(GP);
+    expect(s.vcpu.control().cr0).toBe(cr0);
+  });
+});
+
 describe("MOV CR0", () => {
   it("CR0.WP toggle needs no flush: rights are applied at access time", async () => {
     const s = await setup();
@@ -582,6 +620,46 @@ describe("MOV CR0", () => {
   });
 });
 
+describe("MOV CR0: reserved bits and invalid combinations (SDM Vol.3A §2.5; KVM kvm_is_valid_cr0, kvm_set_cr0)", () => {
+  it("bits 63:32, NW without CD, and PG without PE raise #GP, invalidate nothing and leave CR0 as it was", async () => {
+    const s = await setup();
+    s.b.map(VA, FA);
+    read(s.vcpu, VA);
+    const before = s.vcpu.control();
+    const d = counting(s.vcpu, () => {
+      for (const cr0 of [before.cr0 | (1n << 32n), before.cr0 | (1n << 63n), before.cr0 | CR0.NW, before.cr0 & ~CR0.PE, CR0.PG]) {
+        expect(s.vcpu.writeCr0(cr0), `CR0 ${cr0.toString(16)}`).toEqual(GP);
+      }
+    });
+    expect(d).toMatchObject({ flushAll: 0, flushCtx: 0, dropped: 0 });
+    expect(s.vcpu.control()).toEqual(before);
+    expect(read(s.vcpu, VA)).toEqual({ pa: FA, hit: true });
+    expect(s.vcpu.writeCr0(before.cr0 | CR0.NW | CR0.CD)).toBeNull();
+    expect(s.vcpu.control().cr0).toBe(before.cr0 | CR0.NW | CR0.CD);
+  });
+
+  it("a MOV to CR0 ignores the reserved bits of 31:0 and keeps MP, EM, TS, ET, NE and AM", async () => {
+    const s = await setup();
+    const cr0 = s.vcpu.control().cr0;
+    const kept = cr0 | CR0.MP | CR0.EM | CR0.TS | CR0.ET | CR0.NE | CR0.AM;
+    expect(s.vcpu.writeCr0(kept | (1n << 6n) | (1n << 15n) | (1n << 17n) | (1n << 28n))).toBeNull();
+    expect(s.vcpu.control().cr0).toBe(kept);
+  });
+
+  it("setting CR0.PG with EFER.LME = 1 and CR4.PAE = 0 raises #GP and paging stays off", async () => {
+    const s = await setup({ pge: false });
+    const { cr0, cr4 } = s.vcpu.control();
+    expect(s.vcpu.writeCr0(cr0 & ~CR0.PG)).toBeNull();
+    expect(s.vcpu.writeCr4(cr4 & ~CR4.PAE)).toBeNull();
+    const before = s.vcpu.control();
+    expect(s.vcpu.writeCr0(cr0)).toEqual(GP);
+    expect(s.vcpu.control()).toEqual(before);
+    expect(s.vcpu.translate(VA)).toEqual({ pa: VA, pageSize: 4096, level: 0 });
+    expect(s.vcpu.writeCr4(cr4)).toBeNull();
+    expect(s.vcpu.writeCr0(cr0)).toBeNull();
+  });
+});
+
 describe("setControl", () => {
   it("loads control state without invalidating anything", async () => {
     const s = await setup({ pcide: true });
@@ -592,5 +670,52 @@ describe("setControl", () => {
     expect(d).toMatchObject({ flushAll: 0, flushCtx: 0, dropped: 0 });
     s.vcpu.setControl({ cr3: cr3(s, 0) });
     expect(read(s.vcpu, VA)).toEqual({ pa: FA, hit: true });
+  });
+
+  it("refuses a state a MOV would #GP on, naming the register and bit, and changes nothing", async () => {
+    const s = await setup({ pcide: true });
+    s.b.map(VA, FA);
+    s.vcpu.writeCr3(cr3(s, 1));
+    read(s.vcpu, VA);
+    remap(s, VA, FB);
+    const before = s.vcpu.control();
+    const cases: [Partial<X86Control>, RegExp][] = [
+      [{ cr4: before.cr4 | (1n << 15n) }, /CR4 bit 15 is reserved/],
+      [{ cr4: before.cr4 | (1n << 63n) }, /CR4 bit 63 is reserved/],
+      [{ cr0: before.cr0 | (1n << 32n) }, /CR0 bit 32 is reserved/],
+      [{ cr0: before.cr0 | CR0.NW }, /CR0\.NW = 1 needs CR0\.CD = 1/],
+      [{ cr0: before.cr0 & ~CR0.PE }, /CR0\.PG = 1 needs CR0\.PE = 1/],
+    ];
+    for (const [c, message] of cases) {
+      const d = counting(s.vcpu, () => expect(() => s.vcpu.setControl({ cr3: cr3(s, 2), ...c })).toThrow(message));
+      expect(d).toMatchObject({ flushAll: 0, flushCtx: 0, dropped: 0 });
+      expect(s.vcpu.control()).toEqual(before);
+      expect(read(s.vcpu, VA)).toEqual({ pa: FA, hit: true });
+    }
+    s.vcpu.setControl({ cr3: cr3(s, 2) });
+    expect(s.vcpu.currentPcid()).toBe(2);
+  });
+
+  it("a refused setControl of any other kind leaves every register as it was, and a later one works", async () => {
+    const s = await setup({ pcide: true });
+    s.b.map(VA, FA);
+    s.vcpu.writeCr3(cr3(s, 1));
+    read(s.vcpu, VA);
+    const before = s.vcpu.control();
+    const bad: Record<string, unknown>[] = [
+      { cr3: cr3(s, 3), cr0: CR0.PE | CR0.PG, cr4: 0n, efer: 0n },
+      { cr3: cr3(s, 3), efer: 0n },
+      { cr3: cr3(s, 3), pkru: "0" },
+      { cr3: cr3(s, 3), rflags: 1n << 64n },
+      { cr3: cr3(s, 3), cr4: 5 },
+    ];
+    for (const c of bad) {
+      expect(() => s.vcpu.setControl(c as Partial<X86Control>)).toThrow(/^vmmu: /);
+      expect(s.vcpu.control()).toEqual(before);
+      expect(s.vcpu.currentPcid()).toBe(1);
+      expect(read(s.vcpu, VA)).toEqual({ pa: FA, hit: true });
+    }
+    s.vcpu.setControl({ pkru: 4n });
+    expect(s.vcpu.control()).toEqual({ ...before, pkru: 4n });
   });
 });
