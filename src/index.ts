@@ -24,3 +24,8 @@ export {
 export { TCR, SCTLR, HCR, VTCR, DESC, LINUX_TCR, kvmVtcr, s1StartLevel, type Arm64Access } from "./arm64/regs.js";
 export { decodeTlbi, encodeTlbiVa, encodeTlbiRange, TLBI_OPS, type DecodedTlbi, type TlbiOp, type TlbiName } from "./arm64/tlbi.js";
 export { linuxFlushTlbRange, kvmTlbFlushVmidRange, type TlbiCall } from "./arm64/linux-tlb.js";
+export { lookup, type LookupResult, type LookupMapped, type LookupUnmapped, type LookupEntry, type LookupStop } from "./forensics/lookup.js";
+export { mappings, type Mapping, type MappingsOptions, type MappingsStats } from "./forensics/mappings.js";
+export { readVirtual, writeVirtual } from "./forensics/virtual.js";
+export { openImage, MemoryImage, type ImageSource, type ImageRange, type ImageCpu, type OpenImageOptions } from "./forensics/image.js";
+export type { AddressSpace, X86Space, Arm64Space, PhysicalMemory, PageRights } from "./forensics/space.js";
