@@ -1,10 +1,12 @@
-// vmmu command line: `vmmu demo`, `vmmu translate …`. Each subcommand lives in
-// its own module and returns an exit code; errors are one clear line on stderr.
+// vmmu command line: `vmmu demo`, `vmmu translate …`, `vmmu mappings …`. Each
+// subcommand lives in its own module and returns an exit code; errors are one
+// clear line on stderr.
 
 import { runTranslate } from "./translate.js";
 import { runDemo } from "./demo.js";
 import { runRun } from "./run.js";
 import { runConformance } from "./conformance.js";
+import { runMappings } from "./mappings.js";
 
 const USAGE = `usage:
   vmmu demo                       build page tables, translate, invalidate, print throughput
@@ -17,6 +19,9 @@ const USAGE = `usage:
   vmmu translate --arch arm64 --image FILE --image-base HEX --ttbr0 HEX --ttbr1 HEX --tcr HEX
                  [--sctlr HEX] [--el 0|1] [--pan 0|1] [--access read|write|fetch]
                  [VA ...]          (or one VA per line on stdin)
+                                  FILE: a raw image (pmemsave) or a QEMU ELF core (dump-guest-memory)
+  vmmu mappings --arch x86_64|arm64 --image FILE [registers as for translate; an x86 core gives CR3]
+                [--leaves] [--json]  every mapped range with its rights, as QEMU info mem (vmmu mappings --help)
   vmmu conformance --arch x86_64|arm64 [--out FILE]
                                   the MMU conformance suite as JSON lines (vmmu conformance --help)
 `;
@@ -28,6 +33,7 @@ async function main(argv: string[]): Promise<number> {
     case "translate": return runTranslate(rest);
     case "run": return runRun(rest);
     case "conformance": return runConformance(rest);
+    case "mappings": return runMappings(rest);
     case undefined: case "-h": case "--help": case "help":
       process.stdout.write(USAGE);
       return cmd === undefined ? 2 : 0;

@@ -1,5 +1,6 @@
-// `vmmu translate`: virtual-to-physical translation over a raw guest memory
-// image and a set of system registers, one JSON line per address.
+// `vmmu translate`: virtual-to-physical translation over a guest memory image
+// (raw, or a QEMU ELF core: src/cli/image.ts) and a set of system registers,
+// one JSON line per address.
 // x86_64: the default is the debugger view (QEMU HMP gva2gpa: P and PS only,
 // Intel SDM Vol.3A §4.5); `--access` walks as the CPU would (§4.6 rights,
 // §4.7 error codes) without writing accessed/dirty bits.
@@ -13,7 +14,7 @@ import { CR0, CR4, EFER, type X86Access } from "../x86/regs.js";
 import type { X86TranslateResult, X86Vcpu } from "../x86/vcpu.js";
 import type { Arm64Access } from "../arm64/regs.js";
 import type { Arm64TranslateResult, Arm64Vcpu } from "../arm64/vcpu.js";
-import { MemoryImage } from "./image.js";
+import { ImageError, MemoryImage } from "./image.js";
 
 const USAGE = "usage: vmmu translate --arch x86_64 --image FILE [--image-base HEX] --cr3 HEX "
   + "[--cr0 HEX] [--cr4 HEX] [--efer HEX] [--access read|write|fetch [--user]] [--max-phys-bits N] [VA ...]\n"
@@ -25,7 +26,9 @@ const HELP = `${USAGE}
 Translates each VA (hex, 0x optional; one per line on stdin if none are given)
 over FILE, a raw guest-physical memory image such as QEMU's pmemsave writes,
 whose first byte is gpa --image-base (x86_64 default 0; required for arm64,
-whose RAM usually starts at 0x40000000). Prints one JSON line per VA.
+whose RAM usually starts at 0x40000000), or an ELF core such as QEMU's
+dump-guest-memory writes (detected; its segments carry their physical
+addresses, so no --image-base). Prints one JSON line per VA.
 
 x86_64:
   {"va":"0x…","pa":"0x…"|null,"pageSize":N|null,"fault":null|{"vector","errorCode","level","kind"[,"gpa"]}}
@@ -51,7 +54,8 @@ Exit status: 0, 1 if any input line was not an address, 2 on a usage or image er
 
 interface CommonOptions {
   image: string;
-  imageBase: bigint;
+  /** gpa of a raw image's first byte; undefined: 0 on x86_64, required for a raw arm64 image, none for an ELF core. */
+  imageBase: bigint | undefined;
   /** Addresses from the command line; empty = read stdin. */
   vas: string[];
 }
@@ -158,7 +162,7 @@ export function parseTranslateArgs(args: string[]): TranslateOptions {
   const access = accessText as "read" | "write" | "fetch" | undefined;
 
   if (arch === "arm64") {
-    const imageBase = required("--image-base", " with --arch arm64 (arm64 RAM usually starts at 0x40000000)");
+    const imageBase = hexOpt("--image-base");
     checkImageBase(imageBase);
     const bit = (flag: string, fallback: boolean): boolean => {
       const text = values.get(flag);
@@ -178,7 +182,7 @@ export function parseTranslateArgs(args: string[]): TranslateOptions {
   }
 
   const cr3 = required("--cr3");
-  const imageBase = hexOpt("--image-base", 0n)!;
+  const imageBase = hexOpt("--image-base");
   checkImageBase(imageBase);
   if (access === undefined && user) throw new UsageError("--user needs --access (the debugger view checks no rights)");
 
@@ -196,8 +200,8 @@ export function parseTranslateArgs(args: string[]): TranslateOptions {
   };
 }
 
-function checkImageBase(imageBase: bigint): void {
-  if ((imageBase & 0xfffn) !== 0n) throw new UsageError(`--image-base 0x${imageBase.toString(16)} is not 4 KiB aligned`);
+function checkImageBase(imageBase: bigint | undefined): void {
+  if (imageBase !== undefined && (imageBase & 0xfffn) !== 0n) throw new UsageError(`--image-base 0x${imageBase.toString(16)} is not 4 KiB aligned`);
 }
 
 /**
@@ -216,12 +220,12 @@ export async function runTranslate(args: string[]): Promise<number> {
 
   let image: MemoryImage;
   try {
-    image = MemoryImage.open(opts.image, opts.imageBase);
+    image = MemoryImage.open(opts.image, opts.imageBase, opts.arch);
   } catch (err) {
+    if (err instanceof ImageError) return fail(err.message);
     return fail(`cannot open image: ${err instanceof Error ? err.message : String(err)}`);
   }
   try {
-    if (image.size === 0n) return fail(`image '${opts.image}' is empty`);
     let translate: (va: bigint) => string;
     try {
       translate = opts.arch === "arm64" ? await arm64Translator(image, opts) : await x86Translator(image, opts);
@@ -243,7 +247,7 @@ const IMAGE_MACHINE = { eagerBytes: 0n, tlbEntries: 16 } as const;
 
 async function x86Translator(image: MemoryImage, opts: X86TranslateOptions): Promise<(va: bigint) => string> {
   const machine: Machine<X86Vcpu> = await createMachine({
-    arch: "x86_64", memoryBytes: image.memoryBytes, ramBase: opts.imageBase, maxPhysAddrBits: opts.maxPhysAddrBits,
+    arch: "x86_64", memoryBytes: image.memoryBytes, ramBase: image.ramBase, maxPhysAddrBits: opts.maxPhysAddrBits,
     populate: image.populate, ...IMAGE_MACHINE,
   });
   image.attach(machine.memory);
@@ -257,7 +261,7 @@ async function x86Translator(image: MemoryImage, opts: X86TranslateOptions): Pro
 
 async function arm64Translator(image: MemoryImage, opts: Arm64TranslateOptions): Promise<(va: bigint) => string> {
   const machine: Machine<Arm64Vcpu> = await createMachine({
-    arch: "arm64", memoryBytes: image.memoryBytes, ramBase: opts.imageBase, populate: image.populate, ...IMAGE_MACHINE,
+    arch: "arm64", memoryBytes: image.memoryBytes, ramBase: image.ramBase, populate: image.populate, ...IMAGE_MACHINE,
   });
   image.attach(machine.memory);
   const vcpu = machine.vcpu(0);
@@ -325,7 +329,7 @@ export function formatArm64Result(va: bigint, r: Arm64TranslateResult): string {
 }
 
 /** Buffers lines and writes them in chunks, honouring backpressure; stops quietly on EPIPE. */
-class LineWriter {
+export class LineWriter {
   private buf = "";
   private error?: Error;
   closed = false;
