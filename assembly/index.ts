@@ -11,5 +11,5 @@ export {
 } from "./x86/mmu";
 export {
   armLoadRegs, armSelectContexts, armTranslate, armTranslateBatch, armBatchHits, armWalk, armWalkStage2,
-  AWALK_UPDATE, AWALK_DEBUG, REGS_OK, REGS_EGRANULE, REGS_ETSZ, REGS_EVTCR,
+  AWALK_UPDATE, AWALK_DEBUG, REGS_OK,
 } from "./arm64/mmu";

@@ -10,9 +10,10 @@
 // The walker shape is the x86 one: one loop over levels, one chokepoint for
 // descriptor loads and compare-exchange (assembly/phys.ts).
 //
-// Not modelled: 16K/64K granules, LPA/LPA2 (52-bit), FEAT_TTST, the
-// Contiguous hint (entries are cached per 4 KiB piece anyway), PAN3/EPAN,
-// FEAT_HAFT, stage-2 FWB memory-type combination.
+// Not modelled: 16K/64K granules (a TGn selecting one walks as 4 KiB, as a
+// PE without them does), LPA/LPA2 (52-bit), FEAT_TTST, the Contiguous hint
+// (entries are cached per 4 KiB piece anyway), PAN3/EPAN, FEAT_HAFT, stage-2
+// FWB memory-type combination.
 
 import {
   S_TTBR0, S_TTBR1, S_TCR, S_SCTLR, S_VTTBR, S_VTCR, S_HCR, S_PAN, S_TLB_ON,
@@ -46,16 +47,20 @@ export const AWALK_DEBUG: u32 = 2; //   stage 1 only, no updates, table addresse
 export const AWALK_NOTLB: u32 = 4; //   bypass the stage-2-only TLB too (armWalk)
 
 export const REGS_OK: i32 = 0;
-export const REGS_EGRANULE: i32 = 1; //  TG0/TG1/VTCR.TG0 not 4 KiB
-export const REGS_ETSZ: i32 = 2; //      T0SZ/T1SZ outside 16..39
-export const REGS_EVTCR: i32 = 3; //     VTCR T0SZ/SL0 inconsistent (more than 16 concatenated tables, or too few bits)
+
+/** TnSZ bounds of the 4 KiB granule without FEAT_LVA/LPA2 (min) and FEAT_TTST (max). */
+const TSZ_MIN: u32 = 16;
+const TSZ_MAX: u32 = 39;
 
 // Mode derived from the registers by armLoadRegs().
 let ttbr0: u64 = 0, ttbr1: u64 = 0, tcr: u64 = 0, vttbr: u64 = 0;
 let s1On: bool = false, s2On: bool = false, pan: bool = false, wxn: bool = false, ptwDevice: bool = false;
 let ha: bool = false, hd: bool = false, s2ha: bool = false, s2hd: bool = false;
 let oaBits: u32 = 48, s2OaBits: u32 = 48;
+let s1Tsz0: u32 = 16, s1Tsz1: u32 = 16;
 let s2IpaBits: u32 = 48, s2Start: u32 = 0, s2TopBits: u32 = 9;
+/** VTCR_EL2.SL0 invalid or inconsistent with T0SZ: every stage-2 walk is a translation fault at level 0. */
+let s2Bad: bool = false;
 let tlbOn: bool = true;
 /** Context slot of stage-2-only entries for the current VMID (set by TS). */
 let s2Slot: u32 = 0;
@@ -74,9 +79,20 @@ const RETRY: u32 = 0xff;
 const FF_S1PTW: u32 = 1;
 const FF_WRITE: u32 = 2;
 
+/** TnSZ as the walk uses it: clamped to TSZ_MIN..TSZ_MAX (docs/arm64-walk-contract.md, "Registers"). */
+// @ts-ignore: decorator
+@inline function effectiveTsz(field: u32): u32 {
+  return field < TSZ_MIN ? TSZ_MIN : field > TSZ_MAX ? TSZ_MAX : field;
+}
+
 /**
  * Derives the translation mode from the arm64 registers in the STATE record
- * (written by TS). Performs no TLB maintenance. Returns REGS_*.
+ * (written by TS). Performs no TLB maintenance. Every register value is
+ * accepted, as a PE accepts it (docs/arm64-walk-contract.md, "Registers"):
+ * TG0/TG1/VTCR.TG0 always select the 4 KiB granule, TnSZ is clamped to
+ * 16..39, and an invalid or inconsistent VTCR.SL0 makes every stage-2 walk a
+ * level-0 translation fault (Arm ARM AArch64.S2InvalidSL /
+ * AArch64.S2InconsistentSL). Returns REGS_OK.
  */
 export function armLoadRegs(): i32 {
   const b = vcpuBase;
@@ -96,26 +112,17 @@ export function armLoadRegs(): i32 {
   ha = (tcr & TCR_HA) != 0;
   hd = ha && (tcr & TCR_HD) != 0;
   oaBits = paBitsOf(<u32>(tcr >> TCR_IPS_SHIFT));
-  if (s1On) {
-    if (((tcr >> 14) & 3) != 0 || ((tcr >> 30) & 3) != 2) return REGS_EGRANULE;
-    const t0 = <u32>(tcr & 63), t1 = <u32>((tcr >> 16) & 63);
-    if (t0 < 16 || t0 > 39 || t1 < 16 || t1 > 39) return REGS_ETSZ;
-  }
-  if (s2On) {
-    if (((vtcr >> 14) & 3) != 0) return REGS_EGRANULE;
-    const t0 = <u32>(vtcr & 63);
-    if (t0 < 16 || t0 > 39) return REGS_ETSZ;
-    const sl0 = <u32>((vtcr >> 6) & 3);
-    if (sl0 == 3) return REGS_EVTCR;
-    s2IpaBits = 64 - t0;
-    s2Start = 2 - sl0;
-    const top = <i32>s2IpaBits - <i32>levelShift(s2Start);
-    if (top < 1 || top > 13) return REGS_EVTCR;
-    s2TopBits = <u32>top;
-    s2OaBits = paBitsOf(<u32>(vtcr >> VTCR_PS_SHIFT));
-    s2ha = (vtcr & VTCR_HA) != 0;
-    s2hd = s2ha && (vtcr & VTCR_HD) != 0;
-  }
+  s1Tsz0 = effectiveTsz(<u32>(tcr & 63));
+  s1Tsz1 = effectiveTsz(<u32>((tcr >> 16) & 63));
+  s2IpaBits = 64 - effectiveTsz(<u32>(vtcr & 63));
+  const sl0 = <u32>((vtcr >> 6) & 3);
+  s2Start = sl0 == 3 ? 0 : 2 - sl0;
+  const top = <i32>s2IpaBits - <i32>levelShift(s2Start);
+  s2Bad = sl0 == 3 || top < 1 || top > 13;
+  s2TopBits = s2Bad ? 1 : <u32>top;
+  s2OaBits = paBitsOf(<u32>(vtcr >> VTCR_PS_SHIFT));
+  s2ha = (vtcr & VTCR_HA) != 0;
+  s2hd = s2ha && (vtcr & VTCR_HD) != 0;
   return REGS_OK;
 }
 
@@ -157,7 +164,8 @@ function fault(stage: u32, kind: u32, level: u32, flags: u32): u32 {
  * stage-1 descriptor access (S2-PTW rules). On success sets s2Pa, s2Shift,
  * s2Allow, s2Level; on a fault sets the fault globals (stage 2, aIpa).
  *
- * 1. IPA beyond the configured size → translation fault, level 0.
+ * 1. Invalid or inconsistent SL0, or IPA beyond the configured size →
+ *    translation fault, level 0.
  * 2. Walk from SL0's level over up to 16 concatenated start tables.
  * 3. Leaf: address size, then AF (or hardware AF when VTCR.HA), then S2AP/XN
  *    (a write through DBM with VTCR.HD sets S2AP[1]), then the updates.
@@ -165,7 +173,7 @@ function fault(stage: u32, kind: u32, level: u32, flags: u32): u32 {
 function s2Walk(ipa: u64, access: u32, el0: bool, ptw: bool, update: bool): u32 {
   const ff = (ptw ? FF_S1PTW : 0) | (access == ARM_WRITE ? FF_WRITE : 0);
   aIpa = ipa;
-  if ((ipa >> s2IpaBits) != 0) return fault(2, FK_TRANSLATION, 0, ff);
+  if (s2Bad || (ipa >> s2IpaBits) != 0) return fault(2, FK_TRANSLATION, 0, ff);
   counterAdd(C_WALKS, 1);
   let level = s2Start;
   let idxBits = s2TopBits;
@@ -343,7 +351,7 @@ function s1WalkOnce(va: u64, access: u32, el0: bool, flags: u32): u32 {
     const upper = ((va >> 55) & 1) != 0;
     let tbi = (tcr & (upper ? TCR_TBI1 : TCR_TBI0)) != 0;
     if (access == ARM_FETCH && (tcr & (upper ? TCR_TBID1 : TCR_TBID0)) != 0) tbi = false;
-    const tsz = <u32>((upper ? tcr >> 16 : tcr) & 63);
+    const tsz = upper ? s1Tsz1 : s1Tsz0;
     const vaBits = 64 - tsz;
     const topEnd: u64 = tbi ? 56 : 64;
     const topMask = ((topEnd == 64 ? 0 : (<u64>1 << topEnd)) - (<u64>1 << vaBits));

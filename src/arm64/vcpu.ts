@@ -155,10 +155,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   }
 
   private load(): void {
-    const rc = this.ex.armLoadRegs();
-    if (rc === this.L.REGS_EGRANULE) throw new Error("vmmu: only the 4 KiB granule is modelled (TCR.TG0 = 00, TCR.TG1 = 10, VTCR.TG0 = 00)");
-    if (rc === this.L.REGS_ETSZ) throw new Error("vmmu: T0SZ/T1SZ (and VTCR.T0SZ) must be 16..39 for the 4 KiB granule");
-    if (rc === this.L.REGS_EVTCR) throw new Error("vmmu: VTCR.T0SZ and SL0 are inconsistent (start level needs 1..16 concatenated tables)");
+    this.ex.armLoadRegs();
     this.selectContexts();
   }
 
@@ -200,7 +197,10 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * Loads system registers (bigint fields; omitted ones keep their value),
    * as an exception return or a context switch would. No TLB maintenance is
    * implied: entries are tagged by VMID and ASID. HCR_EL2.VM turns stage 2 on.
-   * Throws on a configuration this core does not model.
+   * Every register value is taken as a PE takes it (docs/arm64-walk-contract.md,
+   * "Registers": any TG walks as 4 KiB, TnSZ is clamped to 16..39, an invalid
+   * VTCR.SL0 faults each stage-2 walk); only a value that is not a register
+   * value is refused, and a refused call changes nothing.
    */
   setSystemRegisters(r: Partial<Arm64SystemRegisters>): void {
     this.lifetime.check();

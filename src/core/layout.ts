@@ -23,7 +23,7 @@ const NAMES = [
   "WALK_AD", "WALK_CHECK", "WALK_DEBUG", "WALK_RECORD", "R_WALK", "R_WALK_TOP", "CONTROL_OK", "CONTROL_EMODE", "CONTROL_EMAXPHY",
   "S_TTBR0", "S_TTBR1", "S_TCR", "S_SCTLR", "S_MAIR", "S_VTTBR", "S_VTCR", "S_HCR", "S_PAN", "S_PA_BITS",
   "R_IPA", "R_FSC", "R_STAGE", "R_FFLAGS", "R_KIND", "AWALK_UPDATE", "AWALK_DEBUG",
-  "REGS_OK", "REGS_EGRANULE", "REGS_ETSZ", "REGS_EVTCR",
+  "REGS_OK",
 ] as const;
 
 export type LayoutName = (typeof NAMES)[number];

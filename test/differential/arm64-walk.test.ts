@@ -18,7 +18,7 @@ import { fuzzCount, Rng, seedNote, testSeed } from "../helpers/rng.js";
 import { refMemoryOf } from "../helpers/machine.js";
 import { RamMirror, hx } from "../helpers/random-tables.js";
 import {
-  builderArmTables, describeArmWalk, randomArmRegisters, randomArmTables, randomArmVa, regsNote,
+  builderArmTables, describeArmWalk, lenientRegisterClasses, randomArmRegisters, randomArmTables, randomArmVa, regsNote,
   type ArmRegs, type ArmSpace, type ArmTables,
 } from "../helpers/random-arm64.js";
 
@@ -261,6 +261,7 @@ class TablesRun {
     const { vcpu } = this.round;
     const regs = randomArmRegisters(rng, this.tables);
     vcpu.setSystemRegisters(regs);
+    for (const c of lenientRegisterClasses(regs)) this.tally.add(`registers: ${c}`);
     const va = randomArmVa(rng, this.tables);
     const access = rng.pick(ACCESSES);
     const el0 = rng.chance(0.5);
@@ -417,6 +418,8 @@ describe("wasm arm64 walker against the reference walker", () => {
       "hardware AF s1": 200, "hardware AF s2": 160, "hardware dirty s1 (AP[2] cleared)": 30, "hardware dirty s2 (S2AP[1] set)": 5,
       "dry walks past an update-only S1PTW fault": 12, "walks reading ≥ 10 descriptors": 450, "peek ok": 1700,
       "warm translates": 13000, "builder tables": 100, "tables with stage 2": 400,
+      "registers: reserved TG": 1700, "registers: TnSZ out of range": 1000, "registers: VTCR.T0SZ out of range": 140,
+      "registers: VTCR.SL0 invalid": 240,
     }, "single");
   });
 

@@ -16,7 +16,7 @@ import {
   type Arm64BlockSize, type GuestMemory,
 } from "../../src/index.js";
 import type { RefMemory } from "../../src/ref/x86-walk.js";
-import { refCheckArm64Registers, type RefArm64State } from "../../src/ref/arm64-walk.js";
+import type { RefArm64State } from "../../src/ref/arm64-walk.js";
 import { bits, hx, storeWord } from "./random-tables.js";
 import type { Rng } from "./rng.js";
 
@@ -90,6 +90,24 @@ export function stage2StartLevels(ipaBits: number): number[] {
 
 function vtcrFor(ipaBits: number, startLevel: number): bigint {
   return BigInt(64 - ipaBits) | (BigInt(2 - startLevel) << 6n);
+}
+
+/** TnSZ as a walk uses it: clamped to 16..39 (docs/arm64-walk-contract.md, "Registers"). */
+function effectiveTsz(tsz: number): number {
+  return Math.min(39, Math.max(16, tsz));
+}
+
+/**
+ * A TnSZ field for a region laid out for `tsz`: mostly `tsz`; sometimes another in-range value; and
+ * the values a PE accepts but the tables were not laid out with: one below 16 or above 39, and (for
+ * `tsz` 16 or 39) an out-of-range value the walk clamps back to `tsz`.
+ */
+function randomTsz(rng: Rng, tsz: number): number {
+  const r = rng.u32() / 0x1_0000_0000;
+  if (r < 0.9) return tsz;
+  if (r < 0.94) return 16 + rng.int(24);
+  const below = tsz === 16 || (tsz !== 39 && rng.chance(0.5));
+  return below ? rng.int(16) : 40 + rng.int(24);
 }
 
 /** A random stage-1 VA of a region: `low` placed below bit vaBits, the bits above all equal to the region bit. */
@@ -710,16 +728,20 @@ const TCR_BITS = {
 
 /**
  * Registers for one case over `tables`: TCR_EL1 with every modelled field random (T0SZ/T1SZ
- * mostly those the tables were laid out for), SCTLR_EL1.M (rarely off) and WXN, PSTATE.PAN,
- * TTBRs with random ASIDs and ignored low bits; for tables with stage 2: HCR_EL2.VM (rarely
- * off) and PTW, VTCR_EL2 of the layout (rarely another valid one) with random PS, HA, HD, VS,
- * VTTBR with a random VMID. Without stage 2, VTCR/VTTBR are junk (HCR_EL2.VM = 0).
+ * mostly those the tables were laid out for, sometimes outside 16..39; TG0/TG1 sometimes
+ * reserved or another granule's), SCTLR_EL1.M (rarely off) and WXN, PSTATE.PAN, TTBRs with
+ * random ASIDs and ignored low bits; for tables with stage 2: HCR_EL2.VM (rarely off) and PTW,
+ * VTCR_EL2 of the layout (rarely another consistent one, one with T0SZ outside 16..39, SL0 = 3
+ * or an SL0 inconsistent with T0SZ) with random TG0, PS, HA, HD, VS, VTTBR with a random VMID.
+ * Without stage 2, VTCR/VTTBR are junk (HCR_EL2.VM = 0). Every value is one a PE accepts.
  */
 export function randomArmRegisters(rng: Rng, tables: ArmTables): ArmRegs {
   const flag = (p: number, bit: bigint): bigint => (rng.chance(p) ? 1n << bit : 0n);
-  const tsz = tables.s1.map((r) => (rng.chance(0.95) ? r.tsz : 16 + rng.int(24)));
+  const tsz = tables.s1.map((r) => randomTsz(rng, r.tsz));
   const ips = BigInt(rng.chance(0.5) ? 5 : rng.int(8));
-  const tcr = BigInt(tsz[0]!) | (BigInt(tsz[1]!) << 16n) | (2n << 30n) | (ips << 32n)
+  const tg0 = rng.chance(0.92) ? 0n : BigInt(1 + rng.int(3));
+  const tg1 = rng.chance(0.92) ? 2n : rng.pick([0n, 1n, 3n]);
+  const tcr = BigInt(tsz[0]!) | (BigInt(tsz[1]!) << 16n) | (tg0 << 14n) | (tg1 << 30n) | (ips << 32n)
     | (rng.chance(0.5) ? (rng.u64() & bits(13, 8)) | (rng.u64() & bits(29, 24)) : 0n)
     | flag(0.5, TCR_BITS.A1) | flag(0.5, TCR_BITS.AS) | flag(0.4, TCR_BITS.TBI0) | flag(0.4, TCR_BITS.TBI1)
     | flag(0.3, TCR_BITS.TBID0) | flag(0.3, TCR_BITS.TBID1) | flag(0.03, TCR_BITS.EPD0) | flag(0.03, TCR_BITS.EPD1)
@@ -727,7 +749,8 @@ export function randomArmRegisters(rng: Rng, tables: ArmTables): ArmRegs {
     | flag(0.2, TCR_BITS.HPD0) | flag(0.2, TCR_BITS.HPD1);
   const ttbr = (i: 0 | 1): bigint => {
     const junk = rng.chance(0.3) ? rng.u64() & bits(s1Geometry(tables.s1[i].tsz).topBits + 2, 0) & bits(11, 0) : 0n;
-    return (rng.u64() & bits(63, 48)) | tables.s1[i].root | junk;
+    // A root laid out below the IPA window's start has a negative IPA: the register holds it modulo 2^64.
+    return BigInt.asUintN(64, (rng.u64() & bits(63, 48)) | tables.s1[i].root | junk);
   };
   const sctlr = flag(0.97, 0n) | flag(0.2, 19n) | (rng.chance(0.5) ? 0x30d0_0800n : 0n) | (rng.chance(0.5) ? (1n << 2n) | (1n << 12n) : 0n);
   let hcr: bigint, vtcr: bigint, vttbr: bigint;
@@ -735,12 +758,24 @@ export function randomArmRegisters(rng: Rng, tables: ArmTables): ArmRegs {
   if (s2) {
     hcr = flag(0.92, 0n) | flag(0.3, 2n) | flag(0.3, 31n);
     let layout = s2.vtcr;
-    if (rng.chance(0.04)) {
+    const r = rng.u32() / 0x1_0000_0000;
+    if (r < 0.04) {
       const ipaBits = 25 + rng.int(24);
       layout = vtcrFor(ipaBits, rng.pick(stage2StartLevels(ipaBits)));
+    } else if (r < 0.07) {
+      // T0SZ outside 16..39: the layout's own when it is walked as 16 or 39, else any.
+      const t0sz = s2.ipaBits === 48 ? rng.int(16) : s2.ipaBits === 25 ? 40 + rng.int(24) : rng.chance(0.5) ? rng.int(16) : 40 + rng.int(24);
+      layout = (layout & ~0x3fn) | BigInt(t0sz);
+    } else if (r < 0.1) {
+      // SL0 = 3 (reserved), or a start level the IPA size cannot use.
+      const ipaBits = s2.ipaBits;
+      const bad = [0, 1, 2].filter((l) => !stage2StartLevels(ipaBits).includes(l));
+      const sl0 = bad.length === 0 || rng.chance(0.4) ? 3 : 2 - rng.pick(bad);
+      layout = (layout & ~(3n << 6n)) | (BigInt(sl0) << 6n);
     }
     const ps = BigInt(rng.chance(0.5) ? 5 : rng.int(8));
-    vtcr = (layout & ~(bits(18, 16) | (1n << 19n) | (1n << 21n) | (1n << 22n))) | (ps << 16n) | (1n << 31n)
+    const vtg0 = rng.chance(0.9) ? 0n : BigInt(1 + rng.int(3));
+    vtcr = (layout & ~(bits(18, 16) | (1n << 19n) | (1n << 21n) | (1n << 22n) | bits(15, 14))) | (ps << 16n) | (vtg0 << 14n) | (1n << 31n)
       | flag(0.5, 19n) | flag(0.6, 21n) | flag(0.6, 22n) | (rng.chance(0.3) ? rng.u64() & bits(13, 8) : 0n);
     const rootBytesLog2 = s2.ipaBits - levelShift(s2.startLevel) + 3;
     const junk = rng.chance(0.3) ? rng.u64() & bits(Math.min(rootBytesLog2, 16) - 1, 0) : 0n;
@@ -750,12 +785,29 @@ export function randomArmRegisters(rng: Rng, tables: ArmTables): ArmRegs {
     vtcr = rng.u64();
     vttbr = rng.u64();
   }
-  const regs: ArmRegs = {
-    ttbr0: ttbr(0), ttbr1: ttbr(1), tcr, sctlr, vttbr, vtcr, hcr, pan: rng.chance(0.3), mair: rng.u64(),
-  };
-  const bad = refCheckArm64Registers(regs);
-  if (bad !== null) throw new Error(`random-arm64 generated invalid registers: ${bad}`);
-  return regs;
+  return { ttbr0: ttbr(0), ttbr1: ttbr(1), tcr, sctlr, vttbr, vtcr, hcr, pan: rng.chance(0.3), mair: rng.u64() };
+}
+
+/**
+ * Which values a PE accepts but only a lenient core walks with, among the enabled stages of `s`:
+ * "reserved TG" (TG0, TG1 or VTCR.TG0 not 4 KiB), "TnSZ out of range", "VTCR.T0SZ out of range",
+ * "VTCR.SL0 invalid" (3, or inconsistent with T0SZ).
+ */
+export function lenientRegisterClasses(s: RefArm64State): string[] {
+  const out: string[] = [];
+  const outOfRange = (tsz: bigint) => tsz < 16n || tsz > 39n;
+  if ((s.sctlr & 1n) !== 0n) {
+    if (((s.tcr >> 14n) & 3n) !== 0n || ((s.tcr >> 30n) & 3n) !== 2n) out.push("reserved TG");
+    if (outOfRange(s.tcr & 63n) || outOfRange((s.tcr >> 16n) & 63n)) out.push("TnSZ out of range");
+  }
+  if ((s.hcr & 1n) !== 0n) {
+    if (((s.vtcr >> 14n) & 3n) !== 0n) out.push("reserved TG");
+    if (outOfRange(s.vtcr & 63n)) out.push("VTCR.T0SZ out of range");
+    const ipaBits = 64 - effectiveTsz(Number(s.vtcr & 63n));
+    const sl0 = Number((s.vtcr >> 6n) & 3n);
+    if (sl0 === 3 || !stage2StartLevels(ipaBits).includes(2 - sl0)) out.push("VTCR.SL0 invalid");
+  }
+  return [...new Set(out)];
 }
 
 /** The registers as one line. */
@@ -765,10 +817,11 @@ export function regsNote(s: ArmRegs): string {
 
 /** Stage-2 descriptors read for `ipa` (no checks), and the PA it maps to if any. */
 function stage2Chain(mem: RefMemory, s: RefArm64State, ipa: bigint): { lines: string[]; pa?: bigint } {
-  const ipaBits = 64 - Number(s.vtcr & 63n);
+  const ipaBits = 64 - effectiveTsz(Number(s.vtcr & 63n));
   const startLevel = 2 - Number((s.vtcr >> 6n) & 3n);
   const lines: string[] = [];
-  if (ipa >> BigInt(ipaBits) !== 0n || startLevel < 0) return { lines: [`beyond the ${ipaBits}-bit IPA space`] };
+  if (!stage2StartLevels(ipaBits).includes(startLevel)) return { lines: [`SL0 invalid for a ${ipaBits}-bit IPA: no stage-2 walk`] };
+  if (ipa >> BigInt(ipaBits) !== 0n) return { lines: [`beyond the ${ipaBits}-bit IPA space`] };
   let idxBits = ipaBits - levelShift(startLevel);
   let table = s.vttbr & bits(47, Math.max(1, idxBits + 3));
   for (let level = startLevel; level <= 3; level++) {
@@ -804,7 +857,7 @@ export function describeArmWalk(mem: RefMemory, s: RefArm64State, va: bigint): s
     return lines.join("\n");
   }
   const upper = ((va >> 55n) & 1n) !== 0n;
-  const tsz = Number((s.tcr >> (upper ? 16n : 0n)) & 63n);
+  const tsz = effectiveTsz(Number((s.tcr >> (upper ? 16n : 0n)) & 63n));
   const { start, topBits } = s1Geometry(tsz);
   let idxBits = topBits;
   let table = (upper ? s.ttbr1 : s.ttbr0) & bits(47, Math.max(1, topBits + 3));

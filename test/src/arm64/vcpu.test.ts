@@ -14,7 +14,7 @@ import { describe, expect, it } from "vitest";
 import {
   Arm64Stage1Builder, Arm64Stage2Builder, HCR, SCTLR, TCR, VTCR, createMachine, encodeTlbiRange, encodeTlbiVa,
   kvmTlbFlushVmidRange, kvmVtcr, linuxFlushTlbRange,
-  type Arm64Access, type Arm64TranslateResult, type Arm64Vcpu, type GuestMemory, type Machine,
+  type Arm64Access, type Arm64SystemRegisters, type Arm64TranslateResult, type Arm64Vcpu, type GuestMemory, type Machine,
 } from "../../../src/index.js";
 
 const K4 = 0x1000n;
@@ -741,5 +741,136 @@ describe("invalidation cost", () => {
     const before = g.v0.tlbStats().flushProbes;
     g.v0.tlbi("VAE1", encodeTlbiVa(USER + 7n * K4, 1));
     expect(g.v0.tlbStats().flushProbes - before).toBeLessThanOrEqual(2 * (1 + 512));
+  });
+});
+
+describe("system-register values a PE accepts (docs/arm64-walk-contract.md, Registers)", () => {
+  const TG_MASK = (3n << TCR.TG0_SHIFT) | (3n << TCR.TG1_SHIFT);
+  const SZ_MASK = 0x3fn | (0x3fn << TCR.T1SZ_SHIFT);
+  const tsz = (t0: number, t1: number) => (TCR48 & ~SZ_MASK) | BigInt(t0) | (BigInt(t1) << TCR.T1SZ_SHIFT);
+
+  /** What each of `vas` translates to, with a flushed TLB. */
+  function outcomes(v: Arm64Vcpu, vas: bigint[]): Arm64TranslateResult[] {
+    v.tlbi("VMALLE1");
+    return vas.map((va) => v.translate(va));
+  }
+
+  it("a reserved TG1, or a TG0/TG1 naming the 16K or 64K granule, walks with the 4 KiB granule", async () => {
+    const g = await guest();
+    g.user.map(USER, 0x80_0000n, "4K");
+    g.kern.map(KERN, 0x90_0000n, "4K");
+    const vas = [USER + 0x123n, KERN + 0x456n, USER + G1];
+    const want = outcomes(g.v0, vas);
+    expect(want.slice(0, 2)).toEqual([{ pa: 0x80_0123n, pageSize: 4096, level: 3 }, { pa: 0x90_0456n, pageSize: 4096, level: 3 }]);
+    for (const tg0 of [1n, 2n, 3n]) {
+      for (const tg1 of [0n, 1n, 3n]) {
+        const tcr = (TCR48 & ~TG_MASK) | (tg0 << TCR.TG0_SHIFT) | (tg1 << TCR.TG1_SHIFT);
+        g.v0.setSystemRegisters({ tcr });
+        expect(g.v0.systemRegisters().tcr).toBe(tcr);
+        expect(outcomes(g.v0, vas), `TG0=${tg0} TG1=${tg1}`).toEqual(want);
+      }
+    }
+  });
+
+  it("T0SZ/T1SZ below 16 walk as 16 and above 39 as 39, and a later valid TCR walks as before", async () => {
+    const g = await guest();
+    const small = new Arm64Stage1Builder(g.mem, { tableBase: 0x70_0000n, tableLimit: 0x78_0000n, tsz: 39 });
+    const high = 0xffff_ffff_ff80_0000n;
+    small.map(high + 0x5000n, 0xa0_0000n, "4K");
+    g.user.map(USER, 0x80_0000n, "4K");
+    g.v0.setSystemRegisters({ ttbr1: small.ttbr(0) });
+    const vas = [USER + 8n, 0x0001_0000_0000_0000n, high + 0x5008n, 0xffff_ffff_fc00_0000n];
+    g.v0.setSystemRegisters({ tcr: tsz(16, 39) });
+    const want = outcomes(g.v0, vas);
+    expect(want.map((r) => ("fault" in r ? `${r.fault.kind} L${r.fault.level}` : r.pa))).toEqual([0x80_0008n, "translation L0", 0xa0_0008n, "translation L0"]);
+    for (const [t0, t1] of [[0, 40], [12, 48], [15, 63]] as const) {
+      g.v0.setSystemRegisters({ tcr: tsz(t0, t1) });
+      expect(outcomes(g.v0, vas), `T0SZ=${t0} T1SZ=${t1}`).toEqual(want);
+    }
+    g.v0.setSystemRegisters({ tcr: TCR48, ttbr1: g.kern.ttbr(0) });
+    expect(outcomes(g.v0, [USER + 8n])).toEqual([{ pa: 0x80_0008n, pageSize: 4096, level: 3 }]);
+  });
+
+  it("with EPD0 set T0SZ is never used: any value faults at level 0 in TTBR0 and TTBR1 still walks", async () => {
+    const g = await guest();
+    g.kern.map(KERN, 0x90_0000n, "4K");
+    for (const t0 of [0, 16, 39, 63]) {
+      g.v0.setSystemRegisters({ tcr: ((TCR48 & ~0x3fn) | BigInt(t0)) | TCR.EPD0 });
+      expect(outcomes(g.v0, [USER, KERN])).toEqual([
+        { fault: { stage: 1, fsc: 0x04, level: 0, kind: "translation", s1ptw: false, write: false } },
+        { pa: 0x90_0000n, pageSize: 4096, level: 3 },
+      ]);
+    }
+  });
+
+  it("VTCR_EL2.T0SZ outside 16..39 walks as the nearest bound", async () => {
+    const g = await guest();
+    const s2 = new Arm64Stage2Builder(g.mem, { ipaBits: 25, startLevel: 2, tableBase: 0x70_0000n, tableLimit: 0x78_0000n });
+    s2.map(0x12_3000n, 0xb0_0000n, "4K");
+    const vtcr = (t0: number) => (VTCR40 & ~(0x3fn | (3n << VTCR.SL0_SHIFT))) | BigInt(t0);
+    g.v0.setSystemRegisters({ sctlr: 0n, hcr: HCR.VM, vttbr: s2.vttbr(1), vtcr: vtcr(39) });
+    const want = g.v0.walkStage2(0x12_3456n);
+    expect(want).toEqual({ pa: 0xb0_0456n, pageSize: 4096, level: 3 });
+    for (const t0 of [40, 50, 63]) {
+      g.v0.setSystemRegisters({ vtcr: vtcr(t0) });
+      expect(g.v0.walkStage2(0x12_3456n)).toEqual(want);
+      expect(g.v0.walkStage2(0x200_0000n)).toMatchObject({ fault: { stage: 2, kind: "translation", level: 0, ipa: 0x200_0000n } });
+    }
+  });
+
+  it("an SL0 of 3 or one inconsistent with T0SZ is accepted, and every stage-2 walk is a level-0 translation fault", async () => {
+    const g = await guest({ stage2: true });
+    g.user.map(USER, 0x7f_0000n, "4K");
+    expect(g.v0.translate(USER)).toEqual({ pa: 0x7f_0000n, pageSize: 4096, level: 3 });
+    const sl = (sl0: bigint) => (VTCR40 & ~(3n << VTCR.SL0_SHIFT)) | (sl0 << VTCR.SL0_SHIFT);
+    for (const vtcr of [sl(3n), sl(0n), (sl(1n) & ~0x3fn) | 16n]) {
+      g.v0.setSystemRegisters({ vtcr });
+      g.v0.tlbi("VMALLS12E1");
+      const r = g.v0.translate(USER, "write");
+      expect(r).toMatchObject({ fault: { stage: 2, fsc: 0x04, level: 0, kind: "translation", s1ptw: true, write: false } });
+      expect(g.v0.walkStage2(0x40_0000n)).toMatchObject({ fault: { stage: 2, kind: "translation", level: 0, s1ptw: false, ipa: 0x40_0000n } });
+    }
+    g.v0.setSystemRegisters({ vtcr: VTCR40 });
+    expect(g.v0.translate(USER)).toEqual({ pa: 0x7f_0000n, pageSize: 4096, level: 3 });
+  });
+});
+
+describe("a refused call changes nothing", () => {
+  /** Registers, TLBI counters and the translation of USER (a TLB hit) before and after `fn`. */
+  function unchanged(g: Guest, fn: () => void): void {
+    const before = { regs: g.v0.systemRegisters(), tlbi: g.v0.tlbiStats(), vmid: g.v0.vmid(), asid: g.v0.asid() };
+    expect(fn).toThrow(/^vmmu: /);
+    expect({ regs: g.v0.systemRegisters(), tlbi: g.v0.tlbiStats(), vmid: g.v0.vmid(), asid: g.v0.asid() }).toEqual(before);
+    expectCached(g.v0, USER, 0x80_0000n);
+  }
+
+  it("setSystemRegisters with a value that is not a 64-bit register value leaves every register as it was", async () => {
+    const g = await guest();
+    g.user.map(USER, 0x80_0000n, "4K", { nG: true });
+    expectWalked(g.v0, USER, 0x80_0000n);
+    const bad: Record<string, unknown>[] = [
+      { ttbr0: g.user2.ttbr(2), tcr: 5 },
+      { sctlr: 0n, vtcr: 1n << 64n },
+      { hcr: 0n, ttbr0: -(1n << 64n) },
+      { ttbr0: g.user2.ttbr(2), pan: "yes" },
+      { vttbr: g.vm2.vttbr(2), mair: "0x44" },
+    ];
+    for (const r of bad) unchanged(g, () => g.v0.setSystemRegisters(r as Partial<Arm64SystemRegisters>));
+    g.v0.setSystemRegisters({ pan: true });
+    expect(g.v0.systemRegisters().pan).toBe(true);
+    g.v0.setSystemRegisters({ pan: false, ttbr0: g.user2.ttbr(2) });
+    expect(g.v0.asid()).toBe(2);
+  });
+
+  it("tlbi with an unknown operation or a bad operand invalidates nothing and counts nothing", async () => {
+    const g = await guest();
+    g.user.map(USER, 0x80_0000n, "4K", { nG: true });
+    g.v0.translate(USER);
+    g.user.map(USER, 0x90_0000n, "4K", { nG: true });
+    unchanged(g, () => g.v0.tlbi("VAE9IS", encodeTlbiVa(USER, 1)));
+    unchanged(g, () => g.v0.tlbi("VAE1IS", 5 as unknown as bigint));
+    unchanged(g, () => g.v0.tlbi("VAE1IS", 1n << 64n));
+    g.v0.tlbi("VAE1IS", encodeTlbiVa(USER, 1));
+    expectWalked(g.v0, USER, 0x90_0000n);
   });
 });

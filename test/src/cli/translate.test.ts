@@ -77,6 +77,11 @@ describe("vmmu translate argument errors", () => {
     ["--user without --access", () => ["--image", image(), "--cr3", "0", "--user"], /--user/],
     ["a flag without its value", () => ["--image", image(), "--cr3"], /--cr3 needs a value/],
     ["paging without long mode", () => ["--image", image(), "--cr3", "0", "--efer", "0"], /long mode/],
+    ["a reserved CR4 bit", () => ["--image", image(), "--cr3", "0", "--cr4", "0x8020"], /CR4 bit 15 is reserved/],
+    ["CR4 bit 63", () => ["--image", image(), "--cr3", "0", "--cr4", "0x8000000000000020"], /CR4 bit 63 is reserved/],
+    ["a CR0 bit above 31", () => ["--image", image(), "--cr3", "0", "--cr0", "0x180010001"], /CR0 bit 32 is reserved/],
+    ["CR0.NW without CD", () => ["--image", image(), "--cr3", "0", "--cr0", "0xa0010001"], /CR0\.NW = 1 needs CR0\.CD = 1/],
+    ["CR0.PG without PE", () => ["--image", image(), "--cr3", "0", "--cr0", "0x80010000"], /CR0\.PG = 1 needs CR0\.PE = 1/],
   ];
   for (const [what, args, message] of cases) {
     it(`exits 2 with one line on stderr for ${what}`, () => {
@@ -300,8 +305,6 @@ describe("vmmu translate --arch arm64 argument errors", () => {
     ["a missing --tcr", () => arm({ "--tcr": undefined }), /--tcr HEX is required/],
     ["a missing --ttbr0", () => arm({ "--ttbr0": undefined }), /--ttbr0 HEX is required/],
     ["a bad --access", () => arm({ "--access": "exec" }), /--access must be read, write or fetch/],
-    ["T0SZ out of range", () => arm({ "--tcr": hex((LINUX_TCR & ~0x3fn) | 12n) }), /T0SZ\/T1SZ .*16\.\.39/],
-    ["a 64 KiB TG0", () => arm({ "--tcr": hex(LINUX_TCR | (1n << 14n)) }), /only the 4 KiB granule/],
     ["an image beyond 2^48", () => arm({ "--image-base": "0xfffffffff000" }), /exceeds 2\^maxPhysAddrBits/],
   ];
   for (const [what, args, message] of cases) {
@@ -394,6 +397,18 @@ describe("vmmu translate --arch arm64 on a hand-built image at gpa 0x40000000", 
       { va: "0x40001234", pa: "0x40001234", pageSize: 4096, fault: null },
       { va: "0xffff000000000000", pa: null, pageSize: null, fault: s1Fault("address-size", 0x00, 0) },
     ]);
+  });
+
+  it("takes any TCR a PE accepts: a 64K or reserved TG walks as 4K, T0SZ 12 as 16 and T1SZ 63 as 39", () => {
+    const va = ["0x400123", "0x1000000000000", hex(KTEXT), "0xffffffffff800000"];
+    const want = vmmu([...args, ...va]).lines;
+    for (const tcr of [LINUX_TCR | (1n << 14n), LINUX_TCR & ~(3n << 30n), (LINUX_TCR & ~0x3fn) | 12n]) {
+      const r = vmmu([...withFlags(args, { "--tcr": hex(tcr) }), ...va]);
+      expect(r.code, hex(tcr)).toBe(0);
+      expect(r.lines).toEqual(want);
+    }
+    const t1 = vmmu([...withFlags(args, { "--tcr": hex(LINUX_TCR | (0x3fn << 16n)) }), "0xffffffffff800000", hex(KTEXT)]);
+    expect(t1.lines.map((l) => l.fault)).toEqual([s1Fault("translation", 0x06, 2), s1Fault("translation", 0x04, 0)]);
   });
 
   it("gives an abort line (fsc 0x14 + level) when a TTBR points below the image base", () => {

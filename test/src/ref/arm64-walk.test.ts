@@ -1,6 +1,6 @@
 /**
  * Rules of the reference arm64 walker, one test per rule of docs/arm64-walk-contract.md:
- * register validity, TTBR selection, start levels, TBI, descriptor types, address-size and
+ * register values (reserved granules, TnSZ clamping, invalid SL0), TTBR selection, start levels, TBI, descriptor types, address-size and
  * access-flag faults, AP/UXN/PXN/PAN/WXN permissions, hierarchical attributes, DBM, stage 2
  * (concatenated start tables, S2AP, XNX, AF, DBM), S2-PTW, combined results, aborts, restarts
  * and the debugger view. Tables are built by hand in a MapMemory; bit constants are spelled
@@ -9,7 +9,6 @@
 import { describe, expect, it } from 'vitest';
 import { MapMemory, type RefMemory } from '../../../src/ref/x86-walk.js';
 import {
-  refCheckArm64Registers,
   refTranslateArm64,
   type RefArm64Result,
   type RefArm64State,
@@ -231,33 +230,86 @@ class SpyMemory implements RefMemory {
   }
 }
 
-describe('register validity', () => {
-  it('accepts a 48-bit stage 1 with a 40-bit, two-table stage 2', () => {
-    expect(refCheckArm64Registers(state({ hcr: HCR_VM }))).toBeNull();
+describe('register values: every one is accepted, as a PE accepts it', () => {
+  /** The outcome for each of `vas` under `s`. */
+  const outcomes = (t: Tables, s: RefArm64State, vas: bigint[]): RefArm64Result[] => vas.map((va) => translate(t.mem, s, va));
+
+  it('walks with the 4 KiB granule whatever TG0 and TG1 say (reserved, 16K, 64K)', () => {
+    const t = new Tables();
+    t.map(VA, 3, page(FRAME));
+    t.map(0xffff_8080_4020_1000n, 3, page(0x5000n), { root: ROOT1 });
+    const vas = [VA, 0xffff_8080_4020_1abcn, 0x0000_8080_4020_2000n];
+    const want = outcomes(t, state(), vas);
+    expect(want[0]).toEqual(ok(FRAME | 0xabcn, SIZE_4K, 3));
+    for (const tg0v of [0b01, 0b10, 0b11]) {
+      for (const tg1v of [0b00, 0b01, 0b11]) {
+        expect(outcomes(t, state({ tcr: (TCR_48 & ~(tg0(3) | tg1(3))) | tg0(tg0v) | tg1(tg1v) }), vas)).toEqual(want);
+      }
+    }
+  });
+
+  it('walks T0SZ / T1SZ below 16 as 16 and above 39 as 39', () => {
+    const t = new Tables();
+    t.map(VA, 3, page(FRAME));
+    t.map(0x1ff_f000n, 3, page(0x1000_0000n), { root: ROOT1, startLevel: 2, inputBits: 25 });
+    const low = [VA, 0x0001_0000_0000_0000n, 0x0008_0000_0000_0000n];
+    const high = [0xffff_ffff_ffff_f123n, 0xffff_ffff_fc00_0000n, 0xffff_ffff_fe00_0000n];
+    const s = (tsz0: number, tsz1: number) => state({ tcr: (TCR_48 & ~TCR_SZ_MASK) | t0sz(tsz0) | t1sz(tsz1) });
+    const wantLow = outcomes(t, s(16, 39), low);
+    const wantHigh = outcomes(t, s(16, 39), high);
+    expect(wantLow).toEqual([ok(FRAME | 0xabcn, SIZE_4K, 3), s1Fault('translation', 0), s1Fault('translation', 0)]);
+    expect(wantHigh.slice(0, 2)).toEqual([ok(0x1000_0123n, SIZE_4K, 3), s1Fault('translation', 0)]);
+    for (const [tsz0, tsz1] of [[0, 40], [12, 48], [15, 63]]) {
+      expect(outcomes(t, s(tsz0!, tsz1!), low)).toEqual(wantLow);
+      expect(outcomes(t, s(tsz0!, tsz1!), high)).toEqual(wantHigh);
+    }
+  });
+
+  it('never reads T0SZ of a region EPD0 closes: any value faults at level 0 there and TTBR1 still walks', () => {
+    const t = new Tables();
+    t.map(0xffff_8080_4020_1000n, 3, page(0x5000n), { root: ROOT1 });
+    for (const tsz of [0, 16, 39, 63]) {
+      const s = state({ tcr: (TCR_48 & ~0x3fn) | t0sz(tsz) | EPD0 });
+      expect(translate(t.mem, s, VA)).toEqual(s1Fault('translation', 0));
+      expect(translate(t.mem, s, 0xffff_8080_4020_1abcn)).toEqual(ok(0x5abcn, SIZE_4K, 3));
+    }
+  });
+
+  it('walks VTCR_EL2.T0SZ outside 16..39 as the nearest bound, then checks SL0 against it', () => {
+    const t = new Tables();
+    const root = 0x10000n;
+    t.map(0x1_2000n, 3, s2page(0x7_7000n), { root, startLevel: 2, inputBits: 25 });
+    const s = (vtcr: bigint) => state({ sctlr: 0n, hcr: HCR_VM, vttbr: root, vtcr: vtcr | ps(0b101) });
+    const want = translate(t.mem, s(vt0sz(39) | sl0(0)), 0x1_2abcn);
+    expect(want).toEqual(ok(0x7_7abcn, SIZE_4K, 3, 0x1_2abcn));
+    for (const tsz of [40, 50, 63]) {
+      expect(translate(t.mem, s(vt0sz(tsz) | sl0(0)), 0x1_2abcn)).toEqual(want);
+      expect(translate(t.mem, s(vt0sz(tsz) | sl0(0)), 0x200_0000n)).toEqual(s2Fault('translation', 0, 0x200_0000n));
+      expect(translate(t.mem, s(vt0sz(tsz) | sl0(1)), 0x1_2abcn)).toEqual(s2Fault('translation', 0, 0x1_2abcn));
+    }
+    // T0SZ = 0..15 walks as a 48-bit IPA: from level 0 (SL0 = 2), not from level 1 (18 index bits).
+    const spy = new SpyMemory(t.mem);
+    expect(translate(spy, s(vt0sz(0) | sl0(1)), 0x1_2abcn)).toEqual(s2Fault('translation', 0, 0x1_2abcn));
+    expect(spy.reads).toEqual([]);
+    translate(spy, s(vt0sz(0) | sl0(2)), 0x1_2abcn);
+    expect(spy.reads[0]).toBe(root);
   });
 
   it.each([
-    ['TG0 = 64K', { tcr: TCR_48 | tg0(0b01) }, /TG0/],
-    ['TG1 = 16K', { tcr: (TCR_48 & ~tg1(3)) | tg1(0b01) }, /TG1/],
-    ['TG1 = 00', { tcr: TCR_48 & ~tg1(3) }, /TG1/],
-    ['T0SZ = 15', { tcr: (TCR_48 & ~0x3fn) | t0sz(15) }, /T0SZ/],
-    ['T0SZ = 40', { tcr: (TCR_48 & ~0x3fn) | t0sz(40) }, /T0SZ/],
-    ['T1SZ = 40', { tcr: (TCR_48 & ~t1sz(0x3f)) | t1sz(40) }, /T1SZ/],
-  ])('rejects stage-1 %s when SCTLR.M = 1', (_name, over, message) => {
-    expect(refCheckArm64Registers(state(over))).toMatch(message);
-  });
-
-  it.each([
-    ['TG0 = 64K', VTCR_40 | vtg0(0b01), /TG0/],
-    ['T0SZ = 40', vt0sz(40) | sl0(0), /T0SZ/],
-    ['T0SZ = 15', vt0sz(15) | sl0(2), /T0SZ/],
-    ['SL0 = 3', vt0sz(24) | sl0(3), /SL0/],
-    ['48-bit IPA from level 1 (18 index bits)', vt0sz(16) | sl0(1), /concatenated/],
-    ['44-bit IPA from level 1 (14 index bits)', vt0sz(20) | sl0(1), /concatenated/],
-    ['35-bit IPA from level 2 (14 index bits)', vt0sz(29) | sl0(0), /concatenated/],
-    ['38-bit IPA from level 0 (no index bits)', vt0sz(26) | sl0(2), /concatenated/],
-  ])('rejects stage-2 %s when HCR.VM = 1', (_name, vtcr, message) => {
-    expect(refCheckArm64Registers(state({ hcr: HCR_VM, vtcr }))).toMatch(message);
+    ['SL0 = 3', vt0sz(24) | sl0(3)],
+    ['48-bit IPA from level 1 (18 index bits)', vt0sz(16) | sl0(1)],
+    ['44-bit IPA from level 1 (14 index bits)', vt0sz(20) | sl0(1)],
+    ['35-bit IPA from level 2 (14 index bits)', vt0sz(29) | sl0(0)],
+    ['38-bit IPA from level 0 (no index bits)', vt0sz(26) | sl0(2)],
+  ])('makes every stage-2 walk a translation fault at level 0 for %s, S1PTW ones included', (_name, vtcr) => {
+    const t = twoStage();
+    t.map(VA, 3, page(FRAME));
+    const spy = new SpyMemory(t.mem);
+    expect(translate(spy, state({ sctlr: 0n, hcr: HCR_VM, vtcr }), 0x1234_5000n, 'write')).toEqual(
+      s2Fault('translation', 0, 0x1234_5000n, false, true),
+    );
+    expect(translate(spy, state({ hcr: HCR_VM, vtcr }), VA)).toEqual(s2Fault('translation', 0, ROOT0 + 257n * 8n, true));
+    expect(spy.reads).toEqual([]);
   });
 
   it.each([
@@ -266,18 +318,17 @@ describe('register validity', () => {
     ['31-bit IPA from level 1 (1 index bit)', vt0sz(33) | sl0(1)],
     ['40-bit IPA from level 0 (2 entries)', vt0sz(24) | sl0(2)],
     ['25-bit IPA from level 2', vt0sz(39) | sl0(0)],
-  ])('accepts stage-2 %s', (_name, vtcr) => {
-    expect(refCheckArm64Registers(state({ hcr: HCR_VM, vtcr }))).toBeNull();
+  ])('walks stage 2 for the consistent %s', (_name, vtcr) => {
+    const spy = new SpyMemory(new Tables().mem);
+    expect(translate(spy, state({ sctlr: 0n, hcr: HCR_VM, vtcr }), 0x1000n)).toMatchObject({ ok: false, kind: 'translation' });
+    expect(spy.reads.length).toBe(1);
   });
 
-  it('ignores TCR when SCTLR.M = 0 and VTCR when HCR.VM = 0', () => {
-    expect(refCheckArm64Registers(state({ sctlr: 0n, tcr: 0n, vtcr: 0n }))).toBeNull();
-  });
-
-  it('makes refTranslateArm64 throw on invalid registers', () => {
+  it('reads no stage-2 field while HCR.VM = 0, nor TCR while SCTLR.M = 0', () => {
     const t = new Tables();
-    expect(() => translate(t.mem, state({ tcr: TCR_48 | tg0(0b10) }), VA)).toThrow(/TG0/);
-    expect(() => translate(t.mem, state({ hcr: HCR_VM, vtcr: vt0sz(24) | sl0(3) }), VA)).toThrow(/SL0/);
+    t.map(VA, 3, page(FRAME));
+    expect(translate(t.mem, state({ vtcr: vt0sz(24) | sl0(3) | vtg0(3) }), VA)).toEqual(ok(FRAME | 0xabcn, SIZE_4K, 3));
+    expect(translate(t.mem, state({ sctlr: 0n, tcr: 0n }), 0x1000n)).toEqual(ok(0x1000n, SIZE_4K, 0));
   });
 });
 
