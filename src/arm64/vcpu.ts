@@ -238,9 +238,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * pageSize is min(stage-1 block, stage-2 block); level is the stage-1 leaf level.
    */
   translate(va: bigint, access: Arm64Access = "read", el0 = false): Arm64TranslateResult {
-    this.lifetime.check();
-    bigintArg(va, "va");
-    boolArg(el0, "el0");
+    if (this.lifetime.disposed || typeof va !== "bigint" || typeof el0 !== "boolean") this.refuse(va, el0);
     return this.result(this.ex.armTranslate(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0));
   }
 

@@ -6,7 +6,7 @@ import type { Core } from "./load.js";
 import type { GuestMemory } from "../memory.js";
 import type { MemoryViews } from "./views.js";
 import { DISPOSED_EXPORTS, type Lifetime } from "./lifetime.js";
-import { boolArg, intArg, u64ArrayArg, u8ArrayArg } from "../validate.js";
+import { bigintArg, boolArg, intArg, u64ArrayArg, u8ArrayArg } from "../validate.js";
 
 /** TLB and walk counters of one vCPU, since creation or resetStats(). */
 export interface TlbStats {
@@ -82,6 +82,18 @@ export abstract class VcpuBase<P> {
   /** u64 view over the whole memory (index = byte address >> 3), renewed on growth. */
   protected u64(): BigUint64Array {
     return this.views.fresh().u64;
+  }
+
+  /**
+   * Throws the error a translate() with these arguments deserves (disposed,
+   * `va` not a bigint, the privilege not a boolean): the hot paths test all
+   * three in one branch and call this only when one fails.
+   */
+  protected refuse(va: unknown, priv: unknown): never {
+    this.lifetime.check();
+    bigintArg(va, "va");
+    boolArg(priv, this.privName);
+    throw new Error("vmmu: unreachable: refuse() found nothing to refuse");
   }
 
   /** The name of the privilege argument in messages (`user`, `el0`). */

@@ -145,9 +145,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * `user` means CPL 3.
    */
   translate(va: bigint, access: X86Access = "read", user = false): X86TranslateResult {
-    this.lifetime.check();
-    bigintArg(va, "va");
-    boolArg(user, "user");
+    if (this.lifetime.disposed || typeof va !== "bigint" || typeof user !== "boolean") this.refuse(va, user);
     return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0));
   }
 
@@ -157,9 +155,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * translation or walk).
    */
   translatePa(va: bigint, access: X86Access = "read", user = false): bigint | undefined {
-    this.lifetime.check();
-    bigintArg(va, "va");
-    boolArg(user, "user");
+    if (this.lifetime.disposed || typeof va !== "bigint" || typeof user !== "boolean") this.refuse(va, user);
     const status = this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0);
     if (status === this.L.STATUS_OK) return this.u64()[(this.base + this.L.R_PA) >> 3]!;
     this.lastStatus = status;
