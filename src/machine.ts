@@ -198,6 +198,15 @@ export class Machine<V extends Vcpu = Vcpu> {
   }
 }
 
+// `using m = await createMachine(…)` (explicit resource management) disposes
+// the machine at the end of the scope, where the engine defines Symbol.dispose.
+const disposeSymbol = (Symbol as { dispose?: symbol }).dispose;
+if (disposeSymbol !== undefined) {
+  Object.defineProperty(Machine.prototype, disposeSymbol, {
+    value(this: Machine) { this.dispose(); }, writable: true, configurable: true,
+  });
+}
+
 /**
  * Creates a machine. Guest RAM starts zeroed; vCPUs start with translation
  * off (x86: CR0.PG = 0; arm64: SCTLR_EL1.M = 0, HCR_EL2.VM = 0).

@@ -135,6 +135,14 @@ describe("after dispose()", () => {
     await expect(attachVcpu(handle, 0)).rejects.toThrow(DISPOSED);
   });
 
+  it("is what Symbol.dispose does (a `using` declaration), where the engine has it", async () => {
+    const dispose = (Symbol as { dispose?: symbol }).dispose;
+    if (dispose === undefined) return;
+    const { m } = await x86Machine();
+    (m as unknown as Record<symbol, () => void>)[dispose]!();
+    expect(m.disposed).toBe(true);
+  });
+
   it("leaves other machines working", async () => {
     const a = await x86Machine(), b = await x86Machine();
     a.m.dispose();
