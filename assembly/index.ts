@@ -4,12 +4,12 @@
 export * from "./layout";
 export { machineInit, INIT_OK, INIT_EALREADY, INIT_EVCPUS, INIT_ETLB, INIT_ESLOT, INIT_ENOMEM, SLOT_MAX } from "./machine";
 export { physAttach, hostForStore, hostForRead } from "./phys";
-export { tlbAttach, tlbFlushCtx, tlbFlushNonGlobal, tlbFlushAll, tlbInvalidatePage, tlbInvalidateRange, ctxLiveTag, selectCtx, selectGlobal } from "./tlb";
+export { tlbAttach, tlbFlushCtx, tlbFlushNonGlobal, tlbFlushAll, tlbInvalidatePage, tlbInvalidateRange, tlbInvalidateRangeF, ctxLiveTag, selectCtx, selectGlobal } from "./tlb";
 export {
-  x86LoadControl, x86LoadCr3, x86Translate, x86TranslateBatch, x86BatchHits, x86TranslateUntilFault, x86Walk, x86Invlpg, x86InvalidatePcidAddr,
+  x86LoadControl, x86LoadCr3, x86Translate, x86TranslateFast, x86TranslateBatch, x86BatchHits, x86TranslateUntilFault, x86Walk, x86Invlpg, x86InvalidatePcidAddr,
   WALK_AD, WALK_CHECK, WALK_DEBUG, WALK_RECORD, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,
 } from "./x86/mmu";
 export {
-  armLoadRegs, armSelectContexts, armTranslate, armTranslateBatch, armBatchHits, armWalk, armWalkStage2,
+  armLoadRegs, armSelectContexts, armTranslate, armTranslateFast, armTranslateBatch, armBatchHits, armWalk, armWalkStage2,
   AWALK_UPDATE, AWALK_DEBUG, REGS_OK,
 } from "./arm64/mmu";

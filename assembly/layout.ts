@@ -150,10 +150,47 @@ export const R_FSC: u32 = 0xa8; //       u32  fault status code, ESR ISS[5:0]
 export const R_STAGE: u32 = 0xac; //     u32  1 or 2
 export const R_FFLAGS: u32 = 0xb0; //    u32  bit 0 S1PTW, bit 1 WnR
 export const R_KIND: u32 = 0xb4; //      u32  FK_*
+
+// Effective rights word (R_RIGHTS), written by the Number fast path:
+//
+//   31     21 20    16 15  12 11   9   8     7    6    5    4    3    2    1    0
+//  ┌─────────┬────────┬──────┬──────┬──────┬────┬────┬────┬────┬────┬────┬────┬────┐
+//  │    0    │ pshift │level │  0   │CACHED│ D  │ G  │ XU │ WU │ RU │ XS │ WS │ RS │
+//  └─────────┴────────┴──────┴──────┴──────┴────┴────┴────┴────┴────┴────┴────┴────┘
+//
+// RS/WS/XS, RU/WU/XU: a read / write / fetch at supervisor (x86 CPL 0–2,
+// arm64 EL1) / user (CPL 3, EL0) privilege would be served by this
+// translation under the current mode (every rights rule folded in: x86
+// WP/SMEP/SMAP+AC/NXE/PKRU, arm64 AP/UXN/PXN/PAN/WXN). D: the translation
+// is dirty (x86 D set; arm64 writable without a DBM update), so a permitted
+// write needs no A/D update and may be served from a cache. G: global.
+// CACHED: the translation is in this vCPU's TLB, so an embedder may cache it
+// until T_INV_EPOCH changes. level: the leaf level; pshift: 12, 21, 30.
+export const RIGHTS_RS: u32 = 1 << 0;
+export const RIGHTS_WS: u32 = 1 << 1;
+export const RIGHTS_XS: u32 = 1 << 2;
+export const RIGHTS_RU: u32 = 1 << 3;
+export const RIGHTS_WU: u32 = 1 << 4;
+export const RIGHTS_XU: u32 = 1 << 5;
+export const RIGHTS_GLOBAL: u32 = 1 << 6;
+export const RIGHTS_DIRTY: u32 = 1 << 7;
+export const RIGHTS_CACHED: u32 = 1 << 8;
+export const RIGHTS_LEVEL_SHIFT: u32 = 12;
+export const RIGHTS_PSHIFT_SHIFT: u32 = 16;
 // Per-vCPU TLB/context state kept in memory so every flush can be inspected.
 export const T_EPOCH: u32 = 0xc0; //     u32
 export const T_NEXT_TAG: u32 = 0xc4; //  u32
 export const T_TOTAL_LIVE: u32 = 0xc8; // u32  live entries over all contexts
+/**
+ * Invalidation epoch (u32, wraps): changes whenever this vCPU's TLB may have
+ * dropped an entry or stopped matching it — an invalidation, a flush, an
+ * eviction by a fill, a tag rollover, a context switch, a mode or rights
+ * change. An embedder's own cache of translations (built from results with
+ * RIGHTS_CACHED) stays correct while the epoch it was built under holds.
+ */
+export const T_INV_EPOCH: u32 = 0xcc;
+/** u32: effective rights word of the last successful fast translation (RIGHTS_* below); right after T_INV_EPOCH so TS reads both through one view. */
+export const R_RIGHTS: u32 = 0xd0;
 
 /** Tags are 16 bits; tag 0 never names a live context, so an all-zero entry never hits. */
 export const TAG_MAX: u32 = 0xffff;

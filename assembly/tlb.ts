@@ -30,7 +30,7 @@
 
 import {
   VCPU_CTX, CTX_STRIDE, CTX_TAG, CTX_EPOCH, CTX_LIVE, CTX_LIVE2M, CTX_LIVE1G, CTX_GLOBAL, CTX_SLOTS,
-  T_EPOCH, T_NEXT_TAG, T_TOTAL_LIVE, TAG_MAX, TLB_ENTRY, E_KEY, E_PA, E_ATTR, E_CTX, E_STATUS,
+  T_EPOCH, T_NEXT_TAG, T_TOTAL_LIVE, T_INV_EPOCH, TAG_MAX, TLB_ENTRY, E_KEY, E_PA, E_ATTR, E_CTX, E_STATUS,
   BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT,
   VCPU_COUNTERS, C_FILLS, C_EVICTIONS, C_FLUSH_ALL, C_FLUSH_NONGLOBAL, C_FLUSH_CTX,
   C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES,
@@ -84,6 +84,12 @@ export let globSlot: u32 = CTX_GLOBAL;
   return tlbBase + (<usize>((vpn ^ salt) & tlbMask) << 5);
 }
 
+/** Marks that an entry may have been dropped or stopped matching (T_INV_EPOCH). */
+// @ts-ignore: decorator
+@inline export function invalidated(): void {
+  store<u32>(vcpuBase + T_INV_EPOCH, load<u32>(vcpuBase + T_INV_EPOCH) + 1);
+}
+
 function epoch(): u32 {
   return load<u32>(vcpuBase + T_EPOCH);
 }
@@ -124,6 +130,7 @@ function rollover(): void {
   store<u32>(vcpuBase + T_TOTAL_LIVE, 0);
   store<u32>(vcpuBase + T_EPOCH, epoch() + 1);
   store<u32>(vcpuBase + T_NEXT_TAG, 1);
+  invalidated();
 }
 
 /** Live tag of `slot`, allocating a fresh one if needed. May roll over. */
@@ -166,6 +173,7 @@ export function selectGlobal(slot: u32): void {
 
 /** Makes `slot` the current context (after a CR3 load or mode change). No flush. */
 export function selectCtx(slot: u32): void {
+  invalidated();
   curCtx = slot;
   const t = acquireTag(slot);
   curKeyHi = <u64>t << 48;
@@ -242,6 +250,7 @@ function fillAt(slot: u32, keyHi: u64, salt: u64, vpn: u64, pa4k: u64, attr: u32
   if (isLiveEntry(e)) {
     unaccount(e);
     counterAdd(C_EVICTIONS, 1);
+    invalidated();
   }
   store<u64>(e + E_KEY, keyHi | vpn);
   store<u64>(e + E_PA, pa4k);
@@ -259,6 +268,7 @@ function fillAt(slot: u32, keyHi: u64, salt: u64, vpn: u64, pa4k: u64, attr: u32
 
 /** Removes the entry at `e`. */
 export function tlbDrop(e: usize): void {
+  invalidated();
   unaccount(e);
   store<u64>(e + E_KEY, 0);
   counterAdd(C_DROPPED, 1);
@@ -360,6 +370,14 @@ export function tlbInvalidateRange(slot: u32, vpn: u64, pages: u64, level: u32):
   if (has2m) for (let p = lo2m; p < hi2m; p++) probeDrop(tag, p, 21, level);
   if (has1g) for (let p = lo1g; p < hi1g; p++) probeDrop(tag, p, 30, level);
   counterAdd(C_FLUSH_PROBES, probes);
+}
+
+/**
+ * tlbInvalidateRange with the page number and the count as f64 (exact below
+ * 2^53): the BigInt-free entry point of the Number TLB-maintenance path.
+ */
+export function tlbInvalidateRangeF(slot: u32, vpn: f64, pages: f64, level: u32): void {
+  tlbInvalidateRange(slot, <u64>vpn, <u64>pages, level);
 }
 
 /** Invalidates the page containing `vpn` in context `slot` (x86 INVLPG shape): tlbInvalidateRange(slot, vpn, 1, 0). */

@@ -13,7 +13,7 @@ export type { TlbStats, Batch } from "./core/vcpu-base.js";
 export { X86PageTableBuilder, type X86PageSize, type X86LeafFlags, type X86BuilderOptions } from "./x86/table-builder.js";
 export { CR0, CR4, EFER, RFLAGS, PTE, PFERR, LONG_MODE, CR3_NOFLUSH, CR3_PCID_MASK, type X86Access } from "./x86/regs.js";
 export { gva, gpa, toGfn, gfnToGpa, hex, type Gva, type Gpa, type Gfn, type Hpa } from "./addr.js";
-export { coreHash } from "./core/load.js";
+export { coreHash, RIGHTS } from "./core/load.js";
 export {
   Arm64Vcpu, armAccessCode, type Arm64SystemRegisters, type Arm64Fault, type Arm64FaultKind, type Arm64Translation,
   type Arm64TranslateResult, type Arm64Batch, type TlbiStats,
@@ -22,7 +22,7 @@ export {
   Arm64Stage1Builder, Arm64Stage2Builder, type Arm64BlockSize, type Arm64S1Flags, type Arm64S1TableFlags, type Arm64S2Flags,
 } from "./arm64/table-builder.js";
 export { TCR, SCTLR, HCR, VTCR, DESC, LINUX_TCR, kvmVtcr, s1StartLevel, type Arm64Access } from "./arm64/regs.js";
-export { decodeTlbi, encodeTlbiVa, encodeTlbiRange, TLBI_OPS, type DecodedTlbi, type TlbiOp, type TlbiName } from "./arm64/tlbi.js";
+export { decodeTlbi, encodeTlbiVa, encodeTlbiRange, TLBI_OPS, TLBI_NAMES, TLBI_CODE, type DecodedTlbi, type TlbiOp, type TlbiName } from "./arm64/tlbi.js";
 export { linuxFlushTlbRange, kvmTlbFlushVmidRange, type TlbiCall } from "./arm64/linux-tlb.js";
 export { lookup, type LookupResult, type LookupMapped, type LookupUnmapped, type LookupEntry, type LookupStop } from "./forensics/lookup.js";
 export { mappings, type Mapping, type MappingsOptions, type MappingsStats } from "./forensics/mappings.js";

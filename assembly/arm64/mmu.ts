@@ -17,7 +17,9 @@
 
 import {
   S_TTBR0, S_TTBR1, S_TCR, S_SCTLR, S_VTTBR, S_VTCR, S_HCR, S_PAN, S_TLB_ON,
-  R_PA, R_IPA, R_STATUS, R_LEVEL, R_SHIFT, R_FSC, R_STAGE, R_FFLAGS, R_KIND,
+  R_PA, R_IPA, R_STATUS, R_LEVEL, R_SHIFT, R_FSC, R_STAGE, R_FFLAGS, R_KIND, R_RIGHTS,
+  RIGHTS_RS, RIGHTS_WS, RIGHTS_XS, RIGHTS_RU, RIGHTS_WU, RIGHTS_XU, RIGHTS_GLOBAL, RIGHTS_DIRTY, RIGHTS_CACHED,
+  RIGHTS_LEVEL_SHIFT, RIGHTS_PSHIFT_SHIFT,
   STATUS_OK, STATUS_ARM_FAULT, STATUS_EACCESS, FK_TRANSLATION, FK_ADDRESS_SIZE, FK_ACCESS_FLAG, FK_PERMISSION, FK_EXTERNAL,
   C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_PT_REFS, C_AD_WRITES, C_WALK_RETRIES, C_FAULTS,
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
@@ -27,6 +29,7 @@ import { hostForLoadLazy, loadEntry, casEntry, slotBase, eagerBytes, ramHost } f
 import {
   vcpuBase, tlbBase, tlbMask, curKeyHi, curSalt, globKeyHi, globSalt, globLive, slotAddr, counterAdd,
   tlbFillReport, tlbFillIn, tlbLookupIn, tlbDrop, selectCtx, selectGlobal, VPN_MASK, A_GLOBAL, A_LEVEL_SHIFT, A_PSHIFT_SHIFT,
+  invalidated,
 } from "../tlb";
 import {
   D_VALID, D_TABLE, D_AP1, D_AP2, D_S2AP_R, D_S2AP_W, D_AF, D_NG, D_DBM, D_PXN, D_UXN, D_S2XN_SHIFT,
@@ -96,6 +99,7 @@ const FF_WRITE: u32 = 2;
  */
 export function armLoadRegs(): i32 {
   const b = vcpuBase;
+  invalidated();
   ttbr0 = load<u64>(b + S_TTBR0);
   ttbr1 = load<u64>(b + S_TTBR1);
   tcr = load<u64>(b + S_TCR);
@@ -500,6 +504,7 @@ function armTranslateSlow(va: u64, access: u32, el0: bool): u32 {
       const attr = load<u32>(e + E_ATTR);
       if ((attr & allowBit(access, el0, pan)) != 0) {
         counterAdd(C_HITS, 1);
+        aAttr = attr;
         aPa = load<u64>(e + E_PA) | (va & 0xfff);
         const st = load<u32>(e + E_STATUS);
         aLevel = (st >> BS_LEVEL_SHIFT) & 0xff;
@@ -556,6 +561,42 @@ function storeResult(s: u32): u32 {
 export function armTranslate(va: u64, access: u32, el0: u32): u32 {
   if (access > ARM_FETCH) return storeResult(STATUS_EACCESS);
   return storeResult(armTranslateSlow(va, access, el0 != 0));
+}
+
+/**
+ * The Number fast path: armTranslate of va = vaHi:vaLo with no BigInt and no
+ * object on either side. Returns the pa as an f64 (exact: pa < 2^48), or −1
+ * with the fault in the result record. On success R_RIGHTS holds the
+ * effective rights word (layout.ts RIGHTS_*: S = EL1 under the current PAN,
+ * U = EL0, with E0PD folded in; D is always set, since the W bits already
+ * exclude writable-clean DBM pages). RIGHTS_CACHED only for an untagged VA
+ * whose translation is in the TLB: a tagged VA may translate differently
+ * per access kind (TBID), so it always goes to the core. With stage 1 off
+ * (nothing cached) only the access just made is reported.
+ */
+export function armTranslateFast(vaLo: u32, vaHi: u32, access: u32, el0: u32): f64 {
+  if (access > ARM_FETCH) { storeResult(STATUS_EACCESS); return -1; }
+  const va = (<u64>vaHi << 32) | <u64>vaLo;
+  const s = armTranslateSlow(va, access, el0 != 0);
+  if (s != STATUS_OK) { storeResult(s); return -1; }
+  let r: u32 = RIGHTS_DIRTY | (aLevel << RIGHTS_LEVEL_SHIFT) | (aShift << RIGHTS_PSHIFT_SHIFT);
+  if (!s1On) {
+    r |= <u32>1 << (access + (el0 != 0 ? 3 : 0));
+  } else {
+    const al = aAttr;
+    if ((al & (pan ? AL_EL1P_R : AL_EL1_R)) != 0) r |= RIGHTS_RS;
+    if ((al & (pan ? AL_EL1P_W : AL_EL1_W)) != 0) r |= RIGHTS_WS;
+    if ((al & AL_EL1_X) != 0) r |= RIGHTS_XS;
+    if (!e0pdBlocks(va, true)) {
+      if ((al & AL_EL0_R) != 0) r |= RIGHTS_RU;
+      if ((al & AL_EL0_W) != 0) r |= RIGHTS_WU;
+      if ((al & AL_EL0_X) != 0) r |= RIGHTS_XU;
+    }
+    if ((al & A_GLOBAL) != 0) r |= RIGHTS_GLOBAL;
+    if (tlbOn && (<i64>(va << 8) >> 8) == <i64>va) r |= RIGHTS_CACHED;
+  }
+  store<u32>(vcpuBase + R_RIGHTS, r);
+  return <f64>aPa;
 }
 
 /**

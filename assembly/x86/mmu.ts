@@ -13,7 +13,8 @@
 
 import {
   S_CR0, S_CR3, S_CR4, S_EFER, S_PKRU, S_RFLAGS, S_MAXPHY, S_TLB_ON,
-  R_PA, R_GPA, R_STATUS, R_ERROR, R_LEVEL, R_SHIFT, R_WALK, R_WALK_TOP,
+  R_PA, R_GPA, R_STATUS, R_ERROR, R_LEVEL, R_SHIFT, R_WALK, R_WALK_TOP, R_RIGHTS,
+  RIGHTS_GLOBAL, RIGHTS_DIRTY, RIGHTS_CACHED, RIGHTS_LEVEL_SHIFT, RIGHTS_PSHIFT_SHIFT,
   STATUS_OK, STATUS_PF, STATUS_GP, STATUS_ABORT, STATUS_EACCESS,
   C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_PT_REFS, C_AD_WRITES, C_WALK_RETRIES, C_FAULTS, C_FLUSH_PAGE,
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
@@ -341,6 +342,7 @@ function translateSlow(va: u64, access: u32, user: u32): u32 {
       if (!rightsFault(ai, acc) && !pkFault(access, user, acc, (attr >> A_PKEY_SHIFT) & 15)
           && !(access == ACCESS_WRITE && (attr & A_DIRTY) == 0)) {
         counterAdd(C_HITS, 1);
+        rAttr = attr;
         rPa = load<u64>(e + E_PA) | (va & 0xfff);
         rLevel = (attr >> A_LEVEL_SHIFT) & 7;
         rShift = (attr >> A_PSHIFT_SHIFT) & 31;
@@ -380,6 +382,48 @@ function storeResult(s: u32): u32 {
 export function x86Translate(va: u64, access: u32, user: u32): u32 {
   if (access > ACCESS_FETCH) return storeResult(STATUS_EACCESS);
   return storeResult(translateSlow(va, access, user));
+}
+
+/**
+ * The effective rights word (layout.ts RIGHTS_*) of a translation with TLB
+ * attributes `attr` under the current mode: bit access + 3·user is set iff
+ * that access would be granted (the rights table, then protection keys).
+ */
+function rightsWord(attr: u32, cached: bool): u32 {
+  const acc = attr & A_ACC_MASK;
+  let r: u32 = ~<u32>(permPack >> acc) & 1;
+  r |= (~<u32>(permPack >> (8 + acc)) & 1) << 1;
+  r |= (~<u32>(permPack >> (16 + acc)) & 1) << 2;
+  r |= (~<u32>(permPack >> (24 + acc)) & 1) << 3;
+  r |= (~<u32>(permPack >> (32 + acc)) & 1) << 4;
+  r |= (~<u32>(permPack >> (40 + acc)) & 1) << 5;
+  if (pkActive && (acc & ACC_USER) != 0) {
+    const pkey = (attr >> A_PKEY_SHIFT) & 15;
+    for (let ai: u32 = 0; ai < 6; ai++) {
+      if (pkFault(ai % 3, ai / 3, acc, pkey)) r &= ~(<u32>1 << ai);
+    }
+  }
+  if ((attr & A_GLOBAL) != 0) r |= RIGHTS_GLOBAL;
+  if ((attr & A_DIRTY) != 0) r |= RIGHTS_DIRTY;
+  if (cached) r |= RIGHTS_CACHED;
+  return r | (((attr >> A_LEVEL_SHIFT) & 7) << RIGHTS_LEVEL_SHIFT) | (((attr >> A_PSHIFT_SHIFT) & 31) << RIGHTS_PSHIFT_SHIFT);
+}
+
+/**
+ * The Number fast path: x86Translate of va = vaHi:vaLo with no BigInt and no
+ * object on either side. Returns the pa as an f64 (exact: pa < 2^52), or −1
+ * with the fault in the result record (R_STATUS …). On success R_RIGHTS holds
+ * the effective rights word; T_INV_EPOCH says when a cached copy goes stale.
+ * With paging off the translation is the identity, every right, cacheable.
+ */
+export function x86TranslateFast(vaLo: u32, vaHi: u32, access: u32, user: u32): f64 {
+  if (access > ACCESS_FETCH) { storeResult(STATUS_EACCESS); return -1; }
+  const s = translateSlow((<u64>vaHi << 32) | <u64>vaLo, access, user);
+  if (s != STATUS_OK) { storeResult(s); return -1; }
+  store<u32>(vcpuBase + R_RIGHTS, pagingOn
+    ? rightsWord(rAttr, tlbOn)
+    : 0x3f | RIGHTS_DIRTY | RIGHTS_CACHED | (12 << RIGHTS_PSHIFT_SHIFT));
+  return <f64>rPa;
 }
 
 /**

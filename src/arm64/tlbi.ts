@@ -109,8 +109,6 @@ import { bigintArg, boolArg, intArg, optionsObject, reg64Arg, show } from "../va
 const ASID_SHIFT = 48n;
 const TTL_SHIFT = 44n;
 const VA_FIELD_MASK = (1n << 44n) - 1n;
-const IPA_FIELD_MASK = (1n << 36n) - 1n;
-const NS_BIT = 63n;
 const RANGE_BADDR_MASK = (1n << 37n) - 1n;
 const RANGE_TTL_SHIFT = 37n;
 const RANGE_NUM_SHIFT = 39n;
@@ -157,13 +155,99 @@ export const TLBI_LOCAL_OPS: readonly TlbiLocalOp[] = TLBI_OPS.map(
   (op) => op.slice(0, -2) as TlbiLocalOp,
 );
 
-function isTlbiOp(name: string): name is TlbiOp {
-  return Object.prototype.hasOwnProperty.call(OP_INFO, name);
+/** Every name tlbiFast takes, by numeric code: the broadcast forms (0–15), then the local forms (16–31). */
+export const TLBI_NAMES: readonly TlbiName[] = [...TLBI_OPS, ...TLBI_LOCAL_OPS];
+
+/** The numeric code of each TLBI name (Arm64Vcpu.tlbiFast): TLBI_CODE.VAE1IS, TLBI_CODE.VALE1 … */
+export const TLBI_CODE: Readonly<Record<TlbiName, number>> = Object.fromEntries(TLBI_NAMES.map((n, i) => [n, i])) as Record<TlbiName, number>;
+
+/** TlbiFields.kind: the TlbiKind as a number. */
+export const TLBI_KIND = { va: 0, asid: 1, vmall: 2, vmalls12: 3, ipa: 4, all: 5 } as const;
+
+/**
+ * A decoded TLBI in Numbers, for the allocation-free path (decodeTlbiFields
+ * fills one record in place). 64-bit quantities are split or fit 53 bits.
+ */
+export interface TlbiFields {
+  /** Numeric code (TLBI_CODE) of the instruction as executed. */
+  code: number;
+  kind: number;
+  broadcast: boolean;
+  /** The ASID matched, or −1 when every ASID is affected. */
+  asid: number;
+  /**
+   * First 4 KiB page as the TLB keys it: VA[56:12] of the sign-extended VA
+   * (45 bits) for VA forms, IPA[47:12] (range: [48:12]) for IPA forms; 0 otherwise.
+   */
+  vpn: number;
+  /** VA/IPA forms: operand bits as decoded (VA[55:12], IPA[47:12], or BaseADDR); 0 otherwise. */
+  page: number;
+  /** Pages covered: 1 for single-address ops, (NUM+1)·2^(5·SCALE+1) for range ops, 0 otherwise. */
+  pages: number;
+  /** TTL level hint, or −1 for none. */
+  level: number;
+  /** Range forms: TG, SCALE, NUM (else 0). */
+  tg: number; scale: number; num: number;
+  /** IPA forms: NS, operand bit 63. */
+  ns: boolean;
+  /** 0 when the op must invalidate; 1 reserved range TG = 00; 2 range TG not the 4 KiB granule (C.5). */
+  ignored: number;
 }
 
-/** Two's-complement sign extension of the low `bits` bits of `v`, as an unsigned 64-bit value. */
-function signExtend(v: bigint, bits: bigint): bigint {
-  return BigInt.asUintN(64, BigInt.asIntN(Number(bits), v));
+/** A fresh TlbiFields record to decode into. */
+export function tlbiFields(): TlbiFields {
+  return { code: 0, kind: 0, broadcast: false, asid: -1, vpn: 0, page: 0, pages: 0, level: -1, tg: 0, scale: 0, num: 0, ns: false, ignored: 0 };
+}
+
+const INFO_BY_CODE: readonly OpInfo[] = TLBI_NAMES.map((_, i) => OP_INFO[TLBI_OPS[i % TLBI_OPS.length]!]);
+/** Per code: TLBI_KIND value, and flags 1 byAsid, 2 range, 4 VA form, 8 IPA form, 16 broadcast. */
+const KIND_BY_CODE = Int32Array.from(INFO_BY_CODE, (info) => TLBI_KIND[info.kind]);
+const FLAGS_BY_CODE = Int32Array.from(INFO_BY_CODE, (info, i) =>
+  (info.byAsid ? 1 : 0) | (info.range ? 2 : 0) | (info.kind === "va" ? 4 : 0) | (info.kind === "ipa" ? 8 : 0) | (i < TLBI_OPS.length ? 16 : 0));
+const P32 = 0x1_0000_0000;
+
+/**
+ * Decodes instruction `code` (TLBI_CODE) with operand hi:lo (two 32-bit
+ * halves, signed or unsigned) into `out`, in place: the same fields decodeTlbi
+ * reports, without BigInt or allocation. `code` must be a valid code (the
+ * caller checks). Bit layouts: see the operand diagrams above.
+ */
+export function decodeTlbiFields(out: TlbiFields, code: number, lo: number, hi: number, asid16: boolean): void {
+  const flags = FLAGS_BY_CODE[code]!;
+  const l = lo >>> 0, h = hi >>> 0;
+  out.code = code;
+  out.kind = KIND_BY_CODE[code]!;
+  out.broadcast = (flags & 16) !== 0;
+  out.asid = (flags & 1) !== 0 ? (asid16 ? h >>> 16 : (h >>> 16) & 0xff) : -1;
+  out.vpn = 0; out.page = 0; out.pages = 0; out.level = -1;
+  out.tg = 0; out.scale = 0; out.num = 0; out.ns = false; out.ignored = 0;
+  if ((flags & 12) === 0) return;
+  const va = (flags & 4) !== 0;
+  out.ns = !va && (h >>> 31) === 1;
+  if ((flags & 2) === 0) {
+    // VA[55:12] = op[43:0], sign-extended from VA bit 55 (op bit 43) into VA[56]; IPA[47:12] = op[35:0].
+    out.page = va ? (h & 0xfff) * P32 + l : (h & 0xf) * P32 + l;
+    out.vpn = va && (h & 0x800) !== 0 ? out.page + 2 ** 44 : out.page;
+    out.pages = 1;
+    const ttl = (h >>> 12) & 0xf;
+    out.level = ttl >> 2 === TLBI_GRANULE_4K ? ttl & 3 : -1;
+    return;
+  }
+  // BaseADDR = op[36:0] = VA/IPA[48:12]; VA forms sign-extend from its bit 36 (VA bit 48), as QEMU.
+  const base = (h & 0x1f) * P32 + l;
+  const ttl = (h >>> 5) & 3;
+  out.num = (h >>> 7) & 0x1f;
+  out.scale = (h >>> 12) & 3;
+  out.tg = (h >>> 14) & 3;
+  out.pages = (out.num + 1) * 2 ** (5 * out.scale + 1);
+  out.level = ttl === 0 ? -1 : ttl;
+  out.page = base;
+  out.vpn = va && (h & 0x10) !== 0 ? base + (2 ** 45 - 2 ** 37) : base;
+  out.ignored = out.tg === 0 ? 1 : out.tg !== TLBI_GRANULE_4K ? 2 : 0;
+}
+
+function isTlbiOp(name: string): name is TlbiOp {
+  return Object.prototype.hasOwnProperty.call(OP_INFO, name);
 }
 
 /** Number of 4 KiB pages a range op covers: (num+1) << (5·scale+1) (Linux __TLBI_RANGE_PAGES). */
@@ -210,9 +294,11 @@ export function decodeTlbi(op: string, operand: bigint, opts: { asid16: boolean 
       `vmmu: unknown TLBI op '${op}': op must be one of ${TLBI_OPS.join(", ")} or a local form (${TLBI_LOCAL_OPS.join(", ")})`,
     );
   }
-  const info = OP_INFO[family];
-  const x = operand & U64_MASK;
-
+  const x = BigInt.asUintN(64, operand);
+  const f = tlbiFields();
+  const code = TLBI_CODE[upper as TlbiName];
+  decodeTlbiFields(f, code, Number(x & 0xffff_ffffn), Number(x >> 32n), opts.asid16);
+  const info = INFO_BY_CODE[code]!;
   const out: DecodedTlbi = {
     op: family,
     name: upper as TlbiName,
@@ -228,59 +314,26 @@ export function decodeTlbi(op: string, operand: bigint, opts: { asid16: boolean 
     ttlLevel: null,
     ignored: null,
   };
-
-  if (info.byAsid) {
-    const asid = Number(x >> ASID_SHIFT);
-    out.asid = opts.asid16 ? asid : asid & 0xff;
-  }
-  if (info.kind === "ipa") out.ns = (x >> NS_BIT) === 1n;
+  if (f.asid >= 0) out.asid = f.asid;
+  if (info.kind === "ipa") out.ns = f.ns;
   if (info.kind !== "va" && info.kind !== "ipa") return out;
-
-  if (info.range) {
-    decodeRangeFields(out, x, info.kind);
-  } else {
-    decodeSingleFields(out, x, info.kind);
-  }
-  return out;
-}
-
-function decodeSingleFields(out: DecodedTlbi, x: bigint, kind: "va" | "ipa"): void {
-  if (kind === "va") {
-    out.startPage = x & VA_FIELD_MASK;
-    out.startVa = signExtend(out.startPage << PAGE_SHIFT, 56n);
-  } else {
-    out.startPage = x & IPA_FIELD_MASK;
-    out.startVa = out.startPage << PAGE_SHIFT;
-  }
-  out.pages = 1n;
-  const ttl = Number((x >> TTL_SHIFT) & 0xfn);
-  out.ttlLevel = ttl >> 2 === TLBI_GRANULE_4K ? ttl & 3 : null;
-}
-
-function decodeRangeFields(out: DecodedTlbi, x: bigint, kind: "va" | "ipa"): void {
-  const baseAddr = x & RANGE_BADDR_MASK;
-  const ttl = Number((x >> RANGE_TTL_SHIFT) & 3n);
-  const num = Number((x >> RANGE_NUM_SHIFT) & 0x1fn);
-  const scale = Number((x >> RANGE_SCALE_SHIFT) & 3n);
-  const tg = Number((x >> RANGE_TG_SHIFT) & 3n);
-  out.tg = tg;
-  out.scale = scale;
-  out.num = num;
-  out.pages = tlbiRangePages(num, scale);
-  out.ttlLevel = ttl === 0 ? null : ttl;
-  if (kind === "va") {
-    out.startVa = signExtend(baseAddr, 37n) << PAGE_SHIFT & U64_MASK;
+  out.pages = BigInt(f.pages);
+  out.ttlLevel = f.level < 0 ? null : f.level;
+  if (info.kind === "va") {
+    out.startVa = BigInt.asUintN(64, BigInt.asIntN(57, BigInt(f.vpn) << PAGE_SHIFT));
     out.startPage = (out.startVa >> PAGE_SHIFT) & VA_FIELD_MASK;
   } else {
-    out.startPage = baseAddr;
-    out.startVa = baseAddr << PAGE_SHIFT;
+    out.startPage = BigInt(f.page);
+    out.startVa = out.startPage << PAGE_SHIFT;
   }
-  if (tg === 0) {
-    out.ignored = "range TG=0b00 is reserved: no entries need be invalidated";
-  } else if (tg !== TLBI_GRANULE_4K) {
-    const size = tg === 2 ? "16K" : "64K";
-    out.ignored = `range TG=0b${tg.toString(2)} (${size}) does not match the 4K granule in use: no entries need be invalidated`;
+  if (info.range) {
+    out.tg = f.tg;
+    out.scale = f.scale;
+    out.num = f.num;
+    if (f.ignored === 1) out.ignored = "range TG=0b00 is reserved: no entries need be invalidated";
+    else if (f.ignored === 2) out.ignored = `range TG=0b${f.tg.toString(2)} (${f.tg === 2 ? "16K" : "64K"}) does not match the 4K granule in use: no entries need be invalidated`;
   }
+  return out;
 }
 
 /**

@@ -7,9 +7,9 @@
 
 import type { Core } from "../core/load.js";
 import type { GuestMemory } from "../memory.js";
-import { VcpuBase, type Batch } from "../core/vcpu-base.js";
+import { VcpuBase, checkFastArgs, type Batch } from "../core/vcpu-base.js";
 import { hex } from "../addr.js";
-import { decodeTlbi, type DecodedTlbi, type TlbiName } from "./tlbi.js";
+import { decodeTlbi, decodeTlbiFields, tlbiFields, TLBI_CODE, TLBI_KIND, TLBI_NAMES, type DecodedTlbi, type TlbiFields, type TlbiName } from "./tlbi.js";
 import { ARM_ACCESS_CODE, TCR, VTCR, type Arm64Access } from "./regs.js";
 import { bigintArg, boolArg, intArg, optionsObject, reg64Arg, show, u64ArrayArg, u8ArrayArg } from "../validate.js";
 
@@ -56,29 +56,36 @@ export interface TlbiStats {
   contextEvictions: number;
 }
 
+/** Context keys within a VMID: an ASID (0..65535), the VMID's global entries, its stage-2-only entries. */
+const KEY_GLOBAL = 0x1_0000;
+const KEY_S2 = 0x1_0001;
+const KEY_SPAN = 0x2_0000;
+
 /**
  * Maps (VMID, ASID) address spaces onto the TLB's context slots, LRU-recycled
  * (a recycled slot is flushed first, so recycling only ever over-invalidates).
+ * Keys are Numbers: vmid · KEY_SPAN + (ASID | KEY_GLOBAL | KEY_S2).
  */
 class ContextTable {
-  private readonly slots = new Map<string, number>();
+  private readonly slots = new Map<number, number>();
   private readonly byVmid = new Map<number, Set<number>>();
-  private readonly owner: (string | undefined)[];
-  private readonly stamp: number[];
+  /** Key owning each slot, −1 if free. */
+  private readonly owner: Float64Array;
+  private readonly stamp: Float64Array;
   private clock = 0;
   evictions = 0;
 
   constructor(private readonly size: number, private readonly flush: (slot: number) => void) {
-    this.owner = new Array<string | undefined>(size).fill(undefined);
-    this.stamp = new Array<number>(size).fill(0);
+    this.owner = new Float64Array(size).fill(-1);
+    this.stamp = new Float64Array(size);
   }
 
   /** Slot of `key` in `vmid`, allocating (and recycling) as needed; `pinned` slots are never recycled. */
-  get(vmid: number, key: string, pinned: readonly number[] = []): number {
-    const k = `${vmid}/${key}`;
+  get(vmid: number, key: number, pinned: readonly number[] = []): number {
+    const k = vmid * KEY_SPAN + key;
     let slot = this.slots.get(k);
     if (slot === undefined) {
-      slot = this.owner.indexOf(undefined);
+      slot = this.owner.indexOf(-1);
       if (slot < 0) {
         let best = -1;
         for (let i = 0; i < this.size; i++) if (!pinned.includes(i) && (best < 0 || this.stamp[i]! < this.stamp[best]!)) best = i;
@@ -98,30 +105,40 @@ class ContextTable {
   }
 
   /** Slot of `key` in `vmid` if allocated. */
-  find(vmid: number, key: string): number | undefined {
-    return this.slots.get(`${vmid}/${key}`);
+  find(vmid: number, key: number): number | undefined {
+    return this.slots.get(vmid * KEY_SPAN + key);
   }
 
-  /** All slots of `vmid`, with their keys. */
-  ofVmid(vmid: number): [string, number][] {
-    const out: [string, number][] = [];
-    for (const slot of this.byVmid.get(vmid) ?? []) out.push([this.owner[slot]!.slice(this.owner[slot]!.indexOf("/") + 1), slot]);
+  /** All slots of `vmid`, as [key, slot] pairs. */
+  ofVmid(vmid: number): [number, number][] {
+    const out: [number, number][] = [];
+    for (const slot of this.byVmid.get(vmid) ?? []) out.push([this.owner[slot]! - vmid * KEY_SPAN, slot]);
     return out;
   }
 
   private release(slot: number): void {
-    const k = this.owner[slot];
-    if (k === undefined) return;
+    const k = this.owner[slot]!;
+    if (k < 0) return;
     this.slots.delete(k);
-    this.owner[slot] = undefined;
-    this.byVmid.get(Number(k.slice(0, k.indexOf("/"))))?.delete(slot);
+    this.owner[slot] = -1;
+    this.byVmid.get(Math.floor(k / KEY_SPAN))?.delete(slot);
   }
 }
 
 export class Arm64Vcpu extends VcpuBase<boolean> {
   private readonly contexts: ContextTable;
   private peers: Arm64Vcpu[] = [this];
-  private readonly opCounts: Record<string, number> = {};
+  /** TLBIs executed or received, by TLBI_CODE. */
+  private readonly opCounts: number[] = TLBI_NAMES.map(() => 0);
+  /** Decode record reused by every TLBI (no allocation per op). */
+  private readonly fields = tlbiFields();
+  /** VMID and TCR_EL1.AS in force, refreshed at every register load. */
+  private curVmid = 0;
+  private asid16 = false;
+  /** ASID in force and the context slots of it and of the VMID's global entries (TLBI fast path). */
+  private curAsid = 0;
+  private curSlot = 0;
+  private globSlot = 0;
   private ignoredOps = 0;
   private ctxFlushes = 0;
   private rangeFlushes = 0;
@@ -187,9 +204,14 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
 
   private selectContexts(): void {
     const vmid = this.vmid(), asid = this.asid();
-    const s2 = this.contexts.get(vmid, "s2");
-    const glob = this.contexts.get(vmid, "global", [s2]);
-    const cur = this.contexts.get(vmid, `asid:${asid}`, [s2, glob]);
+    const s2 = this.contexts.get(vmid, KEY_S2);
+    const glob = this.contexts.get(vmid, KEY_GLOBAL, [s2]);
+    const cur = this.contexts.get(vmid, asid, [s2, glob]);
+    this.curVmid = vmid;
+    this.curAsid = asid;
+    this.curSlot = cur;
+    this.globSlot = glob;
+    this.asid16 = (this.dv().getBigUint64(this.base + this.L.S_TCR, true) & TCR.AS) !== 0n;
     this.ex.armSelectContexts(cur, glob, s2);
   }
 
@@ -240,6 +262,31 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   translate(va: bigint, access: Arm64Access = "read", el0 = false): Arm64TranslateResult {
     if (this.lifetime.disposed || typeof va !== "bigint" || typeof el0 !== "boolean") this.refuse(va, el0);
     return this.result(this.ex.armTranslate(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0));
+  }
+
+  /**
+   * The Number fast path for interpreters: translate() with the address as
+   * two 32-bit halves, the access as 0 read / 1 write / 2 fetch and `el0` as
+   * 0/1, returning the pa as a Number (exact: pa < 2^48) or −1 on a fault,
+   * which lastFault() then describes. No BigInt and no object on either side.
+   * After a success lastRights() is the effective rights word (RIGHTS.*: S =
+   * EL1 under the current PAN, U = EL0) and invalidationEpoch() says how long
+   * a cached copy holds.
+   */
+  translateFast(vaLo: number, vaHi: number, access: 0 | 1 | 2, el0: 0 | 1 | boolean): number {
+    if ((vaLo >>> 0) !== vaLo && (vaLo | 0) !== vaLo || (vaHi >>> 0) !== vaHi && (vaHi | 0) !== vaHi
+        || (access !== 0 && access !== 1 && access !== 2) || (el0 !== 0 && el0 !== 1 && el0 !== true && el0 !== false)) {
+      checkFastArgs(vaLo, vaHi, access, el0, "el0");
+    }
+    return this.ex.armTranslateFast(vaLo, vaHi, access, el0 ? 1 : 0);
+  }
+
+  /** The fault of the last translateFast() that returned −1. */
+  lastFault(): Arm64Fault {
+    this.lifetime.check();
+    const r = this.result(this.u32()[(this.base + this.L.R_STATUS) >> 2]!);
+    if (!("fault" in r)) throw new Error("vmmu: lastFault() without a faulting translateFast()");
+    return r.fault;
   }
 
   /**
@@ -321,68 +368,98 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   }
 
   /**
-   * Executes TLB maintenance instruction `op` (e.g. "VAE1IS", "RIPAS2E1IS",
-   * local forms without IS) with its 64-bit register operand, for the VMID
-   * in force. IS forms apply to every vCPU of the machine on this thread.
-   * Returns the decoded operation (what it covered, or why it was ignored).
+   * Executes TLBI `op` (an Arm name, IS or local form, any case) with its
+   * 64-bit operand Xt, as this PE would: decoded for the current TCR_EL1.AS
+   * (ASID width) and VMID, applied to this vCPU's TLB — and, for …IS forms,
+   * to every vCPU of the machine on this thread. Returns the decoded operation.
    */
   tlbi(op: TlbiName | string, operand: bigint = 0n): DecodedTlbi {
     this.lifetime.check();
     reg64Arg(operand, "operand");
-    const r = this.systemRegisters();
-    const d = decodeTlbi(op, BigInt.asUintN(64, operand), { asid16: (r.tcr & TCR.AS) !== 0n });
-    const vmid = this.vmid();
-    for (const v of d.broadcast ? this.peers : [this]) v.applyTlbi(d, vmid);
+    const d = decodeTlbi(op, BigInt.asUintN(64, operand), { asid16: this.asid16 });
+    const x = BigInt.asUintN(64, operand);
+    this.tlbiFast(TLBI_CODE[d.name], Number(x & 0xffff_ffffn), Number(x >> 32n));
     return d;
   }
 
-  /** @internal Applies a decoded TLBI for `vmid` to this vCPU's TLB. */
-  applyTlbi(d: DecodedTlbi, vmid: number): void {
-    this.opCounts[d.name] = (this.opCounts[d.name] ?? 0) + 1;
-    if (d.ignored !== null) { this.ignoredOps++; return; }
-    const flushCtx = (slot: number | undefined) => {
-      if (slot === undefined) return;
-      this.ex.tlbFlushCtx(slot);
-      this.ctxFlushes++;
-    };
-    const range = (slot: number | undefined) => {
-      if (slot === undefined) return;
-      this.ex.tlbInvalidateRange(slot, (d.startVa >> 12n) & VPN_MASK, d.pages, d.ttlLevel ?? 0);
-      this.rangeFlushes++;
-    };
-    switch (d.kind) {
-      case "all":
-        this.ex.tlbFlushAll();
+  /**
+   * tlbi() with Numbers only, for interpreters: instruction `code`
+   * (TLBI_CODE.VAE1IS …) and the operand as two 32-bit halves (signed or
+   * unsigned). No BigInt, no allocation: the same effect as
+   * tlbi(TLBI_NAMES[code], hi:lo).
+   */
+  tlbiFast(code: number, opLo = 0, opHi = 0): void {
+    this.lifetime.check();
+    if (!(code >= 0 && code < TLBI_NAMES.length && (code | 0) === code)
+        || (opLo >>> 0) !== opLo && (opLo | 0) !== opLo || (opHi >>> 0) !== opHi && (opHi | 0) !== opHi) {
+      if (typeof code !== "number" || !Number.isInteger(code) || code < 0 || code >= TLBI_NAMES.length) {
+        throw new RangeError(`vmmu: code must be a TLBI_CODE value (0..${TLBI_NAMES.length - 1}), got ${show(code)}`);
+      }
+      checkFastArgs(opLo, opHi, 0, 0, "", ["opLo", "opHi"]);
+    }
+    const f = this.fields;
+    decodeTlbiFields(f, code, opLo, opHi, this.asid16);
+    const vmid = this.curVmid;
+    if (f.broadcast) {
+      const peers = this.peers;
+      for (let i = 0; i < peers.length; i++) peers[i]!.applyTlbi(f, vmid);
+    } else {
+      this.applyTlbi(f, vmid);
+    }
+  }
+
+  /** @internal Applies a decoded TLBI (Numbers) for `vmid` to this vCPU's TLB. */
+  applyTlbi(f: TlbiFields, vmid: number): void {
+    this.opCounts[f.code]!++;
+    if (f.ignored !== 0) { this.ignoredOps++; return; }
+    const ex = this.ex;
+    switch (f.kind) {
+      case TLBI_KIND.all:
+        ex.tlbFlushAll();
         break;
-      case "vmalls12":
-        for (const [, slot] of this.contexts.ofVmid(vmid)) flushCtx(slot);
+      case TLBI_KIND.vmalls12:
+        for (const [, slot] of this.contexts.ofVmid(vmid)) this.flushCtx(slot);
         break;
-      case "vmall":
-        for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== "s2") flushCtx(slot);
+      case TLBI_KIND.vmall:
+        for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== KEY_S2) this.flushCtx(slot);
         break;
-      case "asid":
-        flushCtx(this.contexts.find(vmid, `asid:${d.asid}`));
+      case TLBI_KIND.asid:
+        this.flushCtx(this.contexts.find(vmid, f.asid));
         break;
-      case "va":
-        if (d.allAsids) {
-          for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== "s2") range(slot);
+      case TLBI_KIND.va:
+        if (f.asid < 0) {
+          for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== KEY_S2) this.flushRange(slot, f);
+        } else if (vmid === this.curVmid) {
+          this.flushRange(f.asid === this.curAsid ? this.curSlot : this.contexts.find(vmid, f.asid), f);
+          this.flushRange(this.globSlot, f);
         } else {
-          range(this.contexts.find(vmid, `asid:${d.asid}`));
-          range(this.contexts.find(vmid, "global"));
+          this.flushRange(this.contexts.find(vmid, f.asid), f);
+          this.flushRange(this.contexts.find(vmid, KEY_GLOBAL), f);
         }
         break;
-      case "ipa":
-        range(this.contexts.find(vmid, "s2"));
+      case TLBI_KIND.ipa:
+        this.flushRange(this.contexts.find(vmid, KEY_S2), f);
         break;
     }
-    this.selectContexts();
+  }
+
+  private flushCtx(slot: number | undefined): void {
+    if (slot === undefined) return;
+    this.ex.tlbFlushCtx(slot);
+    this.ctxFlushes++;
+  }
+
+  private flushRange(slot: number | undefined, f: TlbiFields): void {
+    if (slot === undefined) return;
+    this.ex.tlbInvalidateRangeF(slot, f.vpn, f.pages, f.level < 0 ? 0 : f.level);
+    this.rangeFlushes++;
   }
 
   /** Counts of TLBI operations this vCPU executed or received. */
   tlbiStats(): TlbiStats {
     this.lifetime.check();
     return {
-      ops: { ...this.opCounts }, ignored: this.ignoredOps, contextFlushes: this.ctxFlushes,
+      ops: Object.fromEntries(TLBI_NAMES.flatMap((n, i) => (this.opCounts[i] ? [[n, this.opCounts[i]!]] : []))), ignored: this.ignoredOps, contextFlushes: this.ctxFlushes,
       rangeFlushes: this.rangeFlushes, contextEvictions: this.contexts.evictions,
     };
   }

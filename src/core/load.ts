@@ -2,7 +2,7 @@
 // shared WebAssembly.Memory (style.md §2.5). Works under Node and browsers;
 // in a browser the page must be cross-origin isolated for SharedArrayBuffer.
 
-import { WASM_BASE64, WASM_HASH } from "./wasm-bytes.generated.js";
+import { WASM_BASE64, WASM_HASH, RIGHTS_BITS } from "./wasm-bytes.generated.js";
 import { readLayout, type Layout } from "./layout.js";
 
 /** The functions the wasm core exports (assembly/index.ts). i64 crosses as bigint. */
@@ -22,12 +22,15 @@ export interface CoreExports {
   x86LoadControl(): number;
   x86LoadCr3(): void;
   x86Translate(va: bigint, access: number, user: number): number;
+  x86TranslateFast(vaLo: number, vaHi: number, access: number, user: number): number;
+  armTranslateFast(vaLo: number, vaHi: number, access: number, el0: number): number;
   x86TranslateBatch(count: number, user: number): number;
   x86TranslateUntilFault(start: number, count: number, user: number): number;
   x86Walk(va: bigint, access: number, user: number, flags: number): number;
   x86Invlpg(va: bigint): void;
   x86InvalidatePcidAddr(pcid: number, va: bigint): void;
   tlbInvalidateRange(slot: number, vpn: bigint, pages: bigint, level: number): void;
+  tlbInvalidateRangeF(slot: number, vpn: number, pages: number, level: number): void;
   selectGlobal(slot: number): void;
   armLoadRegs(): number;
   armSelectContexts(cur: number, glob: number, s2: number): void;
@@ -64,6 +67,17 @@ export function coreModule(): Promise<WebAssembly.Module> {
 
 /** Content hash of the embedded release wasm (for benchmark records). */
 export const coreHash = WASM_HASH;
+
+/**
+ * Bits of the effective rights word a fast translation reports (lastRights()),
+ * from assembly/layout.ts RIGHTS_*: RS/WS/XS and RU/WU/XU — a read / write /
+ * fetch at supervisor (x86 CPL 0–2, arm64 EL1) / user (CPL 3, EL0) privilege
+ * would be granted; GLOBAL; DIRTY — a granted write needs no A/D update;
+ * CACHED — the translation is in the vCPU's TLB, so it may be cached until
+ * invalidationEpoch() changes; the leaf level at LEVEL_SHIFT (3 bits) and the
+ * page shift at PSHIFT_SHIFT (5 bits).
+ */
+export const RIGHTS = RIGHTS_BITS;
 
 /**
  * Instantiates the core over `memory`. `populate`, when given, backs unbacked

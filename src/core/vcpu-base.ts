@@ -37,6 +37,13 @@ export abstract class VcpuBase<P> {
   /** The memory's views (shared with `memory`), renewed on growth by fresh(). */
   protected readonly views: MemoryViews;
   private batchViews?: { generation: number; batch: Batch<P> };
+  /**
+   * T_INV_EPOCH and R_RIGHTS of this vCPU as one fixed-length view: unlike the
+   * whole-memory views (length-tracking over a growable shared buffer, slow to
+   * index), a fixed-length view is a plain load; the shared buffer is never
+   * detached and the block never moves, so it stays valid across growth.
+   */
+  private cells: Uint32Array;
 
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
@@ -52,6 +59,7 @@ export abstract class VcpuBase<P> {
     const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
     const entries = dv.getUint32(this.L.MACHINE_BASE + this.L.M_TLB_ENTRIES, true);
     this.base = this.L.VCPU_AREA + index * stride;
+    this.cells = cellsOf(memory.buffer, this.base + this.L.T_INV_EPOCH, this.base + this.L.R_RIGHTS);
     this.ex.physAttach();
     this.ex.tlbAttach(this.base, this.base + this.L.VCPU_TLB, entries);
     if (fresh) {
@@ -66,6 +74,7 @@ export abstract class VcpuBase<P> {
    */
   release(): void {
     this.ex = DISPOSED_EXPORTS;
+    this.cells = new Uint32Array(2);
     this.batchViews = undefined;
   }
 
@@ -193,9 +202,48 @@ export abstract class VcpuBase<P> {
     return this.u64().subarray((this.base + this.L.VCPU_COUNTERS) >> 3, ((this.base + this.L.VCPU_COUNTERS) >> 3) + this.L.COUNTER_COUNT);
   }
 
+  /**
+   * The invalidation epoch (a u32 that wraps): it changes whenever this
+   * vCPU's TLB may have dropped an entry or stopped matching it — an
+   * invalidation, a flush, an eviction by a fill, a tag rollover, a context
+   * switch, a mode or rights change. A cache of translations an embedder
+   * builds from fast-path results carrying RIGHTS.CACHED stays correct for as
+   * long as the epoch it was built under holds.
+   */
+  invalidationEpoch(): number {
+    this.lifetime.check();
+    return this.cells[0]!;
+  }
+
+  /** The effective rights word (RIGHTS.*) of the last successful translateFast(). */
+  lastRights(): number {
+    this.lifetime.check();
+    return this.cells[1]!;
+  }
+
   /** Zeroes the counters (not the TLB). */
   resetStats(): void {
     this.lifetime.check();
     this.views.fresh().u8.fill(0, this.base + this.L.VCPU_COUNTERS, this.base + this.L.VCPU_COUNTERS + this.L.COUNTER_COUNT * 8);
   }
+}
+
+/**
+ * Checks the Numbers of a fast-path call (translateFast): two 32-bit halves of
+ * the address (signed or unsigned), an access code 0..2 and a privilege flag.
+ * Throws the `vmmu:` error naming the first bad one; returns nothing.
+ */
+export function checkFastArgs(vaLo: unknown, vaHi: unknown, access: unknown, priv: unknown, privName: string, names: readonly [string, string] = ["vaLo", "vaHi"]): void {
+  for (const [v, name] of [[vaLo, names[0]], [vaHi, names[1]]] as const) {
+    if (typeof v !== "number") throw new TypeError(`vmmu: ${name} must be a number (a 32-bit half of the 64-bit value), got ${typeof v}`);
+    if ((v >>> 0) !== v && (v | 0) !== v) throw new RangeError(`vmmu: ${name} must be a 32-bit integer (-2^31..2^32-1), got ${v}`);
+  }
+  if (access !== 0 && access !== 1 && access !== 2) throw new RangeError(`vmmu: access must be 0 (read), 1 (write) or 2 (fetch), got ${String(access)}`);
+  if (priv !== 0 && priv !== 1 && priv !== true && priv !== false) throw new TypeError(`vmmu: ${privName} must be 0, 1 or a boolean, got ${String(priv)}`);
+}
+
+/** A 2-element fixed-length view: [u32 at `epochAt`, u32 at `rightsAt`] (adjacent by the layout). */
+function cellsOf(buffer: ArrayBufferLike, epochAt: number, rightsAt: number): Uint32Array {
+  if (rightsAt !== epochAt + 4) throw new Error("vmmu: layout places R_RIGHTS right after T_INV_EPOCH (assembly/layout.ts)");
+  return new Uint32Array(buffer, epochAt, 2);
 }

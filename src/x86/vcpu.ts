@@ -7,7 +7,7 @@
 import type { Core } from "../core/load.js";
 import type { GuestMemory } from "../memory.js";
 import { hex } from "../addr.js";
-import { VcpuBase, type Batch } from "../core/vcpu-base.js";
+import { VcpuBase, checkFastArgs, type Batch } from "../core/vcpu-base.js";
 import {
   CR0, CR0_DEFINED, CR3_NOFLUSH, CR3_PCID_MASK, CR4, EFER, ACCESS_CODE, cr0Invalid, cr4Invalid, type X86Access,
 } from "./regs.js";
@@ -162,7 +162,25 @@ export class X86Vcpu extends VcpuBase<boolean> {
     return undefined;
   }
 
-  /** The fault of the last translatePa() that returned undefined. */
+  /**
+   * The Number fast path for interpreters: translate() with the address as
+   * two 32-bit halves, the access as 0 read / 1 write / 2 fetch and `user`
+   * as 0/1 (CPL 3), returning the pa as a Number (exact: pa < 2^52) or −1 on
+   * a fault, which lastFault() then describes. No BigInt and no object on
+   * either side. After a success lastRights() is the effective rights word
+   * (RIGHTS.*) and invalidationEpoch() says how long a cached copy holds.
+   */
+  translateFast(vaLo: number, vaHi: number, access: 0 | 1 | 2, user: 0 | 1 | boolean): number {
+    if ((vaLo >>> 0) !== vaLo && (vaLo | 0) !== vaLo || (vaHi >>> 0) !== vaHi && (vaHi | 0) !== vaHi
+        || (access !== 0 && access !== 1 && access !== 2) || (user !== 0 && user !== 1 && user !== true && user !== false)) {
+      checkFastArgs(vaLo, vaHi, access, user, "user");
+    }
+    const pa = this.ex.x86TranslateFast(vaLo, vaHi, access, user ? 1 : 0);
+    if (pa < 0) this.lastStatus = this.u32()[(this.base + this.L.R_STATUS) >> 2]!;
+    return pa;
+  }
+
+  /** The fault of the last translatePa() that returned undefined, or translateFast() that returned −1. */
   lastFault(): X86Fault {
     this.lifetime.check();
     const r = this.result(this.lastStatus);
