@@ -126,10 +126,23 @@ export class MemoryImage implements PhysicalMemory {
       const a = gpa + BigInt(done);
       const pageOff = Number(a & 0xfffn);
       const n = Math.min(out.length - done, PAGE - pageOff);
-      const page = this.page(a >> 12n);
-      out.set(page.subarray(pageOff, pageOff + n), done);
+      const dst = out.subarray(done, done + n);
+      if (!this.direct(a, dst)) dst.set(this.page(a >> 12n).subarray(pageOff, pageOff + n));
       done += n;
     }
+  }
+
+  /**
+   * Without a cache, a piece inside one range's stored bytes (and not
+   * overwritten) is read from the source straight into `dst`: no page is
+   * materialised for an 8-byte entry.
+   */
+  private direct(gpa: bigint, dst: Uint8Array): boolean {
+    if (this.cachePages !== 0 || this.overlay.has(Number(gpa >> 12n))) return false;
+    const r = this.rangeAt(gpa)!;
+    const at = Number(gpa - r.gpa);
+    if (at + dst.length > r.stored) return false;
+    return readFully(this.source, r.offset + at, dst) === dst.length;
   }
 
   /** Copies `length` bytes at `gpa` out of the image. */
@@ -141,9 +154,13 @@ export class MemoryImage implements PhysicalMemory {
 
   /** The little-endian u64 at `gpa`. */
   read64(gpa: bigint): bigint {
-    const b = this.read(gpa, 8);
-    return new DataView(b.buffer).getBigUint64(0, true);
+    const b = this.word;
+    this.readInto(gpa, b);
+    return this.wordView.getBigUint64(0, true);
   }
+
+  private readonly word = new Uint8Array(8);
+  private readonly wordView = new DataView(this.word.buffer);
 
   /** Writes `bytes` at `gpa` into the overlay (later reads see them; the image is untouched). */
   write(gpa: bigint, bytes: Uint8Array): void {

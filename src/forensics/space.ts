@@ -16,6 +16,8 @@ export interface PhysicalMemory {
   contains(gpa: bigint): boolean;
   /** Copies `out.length` bytes at `gpa` into `out`; throws a RangeError if any of them does not exist. */
   readInto(gpa: bigint, out: Uint8Array): void;
+  /** The little-endian u64 at `gpa` (used instead of readInto for entries when present). */
+  read64?(gpa: bigint): bigint;
   /** Copies `bytes` to `gpa` (writeVirtual needs it); throws a RangeError if any of them does not exist. */
   write?(gpa: bigint, bytes: Uint8Array): void;
 }
@@ -209,6 +211,7 @@ export function vaArg(v: unknown, who: string, name = "va"): bigint {
 /** @internal Reads the u64 at `gpa`, or undefined when it is not in memory. */
 export function readEntry(memory: PhysicalMemory, gpa: bigint, buf: Uint8Array, dv: DataView): bigint | undefined {
   if (!memory.contains(gpa) || !memory.contains(gpa + 7n)) return undefined;
+  if (memory.read64 !== undefined) return memory.read64(gpa);
   memory.readInto(gpa, buf);
   return dv.getBigUint64(0, true);
 }
