@@ -1,7 +1,7 @@
 // The per-vCPU software TLB: direct-mapped, context-tagged, generation-flushed.
 //
-// Follows the invalidation rules of Intel SDM Vol.3A §4.10.4 (as tabulated in
-// reference/x86-kvm-mmu.md A.9); the mechanism is architecture-neutral so the
+// Follows the invalidation rules of Intel SDM Vol.3A §4.10.4 (tabulated in
+// docs/mmu.md §5); the mechanism is architecture-neutral so the
 // arm64 ASID/VMID contexts reuse it.
 //
 // Contexts and tags. A context slot names one address space whose entries are

@@ -1,5 +1,4 @@
-// The shadow-MMU benchmark fixtures (src/kvm/, reference/x86-kvm-mmu.md
-// B.7–B.14): small shadow-paging guests whose page tables are real SDM
+// The shadow-MMU benchmark fixtures (src/kvm/; KVM arch/x86/kvm/mmu/mmu.c): small shadow-paging guests whose page tables are real SDM
 // encodings built with X86PageTableBuilder, warmed until the measured
 // operation is in its steady state.
 //

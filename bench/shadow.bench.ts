@@ -1,5 +1,5 @@
-// The shadow MMU (issue 4; src/kvm/, reference/x86-kvm-mmu.md B.7–B.15, E,
-// F.9) on the host: how fast the emulator runs the seed's workload, and where
+// The shadow MMU (issue 4; src/kvm/, KVM arch/x86/kvm/mmu/mmu.c, costs in
+// src/kvm/cost-model.ts) on the host: how fast the emulator runs the seed's workload, and where
 // the host time goes. Four measurements, one run:
 //
 //   1. The KPTI kernel-compile workload (src/kvm/run-kpti.ts) under every

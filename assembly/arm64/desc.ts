@@ -1,7 +1,7 @@
 // VMSAv8-64 translation-table descriptors and system-register fields, 4 KiB
 // granule, 48-bit OA. Arm ARM DDI 0487 D8.3 (descriptor formats), D8.4
 // (memory attributes), D8.5 (access permissions); register fields from
-// TCR_EL1, SCTLR_EL1, HCR_EL2, VTTBR_EL2, VTCR_EL2 (reference/arm64-mmu.md A.6, B.3).
+// TCR_EL1, SCTLR_EL1, HCR_EL2, VTTBR_EL2, VTCR_EL2 (Arm ARM, AArch64 system register descriptions).
 //
 // Stage-1 table descriptor (levels 0–2):
 //

@@ -2,7 +2,7 @@
 // it issues: arch/arm64/include/asm/tlbflush.h (__flush_tlb_range,
 // __flush_tlb_range_op) and the KVM stage-2 callers (arch/arm64/kvm/hyp/pgtable.c
 // kvm_tlb_flush_vmid_range, hyp/{vhe,nvhe}/tlb.c __kvm_tlb_flush_vmid_range).
-// Follows reference/arm64-mmu.md C.6 (KVM sequences), C.7 (v6.5/v6.6 ascending
+// Follows arch/arm64/include/asm/tlbflush.h and hyp/vhe/tlb.c (KVM sequences, the v6.5/v6.6 ascending
 // loop, including its latent MAX_TLBI_RANGE_PAGES bug) and C.8 (v6.9+ descending
 // loop with Gavin Shan's fixes). 4 KiB pages, no LPA2 (so no 64 KiB alignment
 // peel), no TLBI repeat errata. DSB/ISB barriers and VMID context switches are

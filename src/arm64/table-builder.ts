@@ -1,7 +1,7 @@
 // Builds real VMSAv8-64 translation tables (4 KiB granule) in guest memory:
 // stage 1 (for TTBR0_EL1/TTBR1_EL1) and stage 2 (for VTTBR_EL2, with the
 // concatenated start tables KVM uses). Encodings per Arm ARM D8.3
-// (reference/arm64-mmu.md A.2–A.5, B.1); what this writes, the wasm walker
+// (stage 1 D8.3.1, stage 2 D8.3.2, attributes D8.4–D8.5); what this writes, the wasm walker
 // and a real MMU read.
 //
 // Table pages come from a caller-given physical range, bump-allocated and

@@ -1,7 +1,7 @@
 // AArch64 TLB maintenance (TLBI) instructions of the EL1&0 regime as KVM/arm64
 // issues them: the instruction names and the decoding of their 64-bit operand.
-// Follows reference/arm64-mmu.md C.1 (what each op invalidates), C.2 (operand
-// encodings), C.3 (TTL hints), C.4 (leaf-only forms) and C.5 (range TG rules);
+// Follows Arm ARM C5.5 (the TLBI instructions: what each op invalidates, operand
+// encodings, TTL hints, leaf-only forms) and the TLB maintenance rules of chapter D8 (range TG);
 // range decoding matches QEMU target/arm tlbi_aa64_get_range.
 // Models the 4 KiB granule, 48-bit IPA and VA without LPA2 (DS=0): BaseADDR is
 // in 4 KiB units. Outer-shareable (…OS) and nXS forms are not modelled.

@@ -1,7 +1,7 @@
 // One arm64 vCPU (EL1&0 regime, with EL2's stage 2): its system registers,
 // its TLB contexts (VMID × ASID, the VMID's global entries, the VMID's
 // stage-2-only entries), and TLB maintenance by instruction name with the
-// real operand encoding (Arm ARM C5.5 TLBI; reference/arm64-mmu.md C.1–C.5).
+// real operand encoding (Arm ARM C5.5 TLBI and chapter D8 TLB maintenance).
 // The wasm core walks and invalidates; this file decides which contexts and
 // pages each TLBI covers.
 

@@ -1,7 +1,7 @@
 // The guest's CPU with no hypervisor in between: the hardware walks the
 // guest's own page tables (an X86Vcpu whose CR3 is the guest's CR3), so every
 // GuestCpu operation is the bare instruction (Intel SDM Vol.3A ch. 4; the
-// invalidation rules of reference/x86-kvm-mmu.md A.9 are X86Vcpu's). It is the
+// invalidation rules of SDM §4.10.4 are X86Vcpu's). It is the
 // test harness of the guest models and the native baseline a hypervisor
 // policy is compared against.
 //
@@ -23,7 +23,7 @@ export type CpuCosts = { [event: string]: number };
 
 /**
  * Default cycle costs. All are assumptions (no measured source; see
- * reference/x86-kvm-mmu.md E and G.6), to be replaced by src/kvm/cost-model.ts:
+ * src/kvm/cost-model.ts for the sourced ones), to be replaced by src/kvm/cost-model.ts:
  *
  * - `tlbHit` 1: an access whose translation hits the TLB (the access itself).
  * - `walk` 10: fixed overhead of a TLB miss beyond its memory references.

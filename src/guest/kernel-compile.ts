@@ -3,7 +3,7 @@
 // compiler: reads the source and headers, grows its heap with brk and mmap,
 // computes, frees arenas with munmap, writes assembly) and then `as` (reads
 // the assembly, writes the object); every process exits. It is the workload
-// behind the KPTI-on-shadow-paging numbers of reference/x86-kvm-mmu.md E/F.9:
+// behind the KPTI-on-shadow-paging numbers of the seed posts (Shahid 2018, Alon 2018):
 // short-lived processes, two CR3 writes per syscall and fault, many page
 // table pages allocated and freed.
 //

@@ -5,7 +5,7 @@
 // write-protects them sees every one.
 //
 // What follows Linux (arch/x86/mm/{tlb,pti,pgtable}.c, arch/x86/entry/calling.h,
-// mm/memory.c, mm/mmap.c; reference/x86-kvm-mmu.md A.9 and F.9):
+// mm/memory.c, mm/mmap.c; invalidation per Intel SDM Vol.3A §4.10.4):
 // - Layout: direct map of RAM at PAGE_OFFSET (2 MiB pages, NX), kernel text at
 //   0xffffffff81000000 (2 MiB pages), cpu_entry_area at 0xfffffe0000000000.
 // - PTI: each mm has an order-1 PGD pair, user PGD = kernel PGD + 4 KiB. The

@@ -1,5 +1,5 @@
 // Simulated time: cycles charged per event. Every default names its source
-// in reference/x86-kvm-mmu.md (section E) or is labelled an assumption; all
+// (a paper, a measurement, a KVM commit message) or is labelled an assumption; all
 // are overridable (`vmmu run kpti --cost name=value`). The model is not tuned
 // to reproduce the seed's numbers.
 

@@ -2,7 +2,7 @@
 // Shahid's 2018 series ("baseline"), each patch of that series, the whole
 // series, Lai Jiangshan's 2021 "keep roots in prev_roots" proposal, and Liran
 // Alon's 2018 PCID-tagged shadow pages (seeds 000 and 001;
-// reference/x86-kvm-mmu.md B.11–B.15, F.9).
+// KVM arch/x86/kvm/mmu/mmu.c kvm_mmu_new_pgd, kvm_mmu_free_roots, x86.c kvm_set_cr3).
 //
 // Each policy is a set of switches. A patch that only makes sense on top of
 // earlier ones (e.g. "skip the TLB flush on a NOFLUSH CR3 switch" needs the

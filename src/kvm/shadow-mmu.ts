@@ -1,5 +1,5 @@
-// The VM-wide half of a KVM-style shadow MMU (arch/x86/kvm/mmu/mmu.c, as
-// distilled in reference/x86-kvm-mmu.md B.4–B.10, B.16): shadow pages keyed
+// The VM-wide half of a KVM-style shadow MMU (arch/x86/kvm/mmu/mmu.c,
+// mmu_internal.h, spte.c; arch/x86/include/asm/kvm_host.h kvm_mmu_page_role): shadow pages keyed
 // by (gfn, role) in a hash, write protection of guest page-table frames,
 // unsync leaf pages and their resync, the reverse map from gfns to the leaf
 // SPTEs that map them, zapping, and remote TLB flushes. The per-vCPU half

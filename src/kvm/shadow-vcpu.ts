@@ -1,6 +1,5 @@
 // The per-vCPU half of the shadow MMU: what KVM does on each VM exit of a
-// shadow-paging guest (arch/x86/kvm/mmu/mmu.c, x86.c; reference/x86-kvm-mmu.md
-// B.7–B.14): shadow page faults (guest walk, then SPTEs), emulated writes to
+// shadow-paging guest (arch/x86/kvm/mmu/mmu.c, paging_tmpl.h, x86.c): shadow page faults (guest walk, then SPTEs), emulated writes to
 // write-protected page tables, MOV CR3 with the root cache, INVLPG, INVPCID,
 // and the hardware TLB flushes each needs — every decision behind a policy
 // switch (src/kvm/policy.ts). Implements the guest's CPU (src/guest/cpu.ts).

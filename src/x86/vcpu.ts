@@ -1,7 +1,7 @@
 // One x86-64 vCPU: its control registers, its TLB, and the instructions that
 // change either, with their architectural effects. The wasm core does the
 // walks and flushes; this file decides which flush each instruction implies
-// (Intel SDM Vol.3A §4.10.4.1, reference/x86-kvm-mmu.md A.3, A.9) and raises
+// (Intel SDM Vol.3A §4.10.4.1, CR3 per §4.5 / §4.10.1) and raises
 // #GP where the SDM does.
 
 import type { Core } from "../core/load.js";

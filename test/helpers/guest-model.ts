@@ -3,8 +3,8 @@
  * through the guest CPU interface (src/guest/cpu.ts), and the architectural
  * oracle every result is judged against. Intel SDM Vol.3A §4.5 (4-level
  * paging), §4.6 (rights), §4.7 (#PF error code), §4.8 (A/D), §4.10.2–4.10.4
- * (TLBs, PCIDs, global pages, INVLPG, INVPCID, MOV CR3); reference/x86-kvm-mmu.md
- * A.9 and B.7–B.12.
+ * (TLBs, PCIDs, global pages, INVLPG, INVPCID, MOV CR3); KVM arch/x86/kvm/mmu/mmu.c
+ * (shadow pages, unsync, resync).
  *
  * The guest: one init address space (PCID 0) holding only kernel mappings,
  * and up to `maxProcs` processes, each with a kernel PML4 (PCID 2s+1) and, for
@@ -25,7 +25,7 @@
  * in any address space whose tables reached that PTE, until the observing
  * vCPU invalidates that page in that context (shadow pages of a page table
  * are shared by every root that reaches it, and KVM lets leaf page tables go
- * out of sync until the guest flushes: reference/x86-kvm-mmu.md B.9). A fault
+ * out of sync until the guest flushes: KVM mmu.c mmu_try_to_unsync_pages). A fault
  * must be exactly the fresh walk's. A successful access that only the fresh
  * walk explains must leave A = 1, and for a write D = 1, in the guest's leaf.
  * Every store64/zeroPage is checked to have reached guest memory.

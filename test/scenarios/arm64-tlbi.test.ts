@@ -3,8 +3,8 @@
  * step, every translation a vCPU returns is one the Arm ARM allows, every
  * entry an invalidation covers is gone, and every entry the TLB certainly
  * holds (nothing evicted, no tag rollover) still hits. Arm ARM C5.5 (TLBI)
- * and the VMSAv8-64 TLB maintenance rules; reference/arm64-mmu.md C.1 (what
- * each TLBI covers), C.2 (operands), C.3 (TTL hints), C.5 (range TG),
+ * and the VMSAv8-64 TLB maintenance rules (Arm ARM chapter D8): what
+ * each TLBI covers, operands, TTL hints, range TG,
  * C.6–C.7 (the Linux and KVM sequences).
  *
  * The model: per vCPU, the translations it may legally hold —
@@ -173,7 +173,7 @@ class Legal {
   }
 }
 
-// ---- TLBI decoding, written from reference/arm64-mmu.md C.1–C.5 independently of src/arm64/tlbi.ts ----
+// ---- TLBI decoding, written from Arm ARM C5.5 independently of src/arm64/tlbi.ts ----
 
 type Kind = "va" | "asid" | "vmall" | "vmalls12" | "ipa" | "all";
 const FAMILY: Record<TlbiOp, { kind: Kind; byAsid: boolean; range: boolean }> = {

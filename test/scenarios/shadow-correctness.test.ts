@@ -8,7 +8,7 @@
  * judged against the reference walker over the guest's own tables, allowing
  * only the staleness the architecture (plus shared-page-table staleness until
  * the observer invalidates) allows, and A/D updates are checked. Intel SDM
- * Vol.3A §4.6–4.8, §4.10; reference/x86-kvm-mmu.md A.9, B.7–B.15.
+ * Vol.3A §4.6–4.8, §4.10; KVM arch/x86/kvm/mmu/mmu.c.
  */
 import { describe, expect, it, onTestFinished } from "vitest";
 import { POLICIES } from "../../src/kvm/policy.js";

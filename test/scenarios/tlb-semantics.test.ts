@@ -3,7 +3,7 @@
  * returns is one the architecture allows. Intel SDM Vol.3A §4.10.2 (what a TLB
  * may cache and use), §4.10.4.1 (what INVLPG, INVPCID, MOV CR3, MOV CR4 and
  * MOV CR0 invalidate), §4.6 (rights, applied at access time), §4.8 (a write
- * through an entry with D = 0 goes to memory); reference/x86-kvm-mmu.md A.9.
+ * through an entry with D = 0 goes to memory).
  *
  * The model: for (PCID context, address) a vCPU may answer with a fresh walk
  * of the tables in memory, or with any translation it legally cached: one a

@@ -1,6 +1,6 @@
 /**
  * Linux arm64 range TLB invalidation replayed as TLBI lists:
- * reference/arm64-mmu.md C.6 (KVM kvm_tlb_flush_vmid_range), C.7 (v6.5/v6.6
+ * KVM kvm_tlb_flush_vmid_range (arch/arm64/kvm/hyp/vhe/tlb.c), tlbflush.h (v6.5/v6.6
  * ascending __flush_tlb_range_op and its 2^21-page bug), C.8 (v6.9+
  * descending loop) and the C.9 worked examples, plus the tiling property:
  * decoded with decodeTlbi, the emitted ops cover [start, start + pages·4K)

@@ -1,6 +1,6 @@
 /**
- * TLBI names and operand decoding/encoding: reference/arm64-mmu.md C.1 (what
- * each op invalidates), C.2 (operand formats), C.3 (non-range TTL), C.4 (leaf
+ * TLBI names and operand decoding/encoding: Arm ARM C5.5 (what
+ * each op invalidates, operand formats, non-range TTL, leaf
  * forms), C.5 (range TG rules); QEMU tlbi_aa64_get_range for BaseADDR sign
  * extension.
  */

@@ -1,7 +1,7 @@
 /**
  * arm64 TLB maintenance, one rule per test: what each TLBI instruction must
- * invalidate and what it must leave (reference/arm64-mmu.md C.1 scope, C.2
- * operand encodings, C.3 TTL hints, C.5 reserved TG, C.6 KVM sequences, C.7
+ * invalidate and what it must leave (Arm ARM C5.5 scope, operand
+ * encodings, TTL hints, reserved TG; KVM hyp/vhe/tlb.c sequences; Linux tlbflush.h
  * the v6.6 2^21-page bug, C.9 worked examples); what a cached entry grants
  * (PAN, hardware AF/dirty: Arm ARM D8.5, docs/arm64-walk-contract.md stage-1
  * rules 9–12); tagged VAs under TBI; context-slot recycling and the cost of

@@ -3,7 +3,7 @@
  * reference walker reads them as the hardware does), KPTI splits them as
  * arch/x86/mm/pti.c does, CR3 carries PCIDs and NOFLUSH as
  * arch/x86/mm/tlb.c and entry/calling.h write them, and munmap/COW
- * invalidate what the TLB may hold (reference/x86-kvm-mmu.md A.9, F.9).
+ * invalidate what the TLB may hold (Intel SDM Vol.3A §4.10.4; arch/x86/mm/tlb.c).
  */
 import { describe, expect, it } from "vitest";
 import { CR3_NOFLUSH, CR4, PFERR, PTE, type GuestMemory } from "../../../src/index.js";

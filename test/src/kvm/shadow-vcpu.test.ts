@@ -1,8 +1,8 @@
 /**
  * Deterministic scenarios for the shadow MMU (src/kvm/): what each policy does
  * on page-table stores, CR3 loads, INVLPG and INVPCID, and that the guest
- * never sees a translation the architecture forbids. reference/x86-kvm-mmu.md
- * A.9 (invalidation semantics), B.8 (emulated writes), B.9 (unsync and
+ * never sees a translation the architecture forbids. SDM §4.10.4
+ * (invalidation semantics), KVM mmu.c kvm_mmu_track_write (emulated writes), mmu_sync_children (unsync and
  * resync), B.10–B.12 (roots, CR3, INVLPG/INVPCID), B.15 (lai2021, alon2018);
  * Intel SDM Vol.3A §4.8 (A/D), §4.10.4 (invalidation).
  *

@@ -3,7 +3,7 @@
  * vCPU may still use, one scenario per rule. Intel SDM Vol.3A §4.10.2 (TLB
  * use), §4.10.4.1 (operations that invalidate TLBs), the INVLPG and INVPCID
  * instruction pages, and the MOV CR0/CR3/CR4 #GP conditions; the table of
- * reference/x86-kvm-mmu.md A.9.
+ * Intel SDM Vol.3A §4.10.4.
  *
  * A stale translation is made by editing a leaf in guest memory without any
  * invalidation; whether it is still used shows in the address returned and in
