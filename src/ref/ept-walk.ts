@@ -61,9 +61,14 @@
  *           other bit, so reserved bits in it give an EPT violation, never a misconfiguration
  */
 import {
+  bitRange,
+  has,
+  levelShift,
   pageFault,
+  PAGE_SHIFT,
   refIsCanonical,
   reservedMask,
+  tableIndex,
   violatesProtectionKey,
   violatesRights,
   type RefAccess,
@@ -265,30 +270,9 @@ const PFERR_PRESENT = 1 << 0;
 const PFERR_RSVD = 1 << 3;
 const PFERR_PK = 1 << 5;
 
-const PAGE_SHIFT = 12;
-const LEVEL_BITS = 9;
-const INDEX_MASK = 0x1ffn;
 const MAX_RESTARTS = 100;
 
 const RESTART = Symbol('restart');
-
-/** Bits hi..lo inclusive; 0n when hi < lo. */
-function bitRange(hi: number, lo: number): bigint {
-  if (hi < lo) return 0n;
-  return ((1n << BigInt(hi - lo + 1)) - 1n) << BigInt(lo);
-}
-
-function has(value: bigint, bit: bigint): boolean {
-  return (value & bit) !== 0n;
-}
-
-function levelShift(level: number): number {
-  return PAGE_SHIFT + LEVEL_BITS * (level - 1);
-}
-
-function tableIndex(addr: bigint, level: number): bigint {
-  return (addr >> BigInt(levelShift(level))) & INDEX_MASK;
-}
 
 function checkPhysAddrBits(m: number, what: string): void {
   if (!Number.isInteger(m) || m < 36 || m > 52) {

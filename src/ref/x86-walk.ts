@@ -426,4 +426,4 @@ export class MapMemory implements RefMemory {
 }
 
 /** The §4.5–4.7 rules above, for the two-dimensional walk in ept-walk.ts (no behaviour change here). */
-export { reservedMask, violatesRights, violatesProtectionKey, pageFault };
+export { reservedMask, violatesRights, violatesProtectionKey, pageFault, bitRange, has, levelShift, tableIndex, PAGE_SHIFT };
