@@ -100,5 +100,5 @@ for (const c of all) {
   c.dispose?.();
 }
 console.log(`${ROUNDS} rounds; medians over rounds of each round's median.\n`);
-printTable(["tables", "table pages", "leaves", "ranges", "mappings ms", "ranges/s", "leaves/s", "leaves ms (coalesce: false)", "lookup ns/address"], rows);
+printTable(["tables", "table reads", "leaves", "ranges", "mappings ms", "ranges/s", "leaves/s", "leaves ms (coalesce: false)", "lookup ns/address"], rows);
 if (sink === 0.5) console.log(sink);
