@@ -6,7 +6,7 @@ import { createMachine, X86PageTableBuilder, LONG_MODE, CR4, CR3_NOFLUSH, hex, c
 import type { X86TranslateResult, X86Vcpu } from "../index.js";
 import { runArm64Demo } from "./demo-arm64.js";
 import { runKpti } from "../kvm/run-kpti.js";
-import { formatKpti } from "./run.js";
+import { formatKpti, formatKptiLegend } from "./run.js";
 
 const out = (s = "") => process.stdout.write(s + "\n");
 
@@ -29,7 +29,22 @@ function rate(ops: number, ms: number): string {
   return `${m.toFixed(1)} M/s (${((ms * 1e6) / ops).toFixed(2)} ns each)`;
 }
 
-export async function runDemo(_args: string[]): Promise<number> {
+const USAGE = `usage: vmmu demo
+
+  What \`npm start\` runs, in about ten seconds: builds x86-64 page tables in guest
+  RAM, translates through the TLB and the walker (faults included), shows what
+  INVLPG and MOV CR3 do, measures throughput; the same for arm64 with stage 2 and
+  range TLB maintenance; then a short \`vmmu run kpti\` at 1 and 4 vCPUs with its
+  column legend. Takes no options.
+`;
+
+/** Runs the demo: 0, or 2 (one vmmu: line) for any argument but --help. */
+export async function runDemo(args: string[]): Promise<number> {
+  if (args.some((a) => a === "-h" || a === "--help")) { process.stdout.write(USAGE); return 0; }
+  if (args.length > 0) {
+    process.stderr.write(`vmmu: demo takes no ${args[0]!.startsWith("-") ? "option" : "argument"} '${args[0]}' (vmmu demo --help)\n`);
+    return 2;
+  }
   out(`vmmu demo — x86-64 paging in WebAssembly over one shared guest memory (core ${coreHash})`);
   const m = await createMachine({ arch: "x86_64", memoryBytes: 256 << 20, vcpus: 2 });
   const b = new X86PageTableBuilder(m.memory, { tableBase: 0x10_0000n, tableLimit: 0x100_0000n });
@@ -111,6 +126,8 @@ export async function runDemo(_args: string[]): Promise<number> {
     const r = await runKpti({ vcpus, policies: ["baseline", "shahid2018", "lai2021", "alon2018"], jobs: 16, accessesPerProcess: 60_000 });
     for (const l of formatKpti(vcpus, r)) out("  " + l);
   }
+  out("");
+  for (const l of formatKptiLegend()) out("  " + l);
   out("\nnext: `vmmu run kpti --policy all` for every patch on its own; `npm test` runs the differential, TLB-semantics,");
   out("shadow-correctness and real-Linux suites; `npm run bench` compares against native C.");
   return 0;

@@ -2,13 +2,20 @@
 // simulated time, ratio to baseline, exits, syncs, flushes, shadow pages — beside
 // the seed's kernel-compile times, and Liran Alon's trade-off (shadow pages
 // against flushes, alon2018 against shahid2018). `--json` prints one object
-// keyed by policy name instead.
+// keyed by policy name instead, with the run's settings, seed and code version
+// under the reserved key `_meta`.
 
-import { runKpti, SEED_RESULTS, type KptiPolicyResult } from "../kvm/run-kpti.js";
+import { runKpti, KPTI_MEMORY_BYTES, SEED_RESULTS, type KptiPolicyResult } from "../kvm/run-kpti.js";
 import { POLICIES } from "../kvm/policy.js";
-import { DEFAULT_COSTS, MAX_COST, withOverrides } from "../kvm/cost-model.js";
+import { DEFAULT_COSTS, MAX_COST, withOverrides, type CostModel } from "../kvm/cost-model.js";
 import { LackeyParser, collectTrace, type AccessTrace } from "../guest/lackey.js";
 import { closeSync, openSync, readSync } from "node:fs";
+import { codeVersion, type CodeVersion } from "./version.js";
+
+/** Defaults of `vmmu run kpti` (also the sizes `vmmu report` runs at). */
+export const RUN_DEFAULTS = {
+  vcpus: 4, policies: ["baseline", "shahid2018", "lai2021", "alon2018"], jobs: 24, accesses: 100_000, seed: 1,
+} as const;
 
 const USAGE = `usage: vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N]
                     [--seed N] [--trace LACKEY_FILE] [--cost name=value …] [--json]
@@ -18,6 +25,11 @@ const USAGE = `usage: vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [-
 ${Object.values(POLICIES).map((p) => `    ${p.name.padEnd(16)} ${p.title}`).join("\n")}
   Costs (cycles; defaults from src/kvm/cost-model.ts):
 ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
+  Defaults: --vcpus ${RUN_DEFAULTS.vcpus} --policy ${RUN_DEFAULTS.policies.join(",")} --jobs ${RUN_DEFAULTS.jobs}
+  --accesses ${RUN_DEFAULTS.accesses} (per compiler process) --seed ${RUN_DEFAULTS.seed}.
+  --json: one object keyed by policy name, plus "_meta": { settings (every
+  parameter, costs included), seed, core: { version, wasm, commit? }, wallMs }.
+  Exit status: 0, 2 on a usage or input error (a bad flag, an unreadable trace).
 `;
 
 class UsageError extends Error {}
@@ -28,7 +40,7 @@ interface RunArgs {
 }
 
 function parse(args: string[]): RunArgs {
-  const a: RunArgs = { vcpus: 4, policies: ["baseline", "shahid2018", "lai2021", "alon2018"], jobs: 24, accesses: 100_000, seed: 1, costs: {}, json: false };
+  const a: RunArgs = { ...RUN_DEFAULTS, policies: [...RUN_DEFAULTS.policies], costs: {}, json: false };
   const num = (flag: string, v: string | undefined, min: number, max: number): number => {
     const n = v !== undefined && /^[0-9]+$/.test(v) ? Number(v) : NaN;
     if (!Number.isInteger(n) || n < min || n > max) {
@@ -122,6 +134,48 @@ function progress(total: number, names: string[]): ((p: number, f: number) => vo
 
 const fmt = (n: number) => n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : n >= 1e4 ? `${(n / 1e3).toFixed(0)} k` : String(n);
 
+/** One line per column of formatKpti's table: what its abbreviation counts. */
+export const KPTI_LEGEND: readonly (readonly [string, string])[] = [
+  ["sim. cycles", "simulated time: cycles of the slowest vCPU under the cost model (src/kvm/cost-model.ts)"],
+  ["vs baseline", "that time divided by the baseline policy's (below 1: faster)"],
+  ["exits", "VM exits, every reason"],
+  ["syncs", "unsync shadow pages resynced from their guest page table (kvm_sync_page)"],
+  ["flushes L/R/addr", "hardware TLB flushes: Local context, Remote (all vCPUs, an IPI each), single address"],
+  ["SP peak", "shadow pages live at the peak"],
+  ["roots built/reused", "shadow roots built on a CR3 load / found in the root cache or hash"],
+  ["guest #PF", "page faults injected into the guest (its own demand paging)"],
+];
+
+/** KPTI_LEGEND as text lines. */
+export function formatKptiLegend(): string[] {
+  const w = Math.max(...KPTI_LEGEND.map(([k]) => k.length));
+  return ["columns:", ...KPTI_LEGEND.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`)];
+}
+
+/** Everything a `run kpti` result depends on, as `--json` and `vmmu report` record it. */
+export interface KptiSettings {
+  workload: "kpti";
+  vcpus: number;
+  policies: string[];
+  jobs: number;
+  /** User accesses per compiler process. */
+  accesses: number;
+  seed: number;
+  memoryBytes: number;
+  /** The lackey trace replayed, if any. */
+  trace: string | null;
+  costs: CostModel;
+}
+
+/** The `_meta` key of `run kpti --json`: never a policy name (policy names do not start with `_`). */
+export interface KptiMeta {
+  settings: KptiSettings;
+  seed: number;
+  core: CodeVersion;
+  /** Host wall time of all the runs, ms. */
+  wallMs: number;
+}
+
 /** The report as lines of text. */
 export function formatKpti(vcpus: number, results: Record<string, KptiPolicyResult>): string[] {
   const rows = Object.values(results);
@@ -156,7 +210,8 @@ export function formatKpti(vcpus: number, results: Record<string, KptiPolicyResu
 
 export async function runRun(args: string[]): Promise<number> {
   const [what, ...rest] = args;
-  if (what === undefined || what === "-h" || what === "--help") { process.stdout.write(USAGE); return what === undefined ? 2 : 0; }
+  if (what === "-h" || what === "--help" || (what === "kpti" && rest.some((f) => f === "-h" || f === "--help"))) { process.stdout.write(USAGE); return 0; }
+  if (what === undefined) { process.stderr.write(`vmmu: run needs a workload (kpti)\n${USAGE}`); return 2; }
   if (what !== "kpti") { process.stderr.write(`vmmu: unknown run '${what}' (one of: kpti)\n`); return 2; }
   let a: RunArgs;
   try {
@@ -172,11 +227,21 @@ export async function runRun(args: string[]): Promise<number> {
     if (e instanceof UsageError) { process.stderr.write(`vmmu: ${e.message}\n`); return 2; }
     throw e;
   }
+  const costs = withOverrides(DEFAULT_COSTS, a.costs);
+  const t0 = performance.now();
   const results = await runKpti({
     vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace,
-    costs: withOverrides(DEFAULT_COSTS, a.costs), onProgress: progress(a.policies.length, a.policies),
+    costs, onProgress: progress(a.policies.length, a.policies),
   });
-  if (a.json) process.stdout.write(JSON.stringify(results, null, 2) + "\n");
-  else process.stdout.write(formatKpti(a.vcpus, results).join("\n") + "\n");
+  if (a.json) {
+    const settings: KptiSettings = {
+      workload: "kpti", vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accesses: a.accesses, seed: a.seed,
+      memoryBytes: KPTI_MEMORY_BYTES, trace: a.trace ?? null, costs,
+    };
+    const _meta: KptiMeta = { settings, seed: a.seed, core: codeVersion(), wallMs: performance.now() - t0 };
+    process.stdout.write(JSON.stringify({ ...results, _meta }, null, 2) + "\n");
+  } else {
+    process.stdout.write([...formatKpti(a.vcpus, results), ...formatKptiLegend()].join("\n") + "\n");
+  }
   return 0;
 }

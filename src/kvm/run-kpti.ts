@@ -22,7 +22,7 @@ export interface KptiRunOptions {
   seed?: number;
   /** User accesses per compiler process (default 200 000). */
   accessesPerProcess?: number;
-  /** Guest RAM (default 256 MiB). */
+  /** Guest RAM (default KPTI_MEMORY_BYTES, 256 MiB). */
   memoryBytes?: number;
   costs?: CostModel;
   /** A valgrind lackey trace replayed as each compiler's user-space access stream. */
@@ -60,10 +60,13 @@ export interface KptiPolicyResult {
   accessesPerSecond: number;
 }
 
+/** Guest RAM of a run that does not choose it: 256 MiB. */
+export const KPTI_MEMORY_BYTES = 256 << 20;
+
 /** Runs the KPTI kernel-compile workload under each policy in turn. */
 export async function runKpti(opts: KptiRunOptions): Promise<Record<string, KptiPolicyResult>> {
   const out: Record<string, KptiPolicyResult> = {};
-  const memoryBytes = opts.memoryBytes ?? 256 << 20;
+  const memoryBytes = opts.memoryBytes ?? KPTI_MEMORY_BYTES;
   for (let p = 0; p < opts.policies.length; p++) {
     const policy = policyByName(opts.policies[p]!);
     const vm = await createShadowVm({ vcpus: opts.vcpus, memoryBytes, policy, costs: opts.costs ?? DEFAULT_COSTS });

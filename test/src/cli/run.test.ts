@@ -3,9 +3,13 @@
 import { describe, it, expect } from "vitest";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { coreHash } from "../../../src/index.js";
+import { DEFAULT_COSTS } from "../../../src/kvm/cost-model.js";
+import { KPTI_MEMORY_BYTES } from "../../../src/kvm/run-kpti.js";
+import { POLICIES } from "../../../src/kvm/policy.js";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
 const run = (...args: string[]) => spawnSync(process.execPath, [CLI, "run", ...args], { encoding: "utf8", timeout: 120_000 });
@@ -15,7 +19,7 @@ describe("vmmu run kpti", () => {
     const r = run("kpti", "--vcpus", "2", "--jobs", "2", "--accesses", "5000", "--policy", "baseline,shahid2018", "--json");
     expect(r.status, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(Object.keys(j)).toEqual(["baseline", "shahid2018"]);
+    expect(Object.keys(j)).toEqual(["baseline", "shahid2018", "_meta"]);
     expect(j.baseline.ratioToBaseline).toBe(1);
     expect(j.shahid2018.ratioToBaseline).toBeGreaterThan(0);
     expect(j.shahid2018.ratioToBaseline).toBeLessThan(1);
@@ -28,6 +32,22 @@ describe("vmmu run kpti", () => {
     // Same guest work under both policies (the interleaving follows simulated time, so counts differ a little).
     expect(Math.abs(j.shahid2018.guest.syscalls - j.baseline.guest.syscalls)).toBeLessThan(0.05 * j.baseline.guest.syscalls);
     expect(j.shahid2018.guest.processes).toBe(j.baseline.guest.processes);
+  });
+
+  it("--json carries the settings (every parameter, costs included), the seed and the code version under _meta", () => {
+    const r = run("kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "2000", "--policy", "baseline", "--seed", "7", "--cost", "vmExit=1500", "--json");
+    expect(r.status, r.stderr).toBe(0);
+    const { _meta } = JSON.parse(r.stdout);
+    expect(_meta.settings).toEqual({
+      workload: "kpti", vcpus: 1, policies: ["baseline"], jobs: 1, accesses: 2000, seed: 7, memoryBytes: KPTI_MEMORY_BYTES, trace: null,
+      costs: { ...DEFAULT_COSTS, vmExit: 1500 },
+    });
+    expect(_meta.seed).toBe(7);
+    expect(_meta.core.wasm).toBe(coreHash);
+    expect(_meta.core.version).toBe(JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")).version);
+    if (_meta.core.commit !== undefined) expect(_meta.core.commit).toMatch(/^[0-9a-f]{40}$/);
+    expect(_meta.wallMs).toBeGreaterThan(0);
+    expect(Object.keys(POLICIES).some((p) => p.startsWith("_"))).toBe(false);
   });
 
   it("prints the table beside the seed's figures and Liran's trade-off", () => {
