@@ -49,7 +49,8 @@ arm64 (stage 1 of the EL1&0 regime, 4 KiB granule; stage 2 off):
   state are never written. --sctlr defaults to 0x1 (M).
 
 A line that is not an address gets an "error" field.
-Exit status: 0, 1 if any input line was not an address, 2 on a usage or image error.
+Exit status: 0, or 2 on a usage or image error or if any input line was not
+an address (every other line is still translated).
 `;
 
 interface CommonOptions {
@@ -205,8 +206,8 @@ function checkImageBase(imageBase: bigint | undefined): void {
 }
 
 /**
- * Runs `vmmu translate`. Returns 0, 1 if some input line was not an address,
- * or 2 on a usage or image error (reported as one line on stderr).
+ * Runs `vmmu translate`. Returns 0, or 2 on a usage or image error (reported
+ * as one line on stderr) or when some input line was not an address.
  */
 export async function runTranslate(args: string[]): Promise<number> {
   let opts: TranslateOptions;
@@ -306,7 +307,7 @@ async function translateAll(translate: (va: bigint) => string, vas: string[]): P
     line(rest);
   }
   await out.flush();
-  return bad > 0 ? 1 : 0;
+  return bad > 0 ? 2 : 0;
 }
 
 /** One output line (no newline) for the x86-64 translation of `va`. */

@@ -120,9 +120,9 @@ describe("vmmu translate on a hand-built image at gpa 0x40000000", () => {
     ]);
   });
 
-  it("reports not-present, non-canonical and malformed addresses, and exits 1 for the malformed one", () => {
+  it("reports not-present, non-canonical and malformed addresses, and exits 2 (an input error) for the malformed one", () => {
     const r = vmmu(["--image", file, "--image-base", hex(BASE), "--cr3", hex(root)], "0x401000\n0x800000000000\nnot-an-address\n\n0x400000\n");
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.lines).toEqual([
       { va: "0x401000", pa: null, pageSize: null, fault: { vector: 14, errorCode: 0, level: 1, kind: "page-fault" } },
       { va: "0x800000000000", pa: null, pageSize: null, fault: { vector: 13, errorCode: 0, level: 0, kind: "general-protection" } },
@@ -356,7 +356,7 @@ describe("vmmu translate --arch arm64 on a hand-built image at gpa 0x40000000", 
 
   it("reports invalid descriptors and VAs outside both TTBR ranges as translation faults with their level", () => {
     const r = vmmu(args, "0x401000\n0x1000000000000\nnot-an-address\n0xffff008000000000\n");
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.lines).toEqual([
       { va: "0x401000", pa: null, pageSize: null, fault: s1Fault("translation", 0x07, 3) },
       { va: "0x1000000000000", pa: null, pageSize: null, fault: s1Fault("translation", 0x04, 0) },
