@@ -89,41 +89,47 @@ export function lookupWalk(w: X86Walk | Arm64Walk, va: bigint): LookupResult {
   return w.arch === "x86_64" ? lookupX86(w, va) : lookupArm64(w, va);
 }
 
-const P = 1n, RW = 2n, US = 4n, PS = 0x80n, G = 0x100n, XD = 1n << 63n;
+const TWO32 = 2 ** 32;
 
+/** Bits `shift`+8:`shift` of a VA given as 32-bit halves. */
+function index9(hi: number, lo: number, shift: number): number {
+  return shift >= 32 ? (hi >>> (shift - 32)) & 511 : ((lo >>> shift) | (hi << (32 - shift))) & 511;
+}
+
+// Indices, table addresses and flags are Numbers (addresses < 2^52 are exact);
+// BigInts are made only for what the result reports.
 function lookupX86(w: X86Walk, va: bigint): LookupResult {
   const entries: LookupEntry[] = [];
-  const top = va >> BigInt(w.vaBits - 1);
-  if (top !== 0n && top !== (1n << BigInt(65 - w.vaBits)) - 1n) return { va, mapped: false, reason: "non-canonical", entries };
-  const buf = new Uint8Array(8);
-  const dv = new DataView(buf.buffer);
-  let table = w.table;
+  const hi = Number(va >> 32n), lo = Number(va & 0xffff_ffffn);
+  const topBits = 65 - w.vaBits;
+  const top = hi >>> (32 - topBits);
+  if (top !== 0 && top !== 2 ** topBits - 1) return { va, mapped: false, reason: "non-canonical", entries };
+  const hiMask = 2 ** (w.maxPhysAddrBits - 32) - 1;
+  let table = Number(w.table);
   let write = true, user = true, exec = true;
   for (let level: number = w.levels; level >= 1; level--) {
     const shift = 12 + 9 * (level - 1);
-    const entryAddress = table + ((va >> BigInt(shift)) & 511n) * 8n;
-    const value = readEntry(w.memory, entryAddress, buf, dv);
+    const entryAddress = BigInt(table + index9(hi, lo, shift) * 8);
+    const value = readEntry(w.memory, entryAddress);
     if (value === undefined) return { va, mapped: false, reason: "outside-memory", level, entryAddress, entries };
     entries.push({ level, entryAddress, value });
-    if ((value & P) === 0n) return { va, mapped: false, reason: "not-present", level, entries };
-    write &&= (value & RW) !== 0n;
-    user &&= (value & US) !== 0n;
-    if (w.nxe) exec &&= (value & XD) === 0n;
-    if (level === 1 || (level <= 3 && (value & PS) !== 0n)) {
-      const size = 1n << BigInt(shift);
-      const pa = (value & w.addrMask & ~(size - 1n)) | (va & (size - 1n));
+    const vlo = Number(value & 0xffff_ffffn), vhi = Number(value >> 32n);
+    if ((vlo & 1) === 0) return { va, mapped: false, reason: "not-present", level, entries };
+    write &&= (vlo & 2) !== 0;
+    user &&= (vlo & 4) !== 0;
+    if (w.nxe) exec &&= vhi >>> 31 === 0;
+    const frame = (vhi & hiMask) * TWO32 + ((vlo & 0xffff_f000) >>> 0);
+    if (level === 1 || (level <= 3 && (vlo & 0x80) !== 0)) {
+      const size = 2 ** shift;
+      const pa = BigInt(frame - (frame % size) + (lo & (size - 1)));
       const k = R_KR | (write ? R_KW : 0) | (exec ? R_KX : 0);
       const rights = rightsOf(user ? k | (k << 3) : k);
-      return { va, mapped: true, pa, pageSize: Number(size), level, rights, global: (value & G) !== 0n, entries };
+      return { va, mapped: true, pa, pageSize: size, level, rights, global: (vlo & 0x100) !== 0, entries };
     }
-    table = value & w.addrMask;
+    table = frame;
   }
   throw new Error("vmmu: unreachable: level 1 is always a leaf");
 }
-
-const VALID = 1n, TYPE = 2n, AP1 = 1n << 6n, AP2 = 1n << 7n, NG = 1n << 11n, DBM = 1n << 51n, PXN = 1n << 53n, UXN = 1n << 54n;
-const PXN_TABLE = 1n << 59n, UXN_TABLE = 1n << 60n, AP_TABLE0 = 1n << 61n, AP_TABLE1 = 1n << 62n;
-const OA_47_12 = 0x0000_ffff_ffff_f000n;
 
 /**
  * @internal arm64 leaf rights (QEMU get_S1prot, PAN and WXN off) from the
@@ -150,38 +156,39 @@ function lookupArm64(w: Arm64Walk, va: bigint): LookupResult {
     return { va, mapped: false, reason: "non-canonical", entries };
   }
   if (w.epd) return { va, mapped: false, reason: "disabled", entries };
-  const buf = new Uint8Array(8);
-  const dv = new DataView(buf.buffer);
-  let table = w.table;
+  const hi = Number((va >> 32n) & 0xffffn), lo = Number(va & 0xffff_ffffn);
+  let table = Number(w.table);
   let apTable0 = false, apTable1 = false, uxnTable = false, pxnTable = false;
   for (let level = w.startLevel; level <= 3; level++) {
     const shift = 12 + 9 * (3 - level);
     const width = level === w.startLevel ? w.vaBits - shift : 9;
-    const entryAddress = table + ((va >> BigInt(shift)) & ((1n << BigInt(width)) - 1n)) * 8n;
-    const value = readEntry(w.memory, entryAddress, buf, dv);
+    const entryAddress = BigInt(table + (index9(hi, lo, shift) & (2 ** width - 1)) * 8);
+    const value = readEntry(w.memory, entryAddress);
     if (value === undefined) return { va, mapped: false, reason: "outside-memory", level, entryAddress, entries };
     entries.push({ level, entryAddress, value });
-    const typeBit = (value & TYPE) !== 0n;
-    if ((value & VALID) === 0n || (level === 3 && !typeBit) || (level === 0 && !typeBit)) {
+    const vlo = Number(value & 0xffff_ffffn), vhi = Number(value >> 32n);
+    const typeBit = (vlo & 2) !== 0;
+    if ((vlo & 1) === 0 || (level === 3 && !typeBit) || (level === 0 && !typeBit)) {
       return { va, mapped: false, reason: "not-present", level, entries };
     }
+    const frame = (vhi & 0xffff) * TWO32 + ((vlo & 0xffff_f000) >>> 0);
     if (level < 3 && typeBit) {
       if (!w.hpd) {
-        apTable0 ||= (value & AP_TABLE0) !== 0n;
-        apTable1 ||= (value & AP_TABLE1) !== 0n;
-        uxnTable ||= (value & UXN_TABLE) !== 0n;
-        pxnTable ||= (value & PXN_TABLE) !== 0n;
+        apTable0 ||= (vhi & (1 << 29)) !== 0;
+        apTable1 ||= (vhi & (1 << 30)) !== 0;
+        uxnTable ||= (vhi & (1 << 28)) !== 0;
+        pxnTable ||= (vhi & (1 << 27)) !== 0;
       }
-      table = value & OA_47_12;
+      table = frame;
       continue;
     }
-    const size = 1n << BigInt(shift);
-    const pa = (value & OA_47_12 & ~(size - 1n)) | (va & (size - 1n));
-    const readOnly = apTable1 || (value & AP2) !== 0n;
-    const dirtyWritable = !apTable1 && w.dirtyBitManagement && (value & DBM) !== 0n;
-    const el0 = !apTable0 && (value & AP1) !== 0n;
-    const rights = rightsOf(arm64Rights(readOnly, dirtyWritable, el0, uxnTable || (value & UXN) !== 0n, pxnTable || (value & PXN) !== 0n));
-    return { va, mapped: true, pa, pageSize: Number(size), level, rights, global: (value & NG) === 0n, entries };
+    const size = 2 ** shift;
+    const pa = BigInt(frame - (frame % size) + (lo & (size - 1)));
+    const readOnly = apTable1 || (vlo & 0x80) !== 0;
+    const dirtyWritable = !apTable1 && w.dirtyBitManagement && (vhi & (1 << 19)) !== 0;
+    const el0 = !apTable0 && (vlo & 0x40) !== 0;
+    const rights = rightsOf(arm64Rights(readOnly, dirtyWritable, el0, uxnTable || (vhi & (1 << 22)) !== 0, pxnTable || (vhi & (1 << 21)) !== 0));
+    return { va, mapped: true, pa, pageSize: size, level, rights, global: (vlo & 0x800) === 0, entries };
   }
   throw new Error(`vmmu: unreachable: level 3 is always a page or invalid (va ${hex(va)})`);
 }

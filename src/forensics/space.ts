@@ -209,9 +209,12 @@ export function vaArg(v: unknown, who: string, name = "va"): bigint {
 }
 
 /** @internal Reads the u64 at `gpa`, or undefined when it is not in memory. */
-export function readEntry(memory: PhysicalMemory, gpa: bigint, buf: Uint8Array, dv: DataView): bigint | undefined {
+export function readEntry(memory: PhysicalMemory, gpa: bigint): bigint | undefined {
   if (!memory.contains(gpa) || !memory.contains(gpa + 7n)) return undefined;
   if (memory.read64 !== undefined) return memory.read64(gpa);
-  memory.readInto(gpa, buf);
-  return dv.getBigUint64(0, true);
+  memory.readInto(gpa, ENTRY);
+  return ENTRY_VIEW.getBigUint64(0, true);
 }
+
+const ENTRY = new Uint8Array(8);
+const ENTRY_VIEW = new DataView(ENTRY.buffer);
