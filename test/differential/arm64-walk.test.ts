@@ -21,6 +21,7 @@ import {
   builderArmTables, describeArmWalk, lenientRegisterClasses, randomArmRegisters, randomArmTables, randomArmVa, regsNote,
   type ArmRegs, type ArmSpace, type ArmTables,
 } from "../helpers/random-arm64.js";
+import { verbose } from "../helpers/note.js";
 
 const MiB = 1n << 20n;
 const ACCESSES: readonly RefArmAccess[] = ["read", "write", "fetch"];
@@ -403,7 +404,7 @@ function expectCoverage(tally: Tally, minimums: Record<string, number>, label: s
 describe("wasm arm64 walker against the reference walker", () => {
   it("walk, translate and peek give the reference's outcome and hardware updates on random tables", async () => {
     const tally = await runAll(new Rng(seed), { rounds: 16, tables: 96, singles: 12, batches: 0 }, "single");
-    console.info(`[arm64 differential, single] ${seedNote(seed)} ${tally}`);
+    verbose(`[arm64 differential, single] ${seedNote(seed)} ${tally}`);
     fuzzCount("arm64-walk", tally.get("cases"));
     expectCoverage(tally, {
       "ok 4K": 500, "ok 2M": 350, "ok 1G": 250, "ok TTBR1": 500, "ok tagged": 40, "ok stage 1 off": 50, "ok through stage 2": 220,
@@ -425,7 +426,7 @@ describe("wasm arm64 walker against the reference walker", () => {
 
   it("translateBatch and batch().run give the reference's outcome per element and its hardware updates", async () => {
     const tally = await runAll(new Rng(seed ^ 0x5bd1_e995), { rounds: 8, tables: 48, singles: 0, batches: 3 }, "batch");
-    console.info(`[arm64 differential, batch] ${seedNote(seed)} ${tally}`);
+    verbose(`[arm64 differential, batch] ${seedNote(seed)} ${tally}`);
     fuzzCount("arm64-walk", tally.get("batch elements"));
     expectCoverage(tally, {
       "ok 4K": 800, "ok 2M": 700, "ok 1G": 500, "ok TTBR1": 1000, "ok tagged": 60, "ok stage 1 off": 100, "ok through stage 2": 400,

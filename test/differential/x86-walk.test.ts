@@ -15,6 +15,7 @@ import {
   RamMirror, builderTree, describeWalk, hx, randomAccessVa, randomControl, randomTree, refState,
   type RandomTree, type TreeSpace,
 } from "../helpers/random-tables.js";
+import { verbose } from "../helpers/note.js";
 
 const MiB = 1n << 20n;
 const ACCESSES: readonly RefAccess[] = ["read", "write", "fetch"];
@@ -328,7 +329,7 @@ function expectCoverage(tally: Tally, minimums: Record<string, number>, label: s
 describe("wasm x86-64 walker against the reference walker", () => {
   it("walk, translate and peek give the reference's outcome and A/D writes on random trees", async () => {
     const tally = await runAll(new Rng(seed), { trees: 64, singles: 12, batches: 0 }, "single");
-    console.info(`[x86 differential, single] ${seedNote(seed)} ${tally}`);
+    verbose(`[x86 differential, single] ${seedNote(seed)} ${tally}`);
     fuzzCount("x86-walk", tally.get("cases"));
     expectCoverage(tally, {
       "ok 4K": 200, "ok 2M": 100, "ok 1G": 50,
@@ -344,7 +345,7 @@ describe("wasm x86-64 walker against the reference walker", () => {
 
   it("translateBatch and batch().run give the reference's outcome per element and its A/D writes", async () => {
     const tally = await runAll(new Rng(seed ^ 0x5bd1_e995), { trees: 32, singles: 0, batches: 3 }, "batch");
-    console.info(`[x86 differential, batch] ${seedNote(seed)} ${tally}`);
+    verbose(`[x86 differential, batch] ${seedNote(seed)} ${tally}`);
     fuzzCount("x86-walk", tally.get("batch elements"));
     expectCoverage(tally, {
       "ok 4K": 200, "ok 2M": 100, "ok 1G": 30, "#PF not present": 200, "#PF reserved": 50, "#PF key": 30,

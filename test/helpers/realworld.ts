@@ -10,6 +10,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import type { GuestMemory } from "../../src/index.js";
+import { describe, it } from "vitest";
+import { skipped } from "./note.js";
 
 /** Root of the fixture tree (holds x86_64/… and arm64/…). */
 /**
@@ -187,6 +189,22 @@ export interface Arm64Snapshot {
 /** True iff the arm64 fixtures are present. */
 export function arm64RealworldAvailable(): boolean {
   return ARM64_SNAPSHOTS.every((s) => fs.existsSync(path.join(REALWORLD_DIR, "arm64", s, "meta.json")));
+}
+
+/**
+ * `describe(title, body)` when the fixtures of `arch` are present; otherwise a
+ * suite titled "<title> — skipped: <why>" whose one test skips with that
+ * reason and says it on stderr, so a run without the fixtures tells why.
+ */
+export function describeRealworld(arch: "x86_64" | "arm64", title: string, body: () => void): void {
+  if (arch === "x86_64" ? realworldAvailable() : arm64RealworldAvailable()) { describe(title, body); return; }
+  const why = `skipped: real-Linux ${arch} fixtures not found in ${REALWORLD_DIR} (set VMMU_REALWORLD to the shared/realworld directory)`;
+  describe(`${title} — ${why}`, () => {
+    it("runs against QEMU's answers", (ctx) => {
+      skipped(title, why);
+      ctx.skip(why);
+    });
+  });
 }
 
 /** Reads meta.json, ptpages.bin.gz and ref_gva2gpa.jsonl.gz of arm64 snapshot `name`. */

@@ -37,6 +37,7 @@ import {
 import { refTranslateArm64, type RefArm64Result, type RefArm64State } from "../../src/ref/arm64-walk.js";
 import type { RefMemory } from "../../src/ref/x86-walk.js";
 import { fuzzCount, Rng, seedNote, testSeed } from "../helpers/rng.js";
+import { verbose } from "../helpers/note.js";
 
 const K4 = 0x1000n;
 const M2 = 0x20_0000n;
@@ -1081,7 +1082,7 @@ describe("random TLBI sequences never leave a translation the Arm ARM forbids, n
     it(name, async () => {
       const t0 = performance.now();
       const s = await run({ ...c, seed, note, steps: STEPS });
-      console.log(`${note} run ${i} tlb ${c.tlbEntries}: ${s.steps} steps, ${s.accesses} accesses (${s.hits} hits, ${s.staleUses} stale but legal, `
+      verbose(`${note} run ${i} tlb ${c.tlbEntries}: ${s.steps} steps, ${s.accesses} accesses (${s.hits} hits, ${s.staleUses} stale but legal, `
         + `${s.staleS2Uses} through stale stage 2, ${s.faults} faults), ${s.tlbis} TLBIs (${s.ignored} ignored, ${s.sequences} Linux/KVM sequences, `
         + `${s.removed} entries removed), covered: ${s.coveredChecked} re-issued (${s.coveredMustWalk} with nothing left to hit), ${s.s2Probed} stage-2 probes, `
         + `outside: ${s.stayChecked} certain entries checked, ${s.adWrites} AF/dirty updates, ${s.evictions} evictions, ${s.rollovers} rollovers, `

@@ -13,9 +13,10 @@ import {
 import { refTranslateArm64, type RefArm64State } from "../../src/ref/arm64-walk.js";
 import type { RefMemory } from "../../src/ref/x86-walk.js";
 import {
-  ARM64_SNAPSHOTS, arm64RealworldAvailable, arm64VcpuOf, loadArm64Snapshot, writeTablePages,
+  ARM64_SNAPSHOTS, describeRealworld, arm64VcpuOf, loadArm64Snapshot, writeTablePages,
   type Arm64RefRow, type Arm64Snapshot,
 } from "../helpers/realworld.js";
+import { verbose } from "../helpers/note.js";
 
 const hex = (v: bigint | null | undefined): string => (v === null || v === undefined ? "null" : "0x" + v.toString(16));
 const paOf = (r: Arm64TranslateResult): bigint | null => ("pa" in r ? r.pa : null);
@@ -26,7 +27,7 @@ const BIT55 = 1n << 55n;
 /** The address a TBI regime translates for `va`: the top byte replaced by copies of bit 55. */
 const untagged = (va: bigint): bigint => ((va & BIT55) !== 0n ? va | (0xffn << 56n) : va & ((1n << 56n) - 1n));
 
-describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables against QEMU", () => {
+describeRealworld("arm64", "real Linux arm64 page tables against QEMU", () => {
   for (const name of ARM64_SNAPSHOTS) {
     describe(name, () => {
       let snap: Arm64Snapshot;
@@ -83,7 +84,7 @@ describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables agains
           }
           if (paOf(r) !== row.gpa) mismatches.push(`cpu${row.cpu} ${regime(row)} va ${hex(row.va)}: qemu ${hex(row.gpa)}, vmmu ${show(r)}`);
         }
-        console.log(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} gva2gpa rows agree `
+        verbose(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} gva2gpa rows agree `
           + `(${live} live, ${override} PSTATE override; ${mapped} mapped ${JSON.stringify(bySize)}, `
           + `${unmapped} unmapped of which ${refusedByRights} only by EL0/PAN/E0PD)`);
         expect(mismatches.slice(0, 20)).toEqual([]);
@@ -104,7 +105,7 @@ describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables agains
           const w = vcpu.walk(row.va, "read", row.el === 0, { update: false });
           if (paOf(w) !== row.gpa) mismatches.push(`cpu${row.cpu} ${regime(row)} va ${hex(row.va)}: qemu ${hex(row.gpa)}, vmmu ${show(w)}`);
         }
-        console.log(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} read walks agree with QEMU`);
+        verbose(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} read walks agree with QEMU`);
         expect(mismatches.slice(0, 20)).toEqual([]);
       });
 
@@ -121,7 +122,7 @@ describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables agains
             mismatches.push(`cpu${row.cpu} ${regime(row)} va ${hex(row.va)}: reference ${show(want)}, vmmu ${show(got)}`);
           }
         }
-        console.log(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} rows: reference walker = QEMU = peek`);
+        verbose(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} rows: reference walker = QEMU = peek`);
         expect(mismatches.slice(0, 20)).toEqual([]);
       });
 
@@ -147,7 +148,7 @@ describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables agains
             }
           }
         }
-        console.log(`${name}: ${walks - mismatches.length}/${walks} walks match the reference walker (${ok} translate)`);
+        verbose(`${name}: ${walks - mismatches.length}/${walks} walks match the reference walker (${ok} translate)`);
         expect(mismatches.slice(0, 20)).toEqual([]);
       });
 
@@ -161,7 +162,7 @@ describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables agains
           if (row.gpa !== null) mapped++;
           if (paOf(r) !== row.gpa || paOf(r) !== paOf(plain)) wrong.push(`${hex(row.va)}: qemu ${hex(row.gpa)}, tagged ${show(r)}, untagged ${show(plain)}`);
         }
-        console.log(`${name}: ${tagged.length} tagged rows, ${mapped} mapped by QEMU`);
+        verbose(`${name}: ${tagged.length} tagged rows, ${mapped} mapped by QEMU`);
         expect(wrong.slice(0, 20)).toEqual([]);
         expect(mapped).toBeGreaterThan(100);
       });
@@ -178,7 +179,7 @@ describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables agains
           if (paOf(vcpu.peek(row.va, { el0: row.el === 0, pan: false })) !== row.gpa) disagree++;
         }
         const panRows = snap.refs.filter((r) => r.el === 1 && r.pan).length;
-        console.log(`${name}: ignoring PAN, ${disagree}/${snap.refs.length} rows disagree (${panRows} rows at EL1 with PAN=1)`);
+        verbose(`${name}: ignoring PAN, ${disagree}/${snap.refs.length} rows disagree (${panRows} rows at EL1 with PAN=1)`);
         expect(disagree).toBeGreaterThan(0);
         if (name === "nokaslr_snap1") expect(disagree).toBe(652);
       });
@@ -221,7 +222,7 @@ describe.skipIf(!arm64RealworldAvailable())("real Linux arm64 page tables agains
       const rows = snap.refs.filter((r) => r.el === 0 && (r.va & BIT55) !== 0n);
       const wrong = rows.filter((r) => r.gpa !== null || JSON.stringify(vcpu.peek(r.va, { el0: true })) !== JSON.stringify(E0PD_FAULT));
       const mappedAtEl1 = rows.filter((r) => snap.refs.some((o) => o.cpu === 1 && o.el === 1 && o.va === r.va && o.gpa !== null)).length;
-      console.log(`nokaslr_snap0 cpu1: ${rows.length} EL0 rows for TTBR1 addresses, all refused (${mappedAtEl1} mapped at EL1)`);
+      verbose(`nokaslr_snap0 cpu1: ${rows.length} EL0 rows for TTBR1 addresses, all refused (${mappedAtEl1} mapped at EL1)`);
       expect(wrong.map((r) => hex(r.va))).toEqual([]);
       expect(mappedAtEl1).toBeGreaterThan(1000);
     });

@@ -10,14 +10,15 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { createMachine, type Machine, type X86Vcpu } from "../../src/index.js";
 import { refTranslateX86, type RefMemory } from "../../src/ref/x86-walk.js";
 import {
-  X86_SNAPSHOTS, loadInfoTlb, loadX86Snapshot, realworldAvailable, vcpuOf, writeTablePages,
+  X86_SNAPSHOTS, loadInfoTlb, loadX86Snapshot, describeRealworld, vcpuOf, writeTablePages,
   type X86Snapshot,
 } from "../helpers/realworld.js";
+import { verbose } from "../helpers/note.js";
 
 const PFERR_P = 1;
 const hex = (v: bigint | null | undefined): string => (v === null || v === undefined ? "null" : "0x" + v.toString(16));
 
-describe.skipIf(!realworldAvailable())("real Linux x86-64 page tables against QEMU", () => {
+describeRealworld("x86_64", "real Linux x86-64 page tables against QEMU", () => {
   for (const name of X86_SNAPSHOTS) {
     describe(name, () => {
       let snap: X86Snapshot;
@@ -46,7 +47,7 @@ describe.skipIf(!realworldAvailable())("real Linux x86-64 page tables against QE
           if (got === null) unmapped++; else mapped++;
           if (got !== row.gpa) mismatches.push(`cpu${row.cpu} va ${hex(row.va)}: qemu ${hex(row.gpa)}, vmmu ${"pa" in r ? hex(r.pa) : JSON.stringify(r.fault)}`);
         }
-        console.log(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} gva2gpa rows agree (${mapped} mapped, ${unmapped} unmapped)`);
+        verbose(`${name}: ${snap.refs.length - mismatches.length}/${snap.refs.length} gva2gpa rows agree (${mapped} mapped, ${unmapped} unmapped)`);
         expect(mismatches.slice(0, 20)).toEqual([]);
         expect(snap.refs.length).toBe(snap.verification.ref_total);
         expect({ mapped, unmapped }).toEqual({ mapped: snap.verification.agree_mapped, unmapped: snap.verification.agree_unmapped });
@@ -69,7 +70,7 @@ describe.skipIf(!realworldAvailable())("real Linux x86-64 page tables against QE
             wrong.push(`va ${hex(row.va)}: peek ${hex(p.pa)}, walk ${JSON.stringify(w.fault)}`);
           }
         }
-        console.log(`${name}: supervisor read walk: ${same} same address, ${refused} refused with P=1`);
+        verbose(`${name}: supervisor read walk: ${same} same address, ${refused} refused with P=1`);
         expect(wrong.slice(0, 20)).toEqual([]);
         expect(same).toBeGreaterThan(0);
       });
@@ -101,7 +102,7 @@ describe.skipIf(!realworldAvailable())("real Linux x86-64 page tables against QE
             }
           }
         }
-        console.log(`${name}: ${walks - wrong.length}/${walks} rights-checked walks match the reference walker`);
+        verbose(`${name}: ${walks - wrong.length}/${walks} rights-checked walks match the reference walker`);
         expect(wrong.slice(0, 20)).toEqual([]);
       });
 
@@ -125,7 +126,7 @@ describe.skipIf(!realworldAvailable())("real Linux x86-64 page tables against QE
               wrong.push(`${hex(l.va)}: qemu ${hex(l.pa)} ${l.flags}, vmmu ${hex(r.pa)} size ${r.pageSize}`);
             }
           }
-          console.log(`${name} cpu${cpu}: ${lines.length - wrong.length}/${lines.length} info tlb leaves agree (by page size: ${JSON.stringify(Object.fromEntries(sizes))})`);
+          verbose(`${name} cpu${cpu}: ${lines.length - wrong.length}/${lines.length} info tlb leaves agree (by page size: ${JSON.stringify(Object.fromEntries(sizes))})`);
           expect(wrong.slice(0, 20)).toEqual([]);
           expect(lines.length).toBeGreaterThan(60_000);
         });

@@ -16,6 +16,7 @@ import type { ShadowVm } from "../../src/kvm/shadow-vm.js";
 import { GuestModel, type GuestModelStats } from "../helpers/guest-model.js";
 import { fuzzCount, seedNote, testSeed } from "../helpers/rng.js";
 import { collectGarbage } from "../helpers/machine.js";
+import { verbose } from "../helpers/note.js";
 
 const SEED = testSeed();
 /** Steps per run (GM_STEPS overrides). */
@@ -44,7 +45,7 @@ describe("shadow paging never shows the guest a translation the architecture for
         const t0 = performance.now();
         const s = g.run(STEPS);
         const m = g.vm.mmu.stats;
-        console.log(`${note} ${name}: ${s.steps} steps, ${s.accesses} accesses (${s.faults} faults, ${s.demandMaps} demand maps, ${s.staleUses} stale but legal, `
+        verbose(`${note} ${name}: ${s.steps} steps, ${s.accesses} accesses (${s.faults} faults, ${s.demandMaps} demand maps, ${s.staleUses} stale but legal, `
           + `${s.sharedStaleUses} of them explained only by a PTE's pre-edit value), ${s.adChecks} A/D checks, ${s.edits} edits (${s.uninvalidatedEdits} never invalidated), `
           + `CR3 ${s.cr3Flush} flushing / ${s.cr3Noflush} NOFLUSH, ${s.invlpg} INVLPG, ${s.invpcid} INVPCID, ${s.procsCreated} processes, `
           + `${s.tablesFreed} tables freed, ${s.crossReuse} frames reused differently; MMU: ${m.emulatedWrites} emulated writes, ${m.unsyncs} unsyncs, `

@@ -25,6 +25,7 @@ import {
 } from "../../src/index.js";
 import { refTranslateX86, type RefMemory, type RefResult } from "../../src/ref/x86-walk.js";
 import { fuzzCount, Rng, seedNote, testSeed } from "../helpers/rng.js";
+import { verbose } from "../helpers/note.js";
 
 const MAXPHY = 46;
 const ADDR = ((1n << BigInt(MAXPHY)) - 1n) & ~0xfffn;
@@ -645,7 +646,7 @@ describe("random guest sequences never see a translation the SDM forbids", () =>
     it(name, async () => {
       const t0 = performance.now();
       const s = await run({ ...c, seed, note, steps: STEPS });
-      console.log(`${note} run ${i} tlb ${c.tlbEntries}: ${s.steps} steps, ${s.accesses} accesses (${s.hits} hits, ${s.staleUses} stale but legal, ${s.faults} faults), `
+      verbose(`${note} run ${i} tlb ${c.tlbEntries}: ${s.steps} steps, ${s.accesses} accesses (${s.hits} hits, ${s.staleUses} stale but legal, ${s.faults} faults), `
         + `${s.invalidations} invalidations swept (${s.swept} re-issued, ${s.sweptMustWalk} with nothing left to hit), ${s.gps} #GP, ${s.evictions} evictions, ${s.rollovers} tag rollovers, `
         + `≤${s.maxLegal} legal translations, ${Math.round(performance.now() - t0)} ms`);
       fuzzCount("tlb", s.steps);

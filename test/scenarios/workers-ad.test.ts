@@ -16,6 +16,7 @@ import {
 import { refTranslateX86, type RefResult } from "../../src/ref/x86-walk.js";
 import { refMemoryOf } from "../helpers/machine.js";
 import { Rng, seedNote, testSeed } from "../helpers/rng.js";
+import { verbose } from "../helpers/note.js";
 
 const WORKER = new URL("../helpers/worker-vcpu.mjs", import.meta.url);
 const ARRIVED = 0, GO = 1, STOP = 2, LOST = 3;
@@ -130,7 +131,7 @@ describe("A/D updates from vCPUs on worker threads race software updates of the 
     const retries = v0.stats.walkRetries + v1.stats.walkRetries;
     const report = `walker retries ${retries} (walks ${v0.stats.walks + v1.stats.walks}), toggler lost CAS ${tog.lost} of ${tog.ops}, `
       + `clear lost CAS ${v0.clearLost + v1.clearLost}, rounds ${v0.rounds}/${v1.rounds} in ${raced} ms`;
-    console.log(`[workers-ad] ${report}`);
+    verbose(`[workers-ad] ${report}`);
     expect(tog.ops, report).toBeGreaterThan(10_000);
     expect(tog.lost, report).toBeGreaterThan(0);
     expect(retries, report).toBeGreaterThan(0);

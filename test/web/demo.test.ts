@@ -20,6 +20,7 @@ import type { Browser, Page } from "playwright-core";
 import { hex } from "../../src/index.js";
 import { runKpti } from "../../src/kvm/run-kpti.js";
 import { createDemo, readWalk, runTlbStory, KPTI_RUN, WALK_PRESETS, WORKER_VAS, type Demo, type TlbStory } from "../../web/scene.js";
+import { skipped } from "../helpers/note.js";
 
 const CHROMIUM = process.env.VMMU_CHROMIUM ?? "/usr/bin/chromium";
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
@@ -179,9 +180,9 @@ describe.skipIf(!HAVE_CHROMIUM)("browser demo in headless Chromium", () => {
 });
 
 if (!HAVE_CHROMIUM) {
-  describe("browser demo in headless Chromium", () => {
+  describe(`browser demo in headless Chromium — skipped: ${SKIP_REASON}`, () => {
     it("runs the page", (ctx) => {
-      console.warn(`browser demo test skipped: ${SKIP_REASON}`);
+      skipped("browser demo in headless Chromium", `skipped: ${SKIP_REASON}`);
       ctx.skip(SKIP_REASON);
     });
   });

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { mappings } from "../../../src/index.js";
 import { openImageFile } from "../../../src/forensics/file.js";
 import {
-  arm64RealworldAvailable, loadArm64Snapshot, loadX86Snapshot, realworldAvailable, vcpuOf, writeSparseImage,
+  loadArm64Snapshot, loadX86Snapshot, vcpuOf, writeSparseImage, describeRealworld,
 } from "../../helpers/realworld.js";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
@@ -72,7 +72,7 @@ describe("vmmu mappings usage", () => {
   });
 });
 
-describe.skipIf(!realworldAvailable())("vmmu mappings on a raw image of the x86-64 real-Linux tables", () => {
+describeRealworld("x86_64", "vmmu mappings on a raw image of the x86-64 real-Linux tables", () => {
   it("prints, for each vCPU's CR3, the ranges the library lists, in text and JSON", () => {
     const snap = loadX86Snapshot("nokaslr_4lvl_snap0");
     const file = path.join(tmp, "x86.img");
@@ -94,7 +94,7 @@ describe.skipIf(!realworldAvailable())("vmmu mappings on a raw image of the x86-
   });
 });
 
-describe.skipIf(!arm64RealworldAvailable())("vmmu mappings on a raw image of the arm64 real-Linux tables", () => {
+describeRealworld("arm64", "vmmu mappings on a raw image of the arm64 real-Linux tables", () => {
   it("lists the TTBR0 half, then the TTBR1 half, as the library does", () => {
     const snap = loadArm64Snapshot("nokaslr_snap0");
     const file = path.join(tmp, "arm64.img");

@@ -14,9 +14,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Arm64Stage1Builder, createMachine, LINUX_TCR, X86PageTableBuilder } from "../../../src/index.js";
 import { MemoryImage } from "../../../src/cli/image.js";
 import {
-  arm64RealworldAvailable, arm64VcpuOf, loadArm64Snapshot, loadX86Snapshot, realworldAvailable, vcpuOf, writeSparseImage,
-  type Arm64RefRow, type Arm64Snapshot, type Arm64VcpuState, type TablePage, type X86Snapshot, type X86VcpuState,
+  arm64VcpuOf, loadArm64Snapshot, loadX86Snapshot, vcpuOf, writeSparseImage, type Arm64RefRow, type Arm64Snapshot, type Arm64VcpuState, type TablePage, type X86Snapshot, type X86VcpuState, describeRealworld,
 } from "../../helpers/realworld.js";
+import { verbose } from "../../helpers/note.js";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
 const MiB = 1 << 20;
@@ -155,7 +155,7 @@ describe("vmmu translate on a hand-built image at gpa 0x40000000", () => {
   });
 });
 
-describe.skipIf(!realworldAvailable())("vmmu translate over real Linux page tables (sparse 512 MiB image)", () => {
+describeRealworld("x86_64", "vmmu translate over real Linux page tables (sparse 512 MiB image)", () => {
   let snap0: X86Snapshot;
   let snap1: X86Snapshot;
   const files: Record<string, string> = {};
@@ -176,7 +176,7 @@ describe.skipIf(!realworldAvailable())("vmmu translate over real Linux page tabl
       expect(r.code).toBe(0);
       expect(r.lines).toHaveLength(rows.length);
       const wrong = rows.filter((row, i) => !agrees(r.lines[i]!, row.va, row.gpa));
-      console.log(`vmmu translate ${snapName} cpu${cpu}: ${rows.length - wrong.length}/${rows.length} lines agree with QEMU`);
+      verbose(`vmmu translate ${snapName} cpu${cpu}: ${rows.length - wrong.length}/${rows.length} lines agree with QEMU`);
       expect(wrong.map((w) => hex(w.va))).toEqual([]);
     });
   }
@@ -188,7 +188,7 @@ describe.skipIf(!realworldAvailable())("vmmu translate over real Linux page tabl
     const t0 = performance.now();
     const r = vmmu(["--image", files.snap0!, ...regs(vcpuOf(snap0, 1))], input);
     const ms = performance.now() - t0;
-    console.log(`vmmu translate: ${r.lines.length} lines in ${ms.toFixed(0)} ms`);
+    verbose(`vmmu translate: ${r.lines.length} lines in ${ms.toFixed(0)} ms`);
     expect(r.code).toBe(0);
     expect(r.lines).toHaveLength(copies * rows.length);
     const last = rows.length * (copies - 1);
@@ -418,7 +418,7 @@ describe("vmmu translate --arch arm64 on a hand-built image at gpa 0x40000000", 
   });
 });
 
-describe.skipIf(!arm64RealworldAvailable())("vmmu translate --arch arm64 over real Linux page tables (sparse 512 MiB image at 0x40000000)", () => {
+describeRealworld("arm64", "vmmu translate --arch arm64 over real Linux page tables (sparse 512 MiB image at 0x40000000)", () => {
   const snaps: Record<string, Arm64Snapshot> = {};
   const files: Record<string, string> = {};
 
@@ -449,7 +449,7 @@ describe.skipIf(!arm64RealworldAvailable())("vmmu translate --arch arm64 over re
       expect(r.lines).toHaveLength(rows.length);
       const wrong = rows.filter((row, i) => !agrees(r.lines[i]!, row.va, row.gpa));
       const mapped = r.lines.filter((l) => l.pa !== null).length;
-      console.log(`vmmu translate --arch arm64 ${name} cpu${cpu} ${pass} (${flags.join(" ") || "EL1 PAN=0"}): `
+      verbose(`vmmu translate --arch arm64 ${name} cpu${cpu} ${pass} (${flags.join(" ") || "EL1 PAN=0"}): `
         + `${rows.length - wrong.length}/${rows.length} lines agree with QEMU, ${mapped} mapped`);
       expect(wrong.map((w) => hex(w.va))).toEqual([]);
     });
@@ -462,7 +462,7 @@ describe.skipIf(!arm64RealworldAvailable())("vmmu translate --arch arm64 over re
     expect(r.lines).toHaveLength(rows.length);
     const wrong = rows.filter((row, i) => !agrees(r.lines[i]!, row.va, row.gpa));
     const refused = r.lines.filter((l) => (l.fault as { kind?: string } | null)?.kind === "permission").length;
-    console.log(`vmmu translate --arch arm64 --access read --pan 1: ${rows.length - wrong.length}/${rows.length} agree, ${refused} permission faults`);
+    verbose(`vmmu translate --arch arm64 --access read --pan 1: ${rows.length - wrong.length}/${rows.length} agree, ${refused} permission faults`);
     expect(wrong.map((w) => hex(w.va))).toEqual([]);
     expect(refused).toBeGreaterThan(0);
   });

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { lookup, openImage, type ImageSource } from "../../../src/index.js";
 import { openImageFile } from "../../../src/forensics/file.js";
 import { EM_AARCH64, EM_X86_64, elfCore, elfNote } from "../../helpers/elf-core.js";
-import { ARM64_SNAPSHOTS, arm64RealworldAvailable, loadArm64Snapshot } from "../../helpers/realworld.js";
+import { ARM64_SNAPSHOTS, loadArm64Snapshot, describeRealworld } from "../../helpers/realworld.js";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -131,7 +131,7 @@ describe("ELF cores", () => {
   });
 });
 
-describe.skipIf(!arm64RealworldAvailable())("an EM_AARCH64 core of the real arm64 Linux tables", () => {
+describeRealworld("arm64", "an EM_AARCH64 core of the real arm64 Linux tables", () => {
   for (const name of ARM64_SNAPSHOTS) {
     it(`${name}: lookup through the image gives QEMU's answer for every PSTATE-override row`, () => {
       const snap = loadArm64Snapshot(name);

@@ -10,7 +10,7 @@ import {
   type X86Vcpu,
 } from "../../../src/index.js";
 import {
-  ARM64_SNAPSHOTS, X86_SNAPSHOTS, arm64RealworldAvailable, loadArm64Snapshot, loadX86Snapshot, realworldAvailable, writeTablePages,
+  ARM64_SNAPSHOTS, X86_SNAPSHOTS, loadArm64Snapshot, loadX86Snapshot, writeTablePages, describeRealworld,
 } from "../../helpers/realworld.js";
 
 const hex = (v: bigint | null | undefined): string => (v === null || v === undefined ? "null" : "0x" + v.toString(16));
@@ -156,7 +156,7 @@ describe("lookup on arm64 stage-1 tables", () => {
   });
 });
 
-describe.skipIf(!realworldAvailable())("lookup on real Linux x86-64 tables against QEMU gva2gpa", () => {
+describeRealworld("x86_64", "lookup on real Linux x86-64 tables against QEMU gva2gpa", () => {
   for (const name of X86_SNAPSHOTS) {
     it(`${name}: every row of both vCPUs, with consistent per-level entries`, async () => {
       const snap = loadX86Snapshot(name);
@@ -176,7 +176,7 @@ describe.skipIf(!realworldAvailable())("lookup on real Linux x86-64 tables again
   }
 });
 
-describe.skipIf(!arm64RealworldAvailable())("lookup on real Linux arm64 tables against QEMU gva2gpa", () => {
+describeRealworld("arm64", "lookup on real Linux arm64 tables against QEMU gva2gpa", () => {
   for (const name of ARM64_SNAPSHOTS) {
     it(`${name}: every row, live and PSTATE-override passes, the row's EL and PAN applied to the folded rights`, async () => {
       const snap = loadArm64Snapshot(name);

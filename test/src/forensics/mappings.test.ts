@@ -11,8 +11,7 @@ import {
   type MappingsStats,
 } from "../../../src/index.js";
 import {
-  ARM64_SNAPSHOTS, X86_SNAPSHOTS, arm64RealworldAvailable, loadArm64Snapshot, loadInfoTlb, loadX86Snapshot, realworldAvailable,
-  vcpuOf, writeTablePages,
+  ARM64_SNAPSHOTS, X86_SNAPSHOTS, loadArm64Snapshot, loadInfoTlb, loadX86Snapshot, vcpuOf, writeTablePages, describeRealworld,
 } from "../../helpers/realworld.js";
 
 const hex = (v: bigint): string => "0x" + v.toString(16);
@@ -123,7 +122,7 @@ describe("mappings on builder tables", () => {
   });
 });
 
-describe.skipIf(!realworldAvailable())("mappings of real Linux x86-64 tables", () => {
+describeRealworld("x86_64", "mappings of real Linux x86-64 tables", () => {
   for (const name of X86_SNAPSHOTS) {
     describe(name, () => {
       let snap: ReturnType<typeof loadX86Snapshot>;
@@ -167,7 +166,7 @@ describe.skipIf(!realworldAvailable())("mappings of real Linux x86-64 tables", (
   }
 });
 
-describe.skipIf(!arm64RealworldAvailable())("mappings of real Linux arm64 tables", () => {
+describeRealworld("arm64", "mappings of real Linux arm64 tables", () => {
   for (const name of ARM64_SNAPSHOTS) {
     it(`${name}: both halves of each vCPU agree with lookup() and with every PSTATE-override gva2gpa row`, async () => {
       const snap = loadArm64Snapshot(name);

@@ -16,6 +16,7 @@ import type { BareMetalCpu } from "../../../src/guest/bare-metal-cpu.js";
 import { bareMetalGuest } from "../../helpers/guest.js";
 import { refMemoryOf } from "../../helpers/machine.js";
 import { fuzzCount, seedNote, testSeed } from "../../helpers/rng.js";
+import { verbose } from "../../helpers/note.js";
 
 async function run(vcpus: number, opts: Partial<KernelCompileOptions> = {}, guestOpts: Partial<LinuxOptions> & { invpcid?: boolean } = {}) {
   const events: GuestEvent[] = [];
@@ -145,7 +146,7 @@ describe("kernel compile", () => {
   // Throughput is measured in bench/ (never asserted in a timed test); this only runs the full-size workload.
   it("runs the full-size workload on 4 vCPUs to completion", async () => {
     const r = await bareMetalKernelCompile({ vcpus: 4, memoryBytes: 128 << 20, jobs: 8, seed: 1, accessesPerProcess: 100_000 });
-    console.log(`kernel compile, 4 vCPUs: ${r.userAccesses} user + ${r.kernelAccesses} kernel accesses in ${r.wallMs.toFixed(0)} ms = ${(r.accessesPerSecond / 1e6).toFixed(2)} M/s`);
+    verbose(`kernel compile, 4 vCPUs: ${r.userAccesses} user + ${r.kernelAccesses} kernel accesses in ${r.wallMs.toFixed(0)} ms = ${(r.accessesPerSecond / 1e6).toFixed(2)} M/s`);
     expect(r.processes).toBe(1 + 3 * 8);
     expect(r.userAccesses).toBeGreaterThan(8 * 100_000);
   });

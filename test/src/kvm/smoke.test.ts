@@ -1,6 +1,7 @@
 import { it, expect } from "vitest";
 import { createShadowVm } from "../../../src/kvm/shadow-vm.js";
 import { X86PageTableBuilder, LONG_MODE, CR4, CR3_NOFLUSH } from "../../../src/index.js";
+import { verbose } from "../../helpers/note.js";
 
 for (const policy of ["baseline", "shahid2018", "lai2021", "alon2018"]) {
   it(`a guest runs under shadow paging (${policy})`, async () => {
@@ -26,6 +27,7 @@ for (const policy of ["baseline", "shahid2018", "lai2021", "alon2018"]) {
     expect(v.access(0x40_0000n, "read", true)).toBe(0x200_0000n);
     expect(v.writeCr3(b.root | 1n | CR3_NOFLUSH)).toBeNull();
     expect(v.access(0x40_0000n, "read", true)).toBe(0x200_0000n);
-    console.log(policy, v.exits, vm.mmu.stats.spLive, vm.mmu.stats.syncs, vm.mmu.stats.emulatedWrites, vm.mmu.stats.unsyncs, v.cycles);
+    verbose(`${policy}: exits ${JSON.stringify(v.exits)}, ${vm.mmu.stats.spLive} shadow pages live, ${vm.mmu.stats.syncs} syncs, `
+      + `${vm.mmu.stats.emulatedWrites} emulated writes, ${vm.mmu.stats.unsyncs} unsyncs, ${v.cycles} cycles`);
   });
 }
