@@ -25,7 +25,7 @@ const USAGE = `usage: vmmu report [--out DIR] [--quick]
 
   Runs the seed reproductions — the KPTI kernel compile on the shadow MMU
   (vmmu run kpti) at 1 and 4 vCPUs, every policy, at run kpti's default sizes
-  (about a minute) — and writes DIR/index.html (default DIR: vmmu-report): one
+  (about 30 s on two cores) — and writes DIR/index.html (default DIR: vmmu-report): one
   self-contained page with every table beside the seed's figures, SVG plots of
   the ratio to baseline per policy and over vCPUs (ours and the seed's), the
   settings, the cost model, the code version (package, git commit, wasm core
