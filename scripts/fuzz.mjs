@@ -61,6 +61,14 @@ const SUITES = {
     file: "test/src/arm64/linux-tlb.test.ts", filter: "tiling property over random ranges",
     unit: "ranges", what: "Linux arm64 TLBI range encoder tiles random ranges", env: () => ({}),
   },
+  "x86-fast-cache": {
+    file: "test/src/x86/fast-path.test.ts", filter: "never serves a translation the core would not",
+    unit: "accesses", what: "an embedder page cache on the x86 fast path's rights and epoch vs the core", env: () => ({}),
+  },
+  "arm64-fast-cache": {
+    file: "test/src/arm64/fast-path.test.ts", filter: "never serves a translation the core would not",
+    unit: "accesses", what: "an embedder page cache on the arm64 fast path's rights and epoch vs the core", env: () => ({}),
+  },
 };
 
 const HELP = `usage: npm run fuzz -- [--minutes N] [--suite NAME[,NAME...]]... [options]
