@@ -143,7 +143,7 @@ describe("an embedder's page cache built on the fast path's rights and epoch", (
         }
       }
       fuzzCount("x86-fast-cache", checks);
-      expect(served, seedNote(seed, "the cache served too few accesses for the test to mean anything")).toBeGreaterThan(checks / (tlbEntries > 16 ? 10 : 50));
+      expect(served, seedNote(seed, "the cache served too few accesses for the test to mean anything")).toBeGreaterThan(checks / (tlbEntries > 16 ? 20 : 50));
       m.dispose();
     }, 60_000);
   }
