@@ -6,7 +6,7 @@ export {
 } from "./machine.js";
 export { GuestMemory, type Memslot } from "./memory.js";
 export {
-  X86Vcpu, isCanonical, type X86Control, type X86Fault, type X86Translation, type X86TranslateResult, type X86Batch,
+  X86Vcpu, isCanonical, type X86Control, type X86Fault, type X86Translation, type X86TranslationWithRights, type X86TranslateResult, type X86Batch,
   type X86TlbEntry,
 } from "./x86/vcpu.js";
 export type { TlbStats, Batch } from "./core/vcpu-base.js";
@@ -15,7 +15,7 @@ export { CR0, CR4, EFER, RFLAGS, PTE, PFERR, LONG_MODE, CR3_NOFLUSH, CR3_PCID_MA
 export { gva, gpa, toGfn, gfnToGpa, hex, type Gva, type Gpa, type Gfn, type Hpa } from "./addr.js";
 export { coreHash, RIGHTS } from "./core/load.js";
 export {
-  Arm64Vcpu, armAccessCode, type Arm64SystemRegisters, type Arm64Fault, type Arm64FaultKind, type Arm64Translation,
+  Arm64Vcpu, armAccessCode, type Arm64SystemRegisters, type Arm64Fault, type Arm64FaultKind, type Arm64Translation, type Arm64TranslationWithRights,
   type Arm64TranslateResult, type Arm64Batch, type TlbiStats,
 } from "./arm64/vcpu.js";
 export {

@@ -5,13 +5,13 @@
 // The wasm core walks and invalidates; this file decides which contexts and
 // pages each TLBI covers.
 
-import type { Core } from "../core/load.js";
+import { RIGHTS, type Core } from "../core/load.js";
 import type { GuestMemory } from "../memory.js";
 import { VcpuBase, checkFastArgs, type Batch } from "../core/vcpu-base.js";
 import { hex } from "../addr.js";
 import { decodeTlbi, decodeTlbiFields, tlbiFields, TLBI_CODE, TLBI_KIND, TLBI_NAMES, type DecodedTlbi, type TlbiFields, type TlbiName } from "./tlbi.js";
 import { ARM_ACCESS_CODE, TCR, VTCR, type Arm64Access } from "./regs.js";
-import { bigintArg, boolArg, intArg, optionsObject, reg64Arg, show, u64ArrayArg, u8ArrayArg } from "../validate.js";
+import { bigintArg, boolArg, intArg, optBoolArg, optionsObject, reg64Arg, show, u64ArrayArg, u8ArrayArg } from "../validate.js";
 
 export interface Arm64SystemRegisters {
   ttbr0: bigint; ttbr1: bigint; tcr: bigint; sctlr: bigint; mair: bigint;
@@ -38,6 +38,8 @@ export interface Arm64Fault {
 }
 
 export type Arm64Translation = { pa: bigint; pageSize: number; level: number };
+/** A translation with its effective rights word (RIGHTS.*) and the vCPU's invalidation epoch after it (translate(…, { rights: true })). */
+export type Arm64TranslationWithRights = Arm64Translation & { rights: number; epoch: number };
 export type Arm64TranslateResult = Arm64Translation | { fault: Arm64Fault };
 
 const KINDS: Record<number, Arm64FaultKind> = { 1: "translation", 2: "address-size", 3: "access-flag", 4: "permission", 5: "abort" };
@@ -259,9 +261,22 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
    * HCR_EL2.VM = 1, stage 2 of the output, hardware AF/DBM updates, fill.
    * pageSize is min(stage-1 block, stage-2 block); level is the stage-1 leaf level.
    */
-  translate(va: bigint, access: Arm64Access = "read", el0 = false): Arm64TranslateResult {
+  translate(va: bigint, access: Arm64Access, el0: boolean, opts: { rights: true }): Arm64TranslationWithRights | { fault: Arm64Fault };
+  translate(va: bigint, access?: Arm64Access, el0?: boolean, opts?: { rights?: boolean }): Arm64TranslateResult;
+  translate(va: bigint, access: Arm64Access = "read", el0 = false, opts?: { rights?: boolean }): Arm64TranslateResult {
     if (this.lifetime.disposed || typeof va !== "bigint" || typeof el0 !== "boolean") this.refuse(va, el0);
+    if (opts !== undefined && optBoolArg(optionsObject(opts, "opts").rights, "opts.rights", false)) {
+      const x = BigInt.asUintN(64, va);
+      return this.withRights(this.ex.armTranslateFast(Number(x & 0xffff_ffffn), Number(x >> 32n), armAccessCode(access), el0 ? 1 : 0));
+    }
     return this.result(this.ex.armTranslate(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0));
+  }
+
+  /** The object form of a fast-path result: pa, size and level from the rights word, plus the word and the epoch; or the fault. */
+  private withRights(pa: number): Arm64TranslationWithRights | { fault: Arm64Fault } {
+    if (pa < 0) return { fault: this.lastFault() };
+    const r = this.lastRights(), R = RIGHTS;
+    return { pa: BigInt(pa), pageSize: 2 ** ((r >>> R.PSHIFT_SHIFT) & 31), level: (r >>> R.LEVEL_SHIFT) & 7, rights: r, epoch: this.invalidationEpoch() };
   }
 
   /**

@@ -4,7 +4,7 @@
 // (Intel SDM Vol.3A §4.10.4.1, CR3 per §4.5 / §4.10.1) and raises
 // #GP where the SDM does.
 
-import type { Core } from "../core/load.js";
+import { RIGHTS, type Core } from "../core/load.js";
 import type { GuestMemory } from "../memory.js";
 import { hex } from "../addr.js";
 import { VcpuBase, checkFastArgs, type Batch } from "../core/vcpu-base.js";
@@ -29,6 +29,8 @@ export interface X86Fault {
 }
 
 export type X86Translation = { pa: bigint; pageSize: number; level: number };
+/** A translation with its effective rights word (RIGHTS.*) and the vCPU's invalidation epoch after it (translate(…, { rights: true })). */
+export type X86TranslationWithRights = X86Translation & { rights: number; epoch: number };
 export type X86TranslateResult = X86Translation | { fault: X86Fault };
 
 /** One live TLB entry: a cached 4 KiB piece of a page (larger pages are cached piece by piece). */
@@ -144,9 +146,25 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * walk with reserved-bit and rights checks, A/D updates, TLB fill.
    * `user` means CPL 3.
    */
-  translate(va: bigint, access: X86Access = "read", user = false): X86TranslateResult {
+  translate(va: bigint, access: X86Access, user: boolean, opts: { rights: true }): X86TranslationWithRights | { fault: X86Fault };
+  translate(va: bigint, access?: X86Access, user?: boolean, opts?: { rights?: boolean }): X86TranslateResult;
+  translate(va: bigint, access: X86Access = "read", user = false, opts?: { rights?: boolean }): X86TranslateResult {
     if (this.lifetime.disposed || typeof va !== "bigint" || typeof user !== "boolean") this.refuse(va, user);
+    if (opts !== undefined && optBoolArg(optionsObject(opts, "opts").rights, "opts.rights", false)) {
+      const x = BigInt.asUintN(64, va);
+      return this.withRights(this.ex.x86TranslateFast(Number(x & 0xffff_ffffn), Number(x >> 32n), accessCode(access), user ? 1 : 0));
+    }
     return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0));
+  }
+
+  /** The object form of a fast-path result: pa, size and level from the rights word, plus the word and the epoch; or the fault. */
+  private withRights(pa: number): X86TranslationWithRights | { fault: X86Fault } {
+    if (pa < 0) {
+      this.lastStatus = this.u32()[(this.base + this.L.R_STATUS) >> 2]!;
+      return { fault: this.lastFault() };
+    }
+    const r = this.lastRights(), R = RIGHTS;
+    return { pa: BigInt(pa), pageSize: 2 ** ((r >>> R.PSHIFT_SHIFT) & 31), level: (r >>> R.LEVEL_SHIFT) & 7, rights: r, epoch: this.invalidationEpoch() };
   }
 
   /**

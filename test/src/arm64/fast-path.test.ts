@@ -142,3 +142,14 @@ describe("tlbiFast: TLB maintenance with Numbers", () => {
     expect(() => v.tlbiFast(0, 0, 0.5)).toThrow(/^vmmu: opHi/);
   });
 });
+
+describe("arm64 translate() with { rights: true }", () => {
+  it("carries the rights word and the epoch beside pa, pageSize and level, and the fault as translate() gives it", async () => {
+    const { v, user: [u] } = await machine();
+    u!.map(USER, 0x200_0000n, "4K", { el0: true, nG: true });
+    v.setSystemRegisters({ tcr: LINUX_TCR, ttbr0: u!.root, sctlr: SCTLR.M });
+    const r = v.translate(USER + 0x10n, "write", true, { rights: true });
+    expect(r).toEqual({ pa: 0x200_0010n, pageSize: 4096, level: 3, rights: v.lastRights(), epoch: v.invalidationEpoch() });
+    expect(v.translate(USER + K4, "read", true, { rights: true })).toEqual(v.translate(USER + K4, "read", true));
+  });
+});

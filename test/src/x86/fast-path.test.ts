@@ -158,3 +158,20 @@ describe("the fast path on a disposed machine", () => {
     expect(() => v.lastRights()).toThrow(/^vmmu: machine is disposed/);
   });
 });
+
+describe("translate() with { rights: true }", () => {
+  it("carries the rights word and the epoch beside pa, pageSize and level, and the fault as translate() gives it", async () => {
+    const { v, spaces: [pt] } = await machine();
+    pt!.map(USER, 0x200_0000n, "4K", { user: true, write: true, dirty: true, accessed: true });
+    pt!.map(KERN, 0x220_0000n, "2M", { global: true });
+    v.setControl({ ...LONG_MODE, cr4: LONG_MODE.cr4 | CR4.PGE, cr3: pt!.root });
+    const r = v.translate(USER + 0x10n, "write", true, { rights: true });
+    expect(r).toEqual({ pa: 0x200_0010n, pageSize: 4096, level: 1, rights: v.lastRights(), epoch: v.invalidationEpoch() });
+    expect("rights" in r && r.rights & (RIGHTS.WU | RIGHTS.CACHED)).toBe(RIGHTS.WU | RIGHTS.CACHED);
+    const k = v.translate(KERN + 0x1234n, "read", false, { rights: true });
+    expect(k).toMatchObject({ pa: 0x220_1234n, pageSize: 2 << 20, level: 2 });
+    expect(v.translate(KERN, "read", true, { rights: true })).toEqual(v.translate(KERN, "read", true));
+    expect(v.translate(USER, "read", true, { rights: false })).toEqual({ pa: 0x200_0000n, pageSize: 4096, level: 1 });
+    expect(() => v.translate(USER, "read", true, { rights: 1 as unknown as boolean })).toThrow(/^vmmu: opts\.rights/);
+  });
+});
