@@ -17,6 +17,7 @@ import {
   type RefEptResult,
 } from '../../../src/ref/ept-walk.js';
 import { MapMemory, type RefMemory, type RefX86State } from '../../../src/ref/x86-walk.js';
+import { HandTables } from '../../helpers/hand-tables.js';
 
 // EPT entry bits
 const R = 1n << 0n;
@@ -98,50 +99,14 @@ function bitRange(hi: number, lo: number): bigint {
   return mask;
 }
 
-/** EPT paging structures from EPT_BASE upward; each table gets the next free 4 KiB frame. */
-class Ept {
-  private nextFree: bigint;
-  private readonly children = new Map<bigint, bigint>();
-  readonly root: bigint;
-
-  constructor(
-    readonly mem: MapMemory = new MapMemory(RAM),
-    readonly levels: 4 | 5 = 4,
-    base: bigint = EPT_BASE,
-  ) {
-    this.root = base;
-    this.nextFree = base + 0x1000n;
-  }
-
-  /** Writes `leaf` verbatim at `leafLevel` for `gpa`; table entries are child | upper[level] (default TABLE). Returns each entry's hpa by level. */
-  map(gpa: bigint, leafLevel: number, leaf: bigint, upper: Record<number, bigint> = {}): Map<number, bigint> {
-    const hpas = new Map<number, bigint>();
-    let table = this.root;
-    for (let level = this.levels; level >= leafLevel; level--) {
-      const hpa = table + ((gpa >> BigInt(12 + 9 * (level - 1))) & 0x1ffn) * 8n;
-      hpas.set(level, hpa);
-      if (level === leafLevel) {
-        this.mem.write64(hpa, leaf);
-        break;
-      }
-      let child = this.children.get(hpa);
-      if (child === undefined) {
-        child = this.nextFree;
-        this.nextFree += 0x1000n;
-        this.children.set(hpa, child);
-      }
-      this.mem.write64(hpa, child | (upper[level] ?? TABLE));
-      table = child;
-    }
-    return hpas;
+/** EPT paging structures from EPT_BASE upward (table entries default to RWX|UX); each table gets the next free 4 KiB frame. */
+class Ept extends HandTables {
+  constructor(mem: MapMemory = new MapMemory(RAM), levels: 4 | 5 = 4, base: bigint = EPT_BASE) {
+    super(mem, base, levels, TABLE);
   }
 
   eptp(flags: bigint = EPTP_WB): bigint {
     return this.root | flags | (this.levels === 5 ? PWL5 : PWL4);
-  }
-
-  entry(hpas: Map<number, bigint>, level: number): bigint {
-    return this.mem.read64(hpas.get(level)!)!;
   }
 }
 
@@ -820,9 +785,8 @@ function guestState(over: Partial<RefX86State> = {}): RefX86State {
  */
 class TwoD {
   readonly ept: Ept;
-  private nextFree = GUEST_ROOT + 0x1000n;
-  private readonly children = new Map<bigint, bigint>();
   readonly tableEpt = new Map<bigint, Map<number, bigint>>();
+  private readonly guest: HandTables;
 
   constructor(
     readonly guestLevels: 4 | 5 = 4,
@@ -830,6 +794,9 @@ class TwoD {
     readonly tableLeaf: bigint = LEAF,
   ) {
     this.ept = new Ept(undefined, eptLevels);
+    this.guest = new HandTables(this.ept.mem, GUEST_ROOT, guestLevels, GTABLE, {
+      hostOffset: GUEST_HPA_OFFSET, onNewTable: (gpa) => this.mapTable(gpa),
+    });
     this.mapTable(GUEST_ROOT);
   }
 
@@ -843,26 +810,7 @@ class TwoD {
 
   /** Guest mapping of `va` with `leaf` verbatim at `leafLevel`; returns each guest entry's gpa by level. */
   map(va: bigint, leafLevel: number, leaf: bigint, upper: Record<number, bigint> = {}): Map<number, bigint> {
-    const gpas = new Map<number, bigint>();
-    let table = GUEST_ROOT;
-    for (let level = this.guestLevels; level >= leafLevel; level--) {
-      const gpa = table + ((va >> BigInt(12 + 9 * (level - 1))) & 0x1ffn) * 8n;
-      gpas.set(level, gpa);
-      if (level === leafLevel) {
-        this.mem.write64(gpa + GUEST_HPA_OFFSET, leaf);
-        break;
-      }
-      let child = this.children.get(gpa);
-      if (child === undefined) {
-        child = this.nextFree;
-        this.nextFree += 0x1000n;
-        this.children.set(gpa, child);
-        this.mapTable(child);
-      }
-      this.mem.write64(gpa + GUEST_HPA_OFFSET, child | (upper[level] ?? GTABLE));
-      table = child;
-    }
-    return gpas;
+    return this.guest.map(va, leafLevel, leaf, upper);
   }
 
   /** The guest entry at guest-physical `gpa`. */

@@ -15,6 +15,7 @@ import {
   type RefResult,
   type RefX86State,
 } from '../../../src/ref/x86-walk.js';
+import { HandTables } from '../../helpers/hand-tables.js';
 
 const P = 1n << 0n;
 const RW = 1n << 1n;
@@ -84,42 +85,10 @@ function makeState(over: Partial<RefX86State> = {}): RefX86State {
 const state5 = (over: Partial<RefX86State> = {}): RefX86State =>
   makeState({ cr4: CR4_PAE | CR4_LA57, ...over });
 
-/** Builds page tables from ROOT downward; each table gets the next free 4 KiB frame. */
-class Tables {
-  readonly mem = new MapMemory(RAM);
-  private nextFree = ROOT + 0x1000n;
-  private readonly children = new Map<bigint, bigint>();
-
-  constructor(readonly rootLevel: 4 | 5 = 4) {}
-
-  /**
-   * Maps `va` with `leaf` written verbatim at `leafLevel`; non-leaf entries are the child
-   * table address ORed with `upper[level]` (default P|RW|US). Returns each entry's gpa by level.
-   */
-  map(va: bigint, leafLevel: number, leaf: bigint, upper: Record<number, bigint> = {}) {
-    const gpas = new Map<number, bigint>();
-    let table = ROOT;
-    for (let level = this.rootLevel; level >= leafLevel; level--) {
-      const gpa = table + ((va >> BigInt(12 + 9 * (level - 1))) & 0x1ffn) * 8n;
-      gpas.set(level, gpa);
-      if (level === leafLevel) {
-        this.mem.write64(gpa, leaf);
-        break;
-      }
-      let child = this.children.get(gpa);
-      if (child === undefined) {
-        child = this.nextFree;
-        this.nextFree += 0x1000n;
-        this.children.set(gpa, child);
-      }
-      this.mem.write64(gpa, child | (upper[level] ?? TABLE));
-      table = child;
-    }
-    return gpas;
-  }
-
-  entry(gpas: Map<number, bigint>, level: number): bigint {
-    return this.mem.read64(gpas.get(level)!)!;
+/** Builds page tables from ROOT downward (non-leaf entries default to P|RW|US); each table gets the next free 4 KiB frame. */
+class Tables extends HandTables {
+  constructor(readonly rootLevel: 4 | 5 = 4) {
+    super(new MapMemory(RAM), ROOT, rootLevel, TABLE);
   }
 }
 
