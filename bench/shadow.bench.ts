@@ -2,7 +2,7 @@
 // src/kvm/cost-model.ts) on the host: how fast the emulator runs the seed's workload, and where
 // the host time goes. Four measurements, one run:
 //
-//   1. The KPTI kernel-compile workload (src/kvm/run-kpti.ts) under every
+//   1. The KPTI kernel-compile workload (src/experiments/run-kpti.ts) under every
 //      policy of src/kvm/policy.ts, on 4 and 1 vCPUs: host wall time, guest
 //      accesses per host second, simulated cycles and their ratio to the
 //      baseline policy (beside the seed's kernel-compile times), and the
@@ -31,7 +31,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Bench } from "tinybench";
-import { runKpti, SEED_RESULTS, type KptiPolicyResult } from "../src/kvm/run-kpti.js";
+import { runKpti, SEED_RESULTS, type KptiPolicyResult } from "../src/experiments/run-kpti.js";
 import { POLICIES } from "../src/kvm/policy.js";
 import { CR3_NOFLUSH } from "../src/index.js";
 import { addCounted, fmt, machineInfo, median, nsPerOp, parseArgs, printMachineInfo, printTable, ROOT, samples, verdict } from "./common.js";

@@ -6,7 +6,7 @@
 // When everything has run, <body data-state> is "done" (or "error").
 
 import { hex, coreHash, PFERR, type X86TranslateResult, type X86TlbEntry, type TlbStats, type X86Access } from "../src/index.js";
-import { SEED_RESULTS, type KptiPolicyResult } from "../src/kvm/run-kpti.js";
+import { SEED_RESULTS, type KptiPolicyResult } from "../src/experiments/run-kpti.js";
 import { barChart } from "../src/report/svg.js";
 import {
   createDemo, readWalk, runTlbStory, MAPPINGS, WALK_PRESETS, WORKER_VAS, KPTI_RUN,

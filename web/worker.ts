@@ -11,7 +11,7 @@
 // { type: "done", result } or { type: "error", message }.
 
 import { attachVcpu, type MachineHandle, type X86Vcpu, type X86TranslateResult } from "../src/index.js";
-import { runKpti, type KptiRunOptions } from "../src/kvm/run-kpti.js";
+import { runKpti, type KptiRunOptions } from "../src/experiments/run-kpti.js";
 
 interface WorkerScope {
   postMessage(message: unknown): void;

@@ -5,7 +5,7 @@
 import { createMachine, X86PageTableBuilder, LONG_MODE, CR4, CR3_NOFLUSH, hex, coreHash } from "../index.js";
 import type { X86TranslateResult, X86Vcpu } from "../index.js";
 import { runArm64Demo } from "./demo-arm64.js";
-import { runKpti } from "../kvm/run-kpti.js";
+import { runKpti } from "../experiments/run-kpti.js";
 import { formatKpti, formatKptiLegend } from "./run.js";
 
 const out = (s = "") => process.stdout.write(s + "\n");

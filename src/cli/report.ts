@@ -1,5 +1,5 @@
 // `vmmu report [--out DIR] [--quick]`: runs every seed reproduction that
-// exists — the KPTI kernel compile on the shadow MMU (src/kvm/run-kpti.ts) at
+// exists — the KPTI kernel compile on the shadow MMU (src/experiments/run-kpti.ts) at
 // 1 and 4 vCPUs, the counts the seed reports, under every policy, at the sizes
 // `vmmu run kpti` defaults to — and writes DIR/index.html
 // (src/report/kpti-html.ts): the tables beside the seed's figures, SVG plots,
@@ -8,7 +8,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as os from "node:os";
-import { runKpti, KPTI_MEMORY_BYTES, type KptiPolicyResult } from "../kvm/run-kpti.js";
+import { runKpti, KPTI_MEMORY_BYTES, type KptiPolicyResult } from "../experiments/run-kpti.js";
 import { POLICIES } from "../kvm/policy.js";
 import { DEFAULT_COSTS } from "../kvm/cost-model.js";
 import { kptiReportHtml, type KptiReportData, type KptiReportRun } from "../report/kpti-html.js";

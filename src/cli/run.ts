@@ -5,7 +5,7 @@
 // keyed by policy name instead, with the run's settings, seed and code version
 // under the reserved key `_meta`.
 
-import { runKpti, KPTI_MEMORY_BYTES, SEED_RESULTS, type KptiPolicyResult } from "../kvm/run-kpti.js";
+import { runKpti, KPTI_MEMORY_BYTES, SEED_RESULTS, type KptiPolicyResult } from "../experiments/run-kpti.js";
 import { POLICIES } from "../kvm/policy.js";
 import { DEFAULT_COSTS, MAX_COST, withOverrides, type CostModel } from "../kvm/cost-model.js";
 import { LackeyParser, collectTrace, type AccessTrace } from "../guest/lackey.js";

@@ -2,13 +2,13 @@
 // Standard; inline CSS, inline SVG from src/report/svg.ts, no external
 // assets): per vCPU count, the KPTI kernel-compile table of every policy
 // beside the seed's figures (Junaid Shahid's 2018 cover letter, SEED_RESULTS
-// in src/kvm/run-kpti.ts), bar charts of the ratio to baseline and of
+// in src/experiments/run-kpti.ts), bar charts of the ratio to baseline and of
 // simulated time per policy, the ratio over vCPUs (ours and the seed's), and
 // the settings, cost model, code version and host that produced it. The data
 // is also embedded as JSON (`script#vmmu-report-data`). Pure string output.
 
 import { barChart, lineChart, escapeXml, formatNumber } from "./svg.js";
-import { SEED_RESULTS, type KptiPolicyResult } from "../kvm/run-kpti.js";
+import { SEED_RESULTS, type KptiPolicyResult } from "../experiments/run-kpti.js";
 import type { CostModel } from "../kvm/cost-model.js";
 
 /** One `run kpti` at one vCPU count, every policy. */

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { hex } from "../../src/index.js";
-import { runKpti } from "../../src/kvm/run-kpti.js";
+import { runKpti } from "../../src/experiments/run-kpti.js";
 import { createDemo, readWalk, runTlbStory, KPTI_RUN, WALK_PRESETS, WORKER_VAS, type Demo, type TlbStory } from "../../web/scene.js";
 import { skipped } from "../helpers/note.js";
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { readFileSync } from "node:fs";
 import { coreHash } from "../../../src/index.js";
 import { formatKpti, formatKptiLegend, KPTI_LEGEND } from "../../../src/cli/run.js";
-import type { KptiPolicyResult } from "../../../src/kvm/run-kpti.js";
+import type { KptiPolicyResult } from "../../../src/experiments/run-kpti.js";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
 const vmmu = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 60_000 });

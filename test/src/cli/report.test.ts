@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { coreHash } from "../../../src/index.js";
 import { POLICIES } from "../../../src/kvm/policy.js";
 import { DEFAULT_COSTS } from "../../../src/kvm/cost-model.js";
-import { SEED_RESULTS } from "../../../src/kvm/run-kpti.js";
+import { SEED_RESULTS } from "../../../src/experiments/run-kpti.js";
 import { KPTI_LEGEND } from "../../../src/cli/run.js";
 import { QUICK } from "../../../src/cli/report.js";
 import type { KptiReportData } from "../../../src/report/kpti-html.js";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { coreHash } from "../../../src/index.js";
 import { DEFAULT_COSTS } from "../../../src/kvm/cost-model.js";
-import { KPTI_MEMORY_BYTES } from "../../../src/kvm/run-kpti.js";
+import { KPTI_MEMORY_BYTES } from "../../../src/experiments/run-kpti.js";
 import { POLICIES } from "../../../src/kvm/policy.js";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));

@@ -6,9 +6,9 @@
 // simulated time from the cost model beside host wall time, and the counters
 // that explain the difference.
 
-import { createShadowVm } from "./shadow-vm.js";
-import { DEFAULT_COSTS, type CostModel } from "./cost-model.js";
-import { policyByName } from "./policy.js";
+import { createShadowVm } from "../kvm/shadow-vm.js";
+import { DEFAULT_COSTS, type CostModel } from "../kvm/cost-model.js";
+import { policyByName } from "../kvm/policy.js";
 import { LinuxGuest } from "../guest/linux.js";
 import { runKernelCompile } from "../guest/kernel-compile.js";
 import { X86_BOOT_CONTROL } from "../guest/bare-metal-cpu.js";
