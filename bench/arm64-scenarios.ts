@@ -31,12 +31,18 @@
 // Guest RAM starts at 0x4000_0000 (as on QEMU virt); under stage 2 IPA x maps
 // to PA 0x4000_0000 + x with 4 KiB stage-2 pages.
 
-import {
-  createMachine, Arm64Stage1Builder, Arm64Stage2Builder, LINUX_TCR, SCTLR, HCR, kvmVtcr,
-  type Arm64Access, type Arm64Vcpu, type Machine,
-} from "../src/index.js";
+import * as vmmu from "../src/index.js";
+import type { Arm64Access, Arm64Stage1Builder, Arm64Vcpu, Machine } from "../src/index.js";
 import type { Arm64Snapshot } from "./ts-baseline-arm64.js";
 import { Prng } from "./common.js";
+
+/**
+ * The part of the public API the scenarios are built with: this tree's by
+ * default, or a previous build's (bench/before-after.bench.ts runs the same
+ * scenarios on both cores).
+ */
+export type Arm64Lib = Pick<typeof vmmu,
+  "createMachine" | "Arm64Stage1Builder" | "Arm64Stage2Builder" | "LINUX_TCR" | "SCTLR" | "HCR" | "kvmVtcr">;
 
 export const BATCH = 16384;
 /** Translations per measured call of the walk cases (a slice of the address list). */
@@ -78,8 +84,8 @@ export const kindOf = (code: number): Arm64Access => KINDS[code] ?? "read";
 
 const LEAF = { el0: true, nG: true } as const;
 
-async function newMachine(): Promise<Machine<Arm64Vcpu>> {
-  return createMachine({ arch: "arm64", memoryBytes: RAM, ramBase: RAM_BASE });
+async function newMachine(lib: Arm64Lib): Promise<Machine<Arm64Vcpu>> {
+  return lib.createMachine({ arch: "arm64", memoryBytes: RAM, ramBase: RAM_BASE });
 }
 
 /** TTBR0 (user tables) and TTBR1 (the empty kernel root), both with ASID 5, tables at IPA = PA − `offset`. */
@@ -88,14 +94,14 @@ function ttbrs(s1: Arm64Stage1Builder, offset: bigint): { ttbr0: bigint; ttbr1: 
 }
 
 /** TLB-hit workload: random addresses (random offsets, mixed access kinds) over 2048 pages. */
-export async function hitScenario(seed = 1): Promise<Arm64Scenario> {
-  const machine = await newMachine();
-  const s1 = new Arm64Stage1Builder(machine.memory, { tableBase: S1_TABLES, tableLimit: S1_KERNEL_ROOT });
+export async function hitScenario(seed = 1, lib: Arm64Lib = vmmu): Promise<Arm64Scenario> {
+  const machine = await newMachine(lib);
+  const s1 = new lib.Arm64Stage1Builder(machine.memory, { tableBase: S1_TABLES, tableLimit: S1_KERNEL_ROOT });
   const pages = 2048;
   const vbase = 0x4000_0000n; // vpn 0x40000: 4096-aligned, so the pages take distinct TLB slots
   for (let i = 0; i < pages; i++) s1.map(vbase + BigInt(i) * 4096n, RAM_BASE + DATA + BigInt((i * 7) % 8192) * 4096n, "4K", LEAF);
   const vcpu = machine.vcpu(0);
-  vcpu.setSystemRegisters({ tcr: LINUX_TCR, sctlr: SCTLR.M, ...ttbrs(s1, 0n), vttbr: BigInt(VMID) << 48n });
+  vcpu.setSystemRegisters({ tcr: lib.LINUX_TCR, sctlr: lib.SCTLR.M, ...ttbrs(s1, 0n), vttbr: BigInt(VMID) << 48n });
   const rng = new Prng(seed);
   const va = new BigUint64Array(BATCH);
   const access = new Uint8Array(BATCH);
@@ -130,28 +136,28 @@ function walkAddresses(seed: number): { pages: bigint[]; va: BigUint64Array; acc
  * (tables and leaves addressed by PA); 40 or 48: under stage 2 with KVM's
  * layout for that IPA size (tables and leaves addressed by IPA).
  */
-export async function walkScenario(ipaBits: 0 | 40 | 48, seed = 2): Promise<Arm64Scenario> {
-  const machine = await newMachine();
+export async function walkScenario(ipaBits: 0 | 40 | 48, seed = 2, lib: Arm64Lib = vmmu): Promise<Arm64Scenario> {
+  const machine = await newMachine(lib);
   const nested = ipaBits !== 0;
   const offset = nested ? RAM_BASE : 0n;
-  const s1 = new Arm64Stage1Builder(machine.memory, { tableBase: S1_TABLES, tableLimit: S1_KERNEL_ROOT, tableOffset: offset });
+  const s1 = new lib.Arm64Stage1Builder(machine.memory, { tableBase: S1_TABLES, tableLimit: S1_KERNEL_ROOT, tableOffset: offset });
   const { pages, va, access } = walkAddresses(seed);
   const out = (i: number) => (nested ? 0n : RAM_BASE) + DATA + BigInt(i) * 4096n;
   pages.forEach((p, i) => s1.map(p, out(i), "4K", LEAF));
   const vcpu = machine.vcpu(0);
-  const regs = { tcr: LINUX_TCR, sctlr: SCTLR.M, ...ttbrs(s1, offset), vttbr: BigInt(VMID) << 48n };
+  const regs = { tcr: lib.LINUX_TCR, sctlr: lib.SCTLR.M, ...ttbrs(s1, offset), vttbr: BigInt(VMID) << 48n };
   let label = "stage-1 walk (4 levels)";
   let expectedPtRefs = 4;
   if (nested) {
-    const k = kvmVtcr(ipaBits);
-    const s2 = new Arm64Stage2Builder(machine.memory, { ipaBits, startLevel: k.startLevel, tableBase: S2_TABLES, tableLimit: S1_TABLES });
+    const k = lib.kvmVtcr(ipaBits);
+    const s2 = new lib.Arm64Stage2Builder(machine.memory, { ipaBits, startLevel: k.startLevel, tableBase: S2_TABLES, tableLimit: S1_TABLES });
     const tableIpa = S1_TABLES - RAM_BASE;
     s2.mapRange(tableIpa, S1_TABLES, Number((S1_LIMIT - S1_TABLES) >> 12n), "4K");
     s2.mapRange(DATA, RAM_BASE + DATA, BATCH, "4K");
     const s2Levels = 4 - k.startLevel;
     expectedPtRefs = 4 + 5 * s2Levels;
     label = `S1+S2 walk, IPA ${ipaBits} (4 × ${s2Levels} levels)`;
-    vcpu.setSystemRegisters({ ...regs, hcr: HCR.VM, vtcr: k.vtcr, vttbr: s2.vttbr(VMID) });
+    vcpu.setSystemRegisters({ ...regs, hcr: lib.HCR.VM, vtcr: k.vtcr, vttbr: s2.vttbr(VMID) });
   } else {
     vcpu.setSystemRegisters(regs);
   }

@@ -14,9 +14,17 @@
 // warm-up pass sets A in every non-leaf entry (compare-exchange), so the
 // measured passes are the steady state: no A/D writes.
 
-import { createMachine, X86PageTableBuilder, LONG_MODE, CR4, type Machine, type X86Vcpu } from "../src/index.js";
+import * as vmmu from "../src/index.js";
+import type { Machine, X86PageTableBuilder, X86Vcpu } from "../src/index.js";
 import type { MmuSnapshot } from "./ts-baseline.js";
 import { Prng } from "./common.js";
+
+/**
+ * The part of the public API the scenarios are built with: this tree's by
+ * default, or a previous build's (bench/before-after.bench.ts runs the same
+ * scenarios on both cores).
+ */
+export type X86Lib = Pick<typeof vmmu, "createMachine" | "X86PageTableBuilder" | "LONG_MODE" | "CR4">;
 
 export const BATCH = 16384;
 const TABLE_BASE = 0x10_0000n;
@@ -39,22 +47,22 @@ export interface X86Scenario {
 const KINDS = ["read", "write", "fetch"] as const;
 export const kindOf = (code: number) => KINDS[code] ?? "read";
 
-async function machineWith(levels: 4 | 5): Promise<{ machine: Machine<X86Vcpu>; builder: X86PageTableBuilder }> {
-  const machine = await createMachine({ arch: "x86_64", memoryBytes: RAM });
-  const builder = new X86PageTableBuilder(machine.memory, { levels, tableBase: TABLE_BASE, tableLimit: TABLE_LIMIT });
+async function machineWith(levels: 4 | 5, lib: X86Lib): Promise<{ machine: Machine<X86Vcpu>; builder: X86PageTableBuilder }> {
+  const machine = await lib.createMachine({ arch: "x86_64", memoryBytes: RAM });
+  const builder = new lib.X86PageTableBuilder(machine.memory, { levels, tableBase: TABLE_BASE, tableLimit: TABLE_LIMIT });
   return { machine, builder };
 }
 
 const LEAF = { user: true, write: true, accessed: true, dirty: true } as const;
 
 /** TLB-hit workload: random addresses (random offsets, mixed access kinds) over 2048 pages. */
-export async function hitScenario(seed = 1): Promise<X86Scenario> {
-  const { machine, builder } = await machineWith(4);
+export async function hitScenario(seed = 1, lib: X86Lib = vmmu): Promise<X86Scenario> {
+  const { machine, builder } = await machineWith(4, lib);
   const pages = 2048;
   const vbase = 0x4000_0000n; // vpn 0x40000: 4096-aligned, so the pages take distinct TLB slots
   for (let i = 0; i < pages; i++) builder.map(vbase + BigInt(i) * 4096n, 0x100_0000n + BigInt((i * 7) % 8192) * 4096n, "4K", LEAF);
   const vcpu = machine.vcpu(0);
-  vcpu.setControl({ ...LONG_MODE, cr3: builder.root });
+  vcpu.setControl({ ...lib.LONG_MODE, cr3: builder.root });
   const rng = new Prng(seed);
   const va = new BigUint64Array(BATCH);
   const access = new Uint8Array(BATCH);
@@ -66,8 +74,8 @@ export async function hitScenario(seed = 1): Promise<X86Scenario> {
 }
 
 /** Walk workload: TLB off, 16384 distinct pages in shuffled order, one address each. */
-export async function walkScenario(levels: 4 | 5, seed = 2): Promise<X86Scenario> {
-  const { machine, builder } = await machineWith(levels);
+export async function walkScenario(levels: 4 | 5, seed = 2, lib: X86Lib = vmmu): Promise<X86Scenario> {
+  const { machine, builder } = await machineWith(levels, lib);
   const vas: bigint[] = [];
   for (let i = 0; i < BATCH; i++) {
     const l4 = 1 + (i & 1), l3 = (i >> 1) & 3, l2 = (i >> 3) & 31, l1 = (i >> 8) & 63;
@@ -85,7 +93,7 @@ export async function walkScenario(levels: 4 | 5, seed = 2): Promise<X86Scenario
     access[i] = rng.int(3);
   }
   const vcpu = machine.vcpu(0);
-  vcpu.setControl({ ...LONG_MODE, cr4: LONG_MODE.cr4 | (levels === 5 ? CR4.LA57 : 0n), cr3: builder.root });
+  vcpu.setControl({ ...lib.LONG_MODE, cr4: lib.LONG_MODE.cr4 | (levels === 5 ? lib.CR4.LA57 : 0n), cr3: builder.root });
   vcpu.setTlbEnabled(false);
   return {
     name: levels === 5 ? "walk5" : "walk4", label: `${levels}-level walk`, machine, vcpu, builder, va, access, user: true, tlbOn: false,
