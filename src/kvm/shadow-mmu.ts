@@ -14,7 +14,7 @@ import type { GuestMemory } from "../memory.js";
 import type { HostPool } from "./host-pool.js";
 import type { CostModel } from "./cost-model.js";
 import type { ShadowPolicy } from "./policy.js";
-import { PTE, PTE_ADDR_MASK } from "../x86/regs.js";
+import { PTE } from "../x86/regs.js";
 
 // ---- role (union kvm_mmu_page_role, one u32) --------------------------------
 //
@@ -392,48 +392,79 @@ export class ShadowMmu {
 
   // ---- sync -------------------------------------------------------------------
 
+  /** Halves of the SPTE the last makeLeafSpte made (valid when it returned a gfn). */
+  private spteLo = 0;
+  private spteHi = 0;
+
+  /**
+   * The one gpte → SPTE rule (paging_tmpl.h FNAME(prefetch_invalid_gpte),
+   * FNAME(protect_clean_gpte); spte.c make_spte), on the two 32-bit halves
+   * `lo`, `hi` of a 4 KiB guest leaf entry, for a shadow page of role access
+   * `roleAccess`: returns the gfn the SPTE maps and leaves the SPTE in
+   * spteLo/spteHi, or -1 if the gpte makes none — not present, A = 0 (the next
+   * access must fault so the guest's A bit gets set) or no RAM at the gfn.
+   * Writable only if the walk allows it, the gpte is dirty (the first write
+   * faults so the guest's D bit gets set) and the gfn is not write-protected.
+   * Halves, not BigInt: syncPage applies it to every SPTE of a page.
+   */
+  private makeLeafSpte(lo: number, hi: number, roleAccess: number): number {
+    if ((lo & 0x21) !== 0x21) return -1;
+    const gfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
+    const gpa = gfn * 4096;
+    if (gpa < this.ramBase || gpa - this.ramBase >= this.ramSize) return -1;
+    const acc = roleAccess & ((lo & 6) | ((hi & 0x80000000) !== 0 ? 0 : ACC_EXEC));
+    let spteLo = (lo & 0xfffff000) | 1;
+    if ((acc & ACC_USER) !== 0) spteLo |= 4;
+    if ((acc & ACC_WRITE) !== 0 && (lo & 0x40) !== 0 && !this.isWriteProtectedKey(gfn)) spteLo |= 2;
+    this.spteLo = spteLo >>> 0;
+    this.spteHi = ((hi & 0xfffff) | ((acc & ACC_EXEC) === 0 ? 0x80000000 : 0)) >>> 0;
+    return gfn;
+  }
+
   /**
    * The SPTE a guest leaf entry `gpte` (4 KiB) should produce in a shadow page
-   * with role access `roleAccess`, for the current guest mode; undefined if the
-   * gpte is not present, has A = 0 (FNAME(prefetch_invalid_gpte): the next
-   * access must fault so the guest's A bit gets set) or maps no RAM. Writable only if the walk allows it,
-   * the gpte is dirty (KVM's protect_clean_gpte: the first write faults so
-   * the guest's D bit gets set), and the gfn is not write-protected.
+   * with role access `roleAccess`, for the current guest mode, and the gfn it
+   * maps; undefined if the gpte makes none (makeLeafSpte).
    */
   leafSpte(gpte: bigint, roleAccess: number): { spte: bigint; gfn: bigint } | undefined {
-    if ((gpte & PTE.P) === 0n || (gpte & PTE.A) === 0n) return undefined;
-    const gfn = (gpte & PTE_ADDR_MASK) >> 12n;
-    if (!this.memory.contains(gfn << 12n)) return undefined;
-    const acc = roleAccess & (Number(gpte & 6n) | ((gpte & PTE.XD) !== 0n ? 0 : ACC_EXEC));
-    let spte = (gfn << 12n) | PTE.P;
-    if ((acc & ACC_USER) !== 0) spte |= PTE.US;
-    if ((acc & ACC_EXEC) === 0) spte |= PTE.XD;
-    if ((acc & ACC_WRITE) !== 0 && (gpte & PTE.D) !== 0n && !this.isWriteProtected(gfn)) spte |= PTE.RW;
-    return { spte, gfn };
+    const gfn = this.makeLeafSpte(Number(gpte & 0xffff_ffffn), Number((gpte >> 32n) & 0xffff_ffffn), roleAccess);
+    return gfn < 0 ? undefined : { spte: (BigInt(this.spteHi) << 32n) | BigInt(this.spteLo), gfn: BigInt(gfn) };
+  }
+
+  /**
+   * kvm_sync_spte on gpte halves `lo`, `hi`: leaf SPTE `index` of unsync page
+   * `sp` is zapped if the gpte makes no SPTE or maps another frame, else it
+   * takes its rights from the gpte and keeps the A/D the hardware set. Returns
+   * true if a present SPTE changed (a flush is owed).
+   */
+  private syncLeaf(sp: ShadowPage, index: number, lo: number, hi: number): boolean {
+    const w = this.pool.words(), o = this.pool.wordOf(sp.entryBase + index);
+    const oldLo = w[o]!, oldHi = w[o + 1]!;
+    const gfn = this.makeLeafSpte(lo, hi, sp.access);
+    if (gfn < 0 || ((oldLo ^ this.spteLo) & 0xfffff000) !== 0 || ((oldHi ^ this.spteHi) & 0xfffff) !== 0) {
+      return this.setLeaf(sp, index, undefined, 0n);
+    }
+    const nextLo = ((oldLo & ~6) | (this.spteLo & 6)) >>> 0;
+    const nextHi = ((oldHi & 0x7fffffff) | (this.spteHi & 0x80000000)) >>> 0;
+    if (nextLo === oldLo && nextHi === oldHi) return false;
+    return this.setLeaf(sp, index, BigInt(gfn), (BigInt(nextHi) << 32n) | BigInt(nextLo));
   }
 
   /**
    * kvm_sync_spte: re-derives leaf SPTE `index` of unsync page `sp` from its
-   * gpte — zapped if the gpte went away or maps another frame, else its rights
-   * taken from the gpte (A/D the hardware set are kept). Returns true if a
-   * present SPTE changed (a flush is owed). syncPage does the same for every
-   * SPTE of a page, on 32-bit halves.
+   * gpte (syncLeaf). Returns true if a present SPTE changed (a flush is owed).
    */
   syncSpte(sp: ShadowPage, index: number): boolean {
     this.stats.spteSynced++;
     const gpte = this.memory.read64((sp.gfn << 12n) + BigInt(index) * 8n);
-    const want = this.leafSpte(gpte, sp.access);
-    const old = this.pool.entry(sp.entryBase + index);
-    if (!want || (old & PTE_ADDR_MASK) !== (want.spte & PTE_ADDR_MASK)) return this.setLeaf(sp, index, undefined, 0n);
-    const rights = PTE.RW | PTE.US | PTE.XD;
-    const next = (old & ~rights) | (want.spte & rights);
-    return next !== old ? this.setLeaf(sp, index, want.gfn, next) : false;
+    return this.syncLeaf(sp, index, Number(gpte & 0xffff_ffffn), Number(gpte >> 32n));
   }
 
   /**
    * kvm_sync_page: re-derives every SPTE of unsync leaf page `sp` from its
-   * gptes, then write-protects its gfn again. Returns true if a present SPTE
-   * changed (a flush is owed).
+   * gptes (syncLeaf, the guest table copied out in one piece), then
+   * write-protects its gfn again. Returns true if a present SPTE changed (a
+   * flush is owed).
    */
   syncPage(sp: ShadowPage, charge: (c: number) => void): boolean {
     this.stats.syncs++;
@@ -441,33 +472,11 @@ export class ShadowMmu {
     let flush = false;
     const indices = [...sp.leafGfns.keys()];
     if (indices.length > 0) this.memory.readInto(sp.gfn << 12n, this.gpteBytes);
-    const g = this.gpteWords, roleAccess = sp.access;
-    // leafSpte on the two 32-bit halves of each gpte and SPTE (no BigInt on the common path).
+    const g = this.gpteWords;
     for (const index of indices) {
       charge(this.costs.syncSpte);
       this.stats.spteSynced++;
-      const lo = g[index * 2]!, hi = g[index * 2 + 1]!;
-      const w = this.pool.words(), o = this.pool.wordOf(sp.entryBase + index);
-      const oldLo = w[o]!, oldHi = w[o + 1]!;
-      let gfn = 0;
-      let present = (lo & 0x21) === 0x21;
-      if (present) {
-        gfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
-        const gpa = gfn * 4096;
-        present = gpa >= this.ramBase && gpa - this.ramBase < this.ramSize;
-      }
-      if (!present || (oldLo & 0xfffff000) !== (lo & 0xfffff000) || (oldHi & 0xfffff) !== (hi & 0xfffff)) {
-        flush = this.setLeaf(sp, index, undefined, 0n) || flush;
-        continue;
-      }
-      // Keep A/D the hardware set; take rights from the gpte (never more than it grants).
-      const acc = roleAccess & ((lo & 6) | ((hi & 0x80000000) !== 0 ? 0 : ACC_EXEC));
-      let rightsLo = 0;
-      if ((acc & ACC_USER) !== 0) rightsLo |= 4;
-      if ((acc & ACC_WRITE) !== 0 && (lo & 0x40) !== 0 && !this.isWriteProtectedKey(gfn)) rightsLo |= 2;
-      const nextLo = ((oldLo & ~6) | rightsLo) >>> 0;
-      const nextHi = ((oldHi & 0x7fffffff) | ((acc & ACC_EXEC) === 0 ? 0x80000000 : 0)) >>> 0;
-      if (nextLo !== oldLo || nextHi !== oldHi) flush = this.setLeaf(sp, index, BigInt(gfn), (BigInt(nextHi) << 32n) | BigInt(nextLo)) || flush;
+      flush = this.syncLeaf(sp, index, g[index * 2]!, g[index * 2 + 1]!) || flush;
     }
     sp.unsync = false;
     this.clearUnsyncUp(sp);
