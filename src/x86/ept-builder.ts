@@ -1,8 +1,9 @@
 // Builds real EPT paging structures (4- or 5-level) in machine memory, for
 // tests, examples and workloads. Entries are the SDM encodings (Vol.3C §29.3.2,
 // "EPT Translation Mechanism", and its entry-format tables; the EPTP per §25.6.11
-// "Extended-Page-Table Pointer"): what this writes, the wasm walker, the reference
-// walker (src/ref/ept-walk.ts) and any real CPU read.
+// "Extended-Page-Table Pointer (EPTP)"; §28.2.2 and §24.6.11 in older editions):
+// what this writes, the wasm walker, the reference walker (src/ref/ept-walk.ts)
+// and any real CPU read.
 //
 // Addresses in the tables are host-physical: under EPT a machine's GuestMemory
 // is host-physical memory. Table pages come from a caller-given range of it,
