@@ -13,7 +13,7 @@ export type { TlbStats, Batch } from "./core/vcpu-base.js";
 export { X86PageTableBuilder, type X86PageSize, type X86LeafFlags, type X86BuilderOptions } from "./x86/table-builder.js";
 export { X86EptBuilder, type EptPageSize, type EptLeafFlags, type EptBuilderOptions } from "./x86/ept-builder.js";
 export { CR0, CR4, EFER, RFLAGS, PTE, PFERR, LONG_MODE, CR3_NOFLUSH, CR3_PCID_MASK, type X86Access } from "./x86/regs.js";
-export { gva, gpa, toGfn, gfnToGpa, hex, type Gva, type Gpa, type Gfn, type Hpa } from "./addr.js";
+export { hex } from "./addr.js";
 export { coreHash, RIGHTS } from "./core/load.js";
 export {
   Arm64Vcpu, armAccessCode, type Arm64SystemRegisters, type Arm64Fault, type Arm64FaultKind, type Arm64Translation, type Arm64TranslationWithRights,

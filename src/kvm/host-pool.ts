@@ -1,7 +1,8 @@
 // The host-table pool: 4 KiB pages in the shared memory where a hypervisor
 // builds its own tables (shadow pages now; EPT and stage 2 later). Hardware
 // walkers reach them at host-physical POOL_HPA + offset (assembly/phys.ts);
-// the control plane reads and writes entries here through a u64 view.
+// the control plane reads and writes entries here through a u64 view of the
+// wasm memory, at the pool's host offset. Pages are named by their hpa.
 
 import type { Layout } from "../core/layout.js";
 import { hex } from "../addr.js";
@@ -12,7 +13,8 @@ export class HostPool {
   readonly hpaBase: bigint;
   /** Pool pages in total. */
   readonly pages: number;
-  private readonly hostBase: number;
+  /** Host offset (in the wasm memory) of the first pool byte. */
+  private readonly hostOffset: number;
   private readonly free: number[] = [];
   /** 1 for each page handed out and not yet released: a double release is refused, not a page handed out twice. */
   private readonly used: Uint8Array;
@@ -25,7 +27,7 @@ export class HostPool {
   constructor(wasmMemory: WebAssembly.Memory, layout: Layout) {
     this.views = MemoryViews.of(wasmMemory, layout);
     const dv = this.views.fresh().dv;
-    this.hostBase = dv.getUint32(layout.MACHINE_BASE + layout.M_POOL_BASE, true);
+    this.hostOffset = dv.getUint32(layout.MACHINE_BASE + layout.M_POOL_BASE, true);
     this.pages = dv.getUint32(layout.MACHINE_BASE + layout.M_POOL_BYTES, true) / 4096;
     this.hpaBase = dv.getBigUint64(layout.MACHINE_BASE + layout.M_POOL_HPA, true);
     this.used = new Uint8Array(this.pages);
@@ -46,7 +48,7 @@ export class HostPool {
       if (this.nextFresh >= this.pages) return undefined;
       page = this.nextFresh++;
     }
-    this.views.fresh().u8.set(ZEROS, this.hostBase + page * 4096);
+    this.views.fresh().u8.set(ZEROS, this.hostOffset + page * 4096);
     this.used[page] = 1;
     this.inUse++;
     if (this.inUse > this.peak) this.peak = this.inUse;
@@ -75,12 +77,12 @@ export class HostPool {
 
   /** Entry number `n` of the pool (pool page × 512 + index). */
   entry(n: number): bigint {
-    return this.u64()[this.hostBase / 8 + n]!;
+    return this.u64()[this.hostOffset / 8 + n]!;
   }
 
   /** Writes entry number `n` of the pool. */
   setEntry(n: number, value: bigint): void {
-    this.u64()[this.hostBase / 8 + n] = value;
+    this.u64()[this.hostOffset / 8 + n] = value;
   }
 
   /** A u32 view over the whole memory, for hot paths that read entries as two halves (see wordOf). */
@@ -90,16 +92,16 @@ export class HostPool {
 
   /** Index in words() of the low half of entry number `n` (the high half follows). */
   wordOf(n: number): number {
-    return this.hostBase / 4 + n * 2;
+    return this.hostOffset / 4 + n * 2;
   }
 
   /** Entry `index` (0..511) of the table page at `hpa`. */
   read(hpa: bigint, index: number): bigint {
-    return this.u64()[(this.hostBase + Number(hpa - this.hpaBase)) / 8 + index]!;
+    return this.u64()[(this.hostOffset + Number(hpa - this.hpaBase)) / 8 + index]!;
   }
 
   /** Writes entry `index` of the table page at `hpa`. */
   write(hpa: bigint, index: number, value: bigint): void {
-    this.u64()[(this.hostBase + Number(hpa - this.hpaBase)) / 8 + index] = value;
+    this.u64()[(this.hostOffset + Number(hpa - this.hpaBase)) / 8 + index] = value;
   }
 }
