@@ -2,10 +2,12 @@
 // it issues: arch/arm64/include/asm/tlbflush.h (__flush_tlb_range,
 // __flush_tlb_range_op) and the KVM stage-2 callers (arch/arm64/kvm/hyp/pgtable.c
 // kvm_tlb_flush_vmid_range, hyp/{vhe,nvhe}/tlb.c __kvm_tlb_flush_vmid_range).
-// Follows arch/arm64/include/asm/tlbflush.h and hyp/vhe/tlb.c (KVM sequences, the v6.5/v6.6 ascending
-// loop, including its latent MAX_TLBI_RANGE_PAGES bug) and C.8 (v6.9+ descending
-// loop with Gavin Shan's fixes). 4 KiB pages, no LPA2 (so no 64 KiB alignment
-// peel), no TLBI repeat errata. DSB/ISB barriers and VMID context switches are
+// Follows arch/arm64/include/asm/tlbflush.h and hyp/vhe/tlb.c (KVM sequences,
+// the v6.5/v6.6 ascending loop, including its latent MAX_TLBI_RANGE_PAGES bug)
+// and the v6.9+ descending loop of tlbflush.h (the LPA2 rework with Gavin
+// Shan's "arm64: tlb: Fix TLBI RANGE operand" and "arm64: tlb: Allow range
+// operation for MAX_TLBI_RANGE_PAGES"). 4 KiB pages, no LPA2 (so no 64 KiB
+// alignment peel), no TLBI repeat errata. DSB/ISB barriers and VMID context switches are
 // implied by each sequence and not listed.
 
 import { encodeTlbiRange, encodeTlbiVa, tlbiRangePages, type TlbiOp } from "./tlbi.js";
@@ -19,9 +21,9 @@ export interface TlbiCall {
 
 /**
  * Which kernel's loop to replay. 'v6.6' = v6.5 __flush_tlb_range = v6.6
- * __flush_tlb_range_op (C.7). 'v6.9' = the descending loop after the LPA2
+ * __flush_tlb_range_op (tlbflush.h as of v6.6). 'v6.9' = the descending loop after the LPA2
  * rework plus "Fix TLBI RANGE operand" and "Allow range operation for
- * MAX_TLBI_RANGE_PAGES" (C.8).
+ * MAX_TLBI_RANGE_PAGES" (tlbflush.h as of v6.9).
  */
 export type LinuxTlbVariant = "v6.6" | "v6.9";
 
@@ -103,7 +105,7 @@ export interface FlushTlbRangeOpOptions {
  * The core loop, Linux __flush_tlb_range_op (the inline loop of v6.5
  * __flush_tlb_range). Returns the TLBIs in issue order; pure.
  *
- * v6.6, ascending (C.7):
+ * v6.6, ascending (tlbflush.h v6.6):
  *  1. scale = 0.
  *  2. While pages > 0:
  *     a. If !tlbRange or pages is odd: one non-range op at `start` (with the
@@ -118,7 +120,7 @@ export interface FlushTlbRangeOpOptions {
  *  produces an operand whose SCALE spills into TG: 0x4000_0000_0000 | base,
  *  which decodes as 2 pages (the latent bug; only KVM reaches it).
  *
- * v6.9, descending (C.8):
+ * v6.9, descending (tlbflush.h v6.9):
  *  1. scale = 3.
  *  2. While pages > 0:
  *     a. If !tlbRange or pages = 1: one non-range op, as in v6.6 step 2a.
@@ -281,7 +283,7 @@ export function linuxFlushTlbRange(opts: LinuxFlushTlbRangeOptions): TlbiCall[] 
 }
 
 /**
- * KVM kvm_tlb_flush_vmid_range(mmu, addr, size) (v6.6 pgtable.c, C.6), as
+ * KVM kvm_tlb_flush_vmid_range(mmu, addr, size) (v6.6 arch/arm64/kvm/hyp/pgtable.c), as
  * the TLBIs it issues for one VMID. Pure.
  *
  *  1. Without FEAT_TLBIRANGE: __kvm_tlb_flush_vmid = one VMALLS12E1IS, for
@@ -297,7 +299,7 @@ export function linuxFlushTlbRange(opts: LinuxFlushTlbRangeOptions): TlbiCall[] 
  *  3. VMALLE1IS (IPA ops need not hit combined S1+S2 entries).
  *
  * There is no flush-all threshold: an 8 GiB chunk goes straight into the
- * loop, which in v6.6 emits the buggy 2-page operand (C.7, C.9 row 11).
+ * loop, which in v6.6 emits the buggy 2-page operand (flushTlbRangeOp, v6.6).
  *
  * @param opts.start IPA in bytes. @param opts.size bytes; the sub-page
  *        remainder is dropped (size >> 12), as in the kernel.

@@ -39,7 +39,7 @@ export interface DecodedTlbi {
   kind: TlbiKind;
   /** 1 = stage-1 entries (incl. combined S1+S2), 2 = stage-2-only entries, 12 = both stages. */
   stage: 1 | 2 | 12;
-  /** Only last-level (block/page) entries; walk-cache entries may survive (C.4). */
+  /** Only last-level (block/page) entries; walk-cache entries may survive (the …L… forms, Arm ARM C5.5). */
   leafOnly: boolean;
   /** The ASID matched, for ops that match one ASID (VAE1, VALE1, ASIDE1, RVAE1, RVALE1). */
   asid?: number;
@@ -61,11 +61,11 @@ export interface DecodedTlbi {
   startVa: bigint;
   /** 4 KiB pages covered: 1n for non-range address ops, (NUM+1)<<(5·SCALE+1) for range ops, 0n otherwise. */
   pages: bigint;
-  /** Leaf-level hint (C.3, C.2 TTL), or null when the operand gives none. */
+  /** Leaf-level hint (operand TTL, FEAT_TTL, Arm ARM C5.5; Linux tlbflush.h __tlbi_level), or null when the operand gives none. */
   ttlLevel: number | null;
   /**
    * Non-null when the architecture does not require the op to invalidate
-   * anything (C.5: range TG = 00 reserved, or TG ≠ 01, the 4 KiB granule in use);
+   * anything (Arm ARM C5.5, range forms: TG = 00 reserved, or TG ≠ 01, the 4 KiB granule in use; QEMU tlbi_aa64_get_range);
    * the reason. The other fields still show what the operand encodes.
    */
   ignored: string | null;
@@ -190,7 +190,7 @@ export interface TlbiFields {
   tg: number; scale: number; num: number;
   /** IPA forms: NS, operand bit 63. */
   ns: boolean;
-  /** 0 when the op must invalidate; 1 reserved range TG = 00; 2 range TG not the 4 KiB granule (C.5). */
+  /** 0 when the op must invalidate; 1 reserved range TG = 00; 2 range TG not the 4 KiB granule (Arm ARM C5.5 range forms). */
   ignored: number;
 }
 
@@ -273,7 +273,7 @@ export function tlbiRangePages(num: number, scale: number): bigint {
  * forms: IPA[47:12] = operand[35:0], NS = bit 63. Range forms: BaseADDR =
  * operand[36:0] is VA/IPA[48:12]; for VA forms it is sign-extended from bit 36
  * (VA bit 48) as QEMU does for two-range regimes. A range TG other than 01 sets
- * `ignored` (C.5). A non-range TTL whose TTL[3:2] is not 01 is treated as no hint;
+ * `ignored` (Arm ARM C5.5 range forms). A non-range TTL whose TTL[3:2] is not 01 is treated as no hint;
  * TTL 0b0100 decodes to level 0 (a reserved value without FEAT_LPA2).
  */
 export function decodeTlbi(op: string, operand: bigint, opts: { asid16: boolean }): DecodedTlbi {
@@ -372,7 +372,7 @@ export function encodeTlbiVa(va: bigint, asid: number, ttlLevel?: number): bigin
  *
  * Like the Linux macro, scale, num and ttl are shifted into place without
  * masking: scale = 4 lands on bit 46 (inside TG, which is already 01), the
- * v6.6 MAX_TLBI_RANGE_PAGES bug of C.7.
+ * v6.6 MAX_TLBI_RANGE_PAGES bug (fixed in v6.9 by "arm64: tlb: Fix TLBI RANGE operand", tlbflush.h __TLBI_RANGE_NUM).
  */
 export function encodeTlbiRange(f: {
   baseVa: bigint;

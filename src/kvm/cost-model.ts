@@ -6,7 +6,7 @@
 import { optionsObject, show } from "../validate.js";
 
 export interface CostModel {
-  /** VM exit + entry round trip. Assumption inside E's suggested 1,000–1,500 (bracketed by the SVM KVM_RUN measurement of ≈1,344–2,528 cycles, E). */
+  /** VM exit + entry round trip. Assumption, 1,000–1,500 on post-2015 cores, bracketed by an SVM KVM_RUN round trip measured at ≈1,344–2,528 cycles (LKML, Dec 2020: lkml.iu.edu/hypermail/linux/kernel/2012.2/00527.html). */
   vmExit: number;
   /** One paging-structure memory reference by a hardware walk (cache hit mix). Assumption. */
   hwWalkRef: number;
@@ -26,17 +26,17 @@ export interface CostModel {
   emulate: number;
   /** Zapping one shadow page (unlink parents and children, free). Assumption. */
   zap: number;
-  /** A local TLB flush of one context (INVVPID single-context / INVEPT). Not found in the sources (G.6); assumption. */
+  /** A local TLB flush of one context (INVVPID single-context / INVEPT). No published cycle count found; assumption. */
   localFlush: number;
-  /** A TLB flush of one address (INVVPID individual-address / INVLPG). Not found (G.6); assumption. */
+  /** A TLB flush of one address (INVVPID individual-address / INVLPG). No published cycle count found; assumption. */
   addrFlush: number;
-  /** A remote TLB flush, per other vCPU: IPI, exit on the target, flush, acknowledgement. Not found (G.6); assumption. */
+  /** A remote TLB flush, per other vCPU: IPI, exit on the target, flush, acknowledgement. No published cycle count found; assumption. */
   remoteFlush: number;
   /** Finding a root in the shadow-page hash (kvm_mmu_get_page hit). Assumption. */
   hashLookup: number;
-  /** Searching the 4-entry root cache (fast_cr3_switch). "tens of cycles" (E, derived). */
+  /** Searching the 4-entry root cache (fast_cr3_switch; now mmu.c cached_root_find_and_keep_current). Assumption: tens of cycles. */
   rootCacheLookup: number;
-  /** MMU re-initialisation avoided per nested exit: ≈1,000 cycles (E, Kuznetsov 2018). Used when a root must be rebuilt. */
+  /** MMU re-initialisation avoided per nested exit: ≈1,000 cycles (Vitaly Kuznetsov, "x86/kvm/nVMX: optimize MMU switch between L1 and L2", kvm@vger.kernel.org, 2018). Used when a root must be rebuilt. */
   mmuReinit: number;
   /** A native MOV CR3 / INVLPG / INVPCID executed by hardware (no exit). Assumption. */
   nativeCr3: number;

@@ -5,7 +5,8 @@
  * holds (nothing evicted, no tag rollover) still hits. Arm ARM C5.5 (TLBI)
  * and the VMSAv8-64 TLB maintenance rules (Arm ARM chapter D8): what
  * each TLBI covers, operands, TTL hints, range TG,
- * C.6–C.7 (the Linux and KVM sequences).
+ * the Linux and KVM sequences (arch/arm64/include/asm/tlbflush.h
+ * __flush_tlb_range_op; arch/arm64/kvm/hyp/vhe/tlb.c __kvm_tlb_flush_vmid_range).
  *
  * The model: per vCPU, the translations it may legally hold —
  *  - combined entries: (VMID, ASID or global, VA page), invalidated as their

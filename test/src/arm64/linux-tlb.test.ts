@@ -1,8 +1,9 @@
 /**
  * Linux arm64 range TLB invalidation replayed as TLBI lists:
  * KVM kvm_tlb_flush_vmid_range (arch/arm64/kvm/hyp/vhe/tlb.c), tlbflush.h (v6.5/v6.6
- * ascending __flush_tlb_range_op and its 2^21-page bug), C.8 (v6.9+
- * descending loop) and the C.9 worked examples, plus the tiling property:
+ * ascending __flush_tlb_range_op and its 2^21-page bug; the v6.9+ descending
+ * loop) and worked examples (operands worked out by hand from tlbflush.h's
+ * __TLBI_VADDR_RANGE and __TLBI_RANGE_NUM), plus the tiling property:
  * decoded with decodeTlbi, the emitted ops cover [start, start + pages·4K)
  * exactly, low to high.
  */
@@ -19,11 +20,11 @@ const M2 = 0x20_0000n;
 const MAX = MAX_TLBI_RANGE_PAGES;
 const hex = (v: bigint): string => "0x" + v.toString(16);
 
-/** One expected op of C.9: "s" = single (non-range), "r" = range; the operand. */
+/** One expected op of a worked example: "s" = single (non-range), "r" = range; the operand. */
 type Step = readonly ["s" | "r", bigint];
 
-/** C.9, rows 1–13: start, pages, v6.5/v6.6 ascending, v6.9+ descending. */
-const C9: readonly {
+/** Worked examples, rows 1–13: start, pages, v6.5/v6.6 ascending, v6.9+ descending. */
+const WORKED: readonly {
   row: number; start: bigint; pages: bigint; v66: readonly Step[] | "buggy"; v69: readonly Step[];
 }[] = [
   { row: 1, start: 0x4000_0000n, pages: 1n, v66: [["s", 0x40000n]], v69: [["s", 0x40000n]] },
@@ -99,11 +100,11 @@ function expectTiles(calls: readonly TlbiCall[], start: bigint, pages: bigint, n
   expect(problem, note).toBe("");
 }
 
-describe("C.9 worked examples", () => {
+describe("worked examples", () => {
   const variants = [["v6.6", "v66"], ["v6.9", "v69"]] as const;
   for (const [variant, col] of variants) {
     describe(`${variant} (${variant === "v6.6" ? "ascending" : "descending"})`, () => {
-      it.each(C9.filter((r) => r[col] !== "buggy").map((r) => [r.row, r] as const))(
+      it.each(WORKED.filter((r) => r[col] !== "buggy").map((r) => [r.row, r] as const))(
         "row %i: __flush_tlb_range, KVM stage 2 and kvm_tlb_flush_vmid_range emit the table's operands",
         (_row, r) => {
           const steps = r[col] as readonly Step[];
@@ -119,7 +120,7 @@ describe("C.9 worked examples", () => {
   }
 });
 
-describe("exactly MAX_TLBI_RANGE_PAGES (2^21) pages, C.9 row 11", () => {
+describe("exactly MAX_TLBI_RANGE_PAGES (2^21) pages, worked example 11", () => {
   const start = 0x4000_0000n;
 
   it("v6.6 KVM path: scale reaches 4 and the operand decodes to 2 pages", () => {
@@ -311,7 +312,7 @@ describe("operand details", () => {
   });
 });
 
-describe("kvm_tlb_flush_vmid_range (C.6)", () => {
+describe("kvm_tlb_flush_vmid_range (v6.6 arch/arm64/kvm/hyp/pgtable.c)", () => {
   const ipa = 0x8000_0000n;
 
   it("without FEAT_TLBIRANGE: one VMALLS12E1IS for any size", () => {
@@ -371,7 +372,7 @@ describe("tiling property over random ranges", () => {
     return p > maxPages ? maxPages : p;
   }
 
-  it("__flush_tlb_range: ops tile the range low to high; shapes per C.7/C.8", () => {
+  it("__flush_tlb_range: ops tile the range low to high; shapes per v6.6/v6.9 tlbflush.h", () => {
     for (let i = 0; i < 3000; i++) {
       const variant: LinuxTlbVariant = rng.chance(0.5) ? "v6.6" : "v6.9";
       const tlbRange = rng.chance(0.85);

@@ -1,8 +1,8 @@
 /**
  * TLBI names and operand decoding/encoding: Arm ARM C5.5 (what
  * each op invalidates, operand formats, non-range TTL, leaf
- * forms), C.5 (range TG rules); QEMU tlbi_aa64_get_range for BaseADDR sign
- * extension.
+ * forms, range TG rules); QEMU tlbi_aa64_get_range (target/arm/tcg/tlb-insns.c)
+ * for BaseADDR sign extension and the reserved TG.
  */
 import { describe, expect, it } from "vitest";
 import {

@@ -2,7 +2,7 @@
  * arm64 TLB maintenance, one rule per test: what each TLBI instruction must
  * invalidate and what it must leave (Arm ARM C5.5 scope, operand
  * encodings, TTL hints, reserved TG; KVM hyp/vhe/tlb.c sequences; Linux tlbflush.h
- * the v6.6 2^21-page bug, C.9 worked examples); what a cached entry grants
+ * the v6.6 2^21-page bug, worked examples of test/src/arm64/linux-tlb.test.ts); what a cached entry grants
  * (PAN, hardware AF/dirty: Arm ARM D8.5, docs/arm64-walk-contract.md stage-1
  * rules 9–12); tagged VAs under TBI; context-slot recycling and the cost of
  * range invalidation (docs/mmu.md §6). Descriptors are edited with plain
@@ -343,7 +343,7 @@ describe("blocks and ranges", () => {
     expectCached(g.v0, USER, 0x80_0000n);
   });
 
-  it("the C.9 row 4 operation list (via linuxFlushTlbRange) invalidates exactly pages [start, start+515)", async () => {
+  it("the worked example of 515 pages: its operation list (via linuxFlushTlbRange) invalidates exactly pages [start, start+515)", async () => {
     const g = await guest({ tlbEntries: 1 << 14 });
     const start = USER + 0x8000_0000n;
     const pages = [-2n, ...Array.from({ length: 519 }, (_, i) => BigInt(i) - 1n)];

@@ -3,7 +3,8 @@
  * on page-table stores, CR3 loads, INVLPG and INVPCID, and that the guest
  * never sees a translation the architecture forbids. SDM §4.10.4
  * (invalidation semantics), KVM mmu.c kvm_mmu_track_write (emulated writes), mmu_sync_children (unsync and
- * resync), B.10–B.12 (roots, CR3, INVLPG/INVPCID), B.15 (lai2021, alon2018);
+ * resync), kvm_mmu_new_pgd / kvm_mmu_free_roots / x86.c kvm_set_cr3 (roots, CR3),
+ * kvm_mmu_invalidate_addr / kvm_handle_invpcid (INVLPG/INVPCID), src/kvm/policy.ts (lai2021, alon2018);
  * Intel SDM Vol.3A §4.8 (A/D), §4.10.4 (invalidation).
  *
  * Every guest page-table write after start goes through the direct map
