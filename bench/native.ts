@@ -1,4 +1,4 @@
-// Builds and drives the native C baselines (bench/native/x86.c, arm64.c):
+// Builds and drives the native C baselines (bench/native/x86.c, arm64.c, x86-ept.c):
 // compiled at bench time with the system `cc -O2`, fed one scenario per run
 // through a temp file (each input format is documented at the top of its .c
 // file), timed in its own process with clock_gettime.
@@ -28,7 +28,7 @@ export interface NativeResult {
 }
 
 /** Compiles bench/native/<arch>.c into bench/.out/<arch>-native; returns the binary path, or a reason it cannot. */
-export function compileNative(arch: "x86" | "arm64" = "x86"): { binary: string } | { skipped: string } {
+export function compileNative(arch: "x86" | "arm64" | "x86-ept" = "x86"): { binary: string } | { skipped: string } {
   const src = path.join(ROOT, `bench/native/${arch}.c`);
   const outDir = path.join(ROOT, "bench/.out");
   mkdirSync(outDir, { recursive: true });
@@ -57,15 +57,15 @@ export function u64s(...xs: bigint[]): Buffer {
 export const bytesOf = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 /**
- * Writes `input` to a temp file, runs `binary INPUT MS` and parses its
- * stdout: one JSON NativeResult per line.
+ * Writes `input` to a temp file, runs `binary INPUT MS ...extra` and parses
+ * its stdout: one JSON NativeResult per line.
  */
-export function runNativeInput(binary: string, input: Buffer[], ms: number): NativeResult[] {
+export function runNativeInput(binary: string, input: Buffer[], ms: number, extra: string[] = []): NativeResult[] {
   const dir = mkdtempSync(path.join(os.tmpdir(), "vmmu-bench-"));
   const file = path.join(dir, "scenario.bin");
   try {
     writeFileSync(file, Buffer.concat(input));
-    const r = spawnSync(binary, [file, String(ms)], { encoding: "utf8", timeout: 120_000 });
+    const r = spawnSync(binary, [file, String(ms), ...extra], { encoding: "utf8", timeout: 120_000 });
     if (r.status !== 0) throw new Error(`${path.basename(binary)} failed (${r.status ?? r.signal}): ${r.stderr}`);
     return r.stdout.trim().split("\n").map((l) => JSON.parse(l) as NativeResult);
   } finally {
