@@ -12,8 +12,9 @@
 //   node scripts/bench-baseline.mjs            ab130d2
 //   node scripts/bench-baseline.mjs REV        any other commit
 //   node scripts/bench-baseline.mjs --force    rebuild even if present
+//   node scripts/bench-baseline.mjs --out DIR  write to DIR instead of bench/.baseline
 //
-// Exit status: 0 built (or already present), 1 a step failed (its output is printed).
+// Exit status: 0 built (or already present), 1 a step failed (its output is printed), 2 a bad argument.
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -24,7 +25,7 @@ import { fileURLToPath } from "node:url";
 export const DEFAULT_BASELINE_REV = "ab130d2";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const outDir = path.join(root, "bench", ".baseline");
+const defaultOutDir = path.join(root, "bench", ".baseline");
 
 function run(cmd, args, cwd) {
   const r = spawnSync(cmd, args, { cwd, encoding: "utf8", maxBuffer: 64 << 20 });
@@ -34,8 +35,8 @@ function run(cmd, args, cwd) {
   return r.stdout;
 }
 
-/** Paths of the baseline files for `rev` (a short or full commit name, as given). */
-export function baselinePaths(rev = DEFAULT_BASELINE_REV) {
+/** Paths of the baseline files for `rev` (a short or full commit name, as given) in `outDir`. */
+export function baselinePaths(rev = DEFAULT_BASELINE_REV, outDir = defaultOutDir) {
   return {
     lib: path.join(outDir, `vmmu-${rev}.mjs`),
     wasm: path.join(outDir, `core-${rev}.wasm`),
@@ -43,9 +44,9 @@ export function baselinePaths(rev = DEFAULT_BASELINE_REV) {
   };
 }
 
-/** Builds the baseline of `rev` unless present (or `force`); returns its paths. */
-export async function buildBaseline(rev = DEFAULT_BASELINE_REV, { force = false, log = console.log } = {}) {
-  const out = baselinePaths(rev);
+/** Builds the baseline of `rev` into `outDir` unless present (or `force`); returns its paths. */
+export async function buildBaseline(rev = DEFAULT_BASELINE_REV, { force = false, outDir = defaultOutDir, log = console.log } = {}) {
+  const out = baselinePaths(rev, outDir);
   if (!force && existsSync(out.lib) && existsSync(out.meta)) return out;
   const commit = run("git", ["rev-parse", "--verify", `${rev}^{commit}`], root).trim();
   const tmp = mkdtempSync(path.join(os.tmpdir(), `vmmu-baseline-${rev}-`));
@@ -80,9 +81,15 @@ export async function buildBaseline(rev = DEFAULT_BASELINE_REV, { force = false,
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
-  const rev = args.find((a) => !a.startsWith("-")) ?? DEFAULT_BASELINE_REV;
+  const outAt = args.indexOf("--out");
+  const outDir = outAt >= 0 ? args[outAt + 1] : undefined;
+  if (outAt >= 0 && !outDir) {
+    console.error("bench-baseline: --out needs a directory");
+    process.exit(2);
+  }
+  const rev = args.find((a, i) => !a.startsWith("-") && !(outAt >= 0 && i === outAt + 1)) ?? DEFAULT_BASELINE_REV;
   try {
-    const out = await buildBaseline(rev, { force: args.includes("--force") });
+    const out = await buildBaseline(rev, { force: args.includes("--force"), outDir: outDir ? path.resolve(outDir) : defaultOutDir });
     console.log(`bench-baseline: ${path.relative(root, out.lib)} ready`);
   } catch (e) {
     console.error(e instanceof Error ? e.message : e);
