@@ -7,7 +7,8 @@
 //
 // Per case: both machines are built, warmed up (TLB filled, A set in every
 // walked entry, code tiered up), checked for the steady state and for equal
-// answers (checksums of the batch pa and status arrays), then measured for
+// answers (a checksum of every batch result as each core's decodeStatus reads
+// it: pa, level, page size, or the fault), then measured for
 // ROUNDS rounds; each round runs one tinybench per case with the old and the
 // new task in alternating order. Reported: median ns per translation over
 // the rounds, the median of the per-round new/old ratios and its range, and
@@ -45,9 +46,8 @@ interface Side {
   /** One single-call translate() loop (hit cases only); returns the translations it made. */
   single?: () => number;
   counters(): PerOp;
-  /** Checksums of the batch pa and status arrays over the whole address list. */
-  paSum: number;
-  statusSum: number;
+  /** Checksum of the batch results over the whole address list, decoded by the core's own decodeStatus. */
+  answers: number;
   dispose(): void;
 }
 
@@ -76,14 +76,25 @@ const statsOf = (v: { tlbStats(): PerOp }): PerOp => {
   return { hits: t.hits, misses: t.misses, walks: t.walks, ptRefs: t.ptRefs, adWrites: t.adWrites };
 };
 
-function sums(b: { pa: BigUint64Array; status: Uint32Array }, n: number): { paSum: number; statusSum: number } {
-  const pa = new Uint32Array(b.pa.buffer, b.pa.byteOffset, n * 2);
-  let paSum = 0, statusSum = 0;
+type Decoded = { pa: bigint; pageSize: number; level: number } | { fault: object };
+
+/** Checksum of a fault record's fields (bigints as decimal). */
+function faultSum(f: object): number {
+  const text = JSON.stringify(f, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v));
+  let h = 0;
+  for (let i = 0; i < text.length; i++) h = mix(h, text.charCodeAt(i));
+  return h;
+}
+
+/** Checksum of the first `n` batch results, each decoded by `decode` (the vCPU's decodeStatus). */
+function answers(b: { pa: BigUint64Array; status: Uint32Array }, n: number, decode: (status: number, pa: bigint) => Decoded): number {
+  let h = 0;
   for (let i = 0; i < n; i++) {
-    paSum = mix(mix(paSum, pa[2 * i]!), pa[2 * i + 1]!);
-    statusSum = mix(statusSum, b.status[i]!);
+    const r = decode(b.status[i]!, b.pa[i]!);
+    if ("fault" in r) h = mix(mix(mix(h, 0), 0), faultSum(r.fault));
+    else h = mix(mix(mix(h, Number(r.pa & 0xffff_ffffn)), Number(r.pa >> 32n)), (r.level << 8) | Math.log2(r.pageSize));
   }
-  return { paSum, statusSum };
+  return h;
 }
 
 /** Runs `fn` for `ms` (V8 tiers hot wasm up from Liftoff in a background thread). */
@@ -120,7 +131,8 @@ function x86Case(name: "hit" | "walk4" | "walk5", label: string, expectedPtRefs:
       tierUp(() => { batch(); if (s.tlbOn) single(); }, TIER_UP_MS);
       s.vcpu.resetStats();
       checkSteady(`${lib.coreHash} ${s.name}`, bt.run(n, user), statsOf(s.vcpu), n, s.tlbOn, expectedPtRefs);
-      return { batch, single: s.tlbOn ? single : undefined, counters: () => statsOf(s.vcpu), ...sums(bt, n), dispose: () => s.machine.dispose() };
+      const sum = answers(bt, n, (st, pa) => s.vcpu.decodeStatus(st, pa));
+      return { batch, single: s.tlbOn ? single : undefined, counters: () => statsOf(s.vcpu), answers: sum, dispose: () => s.machine.dispose() };
     },
   };
 }
@@ -160,7 +172,8 @@ function armCase(ipaBits: 0 | 40 | 48 | "hit"): Case {
       arm.loadBatch(s);
       s.vcpu.resetStats();
       checkSteady(`${lib.coreHash} ${s.name}`, bt.run(n, el0), statsOf(s.vcpu), n, s.tlbOn, expectedPtRefs);
-      return { batch, single: hit ? single : undefined, counters: () => statsOf(s.vcpu), ...sums(bt, n), dispose: () => s.machine.dispose() };
+      const sum = answers(bt, n, (st, pa) => s.vcpu.decodeStatus(st, pa));
+      return { batch, single: hit ? single : undefined, counters: () => statsOf(s.vcpu), answers: sum, dispose: () => s.machine.dispose() };
     },
   };
 }
@@ -214,7 +227,7 @@ for (const c of cases) {
 interface Row { case: string; path: string; old?: number; new?: number; ratio?: number; range: string; oldPt?: number; newPt?: number; same: boolean }
 const rows: Row[] = [];
 for (const { c, old, neu } of checks) {
-  const same = old.paSum === neu.paSum && old.statusSum === neu.statusSum;
+  const same = old.answers === neu.answers;
   for (const kind of ["batch", "single"] as const) {
     const o = `${c.name} ${kind} old`, n = `${c.name} ${kind} new`;
     if (rounds.ns(o) === undefined) continue;
@@ -234,9 +247,9 @@ printTable(
 );
 console.log("new/old is the median of the per-round ratios (below 1: the new core is faster); the range is over rounds.");
 console.log("ptRefs/op: each side's tlbStats() delta per translation over its measured phase (0 on TLB hits).");
-console.log("same answers: equal checksums of the batch pa and status arrays over the whole address list.\n");
-const diff = checks.filter(({ old, neu }) => old.paSum !== neu.paSum || old.statusSum !== neu.statusSum);
-if (diff.length) console.log(`Different answers: ${diff.map(({ c, old, neu }) => `${c.name} (pa ${old.paSum === neu.paSum ? "same" : "differ"}, status ${old.statusSum === neu.statusSum ? "same" : "differ"})`).join(", ")}\n`);
+console.log("same answers: equal checksums of every batch result over the whole address list, as each core's decodeStatus reads it.\n");
+const diff = checks.filter(({ old, neu }) => old.answers !== neu.answers);
+if (diff.length) console.log(`Different answers: ${diff.map(({ c }) => c.name).join(", ")}\n`);
 console.log(`Load average (1 / 5 / 15 min) at the end: ${loadAvg()}`);
 
 const out = path.join(ROOT, "bench/.out/before-after.json");
