@@ -110,6 +110,35 @@ function checkSteady(name: string, faults: number, st: PerOp, n: number, tlbOn: 
   }
 }
 
+/**
+ * A fresh copy of `f` (which must use only its parameters). Closures made
+ * from one piece of source share V8's type feedback and optimized code, so a
+ * loop that drove both cores' vCPU classes would run polymorphic on both and
+ * measure the harness; each side's hot loops are its own copies.
+ */
+function ownCopy<F extends (...a: never[]) => unknown>(f: F): F {
+  return new Function(`return (${f.toString()});`)() as F;
+}
+
+type BatchLike = { va: BigUint64Array; access: Uint8Array; run(n: number, priv: boolean): number };
+type TranslateLike = { translate(va: bigint, access: never, priv: boolean): unknown };
+
+/** One batch call over `n` addresses, after loading `va`/`acc` into the batch area when given. */
+const batchLoop = (bt: BatchLike, va: BigUint64Array | undefined, acc: Uint8Array | undefined, n: number, priv: boolean): number => {
+  if (va && acc) {
+    bt.va.set(va);
+    bt.access.set(acc);
+  }
+  bt.run(n, priv);
+  return n;
+};
+
+/** translate() over addresses [off, off + n) of the list. */
+const singleLoop = (vcpu: TranslateLike, va: bigint[], kinds: never[], priv: boolean, off: number, n: number): number => {
+  for (let i = off; i < off + n; i++) vcpu.translate(va[i]!, kinds[i]!, priv);
+  return n;
+};
+
 const X86_KINDS: readonly X86Access[] = ["read", "write", "fetch"];
 const ARM_KINDS: readonly Arm64Access[] = ["read", "write", "fetch"];
 
@@ -121,12 +150,10 @@ function x86Case(name: "hit" | "walk4" | "walk5", label: string, expectedPtRefs:
       const s = await build(lib);
       x86.loadBatch(s);
       const bt = s.vcpu.batch(), user = s.user, n = x86.BATCH;
-      const kinds = Array.from(s.access, (c) => X86_KINDS[c]!), va = Array.from(s.va);
-      const batch = () => { bt.run(n, user); return n; };
-      const single = () => {
-        for (let i = 0; i < n; i++) s.vcpu.translate(va[i]!, kinds[i]!, user);
-        return n;
-      };
+      const kinds = Array.from(s.access, (c) => X86_KINDS[c]!) as never[], va = Array.from(s.va);
+      const runBatch = ownCopy(batchLoop), runSingle = ownCopy(singleLoop), vcpu = s.vcpu as unknown as TranslateLike;
+      const batch = () => runBatch(bt, undefined, undefined, n, user);
+      const single = () => runSingle(vcpu, va, kinds, user, 0, n);
       batch();
       tierUp(() => { batch(); if (s.tlbOn) single(); }, TIER_UP_MS);
       s.vcpu.resetStats();
@@ -150,23 +177,15 @@ function armCase(ipaBits: 0 | 40 | 48 | "hit"): Case {
       const bt = s.vcpu.batch(), el0 = s.el0, n = arm.BATCH, chunk = s.chunk, slices = n / chunk;
       const vaSlices = Array.from({ length: slices }, (_, k) => s.va.subarray(k * chunk, (k + 1) * chunk));
       const accSlices = Array.from({ length: slices }, (_, k) => s.access.subarray(k * chunk, (k + 1) * chunk));
-      const kinds = Array.from(s.access, (c) => ARM_KINDS[c]!), va = Array.from(s.va);
+      const kinds = Array.from(s.access, (c) => ARM_KINDS[c]!) as never[], va = Array.from(s.va);
+      const runBatch = ownCopy(batchLoop), runSingle = ownCopy(singleLoop), vcpu = s.vcpu as unknown as TranslateLike;
       let k = 0, kSingle = 0;
       const batch = () => {
-        if (slices > 1) {
-          const j = k++ % slices;
-          bt.va.set(vaSlices[j]!);
-          bt.access.set(accSlices[j]!);
-        }
-        bt.run(chunk, el0);
-        return chunk;
+        const j = k++ % slices;
+        return slices > 1 ? runBatch(bt, vaSlices[j], accSlices[j], chunk, el0) : runBatch(bt, undefined, undefined, chunk, el0);
       };
       const one = arm.SINGLE_CHUNK;
-      const single = () => {
-        const off = (kSingle++ % (n / one)) * one;
-        for (let i = off; i < off + one; i++) s.vcpu.translate(va[i]!, kinds[i]!, el0);
-        return one;
-      };
+      const single = () => runSingle(vcpu, va, kinds, el0, (kSingle++ % (n / one)) * one, one);
       bt.run(n, el0);
       tierUp(() => { batch(); if (hit) single(); }, TIER_UP_MS);
       arm.loadBatch(s);
