@@ -44,6 +44,10 @@ const SUITES = {
     file: "test/scenarios/tlb-semantics.test.ts", filter: "random guest sequences",
     unit: "steps", what: "x86 TLB and invalidation semantics on random guest sequences", env: () => ({}),
   },
+  "tlb-vmx": {
+    file: "test/scenarios/tlb-semantics-vmx.test.ts", filter: "random VMX sequences",
+    unit: "steps", what: "VPID/EPTP-tagged TLB, INVEPT and INVVPID on random VMX sequences", env: () => ({}),
+  },
   tlbi: {
     file: "test/scenarios/arm64-tlbi.test.ts", filter: "random TLBI sequences",
     unit: "steps", what: "arm64 TLBI semantics on random TLBI sequences", env: () => ({}),
