@@ -19,7 +19,7 @@ export interface VmxApi {
   invept(type: number, eptp?: bigint): VmFail | null;
   invvpid(type: number, vpid: number, gva?: bigint): VmFail | null;
   translate(va: bigint, access?: X86Access, user?: boolean): VmxResult;
-  decodeStatus(status: number, pa: bigint): VmxResult;
+  decodeStatus(status: number, pa: bigint, va?: bigint): VmxResult;
 }
 export type VmxVcpu = Omit<X86Vcpu, keyof VmxApi> & VmxApi;
 

@@ -359,10 +359,10 @@ interface World {
 function randomLeaf(rng: Rng, level: 1 | 2 | 3): bigint {
   const size = level === 1 ? "4K" : level === 2 ? "2M" : "1G";
   const frame = level === 1
-    ? (rng.chance(0.05) ? 0x10_0000_0000n : DATA_GPA) + BigInt(rng.int(0x800)) * K4
-    : level === 2 ? DATA_GPA + BigInt(rng.int(4)) * M2 : BigInt(rng.int(2)) * G1;
+    ? (rng.chance(0.02) ? 0x10_0000_0000n : DATA_GPA) + BigInt(rng.int(0x800)) * K4
+    : level === 2 ? DATA_GPA + BigInt(rng.int(4)) * M2 : rng.chance(0.1) ? G1 : 0n;
   return X86PageTableBuilder.leaf(frame, size, {
-    write: rng.chance(0.75), user: rng.chance(0.7), nx: rng.chance(0.15), global: rng.chance(0.35),
+    write: rng.chance(0.75), user: rng.chance(0.8), nx: rng.chance(0.1), global: rng.chance(0.35),
     accessed: rng.chance(0.5), dirty: rng.chance(0.4),
   }) | (rng.chance(0.02) ? 1n << 51n : 0n);
 }
@@ -393,7 +393,7 @@ function randomRights(rng: Rng): bigint {
  */
 function editEpt(rng: Rng, mem: GuestMemory, slot: EptSlot, ad: boolean): bigint {
   const cur = mem.read64(slot.hpa);
-  if (cur !== slot.orig && rng.chance(slot.kind === "upper" ? 0.6 : 0.3)) return slot.orig;
+  if (cur !== slot.orig && rng.chance(slot.kind === "data" ? 0.3 : 0.6)) return slot.orig;
   if (slot.kind === "upper") return (cur & ~EPT_RWX) | rng.pick([7n, 7n, 5n, 3n, 1n, 0n]);
   const r = rng.int(100);
   if (r < 35 && (cur & EPT_RWX) !== 0n) return (cur & ~EPT_RWX) | randomRights(rng);
@@ -416,7 +416,7 @@ async function buildWorld(rng: Rng, tlbEntries: number): Promise<World> {
   const probes: bigint[] = [];
   const leaf = (gpa: bigint, level: 1 | 2 | 3, pointers: bigint[] = []) => slots.push({ gpa, orig: 0n, level, pointers, table: false });
   const builders = [0, 1, 2].map((i) => new X86PageTableBuilder(mem, { tableBase: GUEST_TABLES + BigInt(i) * 0x10_0000n, tableLimit: GUEST_TABLES + BigInt(i + 1) * 0x10_0000n }));
-  const flags = () => ({ write: rng.chance(0.7), user: rng.chance(0.6), nx: rng.chance(0.2), global: rng.chance(0.3), dirty: rng.chance(0.5) });
+  const flags = () => ({ write: rng.chance(0.7), user: rng.chance(0.75), nx: rng.chance(0.1), global: rng.chance(0.3), dirty: rng.chance(0.5) });
   const frame4k = () => DATA_GPA + BigInt(rng.int(0x800)) * K4;
   const frame2m = () => DATA_GPA + BigInt(rng.int(4)) * M2;
   const table = (b: X86PageTableBuilder, level: 1 | 2, indexes: number[]): bigint => {
@@ -494,20 +494,19 @@ async function buildWorld(rng: Rng, tlbEntries: number): Promise<World> {
       const hostFrames4k = Array.from({ length: 6 }, () => hostData(rng.int(3)) + BigInt(rng.int(0x800)) * K4);
       // A prepared 4 KiB table for this 2 MiB, as a pointer the slot can take.
       const t = b.allocTable();
+      for (let i = 0n; i < 512n; i++) mem.write64(t + i * 8n, X86EptBuilder.leaf(h + i * K4, "4K", { write: rng.chance(0.85), exec: rng.chance(0.9) }));
       for (const i of [0, 1, 7, 0x100, 0x1ff, rng.int(512)]) {
-        const e = t + BigInt(i) * 8n;
-        mem.write64(e, X86EptBuilder.leaf(h + BigInt(i) * K4, "4K", { read: rng.chance(0.9), write: rng.chance(0.7), exec: rng.chance(0.7) }));
-        eptSlots.push({ orig: 0n, hpa: e, level: 1, kind: "data", frames: [h + BigInt(i) * K4, ...hostFrames4k], pointers: [], tree: k });
+        eptSlots.push({ orig: 0n, hpa: t + BigInt(i) * 8n, level: 1, kind: "data", frames: [h + BigInt(i) * K4, ...hostFrames4k], pointers: [], tree: k });
       }
       if (j === split) {
-        for (let i = 0n; i < 512n; i++) b.map(g + i * K4, h + i * K4, "4K", { write: rng.chance(0.8), exec: rng.chance(0.8) });
+        for (let i = 0n; i < 512n; i++) b.map(g + i * K4, h + i * K4, "4K", { write: rng.chance(0.85), exec: rng.chance(0.9) });
         for (const i of [0n, 1n, 0x1ffn, BigInt(rng.int(512))]) {
           eptSlots.push({ orig: 0n, hpa: b.entryAt(g + i * K4, 1)!, level: 1, kind: "data", frames: [h + i * K4, ...hostFrames4k], pointers: [], tree: k });
         }
         const pde = b.entryAt(g, 2)!;
         eptSlots.push({ orig: 0n, hpa: pde, level: 2, kind: "data", frames: hostFrames2m, pointers: [t, mem.read64(pde) & ADDR], tree: k });
       } else {
-        const h2 = b.map(g, h, "2M", { write: rng.chance(0.8), exec: rng.chance(0.8) });
+        const h2 = b.map(g, h, "2M", { write: rng.chance(0.85), exec: rng.chance(0.9) });
         eptSlots.push({ orig: 0n, hpa: h2, level: 2, kind: "data", frames: hostFrames2m, pointers: [t], tree: k });
       }
     }
@@ -854,7 +853,7 @@ async function run(opts: RunOptions): Promise<RunStats> {
     log(`batch of ${n} ${user ? "user" : "supervisor"}: ${[...vas].map((v, i) => `${kinds[i]} ${hex(v)}`).join(", ")}`);
     let explainable = 0, faulted = 0;
     for (let i = 0; i < n; i++) {
-      const got = vcpu.decodeStatus(out.status[i]!, out.pa[i]!);
+      const got = vcpu.decodeStatus(out.status[i]!, out.pa[i]!, vas[i]!);
       if ("fault" in got) faulted++;
       if (judge(vas[i]!, kinds[i]!, user, wants[i]!, got, "either", true)) explainable++;
     }
@@ -1037,19 +1036,19 @@ async function run(opts: RunOptions): Promise<RunStats> {
 
   const step = (): void => {
     const r = rng.int(1000);
-    if (r < 380) {
-      const va = pickProbe(), access = rng.pick(ACCESSES), user = rng.chance(0.4);
+    if (r < 450) {
+      const va = pickProbe(), access = rng.pick(ACCESSES), user = rng.chance(0.3);
       log(`translate ${access}${user ? "/user" : ""} ${hex(va)}`);
       translate(va, access, user);
-    } else if (r < 440) {
+    } else if (r < 510) {
       batch();
-    } else if (r < 560) {
+    } else if (r < 620) {
       const target = rng.chance(0.5) ? slotByGpa.get(guestLeafGpaOf(rng.pick(hot))) : undefined;
       const slot = target ?? (rng.chance(0.8) ? rng.pick(leafSlots) : rng.pick(slots));
       const v = editValue(rng, mem, slot);
       log(`guest store ${hex(v)} at ${hex(slot.gpa)} (level ${slot.level}${slot.table ? " table" : ""})`);
       mem.write64(slot.gpa, v);
-    } else if (r < 660) {
+    } else if (r < 710) {
       const target = vm.eptp !== null && rng.chance(0.5) ? eptSlotByHpa.get(eptEntryOf(rng.pick(hot))) : undefined;
       const mine = vm.eptp !== null && rng.chance(0.7) ? eptSlots.filter((s) => ep4ta(trees[s.tree]!.eptp) === ep4ta(vm.eptp!)) : eptSlots;
       const upper = rng.chance(0.05);
@@ -1057,13 +1056,13 @@ async function run(opts: RunOptions): Promise<RunStats> {
       const v = editEpt(rng, mem, slot, trees[slot.tree]!.ad);
       log(`EPT store ${hex(v)} at ${hex(slot.hpa)} (tree ${slot.tree}, level ${slot.level} ${slot.kind})`);
       mem.write64(slot.hpa, v);
-    } else if (r < 700) {
+    } else if (r < 745) {
       const va = probeOrNear();
       vcpu.invlpg(va);
       log(`INVLPG ${hex(va)} in ${where()}`);
       const p = pcid();
       if (isCanonical48(va)) sweep(legal.invalidatePage(va, (t) => curVpid(t) && (t.ctx === p || t.ctx === "G")));
-    } else if (r < 740) {
+    } else if (r < 780) {
       const type = rng.chance(0.05) ? 4 + rng.int(3) : rng.int(4);
       const p = rng.chance(0.05) ? 0x1000 + rng.int(0x1000) : rng.pick(PCIDS);
       const va = probeOrNear();
@@ -1076,13 +1075,13 @@ async function run(opts: RunOptions): Promise<RunStats> {
         : type === 1 ? legal.invalidateWhere((t) => curVpid(t) && t.ctx === p)
         : type === 2 ? legal.invalidateWhere(curVpid)
         : legal.invalidateWhere((t) => curVpid(t) && t.ctx !== "G"));
-    } else if (r < 820) {
+    } else if (r < 850) {
       const root = rng.pick(roots);
       const v = rng.chance(0.02) ? root | (1n << BigInt(MAXPHY + rng.int(63 - MAXPHY))) : root | BigInt(rng.pick(PCIDS)) | (rng.chance(0.5) ? CR3_NOFLUSH : 0n);
       movCr3(v, "guest");
-    } else if (r < 890) {
+    } else if (r < 910) {
       switchVmcs();
-    } else if (r < 935) {
+    } else if (r < 950) {
       invept();
     } else {
       invvpid();
@@ -1101,7 +1100,7 @@ async function run(opts: RunOptions): Promise<RunStats> {
 }
 
 const SEED = testSeed();
-const STEPS = 3000;
+const STEPS = 4000;
 const TLB_SIZES = [64, 4096, 16, 1 << 14];
 
 describe.skipIf(!HAS_VMX)("random VMX sequences never see a translation the SDM forbids (needs X86Vcpu.setVmcs, issue 8's EPT core)", () => {
