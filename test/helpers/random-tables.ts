@@ -142,7 +142,8 @@ export const DEFAULT_SHAPE: TreeShape = {
   notPresent: 0.05, leaf1G: 0.15, leaf2M: 0.25, reserved: 0.025, shared: 0.1, outside: 0.025, stray: 0.02,
 };
 
-class TreeWriter {
+/** Writes a random tree entry by entry; subclasses place the tables elsewhere (e.g. behind EPT). */
+export class TreeWriter {
   readonly words = new Map<bigint, bigint>();
   readonly tables: bigint[] = [];
   private readonly tableSet = new Set<bigint>();
@@ -237,6 +238,11 @@ class TreeWriter {
     }
   }
 
+  /** Whether entries of a table at `gpa` can be written and read by a walk (it lies in RAM). */
+  reachable(gpa: bigint): boolean {
+    return inRam(this.space, gpa);
+  }
+
   /** Lays out (or follows) the walk of `va` from `root`, creating entries where none were decided. */
   layOut(root: bigint, va: bigint): void {
     const { space } = this;
@@ -244,7 +250,7 @@ class TreeWriter {
     const path: bigint[] = [];
     let table = root;
     for (let level: number = space.levels; level >= 1; level--) {
-      if (!inRam(space, table)) return;
+      if (!this.reachable(table)) return;
       path.push(table);
       const gpa = table + ((va >> BigInt(12 + 9 * (level - 1))) & 511n) * 8n;
       if (!this.isDecided(gpa)) this.write(gpa, this.newEntry(level, path));
@@ -265,7 +271,8 @@ export function randomCanonicalVa(rng: Rng, levels: 4 | 5): bigint {
   return canonicalize(rng.u64(), levels);
 }
 
-function nextTarget(rng: Rng, targets: bigint[], levels: 4 | 5): bigint {
+/** A target sharing a prefix of 1..levels indices with an earlier one, or a fresh random one. */
+export function nextTarget(rng: Rng, targets: bigint[], levels: 4 | 5): bigint {
   if (targets.length === 0 || rng.chance(0.35)) return randomCanonicalVa(rng, levels);
   const base = rng.pick(targets);
   const keep = 1 + rng.int(levels);
@@ -278,7 +285,7 @@ function nextTarget(rng: Rng, targets: bigint[], levels: 4 | 5): bigint {
  * at the root itself. Returns addresses whose top 1..levels indices are all i, so one word is
  * used as an entry of several levels in a single walk, finally possibly as the leaf.
  */
-function selfMap(w: TreeWriter, root: bigint): bigint[] {
+export function selfMap(w: TreeWriter, root: bigint): bigint[] {
   const { rng, space } = w;
   const i = BigInt(rng.int(512));
   const gpa = root + i * 8n;
