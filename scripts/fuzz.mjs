@@ -40,6 +40,11 @@ const SUITES = {
     unit: "translations", what: "wasm arm64 walker vs the reference walker on random tables",
     env: (scale) => (scale > 1 ? { VMMU_DIFF_SCALE: String(scale) } : {}),
   },
+  "x86-ept-walk": {
+    file: "test/differential/x86-ept-walk.test.ts", filter: "wasm 2D walk",
+    unit: "translations", what: "wasm 2D walk (guest paging x EPT) vs the reference walker on random EPT x guest trees",
+    env: (scale) => (scale > 1 ? { VMMU_DIFF_SCALE: String(scale) } : {}),
+  },
   tlb: {
     file: "test/scenarios/tlb-semantics.test.ts", filter: "random guest sequences",
     unit: "steps", what: "x86 TLB and invalidation semantics on random guest sequences", env: () => ({}),

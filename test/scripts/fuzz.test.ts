@@ -96,7 +96,7 @@ describe("npm run fuzz", () => {
     expect(minutes.out).toContain("vmmu fuzz: --minutes needs a number > 0");
     expect(minutes.code).toBe(2);
     const list = await fuzz(["--list"]);
-    for (const s of ["x86-walk", "arm64-walk", "tlb", "tlb-vmx", "tlbi", "shadow", "kernel-compile", "linux-tlb", "x86-fast-cache", "arm64-fast-cache"]) expect(list.out).toMatch(new RegExp(`^${s} `, "m"));
+    for (const s of ["x86-walk", "arm64-walk", "x86-ept-walk", "tlb", "tlb-vmx", "tlbi", "shadow", "kernel-compile", "linux-tlb", "x86-fast-cache", "arm64-fast-cache"]) expect(list.out).toMatch(new RegExp(`^${s} `, "m"));
     expect(list.code).toBe(0);
   });
 });
