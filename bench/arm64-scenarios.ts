@@ -180,7 +180,6 @@ export function loadBatch(s: Arm64Scenario): void {
 }
 
 /** The vCPU's TLB context slots, kept private by Arm64Vcpu (read here for the snapshot only). */
-type ContextFinder = { contexts: { find(vmid: number, key: string): number | undefined } };
 
 /**
  * The bytes and state the baselines need: the guest RAM range the tables
@@ -198,9 +197,10 @@ export function snapshot(s: Arm64Scenario): Arm64Snapshot {
     const c = base + L.VCPU_CTX + slot * L.CTX_STRIDE;
     return dv.getUint32(c + L.CTX_EPOCH, true) === epoch ? dv.getUint32(c + field, true) : 0;
   };
-  const ctx = (s.vcpu as unknown as ContextFinder).contexts;
-  const vmid = s.vcpu.vmid();
-  const cur = ctx.find(vmid, `asid:${s.vcpu.asid()}`), glob = ctx.find(vmid, "global"), s2 = ctx.find(vmid, "s2");
+  // The TLB slots the MMU context records (stage 1: ctx 0, stage 2: ctx 1) last used.
+  const rec = (i: number, field: number) => dv.getUint32(base + L.VCPU_MMU + i * L.MMU_STRIDE + field, true);
+  const slotOrNone = (v: number) => (v < L.CTX_SLOTS ? v : undefined);
+  const cur = slotOrNone(rec(L.MMU_ROOT, L.MC_SLOT)), glob = slotOrNone(rec(L.MMU_ROOT, L.MC_GSLOT)), s2 = slotOrNone(rec(L.MMU_STAGE2, L.MC_SLOT));
   const entries = dv.getUint32(L.MACHINE_BASE + L.M_TLB_ENTRIES, true);
   const tlb = new Uint8Array(entries * L.TLB_ENTRY);
   tlb.set(new Uint8Array(mem.wasmMemory.buffer, base + L.VCPU_TLB, entries * L.TLB_ENTRY));

@@ -123,7 +123,9 @@ export function snapshot(s: X86Scenario): MmuSnapshot {
     return dv.getUint32(c + L.CTX_EPOCH, true) === epoch ? dv.getUint32(c + field, true) : 0;
   };
   const entries = dv.getUint32(L.MACHINE_BASE + L.M_TLB_ENTRIES, true);
-  const curCtx = s.vcpu.currentPcid();
+  // The TLB slots the guest-paging record (ctx 0) last used for its PCID and its global entries.
+  const rec = (field: number) => dv.getUint32(base + L.VCPU_MMU + L.MMU_ROOT * L.MMU_STRIDE + field, true);
+  const curCtx = rec(L.MC_SLOT), globCtx = rec(L.MC_GSLOT);
   const tlb = new Uint8Array(entries * L.TLB_ENTRY);
   tlb.set(new Uint8Array(mem.wasmMemory.buffer, base + L.VCPU_TLB, entries * L.TLB_ENTRY));
   return {
@@ -132,8 +134,8 @@ export function snapshot(s: X86Scenario): MmuSnapshot {
     tlbOn: dv.getUint32(base + L.S_TLB_ON, true) !== 0,
     curCtx,
     curTag: ctxField(curCtx, L.CTX_TAG),
-    globTag: ctxField(L.CTX_GLOBAL, L.CTX_TAG),
-    globLive: ctxField(L.CTX_GLOBAL, L.CTX_LIVE) !== 0,
+    globTag: globCtx < L.CTX_SLOTS ? ctxField(globCtx, L.CTX_TAG) : 0,
+    globLive: globCtx < L.CTX_SLOTS && ctxField(globCtx, L.CTX_LIVE) !== 0,
     imageBase: TABLE_BASE,
     image: mem.read(TABLE_BASE, Number(TABLE_LIMIT - TABLE_BASE)),
     tlb,

@@ -7,7 +7,7 @@ export {
 export { GuestMemory, type Memslot } from "./memory.js";
 export {
   X86Vcpu, isCanonical, type X86Control, type X86Fault, type X86Translation, type X86TranslationWithRights, type X86TranslateResult, type X86Batch,
-  type X86TlbEntry,
+  type X86TlbEntry, type X86EptViolation, type X86EptMisconfig, type X86VmFail, type X86Vmcs,
 } from "./x86/vcpu.js";
 export type { TlbStats, Batch } from "./core/vcpu-base.js";
 export { X86PageTableBuilder, type X86PageSize, type X86LeafFlags, type X86BuilderOptions } from "./x86/table-builder.js";

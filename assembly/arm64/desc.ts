@@ -60,6 +60,7 @@ export const SCTLR_WXN: u64 = 1 << 19;
 export const HCR_VM: u64 = 1 << 0;
 export const HCR_PTW: u64 = 1 << 2;
 export const VTCR_PS_SHIFT: u64 = 16;
+export const VTCR_VS: u64 = 1 << 19;
 export const VTCR_HA: u64 = 1 << 21;
 export const VTCR_HD: u64 = 1 << 22;
 

@@ -42,9 +42,17 @@ export type Arm64Translation = { pa: bigint; pageSize: number; level: number };
 export type Arm64TranslationWithRights = Arm64Translation & { rights: number; epoch: number };
 export type Arm64TranslateResult = Arm64Translation | { fault: Arm64Fault };
 
-const KINDS: Record<number, Arm64FaultKind> = { 1: "translation", 2: "address-size", 3: "access-flag", 4: "permission", 5: "abort" };
+/** Fault kind of an R_KIND value (assembly/layout.ts FK_*). */
+function kindOf(L: Core["layout"], k: number): Arm64FaultKind {
+  if (k === L.FK_ADDRESS_SIZE) return "address-size";
+  if (k === L.FK_ACCESS_FLAG) return "access-flag";
+  if (k === L.FK_PERMISSION) return "permission";
+  if (k === L.FK_EXTERNAL) return "abort";
+  return "translation";
+}
+
+/** Fault kind of a DFSC/IFSC (ESR_ELx.ISS[5:0], Arm ARM D24.2.40) by its bits 5:2: 0x00 address size, 0x04 translation, 0x08 access flag, 0x0c permission, 0x14 synchronous external abort on a walk. */
 const FSC_KIND: Record<number, Arm64FaultKind> = { 0: "address-size", 1: "translation", 2: "access-flag", 3: "permission", 5: "abort" };
-const VPN_MASK = (1n << 45n) - 1n;
 
 /** Counts of TLB maintenance operations executed on (or broadcast to) a vCPU. */
 export interface TlbiStats {
@@ -54,81 +62,14 @@ export interface TlbiStats {
   /** TLB contexts invalidated whole, and page ranges invalidated. */
   contextFlushes: number;
   rangeFlushes: number;
-  /** Context slots recycled because all 4097 were in use. */
+  /** TLB context slots replaced (flushed) to make room (C_SLOT_EVICTIONS). */
   contextEvictions: number;
 }
 
-/** Context keys within a VMID: an ASID (0..65535), the VMID's global entries, its stage-2-only entries. */
-const KEY_GLOBAL = 0x1_0000;
-const KEY_S2 = 0x1_0001;
-const KEY_SPAN = 0x2_0000;
-
-/**
- * Maps (VMID, ASID) address spaces onto the TLB's context slots, LRU-recycled
- * (a recycled slot is flushed first, so recycling only ever over-invalidates).
- * Keys are Numbers: vmid · KEY_SPAN + (ASID | KEY_GLOBAL | KEY_S2).
- */
-class ContextTable {
-  private readonly slots = new Map<number, number>();
-  private readonly byVmid = new Map<number, Set<number>>();
-  /** Key owning each slot, −1 if free. */
-  private readonly owner: Float64Array;
-  private readonly stamp: Float64Array;
-  private clock = 0;
-  evictions = 0;
-
-  constructor(private readonly size: number, private readonly flush: (slot: number) => void) {
-    this.owner = new Float64Array(size).fill(-1);
-    this.stamp = new Float64Array(size);
-  }
-
-  /** Slot of `key` in `vmid`, allocating (and recycling) as needed; `pinned` slots are never recycled. */
-  get(vmid: number, key: number, pinned: readonly number[] = []): number {
-    const k = vmid * KEY_SPAN + key;
-    let slot = this.slots.get(k);
-    if (slot === undefined) {
-      slot = this.owner.indexOf(-1);
-      if (slot < 0) {
-        let best = -1;
-        for (let i = 0; i < this.size; i++) if (!pinned.includes(i) && (best < 0 || this.stamp[i]! < this.stamp[best]!)) best = i;
-        slot = best;
-        this.release(slot);
-        this.evictions++;
-      }
-      this.flush(slot);
-      this.slots.set(k, slot);
-      this.owner[slot] = k;
-      let set = this.byVmid.get(vmid);
-      if (!set) this.byVmid.set(vmid, (set = new Set()));
-      set.add(slot);
-    }
-    this.stamp[slot] = ++this.clock;
-    return slot;
-  }
-
-  /** Slot of `key` in `vmid` if allocated. */
-  find(vmid: number, key: number): number | undefined {
-    return this.slots.get(vmid * KEY_SPAN + key);
-  }
-
-  /** All slots of `vmid`, as [key, slot] pairs. */
-  ofVmid(vmid: number): [number, number][] {
-    const out: [number, number][] = [];
-    for (const slot of this.byVmid.get(vmid) ?? []) out.push([this.owner[slot]! - vmid * KEY_SPAN, slot]);
-    return out;
-  }
-
-  private release(slot: number): void {
-    const k = this.owner[slot]!;
-    if (k < 0) return;
-    this.slots.delete(k);
-    this.owner[slot] = -1;
-    this.byVmid.get(Math.floor(k / KEY_SPAN))?.delete(slot);
-  }
-}
-
 export class Arm64Vcpu extends VcpuBase<boolean> {
-  private readonly contexts: ContextTable;
+  /** MMU context records: stage 1 (c0) and stage 2 (c1). */
+  private readonly c0: number;
+  private readonly c1: number;
   private peers: Arm64Vcpu[] = [this];
   /** TLBIs executed or received, by TLBI_CODE. */
   private readonly opCounts: number[] = TLBI_NAMES.map(() => 0);
@@ -137,10 +78,6 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   /** VMID and TCR_EL1.AS in force, refreshed at every register load. */
   private curVmid = 0;
   private asid16 = false;
-  /** ASID in force and the context slots of it and of the VMID's global entries (TLBI fast path). */
-  private curAsid = 0;
-  private curSlot = 0;
-  private globSlot = 0;
   private ignoredOps = 0;
   private ctxFlushes = 0;
   private rangeFlushes = 0;
@@ -149,7 +86,8 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   /** Binds wasm instance `core` to vCPU block `index` (see VcpuBase). */
   constructor(index: number, core: Core, memory: GuestMemory, readonly paBits = 48, fresh = true) {
     super(index, core, memory, fresh);
-    this.contexts = new ContextTable(this.L.CTX_SLOTS, (slot) => { if (this.ex.ctxLiveTag(slot) !== 0) this.ex.tlbFlushCtx(slot); });
+    this.c0 = this.ctxAddr(this.L.MMU_ROOT);
+    this.c1 = this.ctxAddr(this.L.MMU_STAGE2);
     if (fresh) this.dv().setUint32(this.base + this.L.S_PA_BITS, paBits, true);
     this.load();
   }
@@ -170,12 +108,17 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   }
 
   protected runBatch(count: number, el0: boolean): number {
-    return this.ex.armTranslateBatch(count, el0 ? 1 : 0);
+    return this.ex.armTranslateBatch(this.c0, count, el0 ? 1 : 0);
   }
 
+  /** Decodes the stage-2 record, then the stage-1 record (translated by it under HCR_EL2.VM), from the STATE registers. */
   private load(): void {
-    this.ex.armLoadRegs();
-    this.selectContexts();
+    const L = this.L, b = this.base;
+    this.ex.armDecodeS2(this.c1, b, b);
+    const s2 = (this.dv().getBigUint64(b + L.S_HCR, true) & 1n) !== 0n;
+    this.ex.armDecodeS1(this.c0, b, b, s2 ? L.MMU_STAGE2 : L.MMU_NONE);
+    this.curVmid = this.vmid();
+    this.asid16 = (this.dv().getBigUint64(b + L.S_TCR, true) & TCR.AS) !== 0n;
   }
 
   /** The registers in force. */
@@ -202,19 +145,6 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     const r = this.systemRegisters();
     const ttbr = (r.tcr & TCR.A1) !== 0n ? r.ttbr1 : r.ttbr0;
     return Number((ttbr >> 48n) & ((r.tcr & TCR.AS) !== 0n ? 0xffffn : 0xffn));
-  }
-
-  private selectContexts(): void {
-    const vmid = this.vmid(), asid = this.asid();
-    const s2 = this.contexts.get(vmid, KEY_S2);
-    const glob = this.contexts.get(vmid, KEY_GLOBAL, [s2]);
-    const cur = this.contexts.get(vmid, asid, [s2, glob]);
-    this.curVmid = vmid;
-    this.curAsid = asid;
-    this.curSlot = cur;
-    this.globSlot = glob;
-    this.asid16 = (this.dv().getBigUint64(this.base + this.L.S_TCR, true) & TCR.AS) !== 0n;
-    this.ex.armSelectContexts(cur, glob, s2);
   }
 
   /**
@@ -249,7 +179,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     const flags = dv.getUint32(b + L.R_FFLAGS, true);
     const fault: Arm64Fault = {
       stage, fsc: dv.getUint32(b + L.R_FSC, true), level: dv.getUint32(b + L.R_LEVEL, true),
-      kind: KINDS[dv.getUint32(b + L.R_KIND, true)] ?? "translation", s1ptw: (flags & 1) !== 0, write: (flags & 2) !== 0,
+      kind: kindOf(L, dv.getUint32(b + L.R_KIND, true)), s1ptw: (flags & 1) !== 0, write: (flags & 2) !== 0,
     };
     if (stage === 2) fault.ipa = dv.getBigUint64(b + L.R_IPA, true);
     return { fault };
@@ -267,9 +197,9 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     if (this.lifetime.disposed || typeof va !== "bigint" || typeof el0 !== "boolean") this.refuse(va, el0);
     if (opts !== undefined && optBoolArg(optionsObject(opts, "opts").rights, "opts.rights", false)) {
       const x = BigInt.asUintN(64, va);
-      return this.withRights(this.ex.armTranslateFast(Number(x & 0xffff_ffffn), Number(x >> 32n), armAccessCode(access), el0 ? 1 : 0));
+      return this.withRights(this.ex.armTranslateFast(this.c0, Number(x & 0xffff_ffffn), Number(x >> 32n), armAccessCode(access), el0 ? 1 : 0));
     }
-    return this.result(this.ex.armTranslate(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0));
+    return this.result(this.ex.armTranslate(this.c0, BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0));
   }
 
   /** The object form of a fast-path result: pa, size and level from the rights word, plus the word and the epoch; or the fault. */
@@ -293,7 +223,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
         || (access !== 0 && access !== 1 && access !== 2) || (el0 !== 0 && el0 !== 1 && el0 !== true && el0 !== false)) {
       checkFastArgs(vaLo, vaHi, access, el0, "el0");
     }
-    return this.ex.armTranslateFast(vaLo, vaHi, access, el0 ? 1 : 0);
+    return this.ex.armTranslateFast(this.c0, vaLo, vaHi, access, el0 ? 1 : 0);
   }
 
   /** The fault of the last translateFast() that returned −1. */
@@ -316,11 +246,11 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     if (opts.pan !== undefined) boolArg(opts.pan, "opts.pan");
     const dv = this.dv(), o = this.base + this.L.S_PAN;
     const saved = dv.getUint32(o, true);
-    if (opts.pan !== undefined) { dv.setUint32(o, opts.pan ? 1 : 0, true); this.ex.armLoadRegs(); }
+    if (opts.pan !== undefined) { dv.setUint32(o, opts.pan ? 1 : 0, true); this.load(); }
     try {
-      return this.result(this.ex.armWalk(BigInt.asUintN(64, va), 0, opts.el0 ? 1 : 0, this.L.AWALK_DEBUG));
+      return this.result(this.ex.armWalk(this.c0, BigInt.asUintN(64, va), 0, opts.el0 ? 1 : 0, this.L.AWALK_DEBUG));
     } finally {
-      if (opts.pan !== undefined) { dv.setUint32(o, saved, true); this.ex.armLoadRegs(); }
+      if (opts.pan !== undefined) { dv.setUint32(o, saved, true); this.load(); }
     }
   }
 
@@ -337,7 +267,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     optionsObject(opts, "opts");
     if (opts.update !== undefined) boolArg(opts.update, "opts.update");
     const flags = opts.update === false ? 0 : this.L.AWALK_UPDATE;
-    return this.result(this.ex.armWalk(BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0, flags));
+    return this.result(this.ex.armWalk(this.c0, BigInt.asUintN(64, va), armAccessCode(access), el0 ? 1 : 0, flags));
   }
 
   /** Stage-2 walk of one IPA (no TLB), with hardware updates. */
@@ -345,7 +275,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     this.lifetime.check();
     bigintArg(ipa, "ipa");
     boolArg(el0, "el0");
-    return this.result(this.ex.armWalkStage2(BigInt.asUintN(64, ipa), armAccessCode(access), el0 ? 1 : 0));
+    return this.result(this.ex.armWalkStage2(this.c1, BigInt.asUintN(64, ipa), armAccessCode(access), el0 ? 1 : 0));
   }
 
   /** Batch translation (see X86Vcpu.translateBatch); `el0` for the whole batch. */
@@ -423,51 +353,37 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     }
   }
 
-  /** @internal Applies a decoded TLBI (Numbers) for `vmid` to this vCPU's TLB. */
+  /** @internal Applies a decoded TLBI (Numbers) for `vmid` to this vCPU's TLB (the wasm core does the key matching). */
   applyTlbi(f: TlbiFields, vmid: number): void {
     this.opCounts[f.code]!++;
     if (f.ignored !== 0) { this.ignoredOps++; return; }
-    const ex = this.ex;
+    const ex = this.ex, b = this.base;
     switch (f.kind) {
       case TLBI_KIND.all:
-        ex.tlbFlushAll();
+        ex.tlbFlushAll(b);
+        this.ctxFlushes++;
         break;
       case TLBI_KIND.vmalls12:
-        for (const [, slot] of this.contexts.ofVmid(vmid)) this.flushCtx(slot);
+        ex.armFlushVmid(b, vmid, 1);
+        this.ctxFlushes++;
         break;
       case TLBI_KIND.vmall:
-        for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== KEY_S2) this.flushCtx(slot);
+        ex.armFlushVmid(b, vmid, 0);
+        this.ctxFlushes++;
         break;
       case TLBI_KIND.asid:
-        this.flushCtx(this.contexts.find(vmid, f.asid));
+        ex.armFlushAsid(b, vmid, f.asid);
+        this.ctxFlushes++;
         break;
       case TLBI_KIND.va:
-        if (f.asid < 0) {
-          for (const [key, slot] of this.contexts.ofVmid(vmid)) if (key !== KEY_S2) this.flushRange(slot, f);
-        } else if (vmid === this.curVmid) {
-          this.flushRange(f.asid === this.curAsid ? this.curSlot : this.contexts.find(vmid, f.asid), f);
-          this.flushRange(this.globSlot, f);
-        } else {
-          this.flushRange(this.contexts.find(vmid, f.asid), f);
-          this.flushRange(this.contexts.find(vmid, KEY_GLOBAL), f);
-        }
+        ex.armInvalidateVa(b, vmid, f.asid, f.vpn, f.pages, f.level < 0 ? 0 : f.level);
+        this.rangeFlushes++;
         break;
       case TLBI_KIND.ipa:
-        this.flushRange(this.contexts.find(vmid, KEY_S2), f);
+        ex.armInvalidateIpa(b, vmid, f.vpn, f.pages, f.level < 0 ? 0 : f.level);
+        this.rangeFlushes++;
         break;
     }
-  }
-
-  private flushCtx(slot: number | undefined): void {
-    if (slot === undefined) return;
-    this.ex.tlbFlushCtx(slot);
-    this.ctxFlushes++;
-  }
-
-  private flushRange(slot: number | undefined, f: TlbiFields): void {
-    if (slot === undefined) return;
-    this.ex.tlbInvalidateRangeF(slot, f.vpn, f.pages, f.level < 0 ? 0 : f.level);
-    this.rangeFlushes++;
   }
 
   /** Counts of TLBI operations this vCPU executed or received. */
@@ -475,7 +391,7 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
     this.lifetime.check();
     return {
       ops: Object.fromEntries(TLBI_NAMES.flatMap((n, i) => (this.opCounts[i] ? [[n, this.opCounts[i]!]] : []))), ignored: this.ignoredOps, contextFlushes: this.ctxFlushes,
-      rangeFlushes: this.rangeFlushes, contextEvictions: this.contexts.evictions,
+      rangeFlushes: this.rangeFlushes, contextEvictions: Number(this.counterView()[this.L.C_SLOT_EVICTIONS]!),
     };
   }
 

@@ -1,5 +1,5 @@
 // Compiles the embedded wasm core once and instantiates it per vCPU over a
-// shared WebAssembly.Memory (style.md §2.5). Works under Node and browsers;
+// shared WebAssembly.Memory. Works under Node and browsers;
 // in a browser the page must be cross-origin isolated for SharedArrayBuffer.
 
 import { WASM_BASE64, WASM_HASH, RIGHTS_BITS } from "./wasm-bytes.generated.js";
@@ -12,32 +12,47 @@ export interface CoreExports {
   physAttach(): void;
   hostForStore(gpa: bigint): number;
   hostForRead(gpa: bigint): number;
-  tlbAttach(base: number, tlb: number, entries: number): void;
-  tlbFlushCtx(slot: number): void;
-  tlbFlushNonGlobal(): void;
-  tlbFlushAll(): void;
-  tlbInvalidatePage(slot: number, vpn: bigint): void;
-  ctxLiveTag(slot: number): number;
-  selectCtx(slot: number): void;
-  x86LoadControl(): number;
-  x86LoadCr3(): void;
-  x86Translate(va: bigint, access: number, user: number): number;
-  x86TranslateFast(vaLo: number, vaHi: number, access: number, user: number): number;
-  armTranslateFast(vaLo: number, vaHi: number, access: number, el0: number): number;
-  x86TranslateBatch(count: number, user: number): number;
-  x86TranslateUntilFault(start: number, count: number, user: number): number;
-  x86Walk(va: bigint, access: number, user: number, flags: number): number;
-  x86Invlpg(va: bigint): void;
-  x86InvalidatePcidAddr(pcid: number, va: bigint): void;
-  tlbInvalidateRange(slot: number, vpn: bigint, pages: bigint, level: number): void;
-  tlbInvalidateRangeF(slot: number, vpn: number, pages: number, level: number): void;
-  selectGlobal(slot: number): void;
-  armLoadRegs(): number;
-  armSelectContexts(cur: number, glob: number, s2: number): void;
-  armTranslate(va: bigint, access: number, el0: number): number;
-  armTranslateBatch(count: number, el0: number): number;
-  armWalk(va: bigint, access: number, el0: number, flags: number): number;
-  armWalkStage2(ipa: bigint, access: number, el0: number): number;
+  // TLB (vb = vCPU block base)
+  tlbInit(vb: number): void;
+  tlbFlushSlot(vb: number, slot: number): void;
+  tlbFlushKey(vb: number, key: bigint): void;
+  tlbFlushMatch(vb: number, mask: bigint, value: bigint): void;
+  tlbFlushNonGlobal(vb: number): void;
+  tlbFlushAll(vb: number): void;
+  tlbInvalidateRange(vb: number, slot: number, vpn: bigint, pages: bigint, level: number): void;
+  tlbInvalidateRangeMatch(vb: number, mask: bigint, value: bigint, vpn: bigint, pages: bigint, level: number): void;
+  ctxLiveTag(vb: number, slot: number): number;
+  slotFind(vb: number, key: bigint): number;
+  slotAcquire(vb: number, key: bigint): number;
+  // x86 (c = MMU context record address)
+  x86DecodeContext(c: number, vb: number, regs: number, ptw: number): number;
+  x86ReloadCr3(c: number, vb: number, regs: number): void;
+  x86Translate(c: number, va: bigint, access: number, user: number): number;
+  x86TranslateFast(c: number, vaLo: number, vaHi: number, access: number, user: number): number;
+  x86TranslateBatch(c: number, count: number, user: number): number;
+  x86TranslateUntilFault(c: number, start: number, count: number, user: number): number;
+  x86Walk(c: number, va: bigint, access: number, user: number, flags: number): number;
+  x86Invlpg(c: number, va: bigint): void;
+  x86InvalidatePcidAddr(c: number, pcid: number, va: bigint): void;
+  x86FlushPcid(c: number, pcid: number): void;
+  x86FlushVpid(c: number, globals: number): void;
+  // EPT
+  eptDecodeContext(c: number, vb: number, regs: number): number;
+  eptpCheck(eptp: bigint, maxPhy: number): number;
+  vmxInvept(vb: number, type: number, root: bigint): void;
+  vmxInvvpid(vb: number, type: number, vpid: number, va: bigint): void;
+  // arm64
+  armDecodeS1(c: number, vb: number, regs: number, ptw: number): number;
+  armDecodeS2(c: number, vb: number, regs: number): number;
+  armTranslate(c: number, va: bigint, access: number, el0: number): number;
+  armTranslateFast(c: number, vaLo: number, vaHi: number, access: number, el0: number): number;
+  armTranslateBatch(c: number, count: number, el0: number): number;
+  armWalk(c: number, va: bigint, access: number, el0: number, flags: number): number;
+  armWalkStage2(c: number, ipa: bigint, access: number, el0: number): number;
+  armFlushVmid(vb: number, vmid: number, s2: number): void;
+  armFlushAsid(vb: number, vmid: number, asid: number): void;
+  armInvalidateVa(vb: number, vmid: number, asid: number, vpn: number, pages: number, level: number): void;
+  armInvalidateIpa(vb: number, vmid: number, vpn: number, pages: number, level: number): void;
 }
 
 /** Called by the core the first time a populate-enabled memslot reads an unbacked frame. */

@@ -57,11 +57,10 @@ export abstract class VcpuBase<P> {
     this.views = memory.views;
     const dv = this.dv();
     const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
-    const entries = dv.getUint32(this.L.MACHINE_BASE + this.L.M_TLB_ENTRIES, true);
     this.base = this.L.VCPU_AREA + index * stride;
     this.cells = cellsOf(memory.buffer, this.base + this.L.T_INV_EPOCH, this.base + this.L.R_RIGHTS);
     this.ex.physAttach();
-    this.ex.tlbAttach(this.base, this.base + this.L.VCPU_TLB, entries);
+    this.ex.tlbInit(this.base);
     if (fresh) {
       dv.setUint32(this.base + this.L.S_INDEX, index, true);
       dv.setUint32(this.base + this.L.S_TLB_ON, 1, true);
@@ -171,8 +170,13 @@ export abstract class VcpuBase<P> {
     this.lifetime.check();
     boolArg(on, "on");
     this.dv().setUint32(this.base + this.L.S_TLB_ON, on ? 1 : 0, true);
-    this.ex.tlbFlushAll();
+    this.ex.tlbFlushAll(this.base);
     this.reload();
+  }
+
+  /** Address of this vCPU's MMU context record `index` (assembly/layout.ts MMU_*). */
+  protected ctxAddr(index: number): number {
+    return this.base + this.L.VCPU_MMU + index * this.L.MMU_STRIDE;
   }
 
   /** Re-derives the mode from the STATE record after it changed. */

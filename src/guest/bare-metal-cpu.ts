@@ -11,7 +11,7 @@
 // stays one translate(). Not modelled: caches, the paging-structure caches,
 // pipelining, interrupts other than the IPIs the guest sends.
 
-import { X86Vcpu, type X86Fault } from "../x86/vcpu.js";
+import { X86Vcpu, type X86Fault, type X86EptViolation, type X86EptMisconfig } from "../x86/vcpu.js";
 import type { GuestMemory } from "../memory.js";
 import type { TlbStats } from "../core/vcpu-base.js";
 import { CR0, CR4, EFER, type X86Access } from "../x86/regs.js";
@@ -104,10 +104,11 @@ export class BareMetalCpu implements GuestCpu {
     this.charged += this.c[event] ?? 0;
   }
 
-  private deliver(va: bigint, f: X86Fault): GuestException {
+  private deliver(va: bigint, f: X86Fault | X86EptViolation | X86EptMisconfig): GuestException {
     this.charge("exception");
     if (f.kind === "page-fault") return { cr2: BigInt.asUintN(64, va), errorCode: f.errorCode };
     if (f.kind === "general-protection") return { gp: true };
+    if (f.kind !== "abort") throw new Error(`vmmu: ${f.kind} at gpa 0x${(f.gpa ?? 0n).toString(16)} (this CPU runs no EPT)`);
     throw new Error(`vmmu: guest table entry at gpa 0x${(f.gpa ?? 0n).toString(16)} is outside guest RAM (walk abort for va 0x${BigInt.asUintN(64, va).toString(16)})`);
   }
 

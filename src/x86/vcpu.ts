@@ -26,12 +26,43 @@ export interface X86Fault {
   kind: "page-fault" | "general-protection" | "abort";
   /** For an abort: the guest-physical address of the entry the walk could not read. */
   gpa?: bigint;
+  /** For an abort under EPT: which table the entry was in, and its host-physical address. */
+  stage?: "guest" | "ept";
+  hpa?: bigint;
 }
 
-export type X86Translation = { pa: bigint; pageSize: number; level: number };
+/**
+ * An EPT violation (exit reason 48) of a translation in VMX non-root operation:
+ * `qualification` is the exit qualification (bits 0–8 as the SDM's table
+ * "Exit Qualification for EPT Violations"), `gpa` the guest-physical address
+ * whose EPT translation failed, `gva` the guest linear address, `level` the
+ * EPT level of the entry that stopped the walk.
+ */
+export interface X86EptViolation {
+  kind: "ept-violation"; vector: -1; errorCode: 0; qualification: number; gpa: bigint; gva: bigint; level: number;
+}
+
+/** An EPT misconfiguration (exit reason 49) at the EPT entry of `level` for `gpa`. */
+export interface X86EptMisconfig { kind: "ept-misconfig"; vector: -1; errorCode: 0; gpa: bigint; level: number }
+
+/** The VMfail of an INVEPT / INVVPID: VM-instruction error 28, invalid operand. */
+export interface X86VmFail { kind: "vmfail"; vector: -1; errorCode: 28; level: 0; reason: string }
+
+/** VMX controls of an x86 vCPU (setVmcs). */
+export interface X86Vmcs {
+  /** EPT pointer, or null: translations are not VMX non-root. */
+  eptp: bigint | null;
+  /** VPID, 0 = VPID off. */
+  vpid: number;
+  /** Mode-based execute control for EPT. */
+  mbec: boolean;
+}
+
+/** A translation; under EPT `gpa` is the guest-physical address (`pa` the host-physical one). */
+export type X86Translation = { pa: bigint; pageSize: number; level: number; gpa?: bigint };
 /** A translation with its effective rights word (RIGHTS.*) and the vCPU's invalidation epoch after it (translate(…, { rights: true })). */
 export type X86TranslationWithRights = X86Translation & { rights: number; epoch: number };
-export type X86TranslateResult = X86Translation | { fault: X86Fault };
+export type X86TranslateResult = X86Translation | { fault: X86Fault | X86EptViolation | X86EptMisconfig };
 
 /** One live TLB entry: a cached 4 KiB piece of a page (larger pages are cached piece by piece). */
 export interface X86TlbEntry {
@@ -47,9 +78,17 @@ export interface X86TlbEntry {
   global: boolean;
   /** The PCID it was filled under; undefined for a global entry. */
   pcid: number | undefined;
+  /** The VPID it was filled under (0 outside VMX non-root or with VPID off). */
+  vpid: number;
+  /** Under EPT (a combined mapping): the guest-physical address of the piece. */
+  gpa?: bigint;
 }
 
 const GP: X86Fault = Object.freeze({ vector: 13, errorCode: 0, level: 0, kind: "general-protection" });
+
+function vmfail(reason: string): X86VmFail {
+  return { kind: "vmfail", vector: -1, errorCode: 28, level: 0, reason: `vmmu: ${reason}` };
+}
 
 /** Batch views of an x86 vCPU: `run(count, user)`. */
 export type X86Batch = Batch<boolean>;
@@ -62,8 +101,14 @@ export class X86Vcpu extends VcpuBase<boolean> {
    * block (TLB on, MAXPHYADDR); a worker attaching to a running vCPU passes
    * false. One instance drives a vCPU at a time.
    */
+  /** MMU context records: the guest's paging (c0) and its EPT (c1). */
+  private readonly c0: number;
+  private readonly c1: number;
+
   constructor(index: number, core: Core, memory: GuestMemory, readonly maxPhysAddrBits: number, fresh = true) {
     super(index, core, memory, fresh);
+    this.c0 = this.ctxAddr(this.L.MMU_ROOT);
+    this.c1 = this.ctxAddr(this.L.MMU_STAGE2);
     if (fresh) this.dv().setUint32(this.base + this.L.S_MAXPHY, maxPhysAddrBits, true);
     this.load();
   }
@@ -73,11 +118,15 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   protected runBatch(count: number, user: boolean): number {
-    return this.ex.x86TranslateBatch(count, user ? 1 : 0);
+    return this.ex.x86TranslateBatch(this.c0, count, user ? 1 : 0);
   }
 
+  /** Decodes the EPT record (under EPT) and then the guest-paging record from the STATE registers. */
   private load(): void {
-    const rc = this.ex.x86LoadControl();
+    const L = this.L, b = this.base;
+    const ept = this.dv().getUint32(b + L.S_EPTP_ON, true) !== 0;
+    if (ept && this.ex.eptDecodeContext(this.c1, b, b) !== L.EPTP_OK) throw new Error("vmmu: invalid EPTP in the vCPU state (unreachable: setVmcs checks it)");
+    const rc = this.ex.x86DecodeContext(this.c0, b, b, ept ? L.MMU_STAGE2 : L.MMU_NONE);
     if (rc === this.L.CONTROL_EMODE) throw new Error("vmmu: CR0.PG=1 requires long mode (EFER.LME and CR4.PAE); 32-bit and PAE paging are not modelled");
     if (rc === this.L.CONTROL_EMAXPHY) throw new Error("vmmu: MAXPHYADDR must be 32..52");
   }
@@ -127,18 +176,34 @@ export class X86Vcpu extends VcpuBase<boolean> {
   private result(status: number): X86TranslateResult {
     const L = this.L, b = this.base;
     if (status === L.STATUS_OK) {
-      const w = this.u32();
-      return { pa: this.u64()[(b + L.R_PA) >> 3]!, pageSize: 1 << w[(b + L.R_SHIFT) >> 2]!, level: w[(b + L.R_LEVEL) >> 2]! };
+      const w = this.u32(), q = this.u64();
+      const r: X86Translation = { pa: q[(b + L.R_PA) >> 3]!, pageSize: 1 << w[(b + L.R_SHIFT) >> 2]!, level: w[(b + L.R_LEVEL) >> 2]! };
+      if (this.eptOn()) r.gpa = q[(b + L.R_IPA) >> 3]!;
+      return r;
     }
     const dv = this.dv();
     return { fault: this.faultOf(status, dv.getUint32(b + L.R_ERROR, true), dv.getUint32(b + L.R_LEVEL, true), dv.getBigUint64(b + L.R_GPA, true)) };
   }
 
-  private faultOf(status: number, errorCode: number, level: number, gpa: bigint): X86Fault {
-    const L = this.L;
+  private eptOn(): boolean {
+    return this.u32()[(this.base + this.L.S_EPTP_ON) >> 2] !== 0;
+  }
+
+  private faultOf(status: number, errorCode: number, level: number, gpa: bigint): X86Fault | X86EptViolation | X86EptMisconfig {
+    const L = this.L, b = this.base;
     if (status === L.STATUS_PF) return { vector: 14, errorCode, level, kind: "page-fault" };
     if (status === L.STATUS_GP) return GP;
-    return { vector: -1, errorCode: 0, level, kind: "abort", gpa };
+    if (status === L.STATUS_EPT_VIOLATION) {
+      return { kind: "ept-violation", vector: -1, errorCode: 0, qualification: errorCode, gpa, gva: this.dv().getBigUint64(b + L.R_GVA, true), level };
+    }
+    if (status === L.STATUS_EPT_MISCONFIG) return { kind: "ept-misconfig", vector: -1, errorCode: 0, gpa, level };
+    const f: X86Fault = { vector: -1, errorCode: 0, level, kind: "abort", gpa };
+    const stage = this.dv().getUint32(b + L.R_ASTAGE, true);
+    if (stage !== 0) {
+      f.stage = stage === 2 ? "ept" : "guest";
+      f.hpa = this.dv().getBigUint64(b + L.R_HPA, true);
+    }
+    return f;
   }
 
   /**
@@ -152,19 +217,21 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if (this.lifetime.disposed || typeof va !== "bigint" || typeof user !== "boolean") this.refuse(va, user);
     if (opts !== undefined && optBoolArg(optionsObject(opts, "opts").rights, "opts.rights", false)) {
       const x = BigInt.asUintN(64, va);
-      return this.withRights(this.ex.x86TranslateFast(Number(x & 0xffff_ffffn), Number(x >> 32n), accessCode(access), user ? 1 : 0));
+      return this.withRights(this.ex.x86TranslateFast(this.c0, Number(x & 0xffff_ffffn), Number(x >> 32n), accessCode(access), user ? 1 : 0));
     }
-    return this.result(this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0));
+    return this.result(this.ex.x86Translate(this.c0, BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0));
   }
 
   /** The object form of a fast-path result: pa, size and level from the rights word, plus the word and the epoch; or the fault. */
-  private withRights(pa: number): X86TranslationWithRights | { fault: X86Fault } {
+  private withRights(pa: number): X86TranslationWithRights | { fault: X86Fault | X86EptViolation | X86EptMisconfig } {
     if (pa < 0) {
       this.lastStatus = this.u32()[(this.base + this.L.R_STATUS) >> 2]!;
       return { fault: this.lastFault() };
     }
     const r = this.lastRights(), R = RIGHTS;
-    return { pa: BigInt(pa), pageSize: 2 ** ((r >>> R.PSHIFT_SHIFT) & 31), level: (r >>> R.LEVEL_SHIFT) & 7, rights: r, epoch: this.invalidationEpoch() };
+    const out: X86TranslationWithRights = { pa: BigInt(pa), pageSize: 2 ** ((r >>> R.PSHIFT_SHIFT) & 31), level: (r >>> R.LEVEL_SHIFT) & 7, rights: r, epoch: this.invalidationEpoch() };
+    if (this.eptOn()) out.gpa = this.u64()[(this.base + this.L.R_IPA) >> 3]!;
+    return out;
   }
 
   /**
@@ -174,7 +241,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
    */
   translatePa(va: bigint, access: X86Access = "read", user = false): bigint | undefined {
     if (this.lifetime.disposed || typeof va !== "bigint" || typeof user !== "boolean") this.refuse(va, user);
-    const status = this.ex.x86Translate(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0);
+    const status = this.ex.x86Translate(this.c0, BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0);
     if (status === this.L.STATUS_OK) return this.u64()[(this.base + this.L.R_PA) >> 3]!;
     this.lastStatus = status;
     return undefined;
@@ -193,13 +260,13 @@ export class X86Vcpu extends VcpuBase<boolean> {
         || (access !== 0 && access !== 1 && access !== 2) || (user !== 0 && user !== 1 && user !== true && user !== false)) {
       checkFastArgs(vaLo, vaHi, access, user, "user");
     }
-    const pa = this.ex.x86TranslateFast(vaLo, vaHi, access, user ? 1 : 0);
+    const pa = this.ex.x86TranslateFast(this.c0, vaLo, vaHi, access, user ? 1 : 0);
     if (pa < 0) this.lastStatus = this.u32()[(this.base + this.L.R_STATUS) >> 2]!;
     return pa;
   }
 
   /** The fault of the last translatePa() that returned undefined, or translateFast() that returned −1. */
-  lastFault(): X86Fault {
+  lastFault(): X86Fault | X86EptViolation | X86EptMisconfig {
     this.lifetime.check();
     const r = this.result(this.lastStatus);
     if (!("fault" in r)) throw new Error("vmmu: lastFault() without a faulting translatePa()");
@@ -213,7 +280,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   peek(va: bigint): X86TranslateResult {
     this.lifetime.check();
     bigintArg(va, "va");
-    return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), 0, 0, this.L.WALK_DEBUG));
+    return this.result(this.ex.x86Walk(this.c0, BigInt.asUintN(64, va), 0, 0, this.L.WALK_DEBUG));
   }
 
   /**
@@ -229,9 +296,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
     boolArg(setAD, "setAD");
     const L = this.L;
     const flags = L.WALK_CHECK | L.WALK_RECORD | (setAD ? L.WALK_AD : 0);
-    const result = this.result(this.ex.x86Walk(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
+    const result = this.result(this.ex.x86Walk(this.c0, BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
     const levels: { level: number; gpa: bigint; pte: bigint }[] = [];
-    if ("fault" in result && result.fault.kind === "general-protection") return { result, levels };
+    if ("fault" in result && result.fault.kind !== "page-fault" && result.fault.kind !== "abort") return { result, levels };
     const u64 = this.u64(), b = this.base;
     const top = this.u32()[(b + L.R_WALK_TOP) >> 2]!;
     const stop = "fault" in result ? result.fault.level : result.level;
@@ -250,7 +317,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
     boolArg(user, "user");
     const setAD = optBoolArg(optionsObject(opts, "opts").setAD, "opts.setAD", true);
     const flags = this.L.WALK_CHECK | (setAD ? this.L.WALK_AD : 0);
-    return this.result(this.ex.x86Walk(BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
+    return this.result(this.ex.x86Walk(this.c0, BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0, flags));
   }
 
   /**
@@ -267,8 +334,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if (pcide) value &= ~CR3_NOFLUSH;
     if (value >> BigInt(this.maxPhysAddrBits) !== 0n) return GP;
     this.u64()[(this.base + this.L.S_CR3) >> 3] = value;
-    this.ex.x86LoadCr3();
-    if (!noflush) this.ex.tlbFlushCtx(pcide ? Number(value & CR3_PCID_MASK) : 0);
+    this.ex.x86ReloadCr3(this.c0, this.base, this.base);
+    if (!noflush) this.ex.x86FlushPcid(this.c0, pcide ? Number(value & CR3_PCID_MASK) : 0);
     return null;
   }
 
@@ -294,10 +361,10 @@ export class X86Vcpu extends VcpuBase<boolean> {
     this.dv().setBigUint64(this.base + this.L.S_CR4, value, true);
     this.load();
     if ((changed & CR4.PGE) !== 0n || ((old.cr4 & CR4.PCIDE) !== 0n && (value & CR4.PCIDE) === 0n)) {
-      this.ex.tlbFlushAll();
+      this.ex.tlbFlushAll(this.base);
     } else if ((changed & CR4.PAE) !== 0n || ((value & CR4.SMEP) !== 0n && (old.cr4 & CR4.SMEP) === 0n)) {
-      this.ex.tlbFlushCtx(this.currentPcid());
-      this.ex.tlbFlushCtx(this.L.CTX_GLOBAL);
+      this.ex.x86FlushPcid(this.c0, this.currentPcid());
+      this.ex.x86FlushPcid(this.c0, this.L.KEY_GLOBAL);
     }
     return null;
   }
@@ -321,7 +388,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if ((value & CR0.PG) !== 0n && !wasPg && (old.efer & EFER.LME) !== 0n && (old.cr4 & CR4.PAE) === 0n) return GP;
     if ((value & CR0.WP) === 0n && (old.cr4 & CR4.CET) !== 0n) return GP;
     this.setControl({ cr0: value });
-    if (wasPg && (value & CR0.PG) === 0n) this.ex.tlbFlushAll();
+    if (wasPg && (value & CR0.PG) === 0n) this.ex.tlbFlushAll(this.base);
     return null;
   }
 
@@ -329,7 +396,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   invlpg(va: bigint): void {
     this.lifetime.check();
     bigintArg(va, "va");
-    this.ex.x86Invlpg(BigInt.asUintN(64, va));
+    this.ex.x86Invlpg(this.c0, BigInt.asUintN(64, va));
   }
 
   /**
@@ -351,13 +418,11 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if (type === 0) {
       va = BigInt.asUintN(64, va);
       if (!isCanonical(va, (cr4 & CR4.LA57) !== 0n)) return GP;
-      this.ex.x86InvalidatePcidAddr(pcid, va);
+      this.ex.x86InvalidatePcidAddr(this.c0, pcid, va);
     } else if (type === 1) {
-      this.ex.tlbFlushCtx(pcid);
-    } else if (type === 2) {
-      this.ex.tlbFlushAll();
+      this.ex.x86FlushPcid(this.c0, pcid);
     } else {
-      this.ex.tlbFlushNonGlobal();
+      this.ex.x86FlushVpid(this.c0, type === 2 ? 1 : 0);
     }
     return null;
   }
@@ -380,6 +445,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
     const L = this.L, dv = this.dv(), b = this.base;
     const epoch = dv.getUint32(b + L.T_EPOCH, true);
     const n = dv.getUint32(L.MACHINE_BASE + L.M_TLB_ENTRIES, true);
+    const GLOBAL = BigInt(L.KEY_GLOBAL), S2 = BigInt(L.KEY_S2);
     const out: X86TlbEntry[] = [];
     for (let i = 0, e = b + L.VCPU_TLB; i < n; i++, e += L.TLB_ENTRY) {
       const key = dv.getBigUint64(e + L.E_KEY, true);
@@ -389,19 +455,121 @@ export class X86Vcpu extends VcpuBase<boolean> {
       const ctx = b + L.VCPU_CTX + slot * L.CTX_STRIDE;
       const tag = key >> 48n;
       if (dv.getUint32(ctx + L.CTX_EPOCH, true) !== epoch || BigInt(dv.getUint32(ctx + L.CTX_TAG, true)) !== tag) continue;
+      const skey = dv.getBigUint64(ctx + L.CTX_KEY, true);
+      if ((skey & S2) !== 0n) continue;
       const status = dv.getUint32(e + L.E_STATUS, true);
       const vpn = key & ((1n << 48n) - 1n);
-      out.push({
+      const global = (skey & GLOBAL) !== 0n;
+      const entry: X86TlbEntry = {
         va: BigInt.asUintN(64, BigInt.asIntN(57, vpn << 12n)),
         pa: dv.getBigUint64(e + L.E_PA, true),
         pageSize: 2 ** ((status >>> L.BS_PSHIFT_SHIFT) & 31),
         level: (status >>> L.BS_LEVEL_SHIFT) & 0xff,
-        global: slot === L.CTX_GLOBAL,
-        pcid: slot === L.CTX_GLOBAL ? undefined : slot,
-      });
+        global,
+        pcid: global ? undefined : Number(skey & 0xffffn),
+        vpid: Number((skey >> BigInt(L.KEY_SPACE_SHIFT)) & 0xffffn),
+      };
+      if (((skey >> BigInt(L.KEY_EPT_SHIFT)) & 0xffn) !== 0n) entry.gpa = BigInt(dv.getUint32(e + L.E_GFN, true)) << 12n;
+      out.push(entry);
     }
-    const rank = (x: X86TlbEntry) => (x.pcid ?? L.CTX_GLOBAL);
+    const rank = (x: X86TlbEntry) => x.vpid * 0x20000 + (x.pcid ?? 0x10000);
     return out.sort((x, y) => rank(x) - rank(y) || (x.va < y.va ? -1 : x.va > y.va ? 1 : 0));
+  }
+
+  /**
+   * Loads the VMX controls translations run under (as VM entry would load
+   * them from the VMCS): `eptp` a bigint — VMX non-root with EPT, checked as
+   * VM entry checks it (memory type 0 or 6, walk length 4 or 5, bits 11:7
+   * and 63:MAXPHYADDR zero; RangeError otherwise) — or null (no EPT:
+   * translations are not VMX non-root); `vpid` 0..65535 (0 = VPID off);
+   * `mbec` mode-based execute control. Omitted fields keep their value. No
+   * TLB flush is implied (as setControl): entries are tagged by VPID and EP4TA.
+   */
+  setVmcs(v: { eptp?: bigint | null; vpid?: number; mbec?: boolean }): void {
+    this.lifetime.check();
+    const o = optionsObject(v, "vmcs");
+    const L = this.L, b = this.base, dv = this.dv();
+    let eptp: bigint | null | undefined = undefined;
+    if (o.eptp !== undefined) {
+      if (o.eptp !== null) {
+        eptp = BigInt.asUintN(64, reg64Arg(o.eptp, "eptp") as bigint);
+        const rc = this.ex.eptpCheck(eptp, this.maxPhysAddrBits);
+        if (rc !== L.EPTP_OK) {
+          const why = rc === L.EPTP_EMEMTYPE ? "memory type (bits 2:0) must be 0 (UC) or 6 (WB)"
+            : rc === L.EPTP_EWALK ? "page-walk length - 1 (bits 5:3) must be 3 or 4"
+            : `bits 11:7 and 63:${this.maxPhysAddrBits} are reserved`;
+          throw new RangeError(`vmmu: invalid EPTP ${hex(eptp)}: ${why} (VM entry would fail)`);
+        }
+      } else eptp = null;
+    }
+    if (o.vpid !== undefined) intArg(o.vpid, "vpid", 0, 0xffff);
+    const mbec = optBoolArg(o.mbec, "mbec", dv.getUint32(b + L.S_MBEC, true) !== 0);
+    if (eptp !== undefined) {
+      dv.setUint32(b + L.S_EPTP_ON, eptp === null ? 0 : 1, true);
+      if (eptp !== null) dv.setBigUint64(b + L.S_EPTP, eptp, true);
+    }
+    if (o.vpid !== undefined) dv.setUint32(b + L.S_VPID, o.vpid as number, true);
+    dv.setUint32(b + L.S_MBEC, mbec ? 1 : 0, true);
+    this.load();
+  }
+
+  /** The VMX controls in force (setVmcs). */
+  vmcs(): X86Vmcs {
+    this.lifetime.check();
+    const L = this.L, b = this.base, dv = this.dv();
+    return {
+      eptp: dv.getUint32(b + L.S_EPTP_ON, true) !== 0 ? dv.getBigUint64(b + L.S_EPTP, true) : null,
+      vpid: dv.getUint32(b + L.S_VPID, true),
+      mbec: dv.getUint32(b + L.S_MBEC, true) !== 0,
+    };
+  }
+
+  /**
+   * INVEPT (SDM Vol.3C §29.4.3.3, instruction reference): type 1
+   * (single-context) invalidates the guest-physical and combined mappings of
+   * the EP4TA of `eptp` (every VPID and PCID); type 2 (all-context) those of
+   * every EP4TA. Returns null, or the VMfail (VM-instruction error 28) for an
+   * unsupported type or, for type 1, an EPTP that fails the VM-entry checks;
+   * a refused INVEPT invalidates nothing.
+   */
+  invept(type: number, eptp?: bigint): X86VmFail | null {
+    this.lifetime.check();
+    integerArg(type, "type");
+    if (eptp !== undefined) reg64Arg(eptp, "eptp");
+    if (type !== 1 && type !== 2) return vmfail(`INVEPT type ${type} is not supported (1 single-context, 2 all-context)`);
+    if (type === 1) {
+      if (eptp === undefined) return vmfail("INVEPT type 1 needs an EPTP");
+      const v = BigInt.asUintN(64, eptp);
+      if (this.ex.eptpCheck(v, this.maxPhysAddrBits) !== this.L.EPTP_OK) return vmfail(`INVEPT type 1 with invalid EPTP ${hex(v)}`);
+      this.ex.vmxInvept(this.base, 1, v & 0x000f_ffff_ffff_f000n);
+    } else {
+      this.ex.vmxInvept(this.base, 2, 0n);
+    }
+    return null;
+  }
+
+  /**
+   * INVVPID (SDM Vol.3C §29.4.3.3, instruction reference) on linear and
+   * combined mappings (every EP4TA): type 0 (individual-address) those of
+   * `vpid` for the page of `gva`, every PCID, globals too; 1 (single-context)
+   * every mapping of `vpid`; 2 (all-context) every VPID but 0; 3
+   * (single-context-retaining-globals) every mapping of `vpid` but globals.
+   * Returns null, or the VMfail (error 28) for an unsupported type, a `vpid`
+   * outside 0..65535 (descriptor bits 63:16), `vpid` 0 with type 0, 1 or 3,
+   * or type 0 with a non-canonical `gva`; a refused INVVPID invalidates nothing.
+   */
+  invvpid(type: number, vpid: number, gva: bigint = 0n): X86VmFail | null {
+    this.lifetime.check();
+    integerArg(type, "type");
+    integerArg(vpid, "vpid");
+    bigintArg(gva, "gva");
+    if (type < 0 || type > 3) return vmfail(`INVVPID type ${type} is not supported (0..3)`);
+    if (vpid < 0 || vpid > 0xffff) return vmfail(`INVVPID descriptor bits 63:16 must be 0 (vpid ${vpid})`);
+    if (vpid === 0 && type !== 2) return vmfail(`INVVPID type ${type} with VPID 0`);
+    const va = BigInt.asUintN(64, gva);
+    if (type === 0 && !isCanonical(va, (this.cr4() & CR4.LA57) !== 0n)) return vmfail(`INVVPID type 0 with non-canonical address ${hex(va)}`);
+    this.ex.vmxInvvpid(this.base, type, vpid, va);
+    return null;
   }
 
   private cr4(): bigint {
@@ -419,7 +587,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
     const n = this.L.BATCH_MAX;
     intArg(count, "count", 0, n);
     intArg(start, "start", 0, count);
-    return this.ex.x86TranslateUntilFault(start, count, user ? 1 : 0);
+    return this.ex.x86TranslateUntilFault(this.c0, start, count, user ? 1 : 0);
   }
 
   /**
@@ -438,18 +606,24 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   /**
-   * Decodes a batch status word (and its pa slot) into a translate() result.
+   * Decodes a batch status word (and its pa slot) into a translate() result;
+   * `va`, the batch entry's address, fills an EPT violation's `gva` (0 without it).
    * Throws a TypeError for an entry whose access code was not 0..2.
    */
-  decodeStatus(status: number, pa: bigint): X86TranslateResult {
+  decodeStatus(status: number, pa: bigint, va?: bigint): X86TranslateResult {
     this.lifetime.check();
     intArg(status, "status", 0, 0xffff_ffff);
     bigintArg(pa, "pa");
+    if (va !== undefined) bigintArg(va, "va");
     const L = this.L;
     const s = status >>> L.BS_STATUS_SHIFT;
     if (s === L.STATUS_EACCESS) throw new TypeError("vmmu: batch entry had an access code other than 0, 1, 2");
     const level = (status >>> L.BS_LEVEL_SHIFT) & 0xff;
     if (s === L.STATUS_OK) return { pa, pageSize: 1 << ((status >>> L.BS_PSHIFT_SHIFT) & 31), level };
+    if (s === L.STATUS_EPT_VIOLATION) {
+      return { fault: { kind: "ept-violation", vector: -1, errorCode: 0, qualification: (status >>> L.BS_QUAL_SHIFT) & 0x1ff, gpa: pa, gva: va ?? 0n, level } };
+    }
+    if (s === L.STATUS_EPT_MISCONFIG) return { fault: { kind: "ept-misconfig", vector: -1, errorCode: 0, gpa: pa, level } };
     return { fault: this.faultOf(s, status & 0xff, level, pa) };
   }
 
