@@ -3,30 +3,14 @@
 // identically and the guest's data pages each onto its own host range, so the
 // same linear address gives a different host address under each EPTP.
 
-import { CR4, LONG_MODE, X86EptBuilder, X86PageTableBuilder, X86Vcpu, createMachine, type GuestMemory, type Machine, type X86Access } from "../../src/index.js";
+import { CR4, LONG_MODE, X86EptBuilder, X86PageTableBuilder, createMachine, type GuestMemory, type Machine, type X86Vcpu } from "../../src/index.js";
 import { disposeAfterAll } from "./machine.js";
 
-/** The VMX surface of X86Vcpu (issue 8's contract), typed here until src/x86/vcpu.ts declares it. */
-export interface VmFail { kind: "vmfail"; vector: -1; errorCode: 28; level: 0; reason: string }
+/** A fault as any translation may report it: #PF, #GP, abort, EPT violation or misconfiguration (fields by kind). */
 export interface VmxFault {
   kind: string; vector: number; errorCode: number; level: number;
   qualification?: number; gpa?: bigint; gva?: bigint; stage?: string; hpa?: bigint;
 }
-export type VmxResult = { pa: bigint; gpa?: bigint; pageSize: number; level: number } | { fault: VmxFault };
-export interface VmxApi {
-  setVmcs(v: { eptp?: bigint | null; vpid?: number; mbec?: boolean }): void;
-  vmcs(): { eptp: bigint | null; vpid: number; mbec: boolean };
-  invept(type: number, eptp?: bigint): VmFail | null;
-  invvpid(type: number, vpid: number, gva?: bigint): VmFail | null;
-  translate(va: bigint, access?: X86Access, user?: boolean): VmxResult;
-  decodeStatus(status: number, pa: bigint, va?: bigint): VmxResult;
-}
-export type VmxVcpu = Omit<X86Vcpu, keyof VmxApi> & VmxApi;
-
-/** Whether the core has the VMX API (issue 8's EPT core). */
-export const HAS_VMX = "setVmcs" in X86Vcpu.prototype;
-
-export const asVmx = (v: X86Vcpu): VmxVcpu => v as unknown as VmxVcpu;
 
 /** Guest linear addresses of the world: two user pages and a global kernel page. */
 export const VA = 0x40_0000n;
@@ -40,7 +24,7 @@ export const SPARE = DATA + 0x4000n;
 export interface VmxWorld {
   machine: Machine;
   mem: GuestMemory;
-  vcpu: VmxVcpu;
+  vcpu: X86Vcpu;
   guest: X86PageTableBuilder;
   /** EPT trees; tree i maps DATA + j·4 KiB (j < 16) to hostOf(i) + j·4 KiB. */
   epts: X86EptBuilder[];
@@ -73,7 +57,7 @@ export async function vmxWorld(trees = 3, tlbEntries = 4096): Promise<VmxWorld> 
     e.mapRange(DATA, hostOf(i), 16, "4K");
     epts.push(e);
   }
-  const vcpu = asVmx(machine.vcpu(0));
+  const vcpu = machine.vcpu(0);
   vcpu.setControl({ ...LONG_MODE, cr4: LONG_MODE.cr4 | CR4.PGE | CR4.PCIDE, cr3: guest.root | 1n });
   return {
     machine, mem, vcpu, guest, epts, hostOf,
