@@ -23,7 +23,7 @@
 // and A/D compare-exchange are assembly/phys.ts loadEntry / casEntry.
 
 import {
-  MMU_NONE, MMU_STRIDE, VCPU_MMU, MC_PTW, MC_ADDR, MC_FLAGS, MF_AD, MC_VCPU, MC_FORMAT,
+  MMU_NONE, MMU_STRIDE, VCPU_MMU, MC_PTW, MC_ADDR, MC_FLAGS, MC_RSVD, MF_AD, MF_MBEC, MC_VCPU, MC_FORMAT,
   FMT_X86, FMT_EPT, FMT_ARM_S1, FMT_ARM_S2, STATUS_OK, STATUS_ABORT, STATUS_ARM_FAULT, R_WALK, R_WALK_TOP,
   FK_TRANSLATION, FK_ADDRESS_SIZE, FK_EXTERNAL,
   C_PT_REFS, C_S2_REFS, C_AD_WRITES, E_KEY, E_PA, E_ATTR, E_STATUS,
@@ -88,8 +88,6 @@ export let wHost: usize = 0;
 export let wEa: u64 = 0;
 export let wLevel: u32 = 0;
 export let wFold: u64 = 0;
-/** Host-physical address of the leaf entry (its ea translated by the second stage). */
-export let wEaPa: u64 = 0;
 
 // @ts-ignore: decorator
 @inline export function setResult(pa: u64, ipa: u64, level: u32, shift: u32, attr: u32): void {
@@ -157,15 +155,16 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
  * and the walk is not the debugger's arm64 stage-1 view; 0 with the fault set.
  */
 // @ts-ignore: decorator
-@inline function descHost(fmt: u32, c: usize, ptw: u32, addr: u64, ea: u64, level: u32, access: u32, flags: u32): usize {
+@inline function descHost(fmt: u32, c: usize, ptw: u32, addr: u64, ea: u64, level: u32, access: u32, flags: u32,
+  sb: u64, eb: u64, rh: usize): usize {
   let pa = ea;
   if (ptw != MMU_NONE && !(fmt == FMT_ARM_S1 && (flags & WALK_DEBUG) != 0)) {
     const s = stageTranslate(ctxOf(c, ptw), ea, 0, 0, true, flags);
     if (s != STATUS_OK) { lastStageStatus = s; return 0; }
     pa = sPa;
   }
-  wEaPa = pa;
-  const host = hostOf(pa);
+  const off = pa - sb;
+  const host = off < eb ? rh + <usize>off : hostForLoadLazy(off);
   if (host == 0) {
     lastStageStatus = fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2 ? STATUS_ARM_FAULT : STATUS_ABORT;
     if (fmt == FMT_X86) setAbort(level, ea, pa, ptw != MMU_NONE ? 1 : 0);
@@ -197,12 +196,15 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   const ptw = load<u32>(c + MC_PTW);
   const mask = fmt == FMT_X86 && (flags & WALK_DEBUG) != 0 ? <u64>0x000f_ffff_ffff_f000 : load<u64>(c + MC_ADDR);
   const setAD = (flags & WALK_AD) != 0 && (flags & WALK_DEBUG) == 0 && (fmt == FMT_X86 || (load<u32>(c + MC_FLAGS) & MF_AD) != 0);
+  const rsvdBase = fmt == FMT_X86 || fmt == FMT_EPT ? load<u64>(c + MC_RSVD) : 0;
+  const mbec = fmt == FMT_EPT && (load<u32>(c + MC_FLAGS) & MF_MBEC) != 0;
+  const sb = slotBase, eb = eagerBytes, rh = ramHost;
   let refs: u64 = 0;
   if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) store<u32>(vb + R_WALK_TOP, level);
   while (true) {
     const shift = <u64>(12 + 9 * (level - 1));
     const ea = table + (((addr >> shift) & ((<u64>1 << idxBits) - 1)) << 3);
-    const host = descHost(fmt, c, ptw, addr, ea, level, access, flags);
+    const host = descHost(fmt, c, ptw, addr, ea, level, access, flags, sb, eb, rh);
     if (host == 0) { countRefs(fmt, vb, refs); return lastStageStatus; }
     const d = loadEntry(host);
     refs++;
@@ -212,17 +214,17 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
       store<u64>(r, d, 8);
     }
     let k: u32;
-    if (fmt == FMT_X86) k = x86Classify(c, d, level, flags);
-    else if (fmt == FMT_EPT) k = eptClassify(c, d, level);
+    if (fmt == FMT_X86) k = x86Classify(rsvdBase, d, level, flags);
+    else if (fmt == FMT_EPT) k = eptClassify(mbec, rsvdBase, d, level);
     else k = armClassify(d, level);
     if (k <= K_RSVD) {
       countRefs(fmt, vb, refs);
       if (fmt == FMT_X86) return x86Fault(c, k, level, access, priv, flags);
-      if (fmt == FMT_EPT) return eptFault(c, k, addr, level, fold & eptFold(c, d));
+      if (fmt == FMT_EPT) return eptFault(c, k, addr, level, fold & eptFold(mbec, d));
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_TRANSLATION, 4 - level, access);
     }
     if (fmt == FMT_X86) fold &= x86Fold(d);
-    else if (fmt == FMT_EPT) fold &= eptFold(c, d);
+    else if (fmt == FMT_EPT) fold &= eptFold(mbec, d);
     else if (fmt == FMT_ARM_S1 && k == K_TABLE) fold |= armFold(c, d, addr);
     if (k == K_LEAF) {
       countRefs(fmt, vb, refs);

@@ -164,12 +164,11 @@ function ep4taFind(vb: usize, root: u64): u32 {
  * memory type 2, 3 or 7) → K_RSVD; leaf; table.
  */
 // @ts-ignore: decorator
-@inline export function eptClassify(c: usize, d: u64, level: u32): u32 {
-  const mbec = (load<u32>(c + MC_FLAGS) & MF_MBEC) != 0;
+@inline export function eptClassify(mbec: bool, rsvdBase: u64, d: u64, level: u32): u32 {
   if ((d & (mbec ? EPT_READ | EPT_WRITE | EPT_EXEC | EPT_USER_EXEC : EPT_READ | EPT_WRITE | EPT_EXEC)) == 0) return K_INVALID;
   if ((d & (EPT_READ | EPT_WRITE)) == EPT_WRITE) return 1;
   const leaf = isLeaf(d, level);
-  let rsvd = load<u64>(c + MC_RSVD);
+  let rsvd = rsvdBase;
   if (level >= 4) rsvd |= 0xf8;
   else if (!leaf) rsvd |= 0x78;
   else if (level == 3) rsvd |= 0x3fff_f000;
@@ -184,8 +183,7 @@ function ep4taFind(vb: usize, root: u64): u32 {
 
 /** Fold hook: R W X (and UX with MBEC) of one entry, as EPT_R/W/X/UX, ANDed over the walk. */
 // @ts-ignore: decorator
-@inline export function eptFold(c: usize, d: u64): u64 {
-  const mbec = (load<u32>(c + MC_FLAGS) & MF_MBEC) != 0;
+@inline export function eptFold(mbec: bool, d: u64): u64 {
   return (d & 7) | (mbec && (d & EPT_USER_EXEC) != 0 ? <u64>EPT_UX : 0);
 }
 

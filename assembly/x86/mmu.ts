@@ -193,11 +193,11 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
 
 /** Classify hook: not present; reserved bits (WALK_CHECK, not the debugger view); leaf (level 1, or PS at 2/3); table. */
 // @ts-ignore: decorator
-@inline export function x86Classify(c: usize, pte: u64, level: u32, flags: u32): u32 {
+@inline export function x86Classify(rsvdBase: u64, pte: u64, level: u32, flags: u32): u32 {
   if ((pte & PTE_P) == 0) return K_INVALID;
   const ps = (pte & PTE_PS) != 0;
   if ((flags & (WALK_CHECK | WALK_DEBUG)) == WALK_CHECK) {
-    let rsvd = load<u64>(c + MC_RSVD);
+    let rsvd = rsvdBase;
     if (level >= 4) rsvd |= PTE_PS;
     else if (ps && level == 3) rsvd |= PTE_RSVD_1G;
     else if (ps && level == 2) rsvd |= PTE_RSVD_2M;
@@ -242,7 +242,8 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
  * guest-physical address (the physical one without EPT), rLevel, rShift,
  * rAttr. Returns STATUS_* or RETRY.
  */
-function walkOnce(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
+// @ts-ignore: decorator
+@inline function walkOnce(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
   const top = load<u32>(c + MC_TOP);
   const s = descend(FMT_X86, c, vb, va, load<u64>(c + MC_ROOT), top, 9, 7, access, user, flags);
   if (s != STATUS_OK) return s;
@@ -279,7 +280,8 @@ function walkOnce(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u
 }
 
 /** Walks record `c` for `va`, restarting on lost A/D races. */
-function walk(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
+// @ts-ignore: decorator
+@inline function walk(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
   counterAdd(vb, C_WALKS, 1);
   while (true) {
     const s = walkOnce(c, vb, va, access, user, flags);
@@ -340,39 +342,7 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
   }
   const vpn = (va >> 12) & VPN_MASK;
   const tlbOn = (load<u32>(c + MC_FLAGS) & MF_TLB) != 0;
-  if (tlbOn) {
-    counterAdd(vb, C_LOOKUPS, 1);
-    const slot = slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY));
-    let tag = ctxLiveTag(vb, slot);
-    let e: usize = 0;
-    let hit = false;
-    if (tag != 0) {
-      e = slotAddr(vb, vpn, saltOf(tag));
-      hit = load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn);
-    }
-    if (!hit) {
-      const gslot = slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY));
-      if (slotHasLive(vb, gslot)) {
-        tag = ctxLiveTag(vb, gslot);
-        e = slotAddr(vb, vpn, saltOf(tag));
-        hit = load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn);
-      }
-    }
-    if (hit) {
-      const attr = load<u32>(e + E_ATTR);
-      const ai = access + (user != 0 ? 3 : 0);
-      const acc = attr & A_ACC_MASK;
-      if (!rightsFault(load<u64>(c + MC_PERM), ai, acc) && !pkFault(c, access, user, acc, (attr >> A_PKEY_SHIFT) & 15)
-          && !(access == ACCESS_WRITE && (attr & A_DIRTY) == 0)) {
-        counterAdd(vb, C_HITS, 1);
-        setResult(load<u64>(e + E_PA) | (va & 0xfff), (<u64>load<u32>(e + E_GFN) << 12) | (va & 0xfff),
-          (attr >> A_LEVEL_SHIFT) & 7, (attr >> A_PSHIFT_SHIFT) & 31, attr);
-        return STATUS_OK;
-      }
-      tlbDrop(vb, e);
-    }
-    counterAdd(vb, C_MISSES, 1);
-  }
+  if (tlbOn && tlbHit(c, vb, va, vpn, access, user)) return STATUS_OK;
   let s = walk(c, vb, va, access, user, WALK_AD | WALK_CHECK);
   if (s == STATUS_OK) s = finalStage(c, va, access, (rAttr & ACC_USER) != 0, WALK_AD);
   if (s != STATUS_OK) {
@@ -381,6 +351,47 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
   }
   if (tlbOn) fillCombined(c, vb, vpn);
   return STATUS_OK;
+}
+
+/**
+ * The TLB step of translateSlow: looks `vpn` up in record `c`'s slot, then its
+ * global slot; a hit that grants the access sets the result and returns true;
+ * a hit that does not is dropped (the caller re-walks).
+ */
+// @ts-ignore: decorator
+@inline function tlbHit(c: usize, vb: usize, va: u64, vpn: u64, access: u32, user: u32): bool {
+  counterAdd(vb, C_LOOKUPS, 1);
+  const slot = slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY));
+  let tag = ctxLiveTag(vb, slot);
+  let e: usize = 0;
+  let hit = false;
+  if (tag != 0) {
+    e = slotAddr(vb, vpn, saltOf(tag));
+    hit = load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn);
+  }
+  if (!hit) {
+    const gslot = slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY));
+    if (slotHasLive(vb, gslot)) {
+      tag = ctxLiveTag(vb, gslot);
+      e = slotAddr(vb, vpn, saltOf(tag));
+      hit = load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn);
+    }
+  }
+  if (hit) {
+    const attr = load<u32>(e + E_ATTR);
+    const ai = access + (user != 0 ? 3 : 0);
+    const acc = attr & A_ACC_MASK;
+    if (!rightsFault(load<u64>(c + MC_PERM), ai, acc) && !pkFault(c, access, user, acc, (attr >> A_PKEY_SHIFT) & 15)
+        && !(access == ACCESS_WRITE && (attr & A_DIRTY) == 0)) {
+      counterAdd(vb, C_HITS, 1);
+      setResult(load<u64>(e + E_PA) | (va & 0xfff), (<u64>load<u32>(e + E_GFN) << 12) | (va & 0xfff),
+        (attr >> A_LEVEL_SHIFT) & 7, (attr >> A_PSHIFT_SHIFT) & 31, attr);
+      return true;
+    }
+    tlbDrop(vb, e);
+  }
+  counterAdd(vb, C_MISSES, 1);
+  return false;
 }
 
 /**
@@ -407,13 +418,19 @@ function fillCombined(c: usize, vb: usize, vpn: u64): void {
 }
 
 function storeResult(vb: usize, s: u32): u32 {
-  store<u64>(vb + R_PA, s == STATUS_OK ? rPa : 0);
-  store<u64>(vb + R_IPA, s == STATUS_OK ? rIpa : 0);
-  store<u64>(vb + R_GPA, s == STATUS_ABORT || s == STATUS_EPT_VIOLATION || s == STATUS_EPT_MISCONFIG ? rGpa : 0);
   store<u32>(vb + R_STATUS, s);
-  store<u32>(vb + R_ERROR, s == STATUS_PF || s == STATUS_EPT_VIOLATION ? rErr : 0);
   store<u32>(vb + R_LEVEL, rLevel);
-  store<u32>(vb + R_SHIFT, s == STATUS_OK ? rShift : 0);
+  if (s == STATUS_OK) {
+    store<u64>(vb + R_PA, rPa);
+    store<u64>(vb + R_IPA, rIpa);
+    store<u32>(vb + R_SHIFT, rShift);
+    return s;
+  }
+  store<u64>(vb + R_PA, 0);
+  store<u64>(vb + R_IPA, 0);
+  store<u32>(vb + R_SHIFT, 0);
+  store<u64>(vb + R_GPA, s == STATUS_ABORT || s == STATUS_EPT_VIOLATION || s == STATUS_EPT_MISCONFIG ? rGpa : 0);
+  store<u32>(vb + R_ERROR, s == STATUS_PF || s == STATUS_EPT_VIOLATION ? rErr : 0);
   store<u64>(vb + R_GVA, rGva);
   store<u64>(vb + R_HPA, s == STATUS_ABORT ? rHpa : 0);
   store<u32>(vb + R_ASTAGE, s == STATUS_ABORT ? rAStage : 0);
@@ -429,7 +446,6 @@ function storeResult(vb: usize, s: u32): u32 {
 export function x86Translate(c: usize, va: u64, access: u32, user: u32): u32 {
   const vb = <usize>load<u32>(c + MC_VCPU);
   if (access > ACCESS_FETCH) return storeResult(vb, STATUS_EACCESS);
-  rAStage = 0;
   return storeResult(vb, translateSlow(c, vb, va, access, user));
 }
 
@@ -470,7 +486,6 @@ function rightsWord(c: usize, attr: u32, cached: bool): u32 {
 export function x86TranslateFast(c: usize, vaLo: u32, vaHi: u32, access: u32, user: u32): f64 {
   const vb = <usize>load<u32>(c + MC_VCPU);
   if (access > ACCESS_FETCH) { storeResult(vb, STATUS_EACCESS); return -1; }
-  rAStage = 0;
   const va = (<u64>vaHi << 32) | <u64>vaLo;
   const s = translateSlow(c, vb, va, access, user);
   if (s != STATUS_OK) { storeResult(vb, s); return -1; }
@@ -512,7 +527,6 @@ function cachedNow(c: usize, vb: usize, va: u64): bool {
 export function x86Walk(c: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
   const vb = <usize>load<u32>(c + MC_VCPU);
   if (access > ACCESS_FETCH) return storeResult(vb, STATUS_EACCESS);
-  rAStage = 0;
   setGva(va);
   const f2 = (flags & ~WALK_DEBUG & ~WALK_RECORD & ~WALK_CHECK) | WALK_NOTLB;
   if (load<u32>(c + MC_FORMAT) != FMT_X86) {
@@ -582,7 +596,6 @@ let batchFaults: u32 = 0;
     }
     const va = load<u64>(vaArr + (<usize>i << 3));
     const access = <u32>load<u8>(acArr + <usize>i);
-    rAStage = 0;
     const s = access <= ACCESS_FETCH ? translateSlow(c, base, va, access, user) : STATUS_EACCESS;
     store<u64>(paArr + (<usize>i << 3), s == STATUS_OK ? rPa : (s == STATUS_ABORT || s == STATUS_EPT_VIOLATION || s == STATUS_EPT_MISCONFIG ? rGpa : 0));
     store<u32>(stArr + (<usize>i << 2), statusWord(s));

@@ -170,11 +170,12 @@ export class Arm64Vcpu extends VcpuBase<boolean> {
   }
 
   private result(status: number): Arm64TranslateResult {
-    const dv = this.dv(), b = this.base, L = this.L;
+    const L = this.L;
     if (status === L.STATUS_OK) {
-      const w = this.u32();
-      return { pa: this.u64()[(b + L.R_PA) >> 3]!, pageSize: 1 << w[(b + L.R_SHIFT) >> 2]!, level: w[(b + L.R_LEVEL) >> 2]! };
+      const w = this.st32;
+      return { pa: this.st64[L.R_PA >> 3]!, pageSize: 1 << w[L.R_SHIFT >> 2]!, level: w[L.R_LEVEL >> 2]! };
     }
+    const dv = this.dv(), b = this.base;
     const stage = dv.getUint32(b + L.R_STAGE, true) as 1 | 2;
     const flags = dv.getUint32(b + L.R_FFLAGS, true);
     const fault: Arm64Fault = {

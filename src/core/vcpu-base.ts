@@ -44,6 +44,13 @@ export abstract class VcpuBase<P> {
    * detached and the block never moves, so it stays valid across growth.
    */
   private cells: Uint32Array;
+  /**
+   * The STATE record (registers, result record) as fixed-length views, index =
+   * offset >> 2 (u32) or >> 3 (u64): plain loads on the single-call paths,
+   * valid across growth for the same reason as `cells`.
+   */
+  protected st32: Uint32Array;
+  protected st64: BigUint64Array;
 
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
@@ -59,6 +66,8 @@ export abstract class VcpuBase<P> {
     const stride = dv.getUint32(this.L.MACHINE_BASE + this.L.M_VCPU_STRIDE, true);
     this.base = this.L.VCPU_AREA + index * stride;
     this.cells = cellsOf(memory.buffer, this.base + this.L.T_INV_EPOCH, this.base + this.L.R_RIGHTS);
+    this.st32 = new Uint32Array(memory.buffer, this.base + this.L.VCPU_STATE, (this.L.VCPU_COUNTERS - this.L.VCPU_STATE) >> 2);
+    this.st64 = new BigUint64Array(memory.buffer, this.base + this.L.VCPU_STATE, (this.L.VCPU_COUNTERS - this.L.VCPU_STATE) >> 3);
     this.ex.physAttach();
     this.ex.tlbInit(this.base);
     if (fresh) {
@@ -74,6 +83,8 @@ export abstract class VcpuBase<P> {
   release(): void {
     this.ex = DISPOSED_EXPORTS;
     this.cells = new Uint32Array(2);
+    this.st32 = new Uint32Array(0);
+    this.st64 = new BigUint64Array(0);
     this.batchViews = undefined;
   }
 

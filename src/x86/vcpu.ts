@@ -174,19 +174,18 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   private result(status: number): X86TranslateResult {
-    const L = this.L, b = this.base;
+    const L = this.L, w = this.st32;
     if (status === L.STATUS_OK) {
-      const w = this.u32(), q = this.u64();
-      const r: X86Translation = { pa: q[(b + L.R_PA) >> 3]!, pageSize: 1 << w[(b + L.R_SHIFT) >> 2]!, level: w[(b + L.R_LEVEL) >> 2]! };
-      if (this.eptOn()) r.gpa = q[(b + L.R_IPA) >> 3]!;
+      const q = this.st64;
+      const r: X86Translation = { pa: q[L.R_PA >> 3]!, pageSize: 1 << w[L.R_SHIFT >> 2]!, level: w[L.R_LEVEL >> 2]! };
+      if (w[L.S_EPTP_ON >> 2] !== 0) r.gpa = q[L.R_IPA >> 3]!;
       return r;
     }
-    const dv = this.dv();
-    return { fault: this.faultOf(status, dv.getUint32(b + L.R_ERROR, true), dv.getUint32(b + L.R_LEVEL, true), dv.getBigUint64(b + L.R_GPA, true)) };
+    return { fault: this.faultOf(status, w[L.R_ERROR >> 2]!, w[L.R_LEVEL >> 2]!, this.st64[L.R_GPA >> 3]!) };
   }
 
   private eptOn(): boolean {
-    return this.u32()[(this.base + this.L.S_EPTP_ON) >> 2] !== 0;
+    return this.st32[this.L.S_EPTP_ON >> 2] !== 0;
   }
 
   private faultOf(status: number, errorCode: number, level: number, gpa: bigint): X86Fault | X86EptViolation | X86EptMisconfig {
@@ -242,7 +241,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   translatePa(va: bigint, access: X86Access = "read", user = false): bigint | undefined {
     if (this.lifetime.disposed || typeof va !== "bigint" || typeof user !== "boolean") this.refuse(va, user);
     const status = this.ex.x86Translate(this.c0, BigInt.asUintN(64, va), accessCode(access), user ? 1 : 0);
-    if (status === this.L.STATUS_OK) return this.u64()[(this.base + this.L.R_PA) >> 3]!;
+    if (status === this.L.STATUS_OK) return this.st64[this.L.R_PA >> 3]!;
     this.lastStatus = status;
     return undefined;
   }
@@ -261,7 +260,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
       checkFastArgs(vaLo, vaHi, access, user, "user");
     }
     const pa = this.ex.x86TranslateFast(this.c0, vaLo, vaHi, access, user ? 1 : 0);
-    if (pa < 0) this.lastStatus = this.u32()[(this.base + this.L.R_STATUS) >> 2]!;
+    if (pa < 0) this.lastStatus = this.st32[this.L.R_STATUS >> 2]!;
     return pa;
   }
 

@@ -8,7 +8,7 @@
  * (arm64), and returned translations B had flushed.
  */
 import { describe, expect, it } from "vitest";
-import { attachVcpu, createMachine, CR4, LONG_MODE, X86PageTableBuilder, Arm64Stage1Builder } from "../../src/index.js";
+import { attachVcpu, createMachine, CR4, LONG_MODE, X86PageTableBuilder, Arm64Stage1Builder, type X86Vcpu, type Arm64Vcpu } from "../../src/index.js";
 
 const MiB = 1n << 20n;
 
@@ -21,7 +21,7 @@ describe("a vCPU handed to another instance", () => {
     a.setControl({ ...LONG_MODE, cr4: LONG_MODE.cr4 | CR4.PCIDE, cr3: pt.root | 2n });
     expect(a.translate(0x400000n)).toMatchObject({ pa: 0x1000000n });
 
-    const b = await attachVcpu(m.handle, 0);
+    const b = (await attachVcpu(m.handle, 0)) as X86Vcpu;
     pt.map(0x400000n, 0x2000000n, "4K", { write: true });
     expect(b.writeCr3(pt.root | 2n)).toBeNull();
     expect(b.translate(0x400000n)).toMatchObject({ pa: 0x2000000n });
@@ -45,7 +45,7 @@ describe("a vCPU handed to another instance", () => {
     a.setSystemRegisters(regs(t2.root, 2n));
     expect(a.translate(0x400000n)).toMatchObject({ pa: 0x1000000n });
 
-    const b = await attachVcpu(m.handle, 0);
+    const b = (await attachVcpu(m.handle, 0)) as Arm64Vcpu;
     b.setSystemRegisters(regs(t7.root, 7n));
     expect(b.translate(0x400000n)).toMatchObject({ pa: 0x2000000n });
 

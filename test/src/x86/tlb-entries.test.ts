@@ -42,7 +42,7 @@ describe("X86Vcpu.tlbEntries", () => {
       "pcid1 402000→2002000 4K L1",
       "G ffffffff81015000→1215000 2048K L2",
     ]);
-    expect(vcpu.tlbEntries()[2]).toEqual({ va: KERNEL + 0x1_5000n, pa: 0x121_5000n, pageSize: 2 << 20, level: 2, global: true, pcid: undefined });
+    expect(vcpu.tlbEntries()[2]).toEqual({ va: KERNEL + 0x1_5000n, pa: 0x121_5000n, pageSize: 2 << 20, level: 2, global: true, pcid: undefined, vpid: 0 });
     expect(vcpu.tlbEntries()).toHaveLength(vcpu.tlbStats().live);
   });
 
