@@ -22,7 +22,7 @@ import { RamMirror, hx, randomAccessVa, randomControl, refState } from "../helpe
 import {
   clearWords, describeWalk2d, eptPath, randomAccessGpa, randomEptTree, type EptTree, type HostSpace,
 } from "../helpers/random-ept.js";
-import { skipped, verbose } from "../helpers/note.js";
+import { verbose } from "../helpers/note.js";
 
 const MiB = 1n << 20n;
 const ACCESSES: readonly RefAccess[] = ["read", "write", "fetch"];
@@ -31,28 +31,11 @@ const CR4_LA57 = 1n << 12n;
 const seed = testSeed();
 const scale = Math.max(1, Number(process.env.VMMU_DIFF_SCALE ?? 1) || 1);
 
-/** The EPT controls of the VMCS (X86Vcpu.setVmcs). */
-interface VmcsFields {
-  eptp?: bigint | null;
-  vpid?: number;
-  mbec?: boolean;
-}
-type EptVcpu = X86Vcpu & {
-  setVmcs(v: VmcsFields): void;
-  vmcs(): { eptp: bigint | null; vpid: number; mbec: boolean };
-  /** With `va`, the batch entry's address, for an EPT violation's `gva`. */
-  decodeStatus(status: number, pa: bigint, va?: bigint): X86TranslateResult;
-};
-
-/** Whether the wasm core has the EPT API yet. */
-const HAS_EPT = "setVmcs" in X86Vcpu.prototype;
-if (!HAS_EPT) skipped("wasm 2D walk against the reference (x86-ept-walk)", "X86Vcpu.setVmcs does not exist yet: the wasm EPT walk has not landed; the generator self-check runs instead");
-
 /** One machine of a run: host RAM below 2^MAXPHYADDR and the vCPU under test (0, or 1 of 2). */
 interface Round {
   host: HostSpace;
   memory: GuestMemory;
-  vcpu: EptVcpu;
+  vcpu: X86Vcpu;
   eagerBytes: bigint;
   tlbOn: boolean;
 }
@@ -181,7 +164,7 @@ async function newRound(rng: Rng, m: number, tlbOn = rng.chance(0.85)): Promise<
   const machine = await createMachine({
     arch: "x86_64", memoryBytes: ramBytes, maxPhysAddrBits: m, ramBase, eagerBytes, vcpus, tlbEntries: rng.pick([16, 64, 4096]),
   });
-  const vcpu = machine.vcpu(vcpus - 1) as EptVcpu;
+  const vcpu = machine.vcpu(vcpus - 1);
   if (!tlbOn) vcpu.setTlbEnabled(false);
   return { host: { maxPhysAddrBits: m, ramBase, ramBytes }, memory: machine.memory, vcpu, eagerBytes, tlbOn };
 }
@@ -212,14 +195,13 @@ interface Access {
 
 /**
  * Drives one two-dimensional tree: every check compares the wasm outcome with the reference's
- * and then every word of host memory the trees wrote with the reference's copy. Without the wasm
- * EPT walk (`wasm` false) it runs the reference side only, for the generator's self-check.
+ * and then every word of host memory the trees wrote with the reference's copy.
  */
 class TreeRun {
   readonly mirror: RamMirror;
   private before: Map<bigint, bigint>;
 
-  constructor(readonly round: Round, readonly tree: EptTree, readonly tally: Tally, readonly note: string, readonly wasm: boolean) {
+  constructor(readonly round: Round, readonly tree: EptTree, readonly tally: Tally, readonly note: string) {
     this.mirror = new RamMirror(round.host.ramBase, round.host.ramBytes, tree.words);
     this.before = new Map(this.mirror.words);
   }
@@ -249,11 +231,9 @@ class TreeRun {
 
   expectWords(context: () => string): void {
     const diffs: string[] = [];
-    if (this.wasm) {
-      for (const [hpa, want] of this.mirror.words) {
-        const got = this.round.memory.read64(hpa);
-        if (got !== want) diffs.push(`[${hx(hpa)}] was ${hx(this.before.get(hpa) ?? 0n)}: wasm ${hx(got)}, reference ${hx(want)}`);
-      }
+    for (const [hpa, want] of this.mirror.words) {
+      const got = this.round.memory.read64(hpa);
+      if (got !== want) diffs.push(`[${hx(hpa)}] was ${hx(this.before.get(hpa) ?? 0n)}: wasm ${hx(got)}, reference ${hx(want)}`);
     }
     if (diffs.length > 0) expect(diffs, context()).toEqual([]);
     for (const [hpa, v] of this.mirror.words) {
@@ -292,14 +272,13 @@ class TreeRun {
   }
 
   enter(s: Omit<Access, "va" | "access" | "user">): void {
-    if (!this.wasm) return;
     this.round.vcpu.setControl(s.c);
     this.round.vcpu.setVmcs(s.vmcs);
   }
 
   /** Flushes the whole TLB (setTlbEnabled flushes), keeping it on or off as the round has it. */
   flush(): void {
-    if (this.wasm) this.round.vcpu.setTlbEnabled(this.round.tlbOn);
+    this.round.vcpu.setTlbEnabled(this.round.tlbOn);
   }
 
   /** One access through walk(setAD=false), walk and translate (flushed TLB) in random order, then warm translates. */
@@ -312,39 +291,36 @@ class TreeRun {
     const ad = this.tree.eptAd;
 
     const dry = this.reference(a, new DryMemory(this.mirror));
-    if (this.wasm) this.expectSame(showVcpu(vcpu.walk(a.va, a.access, a.user, { setAD: false })), dry, ctx("walk setAD=false"));
+    this.expectSame(showVcpu(vcpu.walk(a.va, a.access, a.user, { setAD: false })), dry, ctx("walk setAD=false"));
     this.expectWords(ctx("walk setAD=false leaves memory alone"));
 
     const walkFirst = rng.chance(0.5);
     for (const api of walkFirst ? ["walk", "translate"] : ["translate", "walk"]) {
       const primary = api === (walkFirst ? "walk" : "translate");
       if (api === "walk") {
-        const refs0 = this.wasm ? vcpu.tlbStats().ptRefs : 0;
-        const got = this.wasm ? showVcpu(vcpu.walk(a.va, a.access, a.user)) : "";
-        const refs = this.wasm ? vcpu.tlbStats().ptRefs - refs0 : 0;
+        const refs0 = vcpu.tlbStats().ptRefs;
+        const got = showVcpu(vcpu.walk(a.va, a.access, a.user));
+        const refs = vcpu.tlbStats().ptRefs - refs0;
         const stats = refEptStats();
         const want = this.reference(a, this.mirror, stats);
-        if (primary) {
-          this.tally.outcome(want, ad, this.causes(a, want));
-          if (!this.wasm) expect(showRef(want), ctx("the walk without A/D writes agrees with the one with them")()).toBe(showRef(dry));
-        }
-        if (this.wasm) this.expectSame(got, want, ctx("walk"));
+        if (primary) this.tally.outcome(want, ad, this.causes(a, want));
+        this.expectSame(got, want, ctx("walk"));
         if (want.ok && !tlbOn) {
           this.tally.add("load counts checked");
           const loads = stats.guestLoads + stats.eptLoads;
-          if (this.wasm && refs !== loads) expect(refs, `${ctx("walk: paging-structure loads (tlbStats().ptRefs)")()}`).toBe(loads);
+          if (refs !== loads) expect(refs, `${ctx("walk: paging-structure loads (tlbStats().ptRefs)")()}`).toBe(loads);
         }
         this.expectWords(ctx("A/D after walk"));
       } else {
         this.flush();
-        const got = this.wasm ? showVcpu(vcpu.translate(a.va, a.access, a.user)) : "";
+        const got = showVcpu(vcpu.translate(a.va, a.access, a.user));
         const want = this.reference(a);
         if (primary) this.tally.outcome(want, ad, this.causes(a, want));
-        if (this.wasm) this.expectSame(got, want, ctx("translate with a flushed TLB"));
+        this.expectSame(got, want, ctx("translate with a flushed TLB"));
         this.expectWords(ctx("A/D after translate with a flushed TLB"));
-        const again = this.wasm ? showVcpu(vcpu.translate(a.va, a.access, a.user)) : "";
+        const again = showVcpu(vcpu.translate(a.va, a.access, a.user));
         const want2 = this.reference(a);
-        if (this.wasm) this.expectSame(again, want2, ctx("translate again (warm TLB)"));
+        this.expectSame(again, want2, ctx("translate again (warm TLB)"));
         this.expectWords(ctx("A/D after the warm translate"));
       }
     }
@@ -354,7 +330,7 @@ class TreeRun {
       const va2 = rng.chance(0.6) ? (a.va & ~0xfffn) | BigInt(rng.int(4096)) : this.randomVa(rng, s.c);
       const b: Access = { ...s, va: va2, access: rng.pick(ACCESSES), user: rng.chance(0.5) };
       const want = this.reference(b);
-      if (this.wasm) this.expectSame(showVcpu(vcpu.translate(b.va, b.access, b.user)), want, ctx(`warm translate ${i} after va=${hx(a.va)} ${a.access}`, b));
+      this.expectSame(showVcpu(vcpu.translate(b.va, b.access, b.user)), want, ctx(`warm translate ${i} after va=${hx(a.va)} ${a.access}`, b));
       this.expectWords(ctx(`A/D after warm translate ${i}`, b));
       this.tally.add("warm translates");
     }
@@ -377,15 +353,13 @@ class TreeRun {
 
     for (let pass = 0; pass < 2; pass++) {
       const out = { pa: new BigUint64Array(n), status: new Uint32Array(n) };
-      if (this.wasm) vcpu.translateBatch(va, oneKind ?? codes, user, out);
+      vcpu.translateBatch(va, oneKind ?? codes, user, out);
       const at = (i: number): Access => ({ ...s, va: va[i]!, access: ACCESSES[codes[i]!]!, user });
       for (let i = 0; i < n; i++) {
         const want = this.reference(at(i));
         if (pass === 0) this.tally.outcome(want, this.tree.eptAd, this.causes(at(i), want));
-        if (this.wasm) {
-          this.expectSame(showVcpu(vcpu.decodeStatus(out.status[i]!, out.pa[i]!, va[i]!)), want,
-            () => this.describe(`batch ${index} pass ${pass} (${n} addresses) element ${i}`, at(i)));
-        }
+        this.expectSame(showVcpu(vcpu.decodeStatus(out.status[i]!, out.pa[i]!, va[i]!)), want,
+          () => this.describe(`batch ${index} pass ${pass} (${n} addresses) element ${i}`, at(i)));
       }
       this.expectWords(() => this.describe(`batch ${index} pass ${pass} (${n} addresses) A/D writes; last element`, at(n - 1)));
       this.tally.add("batch elements", n);
@@ -398,7 +372,6 @@ interface RunOptions {
   trees: number;
   singles: number;
   batches: number;
-  wasm: boolean;
 }
 
 async function runAll(rng: Rng, opts: RunOptions, label: string): Promise<Tally> {
@@ -408,7 +381,7 @@ async function runAll(rng: Rng, opts: RunOptions, label: string): Promise<Tally>
     const round = await newRound(rng, schedule[r]!, r % 8 === 0 ? false : undefined);
     for (let t = 0; t < opts.trees * scale; t++) {
       const tree = randomEptTree(rng, round.host, round.memory, rng.chance(0.5) ? 4 : 5);
-      const run = new TreeRun(round, tree, tally, seedNote(seed, `${label} round ${r} tree ${t}`), opts.wasm);
+      const run = new TreeRun(round, tree, tally, seedNote(seed, `${label} round ${r} tree ${t}`));
       tally.add(`${tree.flavour} EPT trees`);
       tally.add(`EPT ${tree.eptLevels}-level × guest ${tree.guest.space.levels}-level`);
       if (tree.eptAd) tally.add("trees with EPT A/D");
@@ -444,24 +417,16 @@ const SINGLE_COVERAGE: Record<string, number> = {
   "load counts checked": 20,
 };
 
-describe("generator self-check (reference side only, until the wasm EPT walk exists)", () => {
-  it.skipIf(HAS_EPT)("random EPT × guest trees give every outcome class of the reference", async () => {
-    const tally = await runAll(new Rng(seed), { trees: 40, singles: 10, batches: 0, wasm: false }, "self-check");
-    verbose(`[x86 EPT generator self-check] ${seedNote(seed)} ${tally}`);
-    expectCoverage(tally, SINGLE_COVERAGE, "self-check");
-  });
-});
-
-describe.skipIf(!HAS_EPT)("wasm 2D walk (guest paging × EPT) against the reference walker", () => {
+describe("wasm 2D walk (guest paging × EPT) against the reference walker", () => {
   it("walk, translate cold and warm give the reference's outcome and A/D writes on random EPT × guest trees", async () => {
-    const tally = await runAll(new Rng(seed), { trees: 40, singles: 10, batches: 0, wasm: true }, "single");
+    const tally = await runAll(new Rng(seed), { trees: 40, singles: 10, batches: 0 }, "single");
     verbose(`[x86 EPT differential, single] ${seedNote(seed)} ${tally}`);
     fuzzCount("x86-ept-walk", tally.get("cases"));
     expectCoverage(tally, SINGLE_COVERAGE, "single");
   });
 
   it("translateBatch gives the reference's outcome per element and its A/D writes", async () => {
-    const tally = await runAll(new Rng(seed ^ 0x5bd1_e995), { trees: 8, singles: 0, batches: 3, wasm: true }, "batch");
+    const tally = await runAll(new Rng(seed ^ 0x5bd1_e995), { trees: 8, singles: 0, batches: 3 }, "batch");
     verbose(`[x86 EPT differential, batch] ${seedNote(seed)} ${tally}`);
     fuzzCount("x86-ept-walk", tally.get("batch elements"));
     expectCoverage(tally, {
@@ -472,7 +437,7 @@ describe.skipIf(!HAS_EPT)("wasm 2D walk (guest paging × EPT) against the refere
 
   it("a cold walk of a fully present tree makes (n+1)(m+1)-1 paging-structure loads: 24 for 4×4, 35 for 5×5", async () => {
     const m = await createMachine({ arch: "x86_64", memoryBytes: 64n * MiB, maxPhysAddrBits: 46 });
-    const vcpu = m.vcpu(0) as EptVcpu;
+    const vcpu = m.vcpu(0);
     vcpu.setTlbEnabled(false);
     const got: string[] = [];
     const want: string[] = [];
@@ -510,7 +475,7 @@ describe.skipIf(!HAS_EPT)("wasm 2D walk (guest paging × EPT) against the refere
     const expected: string[] = [];
     for (const maxPhysAddrBits of [36, 40, 46, 52]) {
       const m = await createMachine({ arch: "x86_64", memoryBytes: 16n * MiB, maxPhysAddrBits });
-      const vcpu = m.vcpu(0) as EptVcpu;
+      const vcpu = m.vcpu(0);
       for (let i = 0; i < 60; i++) {
         let eptp = (rng.u64() & ((1n << BigInt(maxPhysAddrBits)) - 0x1000n)) | 6n | (3n << 3n);
         const spoil = rng.int(6);
