@@ -12,7 +12,7 @@ export {
 export { WALK_AD, WALK_CHECK, WALK_DEBUG, WALK_RECORD, WALK_NOTLB } from "./walk";
 export {
   x86DecodeContext, x86ReloadCr3, x86Translate, x86TranslateFast, x86TranslateBatch, x86BatchHits, x86TranslateUntilFault, x86Walk,
-  x86Invlpg, x86InvalidatePcidAddr, x86FlushPcid, x86FlushVpid, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,
+  x86Invlpg, x86InvalidatePcidAddr, x86FlushPcid, x86FlushVpid, mmuOwnCounters, CONTROL_OK, CONTROL_EMODE, CONTROL_EMAXPHY,
 } from "./x86/mmu";
 export { eptDecodeContext, eptpCheck, vmxInvept, vmxInvvpid, EPTP_OK, EPTP_EMEMTYPE, EPTP_EWALK, EPTP_ERESERVED } from "./x86/ept";
 export {

@@ -139,6 +139,9 @@ export const MC_SLOT: u32 = 0x78; //     u32  cached slot of MC_KEY (valid while
 export const MC_GSLOT: u32 = 0x7c; //    u32  cached slot of MC_GKEY
 export const MC_TCR: u32 = 0x80; //      u64  arm64 TCR_EL1 as written
 export const MC_VCPU: u32 = 0x88; //     u32  base of the vCPU block this record belongs to
+export const MC_CTRS: u32 = 0x8c; //     u32  where this record's walks count: the counter block at MC_CTRS + VCPU_COUNTERS (the vCPU's own, or MC_OWN_COUNTERS)
+/** A record's own counter block (COUNTER_COUNT × u64), for regimes whose walks are not the hardware's (a hypervisor's guest walker). */
+export const MC_OWN_COUNTERS: u32 = 0x100;
 export const MC_REGS: u32 = 0x200;
 
 // Formats (MC_FORMAT).

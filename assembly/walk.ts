@@ -23,7 +23,7 @@
 // and A/D compare-exchange are assembly/phys.ts loadEntry / casEntry.
 
 import {
-  MMU_NONE, MMU_STRIDE, VCPU_MMU, MC_PTW, MC_ADDR, MC_FLAGS, MC_RSVD, MF_AD, MF_MBEC, MC_VCPU, MC_FORMAT,
+  MMU_NONE, MMU_STRIDE, VCPU_MMU, MC_CTRS, MC_PTW, MC_ADDR, MC_FLAGS, MC_RSVD, MF_AD, MF_MBEC, MC_VCPU, MC_FORMAT,
   FMT_X86, FMT_EPT, FMT_ARM_S1, FMT_ARM_S2, STATUS_OK, STATUS_ABORT, STATUS_ARM_FAULT, R_WALK, R_WALK_TOP,
   FK_TRANSLATION, FK_ADDRESS_SIZE, FK_EXTERNAL,
   C_PT_REFS, C_S2_REFS, C_AD_WRITES, E_KEY, E_PA, E_ATTR, E_STATUS,
@@ -199,13 +199,14 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   const rsvdBase = fmt == FMT_X86 || fmt == FMT_EPT ? load<u64>(c + MC_RSVD) : 0;
   const mbec = fmt == FMT_EPT && (load<u32>(c + MC_FLAGS) & MF_MBEC) != 0;
   const sb = slotBase, eb = eagerBytes, rh = ramHost;
+  const cb = <usize>load<u32>(c + MC_CTRS);
   let refs: u64 = 0;
   if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) store<u32>(vb + R_WALK_TOP, level);
   while (true) {
     const shift = <u64>(12 + 9 * (level - 1));
     const ea = table + (((addr >> shift) & ((<u64>1 << idxBits) - 1)) << 3);
     const host = descHost(fmt, c, ptw, addr, ea, level, access, flags, sb, eb, rh);
-    if (host == 0) { countRefs(fmt, vb, refs); return lastStageStatus; }
+    if (host == 0) { countRefs(fmt, cb, refs); return lastStageStatus; }
     const d = loadEntry(host);
     refs++;
     if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) {
@@ -218,7 +219,7 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
     else if (fmt == FMT_EPT) k = eptClassify(mbec, rsvdBase, d, level);
     else k = armClassify(d, level);
     if (k <= K_RSVD) {
-      countRefs(fmt, vb, refs);
+      countRefs(fmt, cb, refs);
       if (fmt == FMT_X86) return x86Fault(c, k, level, access, priv, flags);
       if (fmt == FMT_EPT) return eptFault(c, k, addr, level, fold & eptFold(mbec, d));
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_TRANSLATION, 4 - level, access);
@@ -227,19 +228,20 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
     else if (fmt == FMT_EPT) fold &= eptFold(mbec, d);
     else if (fmt == FMT_ARM_S1 && k == K_TABLE) fold |= armFold(c, d, addr);
     if (k == K_LEAF) {
-      countRefs(fmt, vb, refs);
+      countRefs(fmt, cb, refs);
       wDesc = d; wHost = host; wEa = ea; wLevel = level; wFold = fold;
       return STATUS_OK;
     }
-    if (setAD) {
-      let s: u32 = STATUS_OK;
-      if (fmt == FMT_X86) s = x86TableAd(c, vb, host, d, ea, ptw, level);
-      else if (fmt == FMT_EPT) s = eptTableAd(vb, host, d);
-      if (s != STATUS_OK) { countRefs(fmt, vb, refs); return s; }
+    if (fmt == FMT_X86 && (flags & WALK_DEBUG) == 0) {
+      const s = x86TableAd(c, cb, host, d, ea, ptw, level, setAD);
+      if (s != STATUS_OK) { countRefs(fmt, cb, refs); return s; }
+    } else if (fmt == FMT_EPT && setAD) {
+      const s = eptTableAd(cb, host, d);
+      if (s != STATUS_OK) { countRefs(fmt, cb, refs); return s; }
     }
     table = d & mask;
     if ((fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2) && !armNextTableOk(c, table)) {
-      countRefs(fmt, vb, refs);
+      countRefs(fmt, cb, refs);
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_ADDRESS_SIZE, 4 - level, access);
     }
     level--;

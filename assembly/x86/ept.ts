@@ -26,7 +26,7 @@
 
 import {
   S_EPTP, S_MBEC, S_MAXPHY, S_TLB_ON, MC_FORMAT, MC_TOP, MC_PTW, MC_FLAGS, MC_ROOT, MC_ADDR, MC_RSVD, MC_KEY, MC_GKEY,
-  MC_SLOT, MC_VCPU, MC_OABITS, MMU_NONE, FMT_EPT, MF_TLB, MF_AD, MF_MBEC, KEY_VALID, KEY_S2, KEY_EPT_SHIFT, KEY_EPT_MASK,
+  MC_SLOT, MC_VCPU, MC_CTRS, MC_OABITS, MMU_NONE, FMT_EPT, MF_TLB, MF_AD, MF_MBEC, KEY_VALID, KEY_S2, KEY_EPT_SHIFT, KEY_EPT_MASK,
   KEY_SPACE_MASK, KEY_SPACE_SHIFT, KEY_GLOBAL, STATUS_OK, STATUS_EPT_VIOLATION, STATUS_EPT_MISCONFIG, T_EP4TA, T_EP4TA_STAMP,
   T_STAMP, EP4TA_COUNT, E_ATTR, E_PA, C_WALKS, C_WALK_RETRIES, C_FLUSH_PAGE,
   VCPU_SLOTLIST, T_SLOTS_USED, VCPU_CTX, CTX_STRIDE, CTX_KEY,
@@ -99,6 +99,7 @@ export function eptDecodeContext(c: usize, vb: usize, regs: usize): i32 {
   invalidated(vb);
   const addrMask = ((<u64>1 << m) - 1) & ~<u64>0xfff;
   store<u32>(c + MC_VCPU, <u32>vb);
+  store<u32>(c + MC_CTRS, <u32>vb);
   store<u32>(c + MC_FORMAT, FMT_EPT);
   store<u32>(c + MC_TOP, ((eptp >> 3) & 7) == 4 ? 5 : 4);
   store<u32>(c + MC_PTW, MMU_NONE);

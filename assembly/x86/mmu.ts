@@ -22,8 +22,8 @@ import {
   VCPU_BATCH_VA, VCPU_BATCH_PA, VCPU_BATCH_STATUS, VCPU_BATCH_ACCESS, BATCH_MAX,
   BS_STATUS_SHIFT, BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT, BS_QUAL_SHIFT, E_PA, E_ATTR, E_KEY, E_GFN,
   MC_FORMAT, MC_TOP, MC_PTW, MC_FLAGS, MC_ROOT, MC_ADDR, MC_RSVD, MC_PERM, MC_ERRS, MC_HITS, MC_HITU, MC_KEY, MC_GKEY,
-  MC_CANON, MC_PKRU, MC_SLOT, MC_GSLOT, MC_VCPU, MMU_NONE, FMT_OFF, FMT_X86,
-  MF_TLB, MF_PK, MF_PGE, MF_WP, MF_NXE, KEY_VALID, KEY_GLOBAL, KEY_SPACE_SHIFT, KEY_EPT_SHIFT, KEY_EPT_MASK, KEY_ASID_MASK,
+  MC_CANON, MC_PKRU, MC_SLOT, MC_GSLOT, MC_VCPU, MC_CTRS, MC_OWN_COUNTERS, VCPU_COUNTERS, MMU_NONE, FMT_OFF, FMT_X86,
+  MF_TLB, MF_PK, MF_PGE, MF_WP, MF_NXE, MF_MBEC, KEY_VALID, KEY_GLOBAL, KEY_SPACE_SHIFT, KEY_EPT_SHIFT, KEY_EPT_MASK, KEY_ASID_MASK,
   KEY_SPACE_MASK, KEY_S2,
 } from "../layout";
 import {
@@ -75,6 +75,7 @@ export function x86DecodeContext(c: usize, vb: usize, regs: usize, ptw: u32): i3
   const maxPhy = load<u32>(regs + S_MAXPHY);
   invalidated(vb);
   store<u32>(c + MC_VCPU, <u32>vb);
+  if (load<u32>(c + MC_CTRS) == 0) store<u32>(c + MC_CTRS, <u32>vb);
   store<u32>(c + MC_PTW, ptw);
   if (maxPhy < 32 || maxPhy > 52) { store<u32>(c + MC_FORMAT, FMT_OFF); return CONTROL_EMAXPHY; }
   let pagingOn = (cr0 & CR0_PG) != 0;
@@ -140,6 +141,17 @@ export function x86DecodeContext(c: usize, vb: usize, regs: usize, ptw: u32): i3
   store<u64>(c + MC_HITU, hu);
   setKeys(c, vb, regs, cr3, cr4);
   return rc;
+}
+
+/**
+ * Makes record `c` count its walks (walks, references, A/D writes, faults) in
+ * its own counter block (MC_OWN_COUNTERS) instead of its vCPU's: for a
+ * regime whose walks are not the hardware's, such as a shadow MMU's guest
+ * walker (KVM's walk_mmu beside root_mmu). Returns the block's address.
+ */
+export function mmuOwnCounters(c: usize): usize {
+  store<u32>(c + MC_CTRS, <u32>(c + MC_OWN_COUNTERS - VCPU_COUNTERS));
+  return c + MC_OWN_COUNTERS;
 }
 
 /** MOV to CR3: the new root and PCID key from the registers at `regs` (CR4 unchanged, so the mode and rights tables stand). No flush. */
@@ -227,10 +239,11 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
  * walk): refused unless W in every EPT entry of it — an EPT violation.
  */
 // @ts-ignore: decorator
-@inline export function x86TableAd(c: usize, vb: usize, host: usize, pte: u64, ea: u64, ptw: u32, level: u32): u32 {
+@inline export function x86TableAd(c: usize, cb: usize, host: usize, pte: u64, ea: u64, ptw: u32, level: u32, setAD: bool): u32 {
   if ((pte & PTE_A) != 0) return STATUS_OK;
   if (ptw != MMU_NONE && (sAllow & EPT_W) == 0) return eptViolation(ctxOf(c, ptw), ea, ACCESS_WRITE, true, false, sLevel, sAllow);
-  return casCounted(vb, host, pte, pte | PTE_A) ? STATUS_OK : RETRY;
+  if (!setAD) return STATUS_OK;
+  return casCounted(cb, host, pte, pte | PTE_A) ? STATUS_OK : RETRY;
 }
 
 // ---- walk, leaf step and translation -----------------------------------------------------
@@ -262,14 +275,14 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
     }
   }
   let dirty = (pte & PTE_D) != 0;
-  if ((flags & WALK_AD) != 0 && !debug) {
+  if (!debug) {
     const want = pte | PTE_A | (access == ACCESS_WRITE ? PTE_D : 0);
     if (want != pte) {
       const ptw = load<u32>(c + MC_PTW);
       if (ptw != MMU_NONE && (sAllow & EPT_W) == 0) return eptViolation(ctxOf(c, ptw), ea, ACCESS_WRITE, true, false, sLevel, sAllow);
-      if (!casCounted(vb, host, pte, want)) return RETRY;
+      if ((flags & WALK_AD) != 0 && !casCounted(<usize>load<u32>(c + MC_CTRS), host, pte, want)) return RETRY;
     }
-    dirty = (want & PTE_D) != 0;
+    if ((flags & WALK_AD) != 0) dirty = (want & PTE_D) != 0;
   }
   const mask = debug ? PTE_ADDR_MASK_52 : load<u64>(c + MC_ADDR);
   const pge = (load<u32>(c + MC_FLAGS) & MF_PGE) != 0;
@@ -281,12 +294,12 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
 
 /** Walks record `c` for `va`, restarting on lost A/D races. */
 // @ts-ignore: decorator
-@inline function walk(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
-  counterAdd(vb, C_WALKS, 1);
+@inline function walk(c: usize, vb: usize, cb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
+  counterAdd(cb, C_WALKS, 1);
   while (true) {
     const s = walkOnce(c, vb, va, access, user, flags);
     if (s != RETRY) return s;
-    counterAdd(vb, C_WALK_RETRIES, 1);
+    counterAdd(cb, C_WALK_RETRIES, 1);
   }
 }
 
@@ -328,25 +341,26 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
  * A/D are set exactly as the SDM says.
  */
 function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u32 {
+  const cb = <usize>load<u32>(c + MC_CTRS);
   setGva(va);
   if (load<u32>(c + MC_FORMAT) != FMT_X86) {
     setResult(va, 0, 0, 12, 0);
     const s = finalStage(c, va, access, false, WALK_AD);
-    if (s != STATUS_OK) counterAdd(vb, C_FAULTS, 1);
+    if (s != STATUS_OK) counterAdd(cb, C_FAULTS, 1);
     return s;
   }
   if (!isCanonical(c, va)) {
     rLevel = 0; rErr = 0;
-    counterAdd(vb, C_FAULTS, 1);
+    counterAdd(cb, C_FAULTS, 1);
     return STATUS_GP;
   }
   const vpn = (va >> 12) & VPN_MASK;
   const tlbOn = (load<u32>(c + MC_FLAGS) & MF_TLB) != 0;
   if (tlbOn && tlbHit(c, vb, va, vpn, access, user)) return STATUS_OK;
-  let s = walk(c, vb, va, access, user, WALK_AD | WALK_CHECK);
+  let s = walk(c, vb, cb, va, access, user, WALK_AD | WALK_CHECK);
   if (s == STATUS_OK) s = finalStage(c, va, access, (rAttr & ACC_USER) != 0, WALK_AD);
   if (s != STATUS_OK) {
-    counterAdd(vb, C_FAULTS, 1);
+    counterAdd(cb, C_FAULTS, 1);
     return s;
   }
   if (tlbOn) fillCombined(c, vb, vpn);
@@ -408,7 +422,8 @@ function fillCombined(c: usize, vb: usize, vpn: u64): void {
     const a = sAllow;
     if ((a & EPT_R) == 0 || (rIpa >> 44) != 0) return;
     gfn = <u32>(rIpa >> 12);
-    const xbit = (attr & ACC_USER) != 0 && (a & EPT_UX) != 0 && (a & EPT_X) == 0 ? EPT_UX : EPT_X;
+    const mbec = (load<u32>(ctxOf(c, load<u32>(c + MC_PTW)) + MC_FLAGS) & MF_MBEC) != 0;
+    const xbit = mbec && (attr & ACC_USER) != 0 ? EPT_UX : EPT_X;
     if ((a & xbit) == 0) attr &= ~ACC_EXEC;
     if ((a & EPT_W) == 0 || (a & EPT_DKNOWN) == 0) attr &= ~A_DIRTY;
   }
@@ -534,7 +549,7 @@ export function x86Walk(c: usize, va: u64, access: u32, user: u32, flags: u32): 
     return storeResult(vb, finalStage(c, va, access, false, f2));
   }
   if (!isCanonical(c, va)) { rLevel = 0; return storeResult(vb, STATUS_GP); }
-  let s = walk(c, vb, va, access, user, flags | WALK_NOTLB);
+  let s = walk(c, vb, <usize>load<u32>(c + MC_CTRS), va, access, user, flags | WALK_NOTLB);
   if (s == STATUS_OK) s = finalStage(c, va, access, (rAttr & ACC_USER) != 0, f2);
   return storeResult(vb, s);
 }

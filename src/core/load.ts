@@ -36,6 +36,7 @@ export interface CoreExports {
   x86InvalidatePcidAddr(c: number, pcid: number, va: bigint): void;
   x86FlushPcid(c: number, pcid: number): void;
   x86FlushVpid(c: number, globals: number): void;
+  mmuOwnCounters(c: number): number;
   // EPT
   eptDecodeContext(c: number, vb: number, regs: number): number;
   eptpCheck(eptp: bigint, maxPhy: number): number;

@@ -51,6 +51,8 @@ export abstract class VcpuBase<P> {
    */
   protected st32: Uint32Array;
   protected st64: BigUint64Array;
+  /** Address of the counter block this object reports (the vCPU's; a context view's own). */
+  protected countersAt: number;
 
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
@@ -68,6 +70,7 @@ export abstract class VcpuBase<P> {
     this.cells = cellsOf(memory.buffer, this.base + this.L.T_INV_EPOCH, this.base + this.L.R_RIGHTS);
     this.st32 = new Uint32Array(memory.buffer, this.base + this.L.VCPU_STATE, (this.L.VCPU_COUNTERS - this.L.VCPU_STATE) >> 2);
     this.st64 = new BigUint64Array(memory.buffer, this.base + this.L.VCPU_STATE, (this.L.VCPU_COUNTERS - this.L.VCPU_STATE) >> 3);
+    this.countersAt = this.base + this.L.VCPU_COUNTERS;
     this.ex.physAttach();
     this.ex.tlbInit(this.base);
     if (fresh) {
@@ -180,6 +183,7 @@ export abstract class VcpuBase<P> {
   setTlbEnabled(on: boolean): void {
     this.lifetime.check();
     boolArg(on, "on");
+    if (this.setContextTlb(on)) return;
     this.dv().setUint32(this.base + this.L.S_TLB_ON, on ? 1 : 0, true);
     this.ex.tlbFlushAll(this.base);
     this.reload();
@@ -190,13 +194,18 @@ export abstract class VcpuBase<P> {
     return this.base + this.L.VCPU_MMU + index * this.L.MMU_STRIDE;
   }
 
+  /** A context view's setTlbEnabled (its own register block, no flush of the vCPU's TLB); false for a vCPU. */
+  protected setContextTlb(_on: boolean): boolean {
+    return false;
+  }
+
   /** Re-derives the mode from the STATE record after it changed. */
   protected abstract reload(): void;
 
   /** TLB and walk counters. */
   tlbStats(): TlbStats {
     this.lifetime.check();
-    const dv = this.dv(), L = this.L, c = this.base + L.VCPU_COUNTERS;
+    const dv = this.dv(), L = this.L, c = this.countersAt;
     const n = (i: number) => Number(dv.getBigUint64(c + i * 8, true));
     return {
       lookups: n(L.C_LOOKUPS), hits: n(L.C_HITS), misses: n(L.C_MISSES), walks: n(L.C_WALKS), ptRefs: n(L.C_PT_REFS),
@@ -214,7 +223,7 @@ export abstract class VcpuBase<P> {
    */
   counterView(): BigUint64Array {
     this.lifetime.check();
-    return this.u64().subarray((this.base + this.L.VCPU_COUNTERS) >> 3, ((this.base + this.L.VCPU_COUNTERS) >> 3) + this.L.COUNTER_COUNT);
+    return this.u64().subarray(this.countersAt >> 3, (this.countersAt >> 3) + this.L.COUNTER_COUNT);
   }
 
   /**
@@ -239,7 +248,7 @@ export abstract class VcpuBase<P> {
   /** Zeroes the counters (not the TLB). */
   resetStats(): void {
     this.lifetime.check();
-    this.views.fresh().u8.fill(0, this.base + this.L.VCPU_COUNTERS, this.base + this.L.VCPU_COUNTERS + this.L.COUNTER_COUNT * 8);
+    this.views.fresh().u8.fill(0, this.countersAt, this.countersAt + this.L.COUNTER_COUNT * 8);
   }
 }
 

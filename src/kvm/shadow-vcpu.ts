@@ -4,10 +4,12 @@
 // and the hardware TLB flushes each needs — every decision behind a policy
 // switch (src/kvm/policy.ts). Implements the guest's CPU (src/guest/cpu.ts).
 //
-// Two wasm vCPUs back each guest vCPU: `hw`, the hardware, whose CR3 is the
-// shadow root and whose TLB is the hardware TLB (tagged by PCID); and
-// `walker`, which holds the guest's architectural control registers and does
-// the hypervisor's software walks of the guest tables (with guest A/D updates).
+// One vCPU with two MMU contexts backs each guest vCPU (KVM's root_mmu and
+// walk_mmu): `hw`, the hardware, whose CR3 is the shadow root and whose TLB
+// is the hardware TLB (tagged by PCID); and `walker` (hw.walkerContext()),
+// which holds the guest's architectural control registers and does the
+// hypervisor's software walks of the guest tables (with guest A/D updates),
+// without a TLB and with its own counters.
 
 import type { X86Vcpu } from "../x86/vcpu.js";
 import type { MemoryViews } from "../core/views.js";

@@ -1,7 +1,8 @@
 // A VM whose guest runs on a shadow-paging hypervisor: one x86 machine whose
 // guest RAM is the guest's physical memory and whose host-table pool holds
-// the shadow pages, with two wasm vCPUs per guest vCPU (hardware + guest
-// walker), a ShadowMmu and a ShadowVcpu per guest vCPU.
+// the shadow pages, one vCPU per guest vCPU with two MMU contexts (the
+// hardware's, on shadow pages, and the guest walker's: KVM's root_mmu and
+// walk_mmu), a ShadowMmu and a ShadowVcpu per guest vCPU.
 
 import { createMachine, type Machine } from "../machine.js";
 import type { X86Vcpu } from "../x86/vcpu.js";
@@ -47,14 +48,15 @@ export async function createShadowVm(opts: ShadowVmOptions): Promise<ShadowVm> {
   const policy = typeof opts.policy === "object" ? opts.policy : policyByName(opts.policy ?? "shahid2018");
   const costs = opts.costs === undefined ? DEFAULT_COSTS : checkCostModel(opts.costs);
   const machine = await createMachine({
-    arch: "x86_64", memoryBytes: opts.memoryBytes ?? 256 << 20, vcpus: opts.vcpus * 2, maxPhysAddrBits: 52,
+    arch: "x86_64", memoryBytes: opts.memoryBytes ?? 256 << 20, vcpus: opts.vcpus, maxPhysAddrBits: 52,
     poolBytes: opts.poolBytes ?? 64 << 20, tlbEntries: opts.tlbEntries ?? 4096,
   });
   const pool = new HostPool(machine.memory.wasmMemory, machine.layout);
   const mmu = new ShadowMmu(machine.memory, pool, policy, costs);
   const vcpus: ShadowVcpu[] = [];
   for (let i = 0; i < opts.vcpus; i++) {
-    vcpus.push(new ShadowVcpu(i, mmu, machine.vcpu(2 * i), machine.vcpu(2 * i + 1), policy, costs, machine.layout.C_HITS, machine.layout.C_PT_REFS));
+    const hw = machine.vcpu(i);
+    vcpus.push(new ShadowVcpu(i, mmu, hw, hw.walkerContext(), policy, costs, machine.layout.C_HITS, machine.layout.C_PT_REFS));
   }
   mmu.vcpus = vcpus;
   return { machine, mmu, vcpus, policy, pool };

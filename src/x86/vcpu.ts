@@ -104,13 +104,51 @@ export class X86Vcpu extends VcpuBase<boolean> {
   /** MMU context records: the guest's paging (c0) and its EPT (c1). */
   private readonly c0: number;
   private readonly c1: number;
+  /** The register block this object's regime is decoded from: the vCPU's STATE, or a context view's own (MC_REGS). */
+  private readonly regs: number;
+  /** True for a context view (walkerContext()): no TLB, no EPT, its own registers and counters. */
+  private readonly view: boolean;
+  private core: Core;
 
-  constructor(index: number, core: Core, memory: GuestMemory, readonly maxPhysAddrBits: number, fresh = true) {
-    super(index, core, memory, fresh);
-    this.c0 = this.ctxAddr(this.L.MMU_ROOT);
+  /**
+   * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
+   * block (TLB on, MAXPHYADDR); a worker attaching to a running vCPU passes
+   * false. One instance drives a vCPU at a time. `context` (internal): the
+   * MMU context record a walkerContext() view uses.
+   */
+  constructor(index: number, core: Core, memory: GuestMemory, readonly maxPhysAddrBits: number, fresh = true, context?: number) {
+    super(index, core, memory, fresh && context === undefined);
+    this.core = core;
+    this.view = context !== undefined;
+    this.c0 = this.ctxAddr(context ?? this.L.MMU_ROOT);
     this.c1 = this.ctxAddr(this.L.MMU_STAGE2);
-    if (fresh) this.dv().setUint32(this.base + this.L.S_MAXPHY, maxPhysAddrBits, true);
+    this.regs = this.view ? this.c0 + this.L.MC_REGS : this.base;
+    if (this.view) {
+      this.countersAt = this.ex.mmuOwnCounters(this.c0);
+      const dv = this.dv();
+      dv.setUint32(this.regs + this.L.S_MAXPHY, maxPhysAddrBits, true);
+      dv.setUint32(this.regs + this.L.S_TLB_ON, 0, true);
+    } else if (fresh) this.dv().setUint32(this.base + this.L.S_MAXPHY, maxPhysAddrBits, true);
     this.load();
+  }
+
+  /**
+   * A second MMU context of this vCPU (record MMU_WALKER), as KVM keeps
+   * walk_mmu beside root_mmu: its own control registers (setControl, MOV CR*
+   * with their #GP checks) decoded into its own record, walks through the
+   * same guest memory and the same wasm instance, and no TLB — every access
+   * walks, and its invalidation instructions have nothing to drop. Its walks
+   * count in its own counters (tlbStats()), not the vCPU's. A shadow MMU uses
+   * it to walk the guest's tables while the vCPU runs on shadow tables.
+   */
+  walkerContext(): X86Vcpu {
+    this.lifetime.check();
+    if (this.view) throw new Error("vmmu: walkerContext() of a context view");
+    return new X86Vcpu(this.index, this.core, this.memory, this.maxPhysAddrBits, false, this.L.MMU_WALKER);
+  }
+
+  protected setContextTlb(_on: boolean): boolean {
+    return this.view;
   }
 
   protected reload(): void {
@@ -124,9 +162,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
   /** Decodes the EPT record (under EPT) and then the guest-paging record from the STATE registers. */
   private load(): void {
     const L = this.L, b = this.base;
-    const ept = this.dv().getUint32(b + L.S_EPTP_ON, true) !== 0;
+    const ept = !this.view && this.dv().getUint32(b + L.S_EPTP_ON, true) !== 0;
     if (ept && this.ex.eptDecodeContext(this.c1, b, b) !== L.EPTP_OK) throw new Error("vmmu: invalid EPTP in the vCPU state (unreachable: setVmcs checks it)");
-    const rc = this.ex.x86DecodeContext(this.c0, b, b, ept ? L.MMU_STAGE2 : L.MMU_NONE);
+    const rc = this.ex.x86DecodeContext(this.c0, b, this.regs, ept ? L.MMU_STAGE2 : L.MMU_NONE);
     if (rc === this.L.CONTROL_EMODE) throw new Error("vmmu: CR0.PG=1 requires long mode (EFER.LME and CR4.PAE); 32-bit and PAE paging are not modelled");
     if (rc === this.L.CONTROL_EMAXPHY) throw new Error("vmmu: MAXPHYADDR must be 32..52");
   }
@@ -134,7 +172,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   /** The control registers in force. */
   control(): X86Control {
     this.lifetime.check();
-    const dv = this.dv(), b = this.base, L = this.L;
+    const dv = this.dv(), b = this.regs, L = this.L;
     const r = (o: number) => dv.getBigUint64(b + o, true);
     return { cr0: r(L.S_CR0), cr3: r(L.S_CR3), cr4: r(L.S_CR4), efer: r(L.S_EFER), pkru: r(L.S_PKRU), rflags: r(L.S_RFLAGS) };
   }
@@ -163,7 +201,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   private writeControl(c: Partial<X86Control>): void {
-    const dv = this.dv(), b = this.base, L = this.L;
+    const dv = this.dv(), b = this.regs, L = this.L;
     const w = (o: number, v: bigint | undefined) => { if (v !== undefined) dv.setBigUint64(b + o, BigInt.asUintN(64, v), true); };
     w(L.S_CR0, c.cr0); w(L.S_CR3, c.cr3); w(L.S_CR4, c.cr4); w(L.S_EFER, c.efer); w(L.S_PKRU, c.pkru); w(L.S_RFLAGS, c.rflags);
     const cr0 = dv.getBigUint64(b + L.S_CR0, true);
@@ -178,14 +216,14 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if (status === L.STATUS_OK) {
       const q = this.st64;
       const r: X86Translation = { pa: q[L.R_PA >> 3]!, pageSize: 1 << w[L.R_SHIFT >> 2]!, level: w[L.R_LEVEL >> 2]! };
-      if (w[L.S_EPTP_ON >> 2] !== 0) r.gpa = q[L.R_IPA >> 3]!;
+      if (!this.view && w[L.S_EPTP_ON >> 2] !== 0) r.gpa = q[L.R_IPA >> 3]!;
       return r;
     }
     return { fault: this.faultOf(status, w[L.R_ERROR >> 2]!, w[L.R_LEVEL >> 2]!, this.st64[L.R_GPA >> 3]!) };
   }
 
   private eptOn(): boolean {
-    return this.st32[this.L.S_EPTP_ON >> 2] !== 0;
+    return !this.view && this.st32[this.L.S_EPTP_ON >> 2] !== 0;
   }
 
   private faultOf(status: number, errorCode: number, level: number, gpa: bigint): X86Fault | X86EptViolation | X86EptMisconfig {
@@ -332,9 +370,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
     const noflush = pcide && (value & CR3_NOFLUSH) !== 0n;
     if (pcide) value &= ~CR3_NOFLUSH;
     if (value >> BigInt(this.maxPhysAddrBits) !== 0n) return GP;
-    this.u64()[(this.base + this.L.S_CR3) >> 3] = value;
-    this.ex.x86ReloadCr3(this.c0, this.base, this.base);
-    if (!noflush) this.ex.x86FlushPcid(this.c0, pcide ? Number(value & CR3_PCID_MASK) : 0);
+    this.u64()[(this.regs + this.L.S_CR3) >> 3] = value;
+    this.ex.x86ReloadCr3(this.c0, this.base, this.regs);
+    if (!noflush && !this.view) this.ex.x86FlushPcid(this.c0, pcide ? Number(value & CR3_PCID_MASK) : 0);
     return null;
   }
 
@@ -357,8 +395,9 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if (lma && (value & CR4.PAE) === 0n) return GP;
     if (lma && (changed & CR4.LA57) !== 0n) return GP;
     if ((value & CR4.PCIDE) !== 0n && (old.cr4 & CR4.PCIDE) === 0n && (!lma || (old.cr3 & CR3_PCID_MASK) !== 0n)) return GP;
-    this.dv().setBigUint64(this.base + this.L.S_CR4, value, true);
+    this.dv().setBigUint64(this.regs + this.L.S_CR4, value, true);
     this.load();
+    if (this.view) return null;
     if ((changed & CR4.PGE) !== 0n || ((old.cr4 & CR4.PCIDE) !== 0n && (value & CR4.PCIDE) === 0n)) {
       this.ex.tlbFlushAll(this.base);
     } else if ((changed & CR4.PAE) !== 0n || ((value & CR4.SMEP) !== 0n && (old.cr4 & CR4.SMEP) === 0n)) {
@@ -387,7 +426,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if ((value & CR0.PG) !== 0n && !wasPg && (old.efer & EFER.LME) !== 0n && (old.cr4 & CR4.PAE) === 0n) return GP;
     if ((value & CR0.WP) === 0n && (old.cr4 & CR4.CET) !== 0n) return GP;
     this.setControl({ cr0: value });
-    if (wasPg && (value & CR0.PG) === 0n) this.ex.tlbFlushAll(this.base);
+    if (wasPg && (value & CR0.PG) === 0n && !this.view) this.ex.tlbFlushAll(this.base);
     return null;
   }
 
@@ -395,7 +434,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   invlpg(va: bigint): void {
     this.lifetime.check();
     bigintArg(va, "va");
-    this.ex.x86Invlpg(this.c0, BigInt.asUintN(64, va));
+    if (!this.view) this.ex.x86Invlpg(this.c0, BigInt.asUintN(64, va));
   }
 
   /**
@@ -414,6 +453,8 @@ export class X86Vcpu extends VcpuBase<boolean> {
     if (!Number.isInteger(pcid) || pcid < 0 || pcid > 0xfff) return GP;
     const cr4 = this.cr4();
     if ((type === 0 || type === 1) && pcid !== 0 && (cr4 & CR4.PCIDE) === 0n) return GP;
+    if (type === 0 && !isCanonical(BigInt.asUintN(64, va), (cr4 & CR4.LA57) !== 0n)) return GP;
+    if (this.view) return null;
     if (type === 0) {
       va = BigInt.asUintN(64, va);
       if (!isCanonical(va, (cr4 & CR4.LA57) !== 0n)) return GP;
@@ -429,7 +470,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   /** The PCID in force (CR3[11:0] when CR4.PCIDE = 1, else 0). */
   currentPcid(): number {
     this.lifetime.check();
-    return (this.cr4() & CR4.PCIDE) !== 0n ? Number(this.u64()[(this.base + this.L.S_CR3) >> 3]! & CR3_PCID_MASK) : 0;
+    return (this.cr4() & CR4.PCIDE) !== 0n ? Number(this.u64()[(this.regs + this.L.S_CR3) >> 3]! & CR3_PCID_MASK) : 0;
   }
 
   /**
@@ -486,6 +527,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
    */
   setVmcs(v: { eptp?: bigint | null; vpid?: number; mbec?: boolean }): void {
     this.lifetime.check();
+    if (this.view) throw new Error("vmmu: setVmcs on a walkerContext() view (it has no VMX controls)");
     const o = optionsObject(v, "vmcs");
     const L = this.L, b = this.base, dv = this.dv();
     let eptp: bigint | null | undefined = undefined;
@@ -533,6 +575,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
    */
   invept(type: number, eptp?: bigint): X86VmFail | null {
     this.lifetime.check();
+    if (this.view) throw new Error("vmmu: invept on a walkerContext() view (it has no TLB)");
     integerArg(type, "type");
     if (eptp !== undefined) reg64Arg(eptp, "eptp");
     if (type !== 1 && type !== 2) return vmfail(`INVEPT type ${type} is not supported (1 single-context, 2 all-context)`);
@@ -559,6 +602,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
    */
   invvpid(type: number, vpid: number, gva: bigint = 0n): X86VmFail | null {
     this.lifetime.check();
+    if (this.view) throw new Error("vmmu: invvpid on a walkerContext() view (it has no TLB)");
     integerArg(type, "type");
     integerArg(vpid, "vpid");
     bigintArg(gva, "gva");
@@ -572,7 +616,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   }
 
   private cr4(): bigint {
-    return this.u64()[(this.base + this.L.S_CR4) >> 3]!;
+    return this.u64()[(this.regs + this.L.S_CR4) >> 3]!;
   }
 
   /**
