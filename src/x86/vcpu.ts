@@ -108,7 +108,7 @@ export class X86Vcpu extends VcpuBase<boolean> {
   private readonly regs: number;
   /** True for a context view (walkerContext()): no TLB, no EPT, its own registers and counters. */
   private readonly view: boolean;
-  private core: Core;
+  private core: Core | undefined;
 
   /**
    * Binds wasm instance `core` to vCPU block `index`. `fresh` initialises the
@@ -144,7 +144,13 @@ export class X86Vcpu extends VcpuBase<boolean> {
   walkerContext(): X86Vcpu {
     this.lifetime.check();
     if (this.view) throw new Error("vmmu: walkerContext() of a context view");
-    return new X86Vcpu(this.index, this.core, this.memory, this.maxPhysAddrBits, false, this.L.MMU_WALKER);
+    return new X86Vcpu(this.index, this.core!, this.memory, this.maxPhysAddrBits, false, this.L.MMU_WALKER);
+  }
+
+  /** @internal Machine.dispose: also drops the wasm instance kept for walkerContext() (see VcpuBase.release). */
+  release(): void {
+    super.release();
+    this.core = undefined;
   }
 
   protected setContextTlb(_on: boolean): boolean {
