@@ -128,6 +128,7 @@ export function armDecodeS1(c: usize, vb: usize, regs: usize, ptw: u32): i32 {
   const pan = load<u32>(regs + S_PAN) != 0;
   invalidated(vb);
   store<u32>(c + MC_VCPU, <u32>vb);
+  store<u32>(c + MC_CTRS, <u32>vb);
   store<u32>(c + MC_PTW, ptw);
   store<u32>(c + MC_FORMAT, (sctlr & SCTLR_M) != 0 ? FMT_ARM_S1 : FMT_OFF);
   store<u64>(c + MC_TCR, tcr);

@@ -57,3 +57,34 @@ describe("a vCPU handed to another instance", () => {
     m.dispose();
   });
 });
+
+describe("every MMU context counts its walks in its vCPU's counters", () => {
+  it("an arm64 stage-1 walk of a 4-level table makes 4 paging-structure references, counted on the vCPU", async () => {
+    const m = await createMachine({ arch: "arm64", memoryBytes: 64 << 20 });
+    const v = m.vcpu(0);
+    const t = new Arm64Stage1Builder(m.memory, { tableBase: 1n * MiB, tableLimit: 2n * MiB });
+    t.map(0x400000n, 0x1000000n, "4K", { nG: true });
+    v.setSystemRegisters({ ttbr0: t.root, tcr: 16n | (5n << 32n), sctlr: 1n });
+    v.setTlbEnabled(false);
+    const before = v.tlbStats();
+    expect(v.translate(0x400000n)).toMatchObject({ pa: 0x1000000n });
+    const after = v.tlbStats();
+    expect(after.walks - before.walks).toBe(1);
+    expect(after.ptRefs - before.ptRefs).toBe(4);
+    m.dispose();
+  });
+
+  it("an x86 walker context counts in its own counters, not the vCPU's", async () => {
+    const m = await createMachine({ arch: "x86_64", memoryBytes: 64 << 20 });
+    const hw = m.vcpu(0);
+    const pt = new X86PageTableBuilder(m.memory, { tableBase: 1n * MiB, tableLimit: 2n * MiB });
+    pt.map(0x400000n, 0x1000000n, "4K", { write: true });
+    const walker = hw.walkerContext();
+    walker.setControl({ ...LONG_MODE, cr3: pt.root });
+    const hwBefore = hw.tlbStats();
+    expect(walker.translate(0x400000n)).toMatchObject({ pa: 0x1000000n });
+    expect(walker.tlbStats()).toMatchObject({ walks: 1, ptRefs: 4 });
+    expect(hw.tlbStats()).toEqual(hwBefore);
+    m.dispose();
+  });
+});
