@@ -31,9 +31,9 @@ import {
 } from "./layout";
 import { hostForLoadLazy, loadEntry, casEntry, slotBase, eagerBytes, ramHost } from "./phys";
 import { counterAdd, VPN_MASK } from "./tlb";
-import { x86Classify, x86Fold, x86TableAd, x86Fault } from "./x86/mmu";
-import { eptClassify, eptFold, eptTableAd, eptFault, eptTranslate } from "./x86/ept";
-import { armClassify, armFold, armNextTableOk, armFault, s2Translate } from "./arm64/mmu";
+import { x86Reserved, x86Fold, x86TableAd, x86Fault, x86Leaf } from "./x86/mmu";
+import { eptPresent, eptMisconfigured, eptFold, eptTableAd, eptFault, eptTranslate, eptLeaf } from "./x86/ept";
+import { armValid, armFold, armNextTableOk, armFault, s2Translate } from "./arm64/mmu";
 
 /** Walk flags (every format). */
 export const WALK_AD: u32 = 1; //     hardware A/D (arm64 AF/DBM) updates
@@ -155,10 +155,10 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
  * and the walk is not the debugger's arm64 stage-1 view; 0 with the fault set.
  */
 // @ts-ignore: decorator
-@inline function descHost(fmt: u32, c: usize, ptw: u32, addr: u64, ea: u64, level: u32, access: u32, flags: u32,
+@inline function descHost(fmt: u32, two: bool, c: usize, ptw: u32, addr: u64, ea: u64, level: u32, access: u32, flags: u32,
   sb: u64, eb: u64, rh: usize): usize {
   let pa = ea;
-  if (ptw != MMU_NONE && !(fmt == FMT_ARM_S1 && (flags & WALK_DEBUG) != 0)) {
+  if (two && ptw != MMU_NONE && !(fmt == FMT_ARM_S1 && (flags & WALK_DEBUG) != 0)) {
     const s = stageTranslate(ctxOf(c, ptw), ea, 0, 0, true, flags);
     if (s != STATUS_OK) { lastStageStatus = s; return 0; }
     pa = sPa;
@@ -176,24 +176,28 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
 
 /**
  * The walk loop. From table `table` at `level` with `idxBits` index bits at
- * the top, for each level down:
+ * the top, for each level down (`two`: the record may have a second stage —
+ * a compile-time constant at each call site, so a one-stage walk carries no
+ * second-stage code):
  *
  * 1. ea = table + index(addr, level) × 8; host = descHost(ea) (second stage,
  *    memslot); failure → that fault (or an abort).
  * 2. Load the entry; record it (WALK_RECORD).
- * 3. classify: invalid → the format's not-present fault; reserved /
- *    misconfigured → its reserved fault.
+ * 3. format hooks present / reserved (x86 reserved bits, EPT
+ *    misconfiguration) / leaf: not present → the format's not-present fault;
+ *    reserved → its reserved fault.
  * 4. fold the entry's rights into the walk's (`fold`).
- * 5. A leaf → hand over to the format's leaf step (wDesc, wHost, wEa,
+ * 5. A leaf → the format's leaf hook (x86Leaf, eptLeaf: rights, A/D,
+ *    output), or for arm64 a hand-over to its leaf step (wDesc, wHost, wEa,
  *    wLevel, wFold) with STATUS_OK.
  * 6. A table → the format's table A/D update (RETRY if the compare-exchange
  *    lost), the next-table check, descend.
- * Returns STATUS_OK at a leaf, a fault status, or RETRY.
+ * Returns STATUS_OK (translated, or an arm64 leaf handed over), a fault status, or RETRY.
  */
 // @ts-ignore: decorator
-@inline export function descend(fmt: u32, c: usize, vb: usize, addr: u64, table: u64, level: u32, idxBits: u32,
+@inline export function descend(fmt: u32, two: bool, c: usize, vb: usize, addr: u64, table: u64, level: u32, idxBits: u32,
   fold: u64, access: u32, priv: u32, flags: u32): u32 {
-  const ptw = load<u32>(c + MC_PTW);
+  const ptw = two ? load<u32>(c + MC_PTW) : MMU_NONE;
   const mask = fmt == FMT_X86 && (flags & WALK_DEBUG) != 0 ? <u64>0x000f_ffff_ffff_f000 : load<u64>(c + MC_ADDR);
   const setAD = (flags & WALK_AD) != 0 && (flags & WALK_DEBUG) == 0 && (fmt == FMT_X86 || (load<u32>(c + MC_FLAGS) & MF_AD) != 0);
   const rsvdBase = fmt == FMT_X86 || fmt == FMT_EPT ? load<u64>(c + MC_RSVD) : 0;
@@ -202,10 +206,11 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   const cb = <usize>load<u32>(c + MC_CTRS);
   let refs: u64 = 0;
   if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) store<u32>(vb + R_WALK_TOP, level);
+  let shift = <u64>(12 + 9 * (level - 1));
+  let idxMask = (<u64>1 << idxBits) - 1;
   while (true) {
-    const shift = <u64>(12 + 9 * (level - 1));
-    const ea = table + (((addr >> shift) & ((<u64>1 << idxBits) - 1)) << 3);
-    const host = descHost(fmt, c, ptw, addr, ea, level, access, flags, sb, eb, rh);
+    const ea = table + (((addr >> shift) & idxMask) << 3);
+    const host = descHost(fmt, two, c, ptw, addr, ea, level, access, flags, sb, eb, rh);
     if (host == 0) { countRefs(fmt, cb, refs); return lastStageStatus; }
     const d = loadEntry(host);
     refs++;
@@ -214,21 +219,32 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
       store<u64>(r, ea);
       store<u64>(r, d, 8);
     }
-    let k: u32;
-    if (fmt == FMT_X86) k = x86Classify(rsvdBase, d, level, flags);
-    else if (fmt == FMT_EPT) k = eptClassify(mbec, rsvdBase, d, level);
-    else k = armClassify(d, level);
-    if (k <= K_RSVD) {
+    let present: bool;
+    if (fmt == FMT_X86) present = (d & 1) != 0;
+    else if (fmt == FMT_EPT) present = eptPresent(mbec, d);
+    else present = armValid(d, level);
+    if (!present) {
       countRefs(fmt, cb, refs);
-      if (fmt == FMT_X86) return x86Fault(c, k, level, access, priv, flags);
-      if (fmt == FMT_EPT) return eptFault(c, k, addr, level, fold & eptFold(mbec, d));
+      if (fmt == FMT_X86) return x86Fault(c, K_INVALID, level, access, priv, flags);
+      if (fmt == FMT_EPT) return eptFault(c, K_INVALID, addr, level, fold & eptFold(mbec, d));
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_TRANSLATION, 4 - level, access);
     }
+    if ((fmt == FMT_X86 && x86Reserved(rsvdBase, d, level, flags)) || (fmt == FMT_EPT && eptMisconfigured(rsvdBase, d, level))) {
+      countRefs(fmt, cb, refs);
+      if (fmt == FMT_X86) return x86Fault(c, K_RSVD, level, access, priv, flags);
+      return eptFault(c, K_RSVD, addr, level, 0);
+    }
+    let leaf: bool;
+    if (fmt == FMT_X86) leaf = level == 1 || ((d & 0x80) != 0 && (level == 2 || level == 3));
+    else if (fmt == FMT_EPT) leaf = level == 1 || ((d & 0x80) != 0 && (level == 2 || level == 3));
+    else leaf = level == 1 || (d & 2) == 0;
     if (fmt == FMT_X86) fold &= x86Fold(d);
     else if (fmt == FMT_EPT) fold &= eptFold(mbec, d);
-    else if (fmt == FMT_ARM_S1 && k == K_TABLE) fold |= armFold(c, d, addr);
-    if (k == K_LEAF) {
+    else if (fmt == FMT_ARM_S1 && !leaf) fold |= armFold(c, d, addr);
+    if (leaf) {
       countRefs(fmt, cb, refs);
+      if (fmt == FMT_X86) return x86Leaf(c, cb, addr, access, priv, flags, d, host, ea, level, <u32>fold, ptw);
+      if (fmt == FMT_EPT) return eptLeaf(c, cb, addr, access, flags, d, host, level, <u32>fold);
       wDesc = d; wHost = host; wEa = ea; wLevel = level; wFold = fold;
       return STATUS_OK;
     }
@@ -245,7 +261,8 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_ADDRESS_SIZE, 4 - level, access);
     }
     level--;
-    idxBits = 9;
+    shift -= 9;
+    idxMask = 511;
   }
 }
 

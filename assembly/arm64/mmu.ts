@@ -174,12 +174,11 @@ export function armFault(stage: u32, kind: u32, level: u32, access: u32): u32 {
   return STATUS_ARM_FAULT;
 }
 
-/** Classify hook: invalid (not valid, a block at level 0 or a reserved type at level 3); leaf; table. */
+/** Present hook: a valid descriptor of a type the level allows (no block at level 0, no block type at level 3). */
 // @ts-ignore: decorator
-@inline export function armClassify(d: u64, level: u32): u32 {
+@inline export function armValid(d: u64, level: u32): bool {
   const isTable = (d & D_TABLE) != 0;
-  if ((d & D_VALID) == 0 || (level == 4 && !isTable) || (level == 1 && !isTable)) return 0;
-  return level == 1 || !isTable ? 3 : 2;
+  return (d & D_VALID) != 0 && !(level == 4 && !isTable) && !(level == 1 && !isTable);
 }
 
 /** Fold hook (stage 1, table descriptors): APTable/UXNTable/PXNTable unless TCR.HPDn for the VA's half. */
@@ -217,7 +216,7 @@ function s2WalkOnce(p: usize, vb: usize, ipa: u64, access: u32, el0: bool, ptw: 
   const oaBits = load<u32>(p + MC_OABITS);
   const table = (load<u64>(p + MC_ROOT) & 0x0000_ffff_ffff_fffe) & ~((<u64>1 << (idxBits + 3)) - 1);
   if ((table >> oaBits) != 0) return armFault(2, FK_ADDRESS_SIZE, 4 - top, access);
-  const s = descend(FMT_ARM_S2, p, vb, ipa, table, top, idxBits, 0, access, el0 ? 1 : 0, update ? WALK_AD : 0);
+  const s = descend(FMT_ARM_S2, false, p, vb, ipa, table, top, idxBits, 0, access, el0 ? 1 : 0, update ? WALK_AD : 0);
   if (s != STATUS_OK) return s;
   const desc = wDesc, level = wLevel, armLevel = 4 - level;
   const shift = <u64>(12 + 9 * (level - 1));
@@ -376,7 +375,7 @@ function s1WalkOnce(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags:
     const table = (ttbr & 0x0000_ffff_ffff_fffe) & ~((<u64>1 << (idxBits + 3)) - 1);
     if ((table >> load<u32>(c + MC_OABITS)) != 0) return armFault(1, FK_ADDRESS_SIZE, startLevel, access);
     // 4. The walk loop (descriptor reads through stage 2).
-    const s = descend(FMT_ARM_S1, c, vb, va, table, 4 - startLevel, idxBits, 0, access, el0 ? 1 : 0, flags);
+    const s = descend(FMT_ARM_S1, true, c, vb, va, table, 4 - startLevel, idxBits, 0, access, el0 ? 1 : 0, flags);
     if (s != STATUS_OK) return s;
     const desc = wDesc, level = 4 - wLevel, tattr = wFold, host = wHost, ea = wEa;
     // 5. Leaf: address size, access flag, permissions.

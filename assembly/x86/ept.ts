@@ -159,27 +159,31 @@ function ep4taFind(vb: usize, root: u64): u32 {
   return level == 1 || ((d & EPT_PS) != 0 && (level == 2 || level == 3));
 }
 
+/** Present hook: R, W, X or (with MBEC) UX set. */
+// @ts-ignore: decorator
+@inline export function eptPresent(mbec: bool, d: u64): bool {
+  return (d & (mbec ? EPT_READ | EPT_WRITE | EPT_EXEC | EPT_USER_EXEC : EPT_READ | EPT_WRITE | EPT_EXEC)) != 0;
+}
+
 /**
- * Classify hook (§29.3.3.3 order): not present (R, W, X and, with MBEC, UX
- * all clear) → K_INVALID; misconfigured (W without R, a reserved bit, a leaf
- * memory type 2, 3 or 7) → K_RSVD; leaf; table.
+ * Reserved hook (checked after presence, §29.3.3.3 order): misconfigured —
+ * W without R, a reserved bit, a leaf memory type 2, 3 or 7.
  */
 // @ts-ignore: decorator
-@inline export function eptClassify(mbec: bool, rsvdBase: u64, d: u64, level: u32): u32 {
-  if ((d & (mbec ? EPT_READ | EPT_WRITE | EPT_EXEC | EPT_USER_EXEC : EPT_READ | EPT_WRITE | EPT_EXEC)) == 0) return K_INVALID;
-  if ((d & (EPT_READ | EPT_WRITE)) == EPT_WRITE) return 1;
+@inline export function eptMisconfigured(rsvdBase: u64, d: u64, level: u32): bool {
+  if ((d & (EPT_READ | EPT_WRITE)) == EPT_WRITE) return true;
   const leaf = isLeaf(d, level);
   let rsvd = rsvdBase;
   if (level >= 4) rsvd |= 0xf8;
   else if (!leaf) rsvd |= 0x78;
   else if (level == 3) rsvd |= 0x3fff_f000;
   else if (level == 2) rsvd |= 0x1f_f000;
-  if ((d & rsvd) != 0) return 1;
+  if ((d & rsvd) != 0) return true;
   if (leaf) {
     const mt = (d >> EPT_MT_SHIFT) & 7;
-    if (mt == 2 || mt == 3 || mt == 7) return 1;
+    if (mt == 2 || mt == 3 || mt == 7) return true;
   }
-  return leaf ? 3 : 2;
+  return false;
 }
 
 /** Fold hook: R W X (and UX with MBEC) of one entry, as EPT_R/W/X/UX, ANDed over the walk. */
@@ -240,19 +244,22 @@ export function eptViolation(p: usize, gpa: u64, access: u32, ptw: bool, user: b
   return (r & ((f & MF_MBEC) != 0 && user ? EPT_UX : EPT_X)) != 0;
 }
 
-/** One attempt at an EPT walk of `gpa`: the walk loop, then rights, A and D (EPTP.AD), output. */
+/** One attempt at an EPT walk of `gpa`: the walk loop, which ends in eptLeaf. */
 function eptWalkOnce(p: usize, vb: usize, gpa: u64, access: u32, flags: u32): u32 {
+  return descend(FMT_EPT, false, p, vb, gpa, load<u64>(p + MC_ROOT), load<u32>(p + MC_TOP), 9, 0xf, access, 0, flags);
+}
+
+/** Leaf hook: rights over the walk (violation), then A and D (EPTP.AD; D for a write or a paging-structure access), then the output (setStage). */
+// @ts-ignore: decorator
+@inline export function eptLeaf(p: usize, cb: usize, gpa: u64, access: u32, flags: u32, d: u64, host: usize, level: u32, rights: u32): u32 {
   const f = load<u32>(p + MC_FLAGS);
-  const s = descend(FMT_EPT, p, vb, gpa, load<u64>(p + MC_ROOT), load<u32>(p + MC_TOP), 9, 0xf, access, 0, flags);
-  if (s != STATUS_OK) return s;
-  const d = wDesc, level = wLevel, rights = <u32>wFold;
   if (!allows(rights, f, access, ePtw, eUser, false)) return eptViolation(p, gpa, access, ePtw, eUser, level, rights);
   const ad = (f & MF_AD) != 0;
   let dknown = !ad || (d & EPT_D) != 0;
   if (ad && (flags & WALK_AD) != 0 && (flags & WALK_DEBUG) == 0) {
     const writes = access == 1 || ePtw;
     const want = d | EPT_A | (writes ? EPT_D : 0);
-    if (want != d && !casCounted(vb, wHost, d, want)) return RETRY;
+    if (want != d && !casCounted(cb, host, d, want)) return RETRY;
     if (writes) dknown = true;
   }
   const shift = 12 + 9 * (level - 1);

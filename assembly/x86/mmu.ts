@@ -203,19 +203,16 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
   return (bits & 2) != 0 && access == ACCESS_WRITE && (user != 0 || (f & MF_WP) != 0);
 }
 
-/** Classify hook: not present; reserved bits (WALK_CHECK, not the debugger view); leaf (level 1, or PS at 2/3); table. */
+/** Reserved hook: reserved bits of a present entry (WALK_CHECK, not the debugger view): 51:M, 63 without NXE, PS at levels 4–5, 29:13 / 20:13 in a 1 GiB / 2 MiB leaf. */
 // @ts-ignore: decorator
-@inline export function x86Classify(rsvdBase: u64, pte: u64, level: u32, flags: u32): u32 {
-  if ((pte & PTE_P) == 0) return K_INVALID;
+@inline export function x86Reserved(rsvdBase: u64, pte: u64, level: u32, flags: u32): bool {
+  if ((flags & (WALK_CHECK | WALK_DEBUG)) != WALK_CHECK) return false;
   const ps = (pte & PTE_PS) != 0;
-  if ((flags & (WALK_CHECK | WALK_DEBUG)) == WALK_CHECK) {
-    let rsvd = rsvdBase;
-    if (level >= 4) rsvd |= PTE_PS;
-    else if (ps && level == 3) rsvd |= PTE_RSVD_1G;
-    else if (ps && level == 2) rsvd |= PTE_RSVD_2M;
-    if ((pte & rsvd) != 0) return K_RSVD;
-  }
-  return level == 1 || (ps && (level == 2 || level == 3)) ? K_LEAF : K_TABLE;
+  let rsvd = rsvdBase;
+  if (level >= 4) rsvd |= PTE_PS;
+  else if (ps && level == 3) rsvd |= PTE_RSVD_1G;
+  else if (ps && level == 2) rsvd |= PTE_RSVD_2M;
+  return (pte & rsvd) != 0;
 }
 
 /** Fold hook: ACC bits (X = not XD, W, U) of one entry, ANDed over the walk. */
@@ -257,10 +254,25 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
  */
 // @ts-ignore: decorator
 @inline function walkOnce(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
-  const top = load<u32>(c + MC_TOP);
-  const s = descend(FMT_X86, c, vb, va, load<u64>(c + MC_ROOT), top, 9, 7, access, user, flags);
-  if (s != STATUS_OK) return s;
-  const pte = wDesc, level = wLevel, acc = <u32>wFold, host = wHost, ea = wEa;
+  if (load<u32>(c + MC_PTW) != MMU_NONE) return walkOnce2d(c, vb, va, access, user, flags);
+  return descend(FMT_X86, false, c, vb, va, load<u64>(c + MC_ROOT), load<u32>(c + MC_TOP), 9, 7, access, user, flags);
+}
+
+/** walkOnce under EPT (the 2D walk), out of line so the one-stage walk carries no second-stage code. */
+function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
+  return descend(FMT_X86, true, c, vb, va, load<u64>(c + MC_ROOT), load<u32>(c + MC_TOP), 9, 7, access, user, flags);
+}
+
+/**
+ * Leaf hook (the walk loop calls it at the leaf): rights and protection keys
+ * (WALK_CHECK), then the A and D update (WALK_AD; under EPT an EPT-checked
+ * write, checked also without WALK_AD), then the output: rPa = the
+ * guest-physical address (the physical one without EPT), rLevel, rShift,
+ * rAttr. Returns STATUS_* or RETRY.
+ */
+// @ts-ignore: decorator
+@inline export function x86Leaf(c: usize, cb: usize, va: u64, access: u32, user: u32, flags: u32,
+  pte: u64, host: usize, ea: u64, level: u32, acc: u32, ptw: u32): u32 {
   const debug = (flags & WALK_DEBUG) != 0;
   const pshift = 12 + 9 * (level - 1);
   const pmask = (<u64>1 << pshift) - 1;
@@ -278,9 +290,8 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
   if (!debug) {
     const want = pte | PTE_A | (access == ACCESS_WRITE ? PTE_D : 0);
     if (want != pte) {
-      const ptw = load<u32>(c + MC_PTW);
       if (ptw != MMU_NONE && (sAllow & EPT_W) == 0) return eptViolation(ctxOf(c, ptw), ea, ACCESS_WRITE, true, false, sLevel, sAllow);
-      if ((flags & WALK_AD) != 0 && !casCounted(<usize>load<u32>(c + MC_CTRS), host, pte, want)) return RETRY;
+      if ((flags & WALK_AD) != 0 && !casCounted(cb, host, pte, want)) return RETRY;
     }
     if ((flags & WALK_AD) != 0) dirty = (want & PTE_D) != 0;
   }
