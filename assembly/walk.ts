@@ -159,7 +159,9 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   sb: u64, eb: u64, rh: usize): usize {
   let pa = ea;
   if (two && ptw != MMU_NONE && !(fmt == FMT_ARM_S1 && (flags & WALK_DEBUG) != 0)) {
-    const s = stageTranslate(ctxOf(c, ptw), ea, 0, 0, true, flags);
+    const p = ctxOf(c, ptw);
+    const s = fmt == FMT_X86 ? eptTranslate(p, ea, 0, 0, true, flags)
+      : fmt == FMT_ARM_S1 ? s2Translate(p, ea, 0, false, true, flags) : stageTranslate(p, ea, 0, 0, true, flags);
     if (s != STATUS_OK) { lastStageStatus = s; return 0; }
     pa = sPa;
   }

@@ -245,7 +245,8 @@ export function eptViolation(p: usize, gpa: u64, access: u32, ptw: bool, user: b
 }
 
 /** One attempt at an EPT walk of `gpa`: the walk loop, which ends in eptLeaf. */
-function eptWalkOnce(p: usize, vb: usize, gpa: u64, access: u32, flags: u32): u32 {
+// @ts-ignore: decorator
+@inline function eptWalkOnce(p: usize, vb: usize, gpa: u64, access: u32, flags: u32): u32 {
   return descend(FMT_EPT, false, p, vb, gpa, load<u64>(p + MC_ROOT), load<u32>(p + MC_TOP), 9, 0xf, access, 0, flags);
 }
 
