@@ -43,7 +43,13 @@ type CoreTlbi = {
   tlbFlushCtx(slot: number): void;
   ctxLiveTag(slot: number): number;
 };
-type ContextFinder = { contexts: { find(vmid: number, key: string): number | undefined } };
+/** The raw exports (they take the vCPU block `vb`; TLB slots are found by key, assembly/layout.ts "TLB context slots"). */
+type Ex = {
+  tlbInvalidateRange(vb: number, slot: number, vpn: bigint, pages: bigint, level: number): void;
+  tlbFlushSlot(vb: number, slot: number): void;
+  ctxLiveTag(vb: number, slot: number): number;
+  slotFind(vb: number, key: bigint): number;
+};
 
 const SIZES = [256, 4096, 65536];
 const ASID = 5;
@@ -84,11 +90,18 @@ async function rig(size: number): Promise<Rig> {
   const vcpu = machine.vcpu(0);
   vcpu.setSystemRegisters({ tcr: LINUX_TCR, sctlr: SCTLR.M, ttbr0: s1.ttbr(ASID), ttbr1: (BigInt(ASID) << 48n) | kernelRoot, vttbr: BigInt(VMID) << 48n });
   if (vcpu.asid() !== ASID || vcpu.vmid() !== VMID) throw new Error("bench: unexpected ASID/VMID in force");
-  const ctx = (vcpu as unknown as ContextFinder).contexts;
+  const ex = (vcpu as unknown as { ex: Ex }).ex, vb = vcpu.base;
+  const L = machine.layout;
   const slot = (key: string) => {
-    const s = ctx.find(VMID, key);
-    if (s === undefined) throw new Error(`bench: no ${key} context`);
+    const low = key === "global" ? BigInt(L.KEY_GLOBAL) : key === "s2" ? BigInt(L.KEY_S2) : BigInt(Number(key.slice(5)));
+    const s = ex.slotFind(vb, (1n << 63n) | (BigInt(VMID) << BigInt(L.KEY_SPACE_SHIFT)) | low);
+    if (s >= L.CTX_SLOTS) throw new Error(`bench: no ${key} context`);
     return s;
+  };
+  const core: CoreTlbi = {
+    tlbInvalidateRange: (sl, vpn, pages, level) => ex.tlbInvalidateRange(vb, sl, vpn, pages, level),
+    tlbFlushCtx: (sl) => ex.tlbFlushSlot(vb, sl),
+    ctxLiveTag: (sl) => ex.ctxLiveTag(vb, sl),
   };
   const pages = BigUint64Array.from({ length: size }, (_, i) => VA0 + BigInt(i) * 4096n);
   const bt = vcpu.batch();
@@ -101,7 +114,7 @@ async function rig(size: number): Promise<Rig> {
     }
   };
   return {
-    size, machine, vcpu, core: (vcpu as unknown as { ex: CoreTlbi }).ex,
+    size, machine, vcpu, core,
     asidSlot: slot(`asid:${ASID}`), vmidSlots: [slot(`asid:${ASID}`), slot("global"), slot("s2")], pages, refill,
     tlbBytes: () => new Uint8Array(machine.memory.wasmMemory.buffer, vcpu.base + machine.layout.VCPU_TLB, size * machine.layout.TLB_ENTRY),
   };

@@ -42,7 +42,9 @@ interface Prepared {
   checksum: { wasmBatch: number; tsBatch: number; wasmSingle: number; tsSingle: number };
 }
 
-type CoreTranslate = { armTranslate(va: bigint, access: number, el0: number): number };
+/** The raw export, on the vCPU's stage-1 context record `c`. */
+type CoreTranslate = { armTranslate(c: number, va: bigint, access: number, el0: number): number };
+const ctx0 = (s: { vcpu: { base: number }; machine: { layout: { VCPU_MMU: number } } }) => s.vcpu.base + s.machine.layout.VCPU_MMU;
 
 const args = parseArgs();
 const ROUNDS = args.quick ? 2 : 5;
@@ -97,10 +99,11 @@ function tsChecksums(ts: TsArm64Mmu, s: Arm64Scenario): { batch: number; single:
 function tierUp(s: Arm64Scenario, ms: number): void {
   const bt = s.vcpu.batch();
   const core = (s.vcpu as unknown as { ex: CoreTranslate }).ex;
+  const c0 = ctx0(s);
   const e = s.el0 ? 1 : 0;
   for (const until = performance.now() + ms; performance.now() < until;) {
     bt.run(BATCH, s.el0);
-    for (let i = 0; i < 1024; i++) core.armTranslate(s.va[i]!, s.access[i]!, e);
+    for (let i = 0; i < 1024; i++) core.armTranslate(c0, s.va[i]!, s.access[i]!, e);
   }
 }
 
@@ -161,6 +164,7 @@ function tasksFor(bench: Bench, p: Prepared): void {
   const vaBig = Array.from(s.va);
   const kinds: Arm64Access[] = Array.from(s.access, kindOf);
   const core = (s.vcpu as unknown as { ex: CoreTranslate }).ex;
+  const c0 = ctx0(s);
   const vaSlices = Array.from({ length: slices }, (_, k) => s.va.subarray(k * chunk, (k + 1) * chunk));
   const accSlices = Array.from({ length: slices }, (_, k) => s.access.subarray(k * chunk, (k + 1) * chunk));
   const va32 = new Uint32Array(s.va.buffer, s.va.byteOffset, BATCH * 2);
@@ -196,7 +200,7 @@ function tasksFor(bench: Bench, p: Prepared): void {
   addCounted(bench, `${s.name} single wasm export`, one, () => {
     const off = (kExport++ % oneSlices) * one;
     let acc = 0;
-    for (let i = off; i < off + one; i++) acc += core.armTranslate(vaBig[i]!, tsAcc[i]!, e);
+    for (let i = off; i < off + one; i++) acc += core.armTranslate(c0, vaBig[i]!, tsAcc[i]!, e);
     sink += acc;
   }, wc, perOp);
   addCounted(bench, `${s.name} single ts`, one, () => {

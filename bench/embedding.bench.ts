@@ -22,7 +22,8 @@ const args = parseArgs();
 const ROUNDS = args.quick ? 2 : 5;
 printMachineInfo("Embedding hot path: single translations from JS", machineInfo(), args);
 
-type Raw = { x86Translate(va: bigint, a: number, u: number): number; armTranslate(va: bigint, a: number, e: number): number };
+/** The raw exports, on a vCPU's first MMU context record (its own regime). */
+type Raw = { x86Translate(c: number, va: bigint, a: number, u: number): number; armTranslate(c: number, va: bigint, a: number, e: number): number };
 const raw = (v: X86Vcpu | Arm64Vcpu) => (v as unknown as { ex: Raw }).ex;
 
 async function x86(): Promise<{ v: X86Vcpu; vas: bigint[]; dispose: () => void }> {
@@ -73,18 +74,20 @@ class PageCache {
 
 const X = await x86();
 const A = await arm64();
+/** Offset of a vCPU's first MMU context record in its block (assembly/layout.ts VCPU_MMU), from the layout the vCPU read. */
+const VCPU_MMU = (X.v as unknown as { L: { VCPU_MMU: number } }).L.VCPU_MMU;
 const xLo = Int32Array.from(X.vas, (va) => Number(va & 0xffff_ffffn)), xHi = Int32Array.from(X.vas, (va) => Number(va >> 32n));
 const aLo = Int32Array.from(A.vas, (va) => Number(va & 0xffff_ffffn)), aHi = Int32Array.from(A.vas, (va) => Number(va >> 32n));
 const cache = new PageCache(X.v);
 let sink = 0;
 
 const tasks: [string, () => void][] = [
-  ["x86 raw export x86Translate (BigInt in)", () => { const ex = raw(X.v); for (let i = 0; i < N; i++) sink += ex.x86Translate(X.vas[i]!, 0, 1); }],
+  ["x86 raw export x86Translate (BigInt in)", () => { const ex = raw(X.v), c = X.v.base + VCPU_MMU; for (let i = 0; i < N; i++) sink += ex.x86Translate(c, X.vas[i]!, 0, 1); }],
   ["x86 translateFast (Numbers)", () => { const v = X.v; for (let i = 0; i < N; i++) sink += v.translateFast(xLo[i]!, xHi[i]!, 0, 1); }],
   ["x86 translatePa (BigInt in and out)", () => { const v = X.v; for (let i = 0; i < N; i++) sink += v.translatePa(X.vas[i]!, "read", true) === undefined ? 1 : 0; }],
   ["x86 translate() (object out)", () => { const v = X.v; for (let i = 0; i < N; i++) sink += v.translate(X.vas[i]!, "read", true) ? 1 : 0; }],
   ["x86 embedder page cache over translateFast", () => { for (let i = 0; i < N; i++) sink += cache.read(xLo[i]!, xHi[i]!); }],
-  ["arm64 raw export armTranslate (BigInt in)", () => { const ex = raw(A.v); for (let i = 0; i < N; i++) sink += ex.armTranslate(A.vas[i]!, 0, 1); }],
+  ["arm64 raw export armTranslate (BigInt in)", () => { const ex = raw(A.v), c = A.v.base + VCPU_MMU; for (let i = 0; i < N; i++) sink += ex.armTranslate(c, A.vas[i]!, 0, 1); }],
   ["arm64 translateFast (Numbers)", () => { const v = A.v; for (let i = 0; i < N; i++) sink += v.translateFast(aLo[i]!, aHi[i]!, 0, 1); }],
   ["arm64 translate() (object out)", () => { const v = A.v; for (let i = 0; i < N; i++) sink += v.translate(A.vas[i]!, "read", true) ? 1 : 0; }],
 ];

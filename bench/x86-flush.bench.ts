@@ -40,6 +40,28 @@ type CoreFlush = {
   ctxLiveTag(slot: number): number;
 };
 
+/**
+ * The raw core calls behind each instruction, on the vCPU's guest-paging
+ * context record (the core takes the record or the vCPU block; the PCID's TLB
+ * slot is found by its key, assembly/layout.ts "TLB context slots").
+ */
+function coreFlush(machine: Machine<X86Vcpu>, vcpu: X86Vcpu): CoreFlush {
+  type Ex = {
+    x86Invlpg(c: number, va: bigint): void; x86FlushPcid(c: number, pcid: number): void; tlbFlushAll(vb: number): void;
+    tlbFlushNonGlobal(vb: number): void; ctxLiveTag(vb: number, slot: number): number; slotFind(vb: number, key: bigint): number;
+  };
+  const ex = (vcpu as unknown as { ex: Ex }).ex;
+  const L = machine.layout, vb = vcpu.base, c0 = vb + L.VCPU_MMU + L.MMU_ROOT * L.MMU_STRIDE;
+  const keyOf = (pcid: number) => (1n << 63n) | BigInt(pcid);
+  return {
+    x86Invlpg: (va) => ex.x86Invlpg(c0, va),
+    tlbFlushCtx: (pcid) => ex.x86FlushPcid(c0, pcid),
+    tlbFlushAll: () => ex.tlbFlushAll(vb),
+    tlbFlushNonGlobal: () => ex.tlbFlushNonGlobal(vb),
+    ctxLiveTag: (pcid) => ex.ctxLiveTag(vb, ex.slotFind(vb, keyOf(pcid))),
+  };
+}
+
 const SIZES = [256, 4096, 65536];
 const PCID = 1;
 const VA_4K = 0x4000_0000n; // vpn 0x40000: 2^18-aligned, so up to 2^18 pages take distinct slots
@@ -102,7 +124,7 @@ async function rig(size: number): Promise<Rig> {
   return {
     size, machine, vcpu, root: b.root, fill,
     tlbBytes: () => new Uint8Array(machine.memory.wasmMemory.buffer, vcpu.base + machine.layout.VCPU_TLB, size * machine.layout.TLB_ENTRY),
-    core: (vcpu as unknown as { ex: CoreFlush }).ex,
+    core: coreFlush(machine, vcpu),
     pages4k: BigUint64Array.from({ length: size }, (_, i) => VA_4K + BigInt(i) * 4096n),
     globals: BigUint64Array.from({ length: GLOBAL_PAGES }, (_, i) => VA_GLOBAL + BigInt(i) * 4096n),
     pieces2m,
