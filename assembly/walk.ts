@@ -42,11 +42,9 @@ export const WALK_DEBUG: u32 = 4; //  debugger view: no updates; x86 address bit
 export const WALK_RECORD: u32 = 8; // x86: record each level's entry gpa and value (R_WALK)
 export const WALK_NOTLB: u32 = 16; // bypass the second-stage TLB too
 
-/** Entry classes returned by the classify hooks. */
+/** Why a walk stopped at an entry, for the fault hooks. */
 export const K_INVALID: u32 = 0; //   not present / invalid descriptor
 export const K_RSVD: u32 = 1; //      reserved bits or misconfiguration
-export const K_TABLE: u32 = 2;
-export const K_LEAF: u32 = 3;
 
 /** A lost A/D compare-exchange: the caller restarts the walk (as KVM's walker does). */
 export const RETRY: u32 = 0xff;

@@ -31,7 +31,7 @@ import {
   tlbBaseOf, tlbEntries, VPN_MASK, A_ACC_MASK, A_DIRTY, A_GLOBAL, A_LEVEL_SHIFT, A_PSHIFT_SHIFT, A_PKEY_SHIFT,
 } from "../tlb";
 import {
-  descend, stageTranslate, ctxOf, casCounted, batchHits, setResult, setX86Fault, setGva, K_INVALID, K_LEAF, K_TABLE, K_RSVD, RETRY,
+  descend, stageTranslate, ctxOf, casCounted, batchHits, setResult, setX86Fault, setGva, K_INVALID, K_RSVD, RETRY,
   WALK_AD, WALK_CHECK, WALK_DEBUG, WALK_RECORD, WALK_NOTLB,
   rPa, rIpa, rLevel, rShift, rAttr, rErr, rGpa, rGva, rHpa, rAStage, sPa, sAllow, sLevel, wDesc, wHost, wLevel, wFold, wEa,
 } from "../walk";
