@@ -27,7 +27,7 @@ import {
   KEY_SPACE_MASK, KEY_S2,
 } from "../layout";
 import {
-  counterAdd, slotAddr, saltOf, tlbFill, tlbDrop, slotCached, acquireTag, slotHasLive, ctxLiveTag, invalidated, tlbInvalidateRangeMatch,
+  counterAdd, slotAddr, saltOf, tlbFill, tlbDrop, tlbLookup, slotCached, acquireTag, slotHasLive, ctxLiveTag, invalidated, tlbInvalidateRangeMatch,
   tlbBaseOf, tlbEntries, VPN_MASK, A_ACC_MASK, A_DIRTY, A_GLOBAL, A_LEVEL_SHIFT, A_PSHIFT_SHIFT, A_PKEY_SHIFT,
 } from "../tlb";
 import {
@@ -386,23 +386,12 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
 // @ts-ignore: decorator
 @inline function tlbHit(c: usize, vb: usize, va: u64, vpn: u64, access: u32, user: u32): bool {
   counterAdd(vb, C_LOOKUPS, 1);
-  const slot = slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY));
-  let tag = ctxLiveTag(vb, slot);
-  let e: usize = 0;
-  let hit = false;
-  if (tag != 0) {
-    e = slotAddr(vb, vpn, saltOf(tag));
-    hit = load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn);
-  }
-  if (!hit) {
+  let e = tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY)), vpn);
+  if (e == 0) {
     const gslot = slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY));
-    if (slotHasLive(vb, gslot)) {
-      tag = ctxLiveTag(vb, gslot);
-      e = slotAddr(vb, vpn, saltOf(tag));
-      hit = load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn);
-    }
+    if (slotHasLive(vb, gslot)) e = tlbLookup(vb, gslot, vpn);
   }
-  if (hit) {
+  if (e != 0) {
     const attr = load<u32>(e + E_ATTR);
     const ai = access + (user != 0 ? 3 : 0);
     const acc = attr & A_ACC_MASK;
@@ -533,14 +522,8 @@ export function x86TranslateFast(c: usize, vaLo: u32, vaHi: u32, access: u32, us
 function cachedNow(c: usize, vb: usize, va: u64): bool {
   if (load<u32>(c + MC_PTW) == MMU_NONE) return true;
   const vpn = (va >> 12) & VPN_MASK;
-  for (let i = 0; i < 2; i++) {
-    const slot = i == 0 ? slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY)) : slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY));
-    const tag = ctxLiveTag(vb, slot);
-    if (tag == 0) continue;
-    const e = slotAddr(vb, vpn, saltOf(tag));
-    if (load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn)) return true;
-  }
-  return false;
+  return tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY)), vpn) != 0
+    || tlbLookup(vb, slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY)), vpn) != 0;
 }
 
 /**
