@@ -23,7 +23,7 @@
 // and A/D compare-exchange are assembly/phys.ts loadEntry / casEntry.
 
 import {
-  MMU_NONE, MMU_STRIDE, VCPU_MMU, MC_CTRS, MC_PTW, MC_ADDR, MC_FLAGS, MC_RSVD, MF_AD, MF_MBEC, MC_VCPU, MC_FORMAT,
+  MMU_NONE, MMU_STRIDE, VCPU_MMU, MC_CTRS, MC_OABITS, MC_PTW, MC_ADDR, MC_FLAGS, MC_RSVD, MF_AD, MF_MBEC, MC_VCPU, MC_FORMAT,
   FMT_X86, FMT_EPT, FMT_ARM_S1, FMT_ARM_S2, STATUS_OK, STATUS_ABORT, STATUS_ARM_FAULT, R_WALK, R_WALK_TOP,
   FK_TRANSLATION, FK_ADDRESS_SIZE, FK_EXTERNAL,
   C_PT_REFS, C_S2_REFS, C_AD_WRITES, E_KEY, E_PA, E_ATTR, E_STATUS,
@@ -33,7 +33,7 @@ import { hostForLoadLazy, loadEntry, casEntry, slotBase, eagerBytes, ramHost } f
 import { counterAdd, VPN_MASK } from "./tlb";
 import { x86Reserved, x86Fold, x86TableAd, x86Fault, x86Leaf } from "./x86/mmu";
 import { eptPresent, eptMisconfigured, eptFold, eptTableAd, eptFault, eptTranslate, eptLeaf } from "./x86/ept";
-import { armValid, armFold, armNextTableOk, armFault, s2Translate } from "./arm64/mmu";
+import { armValid, armFold, armNextTableOk, armFault, s2Translate, s2Leaf } from "./arm64/mmu";
 
 /** Walk flags (every format). */
 export const WALK_AD: u32 = 1; //     hardware A/D (arm64 AF/DBM) updates
@@ -187,8 +187,8 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
  *    misconfiguration) / leaf: not present → the format's not-present fault;
  *    reserved → its reserved fault.
  * 4. fold the entry's rights into the walk's (`fold`).
- * 5. A leaf → the format's leaf hook (x86Leaf, eptLeaf: rights, A/D,
- *    output), or for arm64 a hand-over to its leaf step (wDesc, wHost, wEa,
+ * 5. A leaf → the format's leaf hook (x86Leaf, eptLeaf, s2Leaf: rights,
+ *    A/D, output), or for arm64 stage 1 a hand-over to its leaf step (wDesc, wHost, wEa,
  *    wLevel, wFold) with STATUS_OK.
  * 6. A table → the format's table A/D update (RETRY if the compare-exchange
  *    lost), the next-table check, descend.
@@ -204,6 +204,7 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   const mbec = fmt == FMT_EPT && (load<u32>(c + MC_FLAGS) & MF_MBEC) != 0;
   const sb = slotBase, eb = eagerBytes, rh = ramHost;
   const cb = <usize>load<u32>(c + MC_CTRS);
+  const oaBits = fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2 ? load<u32>(c + MC_OABITS) : 0;
   let refs: u64 = 0;
   if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) store<u32>(vb + R_WALK_TOP, level);
   let shift = <u64>(12 + 9 * (level - 1));
@@ -245,6 +246,7 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
       countRefs(fmt, cb, refs);
       if (fmt == FMT_X86) return x86Leaf(c, cb, addr, access, priv, flags, d, host, ea, level, <u32>fold, ptw);
       if (fmt == FMT_EPT) return eptLeaf(c, cb, addr, access, flags, d, host, level, <u32>fold);
+      if (fmt == FMT_ARM_S2) return s2Leaf(c, cb, addr, access, priv != 0, flags, d, host, level);
       wDesc = d; wHost = host; wEa = ea; wLevel = level; wFold = fold;
       return STATUS_OK;
     }
@@ -256,7 +258,7 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
       if (s != STATUS_OK) { countRefs(fmt, cb, refs); return s; }
     }
     table = d & mask;
-    if ((fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2) && !armNextTableOk(c, table)) {
+    if ((fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2) && !armNextTableOk(oaBits, table)) {
       countRefs(fmt, cb, refs);
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_ADDRESS_SIZE, 4 - level, access);
     }

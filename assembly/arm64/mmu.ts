@@ -188,10 +188,10 @@ export function armFault(stage: u32, kind: u32, level: u32, access: u32): u32 {
   return hpd ? 0 : d & (D_PXNTABLE | D_UXNTABLE | D_APTABLE0 | D_APTABLE1);
 }
 
-/** Next-table hook: the table address fits the output size (else an address-size fault). */
+/** Next-table hook: the table address fits the output size `oaBits` (else an address-size fault). */
 // @ts-ignore: decorator
-@inline export function armNextTableOk(c: usize, table: u64): bool {
-  return (table >> load<u32>(c + MC_OABITS)) == 0;
+@inline export function armNextTableOk(oaBits: u32, table: u64): bool {
+  return (table >> oaBits) == 0;
 }
 
 // ---- stage 2 ---------------------------------------------------------------------------------
@@ -206,23 +206,35 @@ export function armFault(stage: u32, kind: u32, level: u32, access: u32): u32 {
  * 3. Leaf: address size, then AF (or hardware AF when VTCR.HA), then S2AP/XN
  *    (a write through DBM with VTCR.HD sets S2AP[1]), then the updates.
  */
-function s2WalkOnce(p: usize, vb: usize, ipa: u64, access: u32, el0: bool, ptw: bool, update: bool): u32 {
+// @ts-ignore: decorator
+@inline function s2WalkOnce(p: usize, vb: usize, ipa: u64, access: u32, el0: bool, ptw: bool, update: bool): u32 {
   s2ForPtw = ptw;
   setIpa(ipa);
   const f = load<u32>(p + MC_FLAGS);
   if ((f & MF_BAD) != 0 || (ipa >> load<u32>(p + MC_TSZ0)) != 0) return armFault(2, FK_TRANSLATION, 0, access);
   const top = load<u32>(p + MC_TOP);
   const idxBits = load<u32>(p + MC_TOPBITS);
-  const oaBits = load<u32>(p + MC_OABITS);
   const table = (load<u64>(p + MC_ROOT) & 0x0000_ffff_ffff_fffe) & ~((<u64>1 << (idxBits + 3)) - 1);
-  if ((table >> oaBits) != 0) return armFault(2, FK_ADDRESS_SIZE, 4 - top, access);
-  const s = descend(FMT_ARM_S2, false, p, vb, ipa, table, top, idxBits, 0, access, el0 ? 1 : 0, update ? WALK_AD : 0);
-  if (s != STATUS_OK) return s;
-  const desc = wDesc, level = wLevel, armLevel = 4 - level;
+  if ((table >> load<u32>(p + MC_OABITS)) != 0) return armFault(2, FK_ADDRESS_SIZE, 4 - top, access);
+  return descend(FMT_ARM_S2, false, p, vb, ipa, table, top, idxBits, 0, access, el0 ? 1 : 0, update ? WALK_AD : 0);
+}
+
+/**
+ * Leaf hook of stage 2 (the walk loop calls it): address size, then AF (or
+ * hardware AF when VTCR.HA), then S2AP/XN (a write through DBM with VTCR.HD
+ * sets S2AP[1]), then the updates (WALK_AD), the HCR_EL2.PTW check of a
+ * stage-1 table access, and the output (setStage).
+ */
+// @ts-ignore: decorator
+@inline export function s2Leaf(p: usize, cb: usize, ipa: u64, access: u32, el0: bool, flags: u32, desc: u64, host: usize, level: u32): u32 {
+  const f = load<u32>(p + MC_FLAGS);
+  const update = (flags & WALK_AD) != 0;
+  const ptw = s2ForPtw;
+  const armLevel = 4 - level;
   const shift = <u64>(12 + 9 * (level - 1));
   const pmask = (<u64>1 << shift) - 1;
   const oa = desc & D_ADDR_MASK & ~pmask;
-  if ((oa >> oaBits) != 0) return armFault(2, FK_ADDRESS_SIZE, armLevel, access);
+  if ((oa >> load<u32>(p + MC_OABITS)) != 0) return armFault(2, FK_ADDRESS_SIZE, armLevel, access);
   let want = desc;
   if ((desc & D_AF) == 0) {
     if ((f & MF_AD) == 0) return armFault(2, FK_ACCESS_FLAG, armLevel, access);
@@ -237,7 +249,7 @@ function s2WalkOnce(p: usize, vb: usize, ipa: u64, access: u32, el0: bool, ptw: 
   else ok = el0 ? (xn == 0 || xn == 1) : (xn == 0 || xn == 3);
   if (!ok) return armFault(2, FK_PERMISSION, armLevel, access);
   if (update && want != desc) {
-    if (!casCounted(vb, wHost, desc, want)) return RETRY;
+    if (!casCounted(cb, host, desc, want)) return RETRY;
   } else if (!update) {
     want = desc;
   }
