@@ -12,6 +12,7 @@
 // as present when any of R, W, X or UX (bits 2:0, 10) is set.
 
 import { GuestMemory } from "../memory.js";
+import { X86RadixTables } from "./radix-tables.js";
 import { hex } from "../addr.js";
 import { bigintRangeArg, enumArg, intArg, optBoolArg, optionsObject, show, u64Arg } from "../validate.js";
 
@@ -71,13 +72,7 @@ export interface EptBuilderOptions {
   memType?: 0 | 6;
 }
 
-export class X86EptBuilder {
-  readonly levels: 4 | 5;
-  /** Host-physical address of the root table (EPT PML4 or PML5): EPTP bits 51:12. */
-  readonly root: bigint;
-  private next: bigint;
-  private readonly limit: bigint;
-  private readonly tableFlags: bigint;
+export class X86EptBuilder extends X86RadixTables {
   private readonly accessedDirty: boolean;
   private readonly memType: number;
 
@@ -88,45 +83,41 @@ export class X86EptBuilder {
    * without a right or inside the address field, an EPTP memory type other
    * than 0 or 6).
    */
-  constructor(private readonly mem: GuestMemory, opts: EptBuilderOptions) {
+  constructor(mem: GuestMemory, opts: EptBuilderOptions) {
     if (!(mem instanceof GuestMemory)) throw new TypeError(`vmmu: memory must be a machine's GuestMemory, got ${show(mem)}`);
     const o = optionsObject(opts, "options");
     const levels = o.levels === undefined ? 4 : o.levels;
     if (typeof levels !== "number") throw new TypeError(`vmmu: levels must be 4 or 5, got ${show(levels)}`);
     if (levels !== 4 && levels !== 5) throw new RangeError(`vmmu: levels must be 4 or 5 (the EPT page-walk lengths), got ${show(levels)}`);
-    this.levels = levels;
     const base = u64Arg(o.tableBase, "tableBase");
     if ((base & 0xfffn) !== 0n) throw new RangeError(`vmmu: tableBase ${hex(base)} is not 4 KiB aligned`);
-    this.next = base;
-    this.limit = bigintRangeArg(o.tableLimit, "tableLimit", base + 4096n, EPT_ADDR_MASK + 0x1000n, `above tableBase + 4096 (${hex(base + 4096n)}) and at most 2^52`);
+    const limit = bigintRangeArg(o.tableLimit, "tableLimit", base + 4096n, EPT_ADDR_MASK + 0x1000n, `above tableBase + 4096 (${hex(base + 4096n)}) and at most 2^52`);
     const tableFlags = o.tableFlags === undefined ? EPT_R | EPT_W | EPT_X : u64Arg(o.tableFlags, "tableFlags");
     if ((tableFlags & EPT_PRESENT) === 0n) throw new RangeError(`vmmu: tableFlags must set R, W, X or UX (bits 2:0, 10), else the tables it links are not present, got ${show(tableFlags)}`);
     if ((tableFlags & EPT_ADDR_MASK) !== 0n) throw new RangeError(`vmmu: tableFlags must leave the address field (bits 51:12) clear, got ${show(tableFlags)}`);
-    this.tableFlags = tableFlags;
-    this.accessedDirty = optBoolArg(o.accessedDirty, "accessedDirty", false);
+    const accessedDirty = optBoolArg(o.accessedDirty, "accessedDirty", false);
     const memType = o.memType === undefined ? MT_WB : intArg(o.memType, "memType", 0, 7);
     if (memType !== 0 && memType !== MT_WB) throw new RangeError(`vmmu: memType must be 0 (UC) or 6 (WB), the EPTP memory types VM entry accepts, got ${show(memType)}`);
+    super(mem, levels, base, limit, tableFlags);
+    this.accessedDirty = accessedDirty;
     this.memType = memType;
-    this.root = this.allocTable();
+  }
+
+  protected present(e: bigint): boolean {
+    return (e & EPT_PRESENT) !== 0n;
+  }
+
+  protected exhausted(limit: bigint): Error {
+    return new RangeError(`vmmu: EPT table area [.., ${hex(limit)}) exhausted`);
+  }
+
+  protected largePageInTheWay(gpa: bigint, level: number): Error {
+    return new Error(`vmmu: gpa ${hex(gpa)} is inside a large page at EPT level ${level}`);
   }
 
   /** The EPTP for these tables: root | (levels − 1) << 3 | memType | accessedDirty << 6. */
   get eptp(): bigint {
     return this.root | (BigInt(this.levels - 1) << EPTP_PWL_SHIFT) | BigInt(this.memType) | (this.accessedDirty ? EPTP_AD : 0n);
-  }
-
-  /** Allocates and zeroes one table page. */
-  allocTable(): bigint {
-    if (this.next + 4096n > this.limit) throw new RangeError(`vmmu: EPT table area [.., ${hex(this.limit)}) exhausted`);
-    const t = this.next;
-    this.next += 4096n;
-    this.mem.write(t, new Uint8Array(4096));
-    return t;
-  }
-
-  /** Table pages allocated so far, the root included. */
-  get tablesAllocated(): number {
-    return Number((this.next - this.root) >> 12n);
   }
 
   /** Encodes a leaf entry for host-physical `hpa` at page size `size` (bit 7 set for 2M and 1G). */
@@ -154,48 +145,22 @@ export class X86EptBuilder {
     return e;
   }
 
-  /**
-   * Walks from the root to the table that holds `gpa`'s entry at `level`,
-   * creating missing tables. Throws if a 2M or 1G page is in the way.
-   */
-  tableFor(gpa: bigint, level: number): bigint {
-    this.checkGpa(gpa);
-    intArg(level, "level", 1, this.levels);
-    let table = this.root;
-    for (let l = this.levels; l > level; l--) {
-      const h = entryHpaOf(table, gpa, l);
-      const e = this.mem.read64(h);
-      if ((e & EPT_PRESENT) === 0n) {
-        const t = this.allocTable();
-        this.mem.write64(h, t | this.tableFlags);
-        table = t;
-      } else {
-        if (l <= 3 && (e & EPT_PS) !== 0n) throw new Error(`vmmu: gpa ${hex(gpa)} is inside a large page at EPT level ${l}`);
-        table = e & EPT_ADDR_MASK;
-      }
-    }
-    return table;
-  }
-
   /** Maps `gpa` → `hpa` with a page of `size` and `flags`. Returns the leaf entry's hpa. */
   map(gpa: bigint, hpa: bigint, size: EptPageSize = "4K", flags: EptLeafFlags = {}): bigint {
-    this.checkGpa(gpa);
+    this.checkAddr(gpa);
     const entry = X86EptBuilder.leaf(hpa, size, flags);
     if ((gpa & (SIZE_BYTES[size] - 1n)) !== 0n) throw new RangeError(`vmmu: gpa ${hex(gpa)} is not ${size} aligned`);
-    const level = SIZE_LEVEL[size];
-    const h = entryHpaOf(this.tableFor(gpa, level), gpa, level);
-    this.mem.write64(h, entry);
-    return h;
+    return this.writeLeaf(gpa, SIZE_LEVEL[size], entry);
   }
 
   /** Maps `count` consecutive pages of `size` starting at gpa → hpa. */
   mapRange(gpa: bigint, hpa: bigint, count: number, size: EptPageSize = "4K", flags: EptLeafFlags = {}): void {
-    this.checkGpa(gpa);
+    this.checkAddr(gpa);
     X86EptBuilder.leaf(hpa, size, flags);
     intArg(count, "count", 0, 2 ** 36);
     const bytes = BigInt(count) * SIZE_BYTES[size];
     if (count > 0) {
-      this.checkGpa(gpa + bytes - 1n, "gpa + count pages");
+      this.checkAddr(gpa + bytes - 1n, "gpa + count pages");
       bigintRangeArg(hpa + bytes - 1n, "hpa + count pages", 0n, EPT_ADDR_MASK | 0xfffn, "below 2^52 (MAXPHYADDR ≤ 52)");
     }
     for (let i = 0n; i < BigInt(count); i++) this.map(gpa + i * SIZE_BYTES[size], hpa + i * SIZE_BYTES[size], size, flags);
@@ -214,42 +179,18 @@ export class X86EptBuilder {
     return old;
   }
 
-  /** hpa of the entry for `gpa` at `level` if the path to it exists (the entry itself may be not present). */
-  entryAt(gpa: bigint, level: number): bigint | undefined {
-    this.checkGpa(gpa);
-    intArg(level, "level", 1, this.levels);
-    let table = this.root;
-    for (let l = this.levels; l > level; l--) {
-      const e = this.mem.read64(entryHpaOf(table, gpa, l));
-      if ((e & EPT_PRESENT) === 0n || (l <= 3 && (e & EPT_PS) !== 0n)) return undefined;
-      table = e & EPT_ADDR_MASK;
-    }
-    return entryHpaOf(table, gpa, level);
-  }
-
   /** hpa of the present leaf entry that maps `gpa`, or undefined. */
   leafHpa(gpa: bigint): bigint | undefined {
-    this.checkGpa(gpa);
-    let table = this.root;
-    for (let l: number = this.levels; l >= 1; l--) {
-      const h = entryHpaOf(table, gpa, l);
-      const e = this.mem.read64(h);
-      if ((e & EPT_PRESENT) === 0n) return undefined;
-      if (l === 1 || (l <= 3 && (e & EPT_PS) !== 0n)) return h;
-      table = e & EPT_ADDR_MASK;
-    }
-    return undefined;
+    return this.leafAt(gpa);
   }
 
   /** Throws unless `gpa` is within the walk's reach: bits 47:0 (4-level) or 56:0 (5-level). Higher bits would alias. */
-  private checkGpa(gpa: bigint, name = "gpa"): void {
+  protected checkAddr(gpa: bigint, name = "gpa"): void {
     const bits = this.levels === 5 ? 57 : 48;
     bigintRangeArg(gpa, name, 0n, (1n << BigInt(bits)) - 1n, `a guest-physical address below 2^${bits} (${this.levels}-level EPT)`);
   }
 }
 
-function entryHpaOf(table: bigint, gpa: bigint, level: number): bigint {
-  return table + (((gpa >> BigInt(12 + 9 * (level - 1))) & 511n) << 3n);
-}
+
 
 const LEAF_BOOLS = ["userExec", "ipat", "accessed", "dirty"] as const;

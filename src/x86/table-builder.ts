@@ -7,6 +7,7 @@
 // unless `tableFlags` says otherwise.
 
 import { GuestMemory } from "../memory.js";
+import { X86RadixTables, radixEntryOf } from "./radix-tables.js";
 import { hex } from "../addr.js";
 import { PTE, PTE_ADDR_MASK, PTE_PKEY_SHIFT } from "./regs.js";
 import { bigintArg, bigintRangeArg, enumArg, intArg, optBoolArg, optionsObject, show, u64Arg } from "../validate.js";
@@ -36,46 +37,35 @@ export interface X86BuilderOptions {
   tableFlags?: bigint;
 }
 
-export class X86PageTableBuilder {
-  readonly levels: 4 | 5;
-  /** Guest-physical address of the root table (PML4 or PML5): the CR3 address bits. */
-  readonly root: bigint;
-  private next: bigint;
-  private readonly limit: bigint;
-  private readonly tableFlags: bigint;
-
+export class X86PageTableBuilder extends X86RadixTables {
   /**
    * Tables go to [opts.tableBase, opts.tableLimit) of `mem`. Throws a
    * TypeError or RangeError naming the option on bad input (levels other than
    * 4 or 5, an unaligned or inverted table range, table flags beyond 64 bits).
    */
-  constructor(private readonly mem: GuestMemory, opts: X86BuilderOptions) {
+  constructor(mem: GuestMemory, opts: X86BuilderOptions) {
     if (!(mem instanceof GuestMemory)) throw new TypeError(`vmmu: memory must be a machine's GuestMemory, got ${show(mem)}`);
     const o = optionsObject(opts, "options");
     const levels = o.levels === undefined ? 4 : o.levels;
     if (typeof levels !== "number") throw new TypeError(`vmmu: levels must be 4 or 5, got ${show(levels)}`);
     if (levels !== 4 && levels !== 5) throw new RangeError(`vmmu: levels must be 4 or 5 (32-bit and PAE paging are not modelled), got ${show(levels)}`);
-    this.levels = levels;
     const base = u64Arg(o.tableBase, "tableBase");
     if ((base & 0xfffn) !== 0n) throw new RangeError(`vmmu: tableBase ${hex(base)} is not 4 KiB aligned`);
-    this.next = base;
-    this.limit = bigintRangeArg(o.tableLimit, "tableLimit", base + 4096n, PTE_ADDR_MASK + 0x1000n, `above tableBase + 4096 (${hex(base + 4096n)}) and at most 2^52`);
-    this.tableFlags = o.tableFlags === undefined ? PTE.P | PTE.RW | PTE.US : u64Arg(o.tableFlags, "tableFlags");
-    this.root = this.allocTable();
+    const limit = bigintRangeArg(o.tableLimit, "tableLimit", base + 4096n, PTE_ADDR_MASK + 0x1000n, `above tableBase + 4096 (${hex(base + 4096n)}) and at most 2^52`);
+    const tableFlags = o.tableFlags === undefined ? PTE.P | PTE.RW | PTE.US : u64Arg(o.tableFlags, "tableFlags");
+    super(mem, levels, base, limit, tableFlags);
   }
 
-  /** Allocates and zeroes one table page. */
-  allocTable(): bigint {
-    if (this.next + 4096n > this.limit) throw new RangeError(`vmmu: page-table area [.., ${hex(this.limit)}) exhausted`);
-    const t = this.next;
-    this.next += 4096n;
-    this.mem.write(t, new Uint8Array(4096));
-    return t;
+  protected present(e: bigint): boolean {
+    return (e & PTE.P) !== 0n;
   }
 
-  /** Table pages allocated so far, the root included. */
-  get tablesAllocated(): number {
-    return Number((this.next - this.root) >> 12n);
+  protected exhausted(limit: bigint): Error {
+    return new RangeError(`vmmu: page-table area [.., ${hex(limit)}) exhausted`);
+  }
+
+  protected largePageInTheWay(va: bigint, level: number): Error {
+    return new Error(`vmmu: ${hex(va)} is inside a large page at level ${level}`);
   }
 
   /** gpa of the entry for `va` at `level` in the table at `table`. */
@@ -113,47 +103,21 @@ export class X86PageTableBuilder {
     return e;
   }
 
-  /**
-   * Walks from the root to the table that holds `va`'s entry at `level`,
-   * creating missing tables. Throws if a large page is in the way.
-   */
-  tableFor(va: bigint, level: number): bigint {
-    this.checkVa(va);
-    intArg(level, "level", 1, this.levels);
-    let table = this.root;
-    for (let l = this.levels; l > level; l--) {
-      const g = entryGpaOf(table, va, l);
-      const e = this.mem.read64(g);
-      if ((e & PTE.P) === 0n) {
-        const t = this.allocTable();
-        this.mem.write64(g, t | this.tableFlags);
-        table = t;
-      } else {
-        if (l <= 3 && (e & PTE.PS) !== 0n) throw new Error(`vmmu: ${hex(va)} is inside a large page at level ${l}`);
-        table = e & PTE_ADDR_MASK;
-      }
-    }
-    return table;
-  }
-
   /** Maps `va` → `pa` with a page of `size` and `flags`. Returns the leaf entry's gpa. */
   map(va: bigint, pa: bigint, size: X86PageSize = "4K", flags: X86LeafFlags = {}): bigint {
-    this.checkVa(va);
+    this.checkAddr(va);
     const entry = X86PageTableBuilder.leaf(pa, size, flags);
     if ((va & (SIZE_BYTES[size] - 1n)) !== 0n) throw new RangeError(`vmmu: va ${hex(va)} is not ${size} aligned`);
-    const level = SIZE_LEVEL[size];
-    const g = entryGpaOf(this.tableFor(va, level), va, level);
-    this.mem.write64(g, entry);
-    return g;
+    return this.writeLeaf(va, SIZE_LEVEL[size], entry);
   }
 
   /** Maps `count` consecutive pages of `size` starting at va → pa. */
   mapRange(va: bigint, pa: bigint, count: number, size: X86PageSize = "4K", flags: X86LeafFlags = {}): void {
-    this.checkVa(va);
+    this.checkAddr(va);
     X86PageTableBuilder.leaf(pa, size, flags);
     intArg(count, "count", 0, 2 ** 36);
     const end = va + BigInt(count) * SIZE_BYTES[enumArg(size, "size", SIZE_BYTES)];
-    if (count > 0) this.checkVa(end - 1n, "va + count pages");
+    if (count > 0) this.checkAddr(end - 1n, "va + count pages");
     for (let i = 0n; i < BigInt(count); i++) this.map(va + i * SIZE_BYTES[size], pa + i * SIZE_BYTES[size], size, flags);
   }
 
@@ -170,33 +134,11 @@ export class X86PageTableBuilder {
 
   /** gpa of the present leaf entry that maps `va`, or undefined. */
   leafGpa(va: bigint): bigint | undefined {
-    this.checkVa(va);
-    let table = this.root;
-    for (let l: number = this.levels; l >= 1; l--) {
-      const g = entryGpaOf(table, va, l);
-      const e = this.mem.read64(g);
-      if ((e & PTE.P) === 0n) return undefined;
-      if (l === 1 || (l <= 3 && (e & PTE.PS) !== 0n)) return g;
-      table = e & PTE_ADDR_MASK;
-    }
-    return undefined;
-  }
-
-  /** gpa of the entry for `va` at `level` if the path to it exists. */
-  entryAt(va: bigint, level: number): bigint | undefined {
-    this.checkVa(va);
-    intArg(level, "level", 1, this.levels);
-    let table = this.root;
-    for (let l = this.levels; l > level; l--) {
-      const e = this.mem.read64(entryGpaOf(table, va, l));
-      if ((e & PTE.P) === 0n || (l <= 3 && (e & PTE.PS) !== 0n)) return undefined;
-      table = e & PTE_ADDR_MASK;
-    }
-    return entryGpaOf(table, va, level);
+    return this.leafAt(va);
   }
 
   /** Throws unless `va` is a canonical linear address for this builder's paging depth (SDM Vol.3A §3.3.7.1). */
-  private checkVa(va: bigint, name = "va"): void {
+  protected checkAddr(va: bigint, name = "va"): void {
     u64Arg(va, name);
     const bits = this.levels === 5 ? 57 : 48;
     if (BigInt.asUintN(64, BigInt.asIntN(bits, va)) !== va) {
@@ -205,8 +147,6 @@ export class X86PageTableBuilder {
   }
 }
 
-function entryGpaOf(table: bigint, va: bigint, level: number): bigint {
-  return table + (((va >> BigInt(12 + 9 * (level - 1))) & 511n) << 3n);
-}
+const entryGpaOf = radixEntryOf;
 
 const LEAF_BOOLS = ["write", "user", "nx", "global", "pwt", "pcd", "pat", "accessed", "dirty"] as const;
