@@ -5,6 +5,7 @@
 import { createMachine, X86PageTableBuilder, LONG_MODE, CR4, CR3_NOFLUSH, hex, coreHash } from "../index.js";
 import type { X86TranslateResult, X86Vcpu } from "../index.js";
 import { runArm64Demo } from "./demo-arm64.js";
+import { runEptDemo } from "./demo-ept.js";
 import { runKpti } from "../experiments/run-kpti.js";
 import { formatKpti, formatKptiLegend } from "./run.js";
 
@@ -33,7 +34,8 @@ const USAGE = `usage: vmmu demo
 
   What \`npm start\` runs, in about ten seconds: builds x86-64 page tables in guest
   RAM, translates through the TLB and the walker (faults included), shows what
-  INVLPG and MOV CR3 do, measures throughput; the same for arm64 with stage 2 and
+  INVLPG and MOV CR3 do, measures throughput; a guest under EPT (the 2D walk, an
+  EPT violation, INVEPT); the same for arm64 with stage 2 and
   range TLB maintenance; then a short \`vmmu run kpti\` at 1 and 4 vCPUs with its
   column legend. Takes no options.
 `;
@@ -118,6 +120,7 @@ export async function runDemo(args: string[]): Promise<number> {
   out(`  4-level walks:        ${rate(n, performance.now() - t0)}, ${(ws.ptRefs / ws.walks).toFixed(2)} table loads per walk`);
   v.setTlbEnabled(true);
   m.dispose();
+  await runEptDemo();
   await runArm64Demo();
 
   out("\nseed reproduction (short form of `vmmu run kpti`): a KPTI guest compiling a kernel on the shadow MMU");

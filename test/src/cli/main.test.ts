@@ -133,5 +133,12 @@ describe("the kpti table's legend", () => {
     const legend = formatKptiLegend().map((l) => "  " + l).join("\n");
     expect(r.stdout.split(legend)).toHaveLength(2);
     expect(r.stdout.indexOf(legend)).toBeGreaterThan(r.stdout.lastIndexOf("guest accesses through the hardware model"));
+    // The EPT part: a cold 4×4 2D walk loads 24 entries; a write to a page EPT made read-only is an EPT violation
+    // whose qualification says data write, R and X allowed, linear address valid, final access (0x1aa); a page
+    // EPT moved stays cached until INVEPT.
+    expect(r.stdout).toContain("24 paging-structure loads (4 guest + 5 × 4 EPT), 6 walks");
+    expect(r.stdout).toMatch(/write → EPT violation at gpa 0x400456, EPT level 1, qualification 0x1aa\n/);
+    expect(r.stdout).toMatch(/the cached mapping stays +0x70000789 read +→ gpa 0x400789 → hpa 0x1400789/);
+    expect(r.stdout).toMatch(/after INVEPT single-context +0x70000789 read +→ gpa 0x400789 → hpa 0x1800789/);
   });
 });
