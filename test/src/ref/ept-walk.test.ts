@@ -18,17 +18,8 @@ import {
 } from '../../../src/ref/ept-walk.js';
 import { MapMemory, type RefMemory, type RefX86State } from '../../../src/ref/x86-walk.js';
 import { HandTables } from '../../helpers/hand-tables.js';
+import { A, D, IPAT, PS, Q_FETCH, Q_GVA, Q_R, Q_READ, Q_TRANSLATED, Q_UX, Q_WRITE, Q_X, R, UX, W, X, mt } from '../../helpers/ept-bits.js';
 
-// EPT entry bits
-const R = 1n << 0n;
-const W = 1n << 1n;
-const X = 1n << 2n;
-const mt = (type: number): bigint => BigInt(type) << 3n;
-const IPAT = 1n << 6n;
-const PS = 1n << 7n;
-const A = 1n << 8n;
-const D = 1n << 9n;
-const UX = 1n << 10n;
 const RWX = R | W | X;
 const WB = mt(6);
 const TABLE = RWX | UX;
@@ -40,17 +31,6 @@ const EPTP_WB = 6n;
 const PWL4 = 3n << 3n;
 const PWL5 = 4n << 3n;
 const EPTP_AD = 1n << 6n;
-
-// exit qualification
-const Q_READ = 1 << 0;
-const Q_WRITE = 1 << 1;
-const Q_FETCH = 1 << 2;
-const Q_R = 1 << 3;
-const Q_W = 1 << 4;
-const Q_X = 1 << 5;
-const Q_UX = 1 << 6;
-const Q_GVA = 1 << 7;
-const Q_TRANSLATED = 1 << 8;
 
 // guest x86 paging
 const GP = 1n << 0n;

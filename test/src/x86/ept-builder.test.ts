@@ -13,25 +13,8 @@ import { refDecodeEptp, refTranslateX86Ept, refWalkEpt, type RefEptAccess, type 
 import type { RefMemory } from "../../../src/ref/x86-walk.js";
 import { disposeAfterAll, refMemoryOf } from "../../helpers/machine.js";
 import { Rng, seedNote, testSeed } from "../../helpers/rng.js";
+import { A, D, IPAT, PS, Q_FETCH, Q_GVA, Q_R, Q_READ, Q_WRITE, Q_X, R, UX, W, X, mt } from "../../helpers/ept-bits.js";
 
-// EPT entry bits
-const R = 1n << 0n;
-const W = 1n << 1n;
-const X = 1n << 2n;
-const mt = (type: number): bigint => BigInt(type) << 3n;
-const IPAT = 1n << 6n;
-const PS = 1n << 7n;
-const A = 1n << 8n;
-const D = 1n << 9n;
-const UX = 1n << 10n;
-
-// exit qualification
-const Q_READ = 1 << 0;
-const Q_WRITE = 1 << 1;
-const Q_FETCH = 1 << 2;
-const Q_R = 1 << 3;
-const Q_X = 1 << 5;
-const Q_GVA = 1 << 7;
 
 const M = 46;
 const OPTS: RefEptOptions = { maxPhysAddrBits: M, executeOnly: true, adSupported: true, fiveLevel: true };
