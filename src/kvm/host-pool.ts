@@ -85,6 +85,17 @@ export class HostPool {
     this.u64()[this.hostOffset / 8 + n] = value;
   }
 
+  /**
+   * Compare-exchange of entry number `n` (Atomics.compareExchange: a locked
+   * cmpxchg, KVM's try_cmpxchg64 in tdp_mmu_set_spte_atomic): writes `desired`
+   * only if the entry still holds `expected`; returns whether it did. Both are
+   * taken as unsigned 64-bit values.
+   */
+  cmpxchg(n: number, expected: bigint, desired: bigint): boolean {
+    const e = BigInt.asUintN(64, expected);
+    return Atomics.compareExchange(this.u64(), this.hostOffset / 8 + n, e, BigInt.asUintN(64, desired)) === e;
+  }
+
   /** A u32 view over the whole memory, for hot paths that read entries as two halves (see wordOf). */
   words(): Uint32Array {
     return this.views.fresh().u32;

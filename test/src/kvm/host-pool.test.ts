@@ -51,3 +51,20 @@ describe("the host-table pool", () => {
     expect(p.alloc()).toBeUndefined();
   });
 });
+
+describe("the host-table pool's compare-exchange", () => {
+  it("writes an entry only while it holds the expected value, and the walker-visible word is the one written", async () => {
+    const p = await pool(2 * 4096);
+    const a = p.alloc()!;
+    const n = p.entryBase(a) + 5;
+    p.setEntry(n, 0x1234n);
+    expect(p.cmpxchg(n, 0x1235n, 0xdeadn)).toBe(false);
+    expect(p.entry(n)).toBe(0x1234n);
+    expect(p.cmpxchg(n, 0x1234n, 0x8000_0000_0000_0a07n)).toBe(true);
+    expect(p.read(a, 5)).toBe(0x8000_0000_0000_0a07n);
+    expect(p.cmpxchg(n, 0x8000_0000_0000_0a07n, 0n)).toBe(true);
+    expect(p.read(a, 5)).toBe(0n);
+    expect(p.read(a, 4)).toBe(0n);
+    expect(p.read(a, 6)).toBe(0n);
+  });
+});
