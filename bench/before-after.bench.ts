@@ -15,7 +15,8 @@
 // each side's tlbStats() deltas per translation (walks, ptRefs), which must
 // agree: same work, different code.
 //
-// Run: npm run bench -- before-after [--quick | --smoke] [--baseline=REV]
+// Run: npm run bench -- before-after [--quick | --smoke] [--baseline=REV] [--only=WORD,…]
+// (--only: just the cases whose name contains one of the words, e.g. --only=x86,s12walk)
 // (the baseline is built on first use, ~10 s; `node scripts/bench-baseline.mjs REV` builds it by hand).
 
 import { spawnSync } from "node:child_process";
@@ -35,6 +36,7 @@ const args = smoke ? { ...parseArgs(["--quick", "--time=60"]), warmupTime: 10 } 
 const ROUNDS = smoke ? 2 : args.quick ? 3 : 7;
 const TIER_UP_MS = smoke ? 30 : args.quick ? 200 : 600;
 const REV = argv.find((a) => a.startsWith("--baseline="))?.slice(11) ?? "ab130d2";
+const ONLY = argv.find((a) => a.startsWith("--only="))?.slice(7).split(",").filter((w) => w !== "");
 
 type Lib = x86.X86Lib & arm.Arm64Lib & { coreHash: string };
 type PerOp = { hits: number; misses: number; walks: number; ptRefs: number; adWrites: number };
@@ -200,7 +202,8 @@ function armCase(ipaBits: 0 | 40 | 48 | "hit"): Case {
 const cases: Case[] = [
   x86Case("hit", "TLB hit", 0), x86Case("walk4", "4-level walk, TLB off", 4), x86Case("walk5", "5-level walk, TLB off", 5),
   armCase("hit"), armCase(0), armCase(40), armCase(48),
-];
+].filter((c) => !ONLY || ONLY.some((w) => c.name.includes(w)));
+if (cases.length === 0) throw new Error(`bench: --only=${ONLY?.join(",")} selects no case (names: x86 hit, x86 walk4, x86 walk5, arm64 hit, arm64 s1walk, arm64 s12walk40, arm64 s12walk48)`);
 
 // ---- run ---------------------------------------------------------------------
 
