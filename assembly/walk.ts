@@ -117,13 +117,13 @@ export let wFold: u64 = 0;
 /** Address of MMU context record `index` of the vCPU owning record `c`. */
 // @ts-ignore: decorator
 @inline export function ctxOf(c: usize, index: u32): usize {
-  return <usize>load<u32>(c + MC_VCPU) + VCPU_MMU + <usize>index * MMU_STRIDE;
+  return <usize>load<u32>(c, MC_VCPU) + VCPU_MMU + <usize>index * MMU_STRIDE;
 }
 
 /** The vCPU block of record `c`. */
 // @ts-ignore: decorator
 @inline export function vcpuOf(c: usize): usize {
-  return <usize>load<u32>(c + MC_VCPU);
+  return <usize>load<u32>(c, MC_VCPU);
 }
 
 /** Host linear address of host-physical `pa`, or 0 outside every memslot and the pool. */
@@ -140,7 +140,7 @@ export let wFold: u64 = 0;
  * or the fault details; returns STATUS_*.
  */
 export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw: bool, flags: u32): u32 {
-  const fmt = load<u32>(p + MC_FORMAT);
+  const fmt = load<u32>(p, MC_FORMAT);
   if (fmt == FMT_EPT) return eptTranslate(p, addr, access, priv, ptw, flags);
   if (fmt == FMT_ARM_S2) return s2Translate(p, addr, access, priv != 0, ptw, flags);
   setStage(addr, 12, 0, 0xff);
@@ -197,14 +197,14 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
 // @ts-ignore: decorator
 @inline export function descend(fmt: u32, two: bool, c: usize, vb: usize, addr: u64, table: u64, level: u32, idxBits: u32,
   fold: u64, access: u32, priv: u32, flags: u32): u32 {
-  const ptw = two ? load<u32>(c + MC_PTW) : MMU_NONE;
-  const mask = fmt == FMT_X86 && (flags & WALK_DEBUG) != 0 ? <u64>0x000f_ffff_ffff_f000 : load<u64>(c + MC_ADDR);
-  const setAD = (flags & WALK_AD) != 0 && (flags & WALK_DEBUG) == 0 && (fmt == FMT_X86 || (load<u32>(c + MC_FLAGS) & MF_AD) != 0);
-  const rsvdBase = fmt == FMT_X86 || fmt == FMT_EPT ? load<u64>(c + MC_RSVD) : 0;
-  const mbec = fmt == FMT_EPT && (load<u32>(c + MC_FLAGS) & MF_MBEC) != 0;
+  const ptw = two ? load<u32>(c, MC_PTW) : MMU_NONE;
+  const mask = fmt == FMT_X86 && (flags & WALK_DEBUG) != 0 ? <u64>0x000f_ffff_ffff_f000 : load<u64>(c, MC_ADDR);
+  const setAD = (flags & WALK_AD) != 0 && (flags & WALK_DEBUG) == 0 && (fmt == FMT_X86 || (load<u32>(c, MC_FLAGS) & MF_AD) != 0);
+  const rsvdBase = fmt == FMT_X86 || fmt == FMT_EPT ? load<u64>(c, MC_RSVD) : 0;
+  const mbec = fmt == FMT_EPT && (load<u32>(c, MC_FLAGS) & MF_MBEC) != 0;
   const sb = slotBase, eb = eagerBytes, rh = ramHost;
-  const cb = <usize>load<u32>(c + MC_CTRS);
-  const oaBits = fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2 ? load<u32>(c + MC_OABITS) : 0;
+  const cb = <usize>load<u32>(c, MC_CTRS);
+  const oaBits = fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2 ? load<u32>(c, MC_OABITS) : 0;
   let refs: u64 = 0;
   if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) store<u32>(vb + R_WALK_TOP, level);
   let shift = <u64>(12 + 9 * (level - 1));

@@ -184,7 +184,7 @@ export function armFault(stage: u32, kind: u32, level: u32, access: u32): u32 {
 /** Fold hook (stage 1, table descriptors): APTable/UXNTable/PXNTable unless TCR.HPDn for the VA's half. */
 // @ts-ignore: decorator
 @inline export function armFold(c: usize, d: u64, va: u64): u64 {
-  const hpd = (load<u64>(c + MC_TCR) & (((va >> 55) & 1) != 0 ? TCR_HPD1 : TCR_HPD0)) != 0;
+  const hpd = (load<u64>(c, MC_TCR) & (((va >> 55) & 1) != 0 ? TCR_HPD1 : TCR_HPD0)) != 0;
   return hpd ? 0 : d & (D_PXNTABLE | D_UXNTABLE | D_APTABLE0 | D_APTABLE1);
 }
 
@@ -210,12 +210,12 @@ export function armFault(stage: u32, kind: u32, level: u32, access: u32): u32 {
 @inline function s2WalkOnce(p: usize, vb: usize, ipa: u64, access: u32, el0: bool, ptw: bool, update: bool): u32 {
   s2ForPtw = ptw;
   setIpa(ipa);
-  const f = load<u32>(p + MC_FLAGS);
-  if ((f & MF_BAD) != 0 || (ipa >> load<u32>(p + MC_TSZ0)) != 0) return armFault(2, FK_TRANSLATION, 0, access);
-  const top = load<u32>(p + MC_TOP);
-  const idxBits = load<u32>(p + MC_TOPBITS);
-  const table = (load<u64>(p + MC_ROOT) & 0x0000_ffff_ffff_fffe) & ~((<u64>1 << (idxBits + 3)) - 1);
-  if ((table >> load<u32>(p + MC_OABITS)) != 0) return armFault(2, FK_ADDRESS_SIZE, 4 - top, access);
+  const f = load<u32>(p, MC_FLAGS);
+  if ((f & MF_BAD) != 0 || (ipa >> load<u32>(p, MC_TSZ0)) != 0) return armFault(2, FK_TRANSLATION, 0, access);
+  const top = load<u32>(p, MC_TOP);
+  const idxBits = load<u32>(p, MC_TOPBITS);
+  const table = (load<u64>(p, MC_ROOT) & 0x0000_ffff_ffff_fffe) & ~((<u64>1 << (idxBits + 3)) - 1);
+  if ((table >> load<u32>(p, MC_OABITS)) != 0) return armFault(2, FK_ADDRESS_SIZE, 4 - top, access);
   return descend(FMT_ARM_S2, false, p, vb, ipa, table, top, idxBits, 0, access, el0 ? 1 : 0, update ? WALK_AD : 0);
 }
 
@@ -227,14 +227,14 @@ export function armFault(stage: u32, kind: u32, level: u32, access: u32): u32 {
  */
 // @ts-ignore: decorator
 @inline export function s2Leaf(p: usize, cb: usize, ipa: u64, access: u32, el0: bool, flags: u32, desc: u64, host: usize, level: u32): u32 {
-  const f = load<u32>(p + MC_FLAGS);
+  const f = load<u32>(p, MC_FLAGS);
   const update = (flags & WALK_AD) != 0;
   const ptw = s2ForPtw;
   const armLevel = 4 - level;
   const shift = <u64>(12 + 9 * (level - 1));
   const pmask = (<u64>1 << shift) - 1;
   const oa = desc & D_ADDR_MASK & ~pmask;
-  if ((oa >> load<u32>(p + MC_OABITS)) != 0) return armFault(2, FK_ADDRESS_SIZE, armLevel, access);
+  if ((oa >> load<u32>(p, MC_OABITS)) != 0) return armFault(2, FK_ADDRESS_SIZE, armLevel, access);
   let want = desc;
   if ((desc & D_AF) == 0) {
     if ((f & MF_AD) == 0) return armFault(2, FK_ACCESS_FLAG, armLevel, access);
@@ -282,14 +282,14 @@ function s2Grants(f: u32, allow: u32, access: u32, el0: bool, ptw: bool): bool {
  * Sets sPa/sShift/sLevel/sAllow or the fault; returns STATUS_*.
  */
 export function s2Translate(p: usize, ipa: u64, access: u32, el0: bool, ptw: bool, flags: u32): u32 {
-  const vb = <usize>load<u32>(p + MC_VCPU);
-  const f = load<u32>(p + MC_FLAGS);
+  const vb = <usize>load<u32>(p, MC_VCPU);
+  const f = load<u32>(p, MC_FLAGS);
   const vpn = (ipa >> 12) & VPN_MASK;
   const useTlb = (f & MF_TLB) != 0 && (flags & WALK_NOTLB) == 0;
   const update = (flags & WALK_AD) != 0;
   let slot: u32 = 0;
   if (useTlb) {
-    slot = slotCached(vb, p + MC_SLOT, load<u64>(p + MC_KEY));
+    slot = slotCached(vb, p + MC_SLOT, load<u64>(p, MC_KEY));
     const e = tlbLookup(vb, slot, vpn);
     if (e != 0) {
       const attr = load<u32>(e + E_ATTR);
@@ -357,14 +357,14 @@ let s1Level: u32 = 0;
 function s1WalkOnce(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags: u32): u32 {
   const debug = (flags & WALK_DEBUG) != 0;
   const update = (flags & WALK_AD) != 0 && !debug;
-  const f = load<u32>(c + MC_FLAGS);
-  const tcr = load<u64>(c + MC_TCR);
+  const f = load<u32>(c, MC_FLAGS);
+  const tcr = load<u64>(c, MC_TCR);
   let ipa: u64;
   s1Shift = 12; s1Level = 0;
   let al: u32 = 0xff;
   let global = false;
   s2ForPtw = false;
-  if (load<u32>(c + MC_FORMAT) != FMT_ARM_S1) {
+  if (load<u32>(c, MC_FORMAT) != FMT_ARM_S1) {
     if ((va >> 48) != 0) return armFault(1, FK_ADDRESS_SIZE, 0, access);
     ipa = va;
   } else {
@@ -385,7 +385,7 @@ function s1WalkOnce(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags:
     const idxBits = vaBits - levelShift(startLevel);
     const ttbr = load<u64>(c + (upper ? MC_ROOT1 : MC_ROOT));
     const table = (ttbr & 0x0000_ffff_ffff_fffe) & ~((<u64>1 << (idxBits + 3)) - 1);
-    if ((table >> load<u32>(c + MC_OABITS)) != 0) return armFault(1, FK_ADDRESS_SIZE, startLevel, access);
+    if ((table >> load<u32>(c, MC_OABITS)) != 0) return armFault(1, FK_ADDRESS_SIZE, startLevel, access);
     // 4. The walk loop (descriptor reads through stage 2).
     const s = descend(FMT_ARM_S1, true, c, vb, va, table, 4 - startLevel, idxBits, 0, access, el0 ? 1 : 0, flags);
     if (s != STATUS_OK) return s;
@@ -394,7 +394,7 @@ function s1WalkOnce(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags:
     const shift = <u64>levelShift(level);
     const pmask = (<u64>1 << shift) - 1;
     const oa = desc & D_ADDR_MASK & ~pmask;
-    if ((oa >> load<u32>(c + MC_OABITS)) != 0) return armFault(1, FK_ADDRESS_SIZE, level, access);
+    if ((oa >> load<u32>(c, MC_OABITS)) != 0) return armFault(1, FK_ADDRESS_SIZE, level, access);
     let want = desc;
     if ((desc & D_AF) == 0) {
       if ((f & MF_AD) == 0) return armFault(1, FK_ACCESS_FLAG, level, access);
@@ -410,7 +410,7 @@ function s1WalkOnce(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags:
     if ((accessAl & allowBit(access, el0, (f & MF_PAN) != 0)) == 0) return armFault(1, FK_PERMISSION, level, access);
     // 6. Hardware updates (AF, dirty through DBM), which need stage-2 write permission on the table page.
     if (update && want != desc) {
-      const ptw = load<u32>(c + MC_PTW);
+      const ptw = load<u32>(c, MC_PTW);
       if (ptw != MMU_NONE && stageTranslate(ctxOf(c, ptw), ea, ARM_WRITE, 0, true, flags) != STATUS_OK) { orFlags(FF_WRITE); return STATUS_ARM_FAULT; }
       if (!casCounted(vb, host, desc, want)) return RETRY;
     }
@@ -430,13 +430,13 @@ function s1WalkOnce(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags:
   let pa = ipa;
   let shiftOut = s1Shift;
   let levelOut = s1Level;
-  const ptw = load<u32>(c + MC_PTW);
+  const ptw = load<u32>(c, MC_PTW);
   if (ptw != MMU_NONE && !debug) {
     const s = stageTranslate(ctxOf(c, ptw), ipa, access, el0 ? 1 : 0, false, flags);
     if (s != STATUS_OK) return s;
     setIpa(ipa);
     pa = sPa;
-    const s1On = load<u32>(c + MC_FORMAT) == FMT_ARM_S1;
+    const s1On = load<u32>(c, MC_FORMAT) == FMT_ARM_S1;
     if (sShift < shiftOut || !s1On) shiftOut = sShift;
     if (!s1On) levelOut = sLevel;
     const s2a = sAllow;
@@ -460,7 +460,7 @@ import { setResult } from "../walk";
 
 /** Full translation with restarts on lost hardware-update races. */
 function s1Walk(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags: u32): u32 {
-  if (load<u32>(c + MC_FORMAT) == FMT_ARM_S1) counterAdd(vb, C_WALKS, 1);
+  if (load<u32>(c, MC_FORMAT) == FMT_ARM_S1) counterAdd(vb, C_WALKS, 1);
   while (true) {
     const s = s1WalkOnce(c, vb, va, access, el0, flags);
     if (s != RETRY) return s;
@@ -487,9 +487,9 @@ function s1Walk(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags: u32
  * hardware updates are decided by the tables in memory.
  */
 function armTranslateSlow(c: usize, vb: usize, va: u64, access: u32, el0: bool): u32 {
-  const tcr = load<u64>(c + MC_TCR);
-  const f = load<u32>(c + MC_FLAGS);
-  const s1On = load<u32>(c + MC_FORMAT) == FMT_ARM_S1;
+  const tcr = load<u64>(c, MC_TCR);
+  const f = load<u32>(c, MC_FLAGS);
+  const s1On = load<u32>(c, MC_FORMAT) == FMT_ARM_S1;
   const tlbOn = (f & MF_TLB) != 0;
   // A top-byte-tagged VA uses the entry of its untagged page when TBI applies
   // to this access (TBIn, and not a fetch under TBIDn); otherwise it walks.
@@ -503,9 +503,9 @@ function armTranslateSlow(c: usize, vb: usize, va: u64, access: u32, el0: bool):
   if (tlbOn && s1On && canonical && !e0pdBlocks(tcr, va, el0)) {
     const vpn = (key >> 12) & VPN_MASK;
     counterAdd(vb, C_LOOKUPS, 1);
-    let e = tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY)), vpn);
+    let e = tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c, MC_KEY)), vpn);
     if (e == 0) {
-      const g = slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY));
+      const g = slotCached(vb, c + MC_GSLOT, load<u64>(c, MC_GKEY));
       if (slotHasLive(vb, g)) e = tlbLookup(vb, g, vpn);
     }
     if (e != 0) {
@@ -526,7 +526,7 @@ function armTranslateSlow(c: usize, vb: usize, va: u64, access: u32, el0: bool):
     const vpn = (untag(va) >> 12) & VPN_MASK;
     const attr = rAttr | (s1Shift << A_PSHIFT_SHIFT) | (rLevel << A_LEVEL_SHIFT);
     const global = (attr & A_GLOBAL) != 0;
-    const slot = global ? slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY)) : slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY));
+    const slot = global ? slotCached(vb, c + MC_GSLOT, load<u64>(c, MC_GKEY)) : slotCached(vb, c + MC_SLOT, load<u64>(c, MC_KEY));
     tlbFill(vb, slot, vpn, rPa & ~<u64>0xfff, attr, rShift, 0);
   }
   return STATUS_OK;
@@ -559,7 +559,7 @@ function storeResult(vb: usize, s: u32): u32 {
  * returns STATUS_OK or STATUS_ARM_FAULT.
  */
 export function armTranslate(c: usize, va: u64, access: u32, el0: u32): u32 {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   if (access > ARM_FETCH) return storeResult(vb, STATUS_EACCESS);
   return storeResult(vb, armTranslateSlow(c, vb, va, access, el0 != 0));
 }
@@ -576,22 +576,22 @@ export function armTranslate(c: usize, va: u64, access: u32, el0: u32): u32 {
  * (nothing cached) only the access just made is reported.
  */
 export function armTranslateFast(c: usize, vaLo: u32, vaHi: u32, access: u32, el0: u32): f64 {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   if (access > ARM_FETCH) { storeResult(vb, STATUS_EACCESS); return -1; }
   const va = (<u64>vaHi << 32) | <u64>vaLo;
   const s = armTranslateSlow(c, vb, va, access, el0 != 0);
   if (s != STATUS_OK) { storeResult(vb, s); return -1; }
-  const f = load<u32>(c + MC_FLAGS);
+  const f = load<u32>(c, MC_FLAGS);
   const pan = (f & MF_PAN) != 0;
   let r: u32 = RIGHTS_DIRTY | (rLevel << RIGHTS_LEVEL_SHIFT) | (rShift << RIGHTS_PSHIFT_SHIFT);
-  if (load<u32>(c + MC_FORMAT) != FMT_ARM_S1) {
+  if (load<u32>(c, MC_FORMAT) != FMT_ARM_S1) {
     r |= <u32>1 << (access + (el0 != 0 ? 3 : 0));
   } else {
     const al = rAttr;
     if ((al & (pan ? AL_EL1P_R : AL_EL1_R)) != 0) r |= RIGHTS_RS;
     if ((al & (pan ? AL_EL1P_W : AL_EL1_W)) != 0) r |= RIGHTS_WS;
     if ((al & AL_EL1_X) != 0) r |= RIGHTS_XS;
-    if (!e0pdBlocks(load<u64>(c + MC_TCR), va, true)) {
+    if (!e0pdBlocks(load<u64>(c, MC_TCR), va, true)) {
       if ((al & AL_EL0_R) != 0) r |= RIGHTS_RU;
       if ((al & AL_EL0_W) != 0) r |= RIGHTS_WU;
       if ((al & AL_EL0_X) != 0) r |= RIGHTS_XU;
@@ -609,7 +609,7 @@ export function armTranslateFast(c: usize, vaLo: u32, vaHi: u32, access: u32, el
  * EL/PAN, no updates); AWALK_UPDATE: hardware updates as the CPU would make them.
  */
 export function armWalk(c: usize, va: u64, access: u32, el0: u32, flags: u32): u32 {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   if (access > ARM_FETCH) return storeResult(vb, STATUS_EACCESS);
   const s = s1Walk(c, vb, va, access, el0 != 0, flags | AWALK_NOTLB);
   if ((flags & AWALK_DEBUG) != 0 && s == STATUS_OK) rPa = rIpa;
@@ -618,8 +618,8 @@ export function armWalk(c: usize, va: u64, access: u32, el0: u32, flags: u32): u
 
 /** Stage-2 translation only (IPA → PA) through record `p`, without the TLB, with updates. */
 export function armWalkStage2(p: usize, ipa: u64, access: u32, el0: u32): u32 {
-  const vb = <usize>load<u32>(p + MC_VCPU);
-  if (load<u32>(p + MC_FORMAT) != FMT_ARM_S2) { setResultArm(ipa, ipa, 0, 12, 0); return storeResult(vb, STATUS_OK); }
+  const vb = <usize>load<u32>(p, MC_VCPU);
+  if (load<u32>(p, MC_FORMAT) != FMT_ARM_S2) { setResultArm(ipa, ipa, 0, 12, 0); return storeResult(vb, STATUS_OK); }
   let s: u32;
   do { s = s2WalkOnce(p, vb, ipa, access, el0 != 0, false, true); } while (s == RETRY);
   if (s == STATUS_OK) setResultArm(sPa, ipa, sLevel, sShift, 0);
@@ -644,15 +644,15 @@ export function armBatchHits(i: u32, count: u32, base: usize, tlb: usize, keyHi:
  */
 export function armTranslateBatch(c: usize, count: u32, el0: u32): u32 {
   if (count > BATCH_MAX) count = BATCH_MAX;
-  const base = <usize>load<u32>(c + MC_VCPU);
+  const base = <usize>load<u32>(c, MC_VCPU);
   const vaArr = base + VCPU_BATCH_VA;
   const paArr = base + VCPU_BATCH_PA;
   const stArr = base + VCPU_BATCH_STATUS;
   const acArr = base + VCPU_BATCH_ACCESS;
   const isEl0 = el0 != 0;
-  const f = load<u32>(c + MC_FLAGS);
-  const tcr = load<u64>(c + MC_TCR);
-  const fast = (f & MF_TLB) != 0 && load<u32>(c + MC_FORMAT) == FMT_ARM_S1;
+  const f = load<u32>(c, MC_FLAGS);
+  const tcr = load<u64>(c, MC_TCR);
+  const fast = (f & MF_TLB) != 0 && load<u32>(c, MC_FORMAT) == FMT_ARM_S1;
   const bits = <u32>load<u64>(c + (isEl0 ? MC_HITU : MC_HITS));
   const e0pd: u32 = isEl0 ? ((tcr & TCR_E0PD0) != 0 ? 1 : 0) | ((tcr & TCR_E0PD1) != 0 ? 2 : 0) : 0;
   const tlb = tlbBaseOf(base);
@@ -662,7 +662,7 @@ export function armTranslateBatch(c: usize, count: u32, el0: u32): u32 {
   let i: u32 = 0;
   while (i < count) {
     if (fast) {
-      const tag = acquireTag(base, slotCached(base, c + MC_SLOT, load<u64>(c + MC_KEY)));
+      const tag = acquireTag(base, slotCached(base, c + MC_SLOT, load<u64>(c, MC_KEY)));
       const j = armBatchHits(i, count, base, tlb, <u64>tag << 48, saltOf(tag), mask, bits, e0pd);
       hits += <u64>(j - i);
       i = j;

@@ -118,7 +118,7 @@ export function eptDecodeContext(c: usize, vb: usize, regs: usize): i32 {
 
 /** EP4TA index (1..EP4TA_COUNT) of EPT record `p`, as its keys carry it. */
 export function ep4taIndexOf(p: usize): u32 {
-  return <u32>((load<u64>(p + MC_KEY) & KEY_EPT_MASK) >> KEY_EPT_SHIFT);
+  return <u32>((load<u64>(p, MC_KEY) & KEY_EPT_MASK) >> KEY_EPT_SHIFT);
 }
 
 /**
@@ -221,7 +221,7 @@ let eUser: bool = false;
  * the final access, clear for a guest paging-structure access.
  */
 export function eptViolation(p: usize, gpa: u64, access: u32, ptw: bool, user: bool, level: u32, rights: u32): u32 {
-  const f = load<u32>(p + MC_FLAGS);
+  const f = load<u32>(p, MC_FLAGS);
   let q: u32;
   if (ptw && (f & MF_AD) != 0) q = Q_READ | Q_WRITE;
   else if (access == 0) q = Q_READ;
@@ -247,13 +247,13 @@ export function eptViolation(p: usize, gpa: u64, access: u32, ptw: bool, user: b
 /** One attempt at an EPT walk of `gpa`: the walk loop, which ends in eptLeaf. */
 // @ts-ignore: decorator
 @inline function eptWalkOnce(p: usize, vb: usize, gpa: u64, access: u32, flags: u32): u32 {
-  return descend(FMT_EPT, false, p, vb, gpa, load<u64>(p + MC_ROOT), load<u32>(p + MC_TOP), 9, 0xf, access, 0, flags);
+  return descend(FMT_EPT, false, p, vb, gpa, load<u64>(p, MC_ROOT), load<u32>(p, MC_TOP), 9, 0xf, access, 0, flags);
 }
 
 /** Leaf hook: rights over the walk (violation), then A and D (EPTP.AD; D for a write or a paging-structure access), then the output (setStage). */
 // @ts-ignore: decorator
 @inline export function eptLeaf(p: usize, cb: usize, gpa: u64, access: u32, flags: u32, d: u64, host: usize, level: u32, rights: u32): u32 {
-  const f = load<u32>(p + MC_FLAGS);
+  const f = load<u32>(p, MC_FLAGS);
   if (!allows(rights, f, access, ePtw, eUser, false)) return eptViolation(p, gpa, access, ePtw, eUser, level, rights);
   const ad = (f & MF_AD) != 0;
   let dknown = !ad || (d & EPT_D) != 0;
@@ -265,7 +265,7 @@ export function eptViolation(p: usize, gpa: u64, access: u32, ptw: bool, user: b
   }
   const shift = 12 + 9 * (level - 1);
   const pmask = (<u64>1 << shift) - 1;
-  setStage((d & load<u64>(p + MC_ADDR) & ~pmask) | (gpa & pmask), shift, level, rights | (dknown ? EPT_DKNOWN : 0));
+  setStage((d & load<u64>(p, MC_ADDR) & ~pmask) | (gpa & pmask), shift, level, rights | (dknown ? EPT_DKNOWN : 0));
   return STATUS_OK;
 }
 
@@ -279,14 +279,14 @@ export function eptViolation(p: usize, gpa: u64, access: u32, ptw: bool, user: b
  * violation / misconfiguration / abort. Returns STATUS_*.
  */
 export function eptTranslate(p: usize, gpa: u64, access: u32, user: u32, ptw: bool, flags: u32): u32 {
-  const vb = <usize>load<u32>(p + MC_VCPU);
-  const f = load<u32>(p + MC_FLAGS);
+  const vb = <usize>load<u32>(p, MC_VCPU);
+  const f = load<u32>(p, MC_FLAGS);
   eAccess = access; ePtw = ptw; eUser = user != 0;
   const vpn = (gpa >> 12) & VPN_MASK;
   const useTlb = (f & MF_TLB) != 0 && (flags & WALK_NOTLB) == 0 && (flags & WALK_AD) != 0;
   let slot: u32 = 0;
   if (useTlb) {
-    slot = slotCached(vb, p + MC_SLOT, load<u64>(p + MC_KEY));
+    slot = slotCached(vb, p + MC_SLOT, load<u64>(p, MC_KEY));
     const e = tlbLookup(vb, slot, vpn);
     if (e != 0) {
       const attr = load<u32>(e + E_ATTR);

@@ -75,7 +75,7 @@ export function x86DecodeContext(c: usize, vb: usize, regs: usize, ptw: u32): i3
   const maxPhy = load<u32>(regs + S_MAXPHY);
   invalidated(vb);
   store<u32>(c + MC_VCPU, <u32>vb);
-  if (load<u32>(c + MC_CTRS) == 0) store<u32>(c + MC_CTRS, <u32>vb);
+  if (load<u32>(c, MC_CTRS) == 0) store<u32>(c + MC_CTRS, <u32>vb);
   store<u32>(c + MC_PTW, ptw);
   if (maxPhy < 32 || maxPhy > 52) { store<u32>(c + MC_FORMAT, FMT_OFF); return CONTROL_EMAXPHY; }
   let pagingOn = (cr0 & CR0_PG) != 0;
@@ -158,13 +158,13 @@ export function mmuOwnCounters(c: usize): usize {
 export function x86ReloadCr3(c: usize, vb: usize, regs: usize): void {
   const cr3 = load<u64>(regs + S_CR3);
   invalidated(vb);
-  store<u64>(c + MC_ROOT, cr3 & load<u64>(c + MC_ADDR));
+  store<u64>(c + MC_ROOT, cr3 & load<u64>(c, MC_ADDR));
   setKeys(c, vb, regs, cr3, load<u64>(regs + S_CR4));
 }
 
 /** Space bits of the keys of record `c`: EP4TA index and VPID under EPT, else 0. */
 function spaceOf(c: usize, vb: usize, regs: usize): u64 {
-  const ptw = load<u32>(c + MC_PTW);
+  const ptw = load<u32>(c, MC_PTW);
   if (ptw == MMU_NONE) return 0;
   const e = ep4taIndexOf(ctxOf(c, ptw));
   return (<u64>e << KEY_EPT_SHIFT) | (<u64>(load<u32>(regs + S_VPID) & 0xffff) << KEY_SPACE_SHIFT);
@@ -186,7 +186,7 @@ function setKeys(c: usize, vb: usize, regs: usize, cr3: u64, cr4: u64): void {
 
 // @ts-ignore: decorator
 @inline function errBase(c: usize, ai: u32): u32 {
-  return <u32>(load<u64>(c + MC_ERRS) >> (ai * 8)) & 0xff;
+  return <u32>(load<u64>(c, MC_ERRS) >> (ai * 8)) & 0xff;
 }
 
 // @ts-ignore: decorator
@@ -196,9 +196,9 @@ function setKeys(c: usize, vb: usize, regs: usize, cr3: u64, cr4: u64): void {
 
 /** Protection-key violation for a data access to a user page with key `pkey` (SDM §4.6.2). */
 function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
-  const f = load<u32>(c + MC_FLAGS);
+  const f = load<u32>(c, MC_FLAGS);
   if ((f & MF_PK) == 0 || access == ACCESS_FETCH || (acc & ACC_USER) == 0) return false;
-  const bits = (load<u32>(c + MC_PKRU) >> (pkey * 2)) & 3;
+  const bits = (load<u32>(c, MC_PKRU) >> (pkey * 2)) & 3;
   if (bits & 1) return true;
   return (bits & 2) != 0 && access == ACCESS_WRITE && (user != 0 || (f & MF_WP) != 0);
 }
@@ -254,13 +254,13 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
  */
 // @ts-ignore: decorator
 @inline function walkOnce(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
-  if (load<u32>(c + MC_PTW) != MMU_NONE) return walkOnce2d(c, vb, va, access, user, flags);
-  return descend(FMT_X86, false, c, vb, va, load<u64>(c + MC_ROOT), load<u32>(c + MC_TOP), 9, 7, access, user, flags);
+  if (load<u32>(c, MC_PTW) != MMU_NONE) return walkOnce2d(c, vb, va, access, user, flags);
+  return descend(FMT_X86, false, c, vb, va, load<u64>(c, MC_ROOT), load<u32>(c, MC_TOP), 9, 7, access, user, flags);
 }
 
 /** walkOnce under EPT (the 2D walk), out of line so the one-stage walk carries no second-stage code. */
 function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
-  return descend(FMT_X86, true, c, vb, va, load<u64>(c + MC_ROOT), load<u32>(c + MC_TOP), 9, 7, access, user, flags);
+  return descend(FMT_X86, true, c, vb, va, load<u64>(c, MC_ROOT), load<u32>(c, MC_TOP), 9, 7, access, user, flags);
 }
 
 /**
@@ -279,7 +279,7 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
   const pkey = <u32>(pte >> PTE_PKEY_SHIFT) & 15;
   if ((flags & WALK_CHECK) != 0) {
     const ai = access + (user != 0 ? 3 : 0);
-    const rf = rightsFault(load<u64>(c + MC_PERM), ai, acc);
+    const rf = rightsFault(load<u64>(c, MC_PERM), ai, acc);
     const pf = pkFault(c, access, user, acc, pkey);
     if (rf || pf) {
       setX86Fault(level, errBase(c, ai) | PFERR_P | (pf ? PFERR_PK : 0));
@@ -295,8 +295,8 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
     }
     if ((flags & WALK_AD) != 0) dirty = (want & PTE_D) != 0;
   }
-  const mask = debug ? PTE_ADDR_MASK_52 : load<u64>(c + MC_ADDR);
-  const pge = (load<u32>(c + MC_FLAGS) & MF_PGE) != 0;
+  const mask = debug ? PTE_ADDR_MASK_52 : load<u64>(c, MC_ADDR);
+  const pge = (load<u32>(c, MC_FLAGS) & MF_PGE) != 0;
   setResult((pte & mask & ~pmask) | (va & pmask), 0, level, pshift,
     acc | (dirty ? A_DIRTY : 0) | (pge && (pte & PTE_G) != 0 ? A_GLOBAL : 0)
     | (level << A_LEVEL_SHIFT) | (pshift << A_PSHIFT_SHIFT) | (pkey << A_PKEY_SHIFT));
@@ -317,7 +317,7 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
 /** True iff `va` is canonical for record `c`. */
 // @ts-ignore: decorator
 @inline function isCanonical(c: usize, va: u64): bool {
-  const cs = <u64>load<u32>(c + MC_CANON);
+  const cs = <u64>load<u32>(c, MC_CANON);
   return (<i64>(va << cs) >> cs) == <i64>va;
 }
 
@@ -329,7 +329,7 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
  */
 // @ts-ignore: decorator
 @inline function finalStage(c: usize, va: u64, access: u32, userPage: bool, flags: u32): u32 {
-  const ptw = load<u32>(c + MC_PTW);
+  const ptw = load<u32>(c, MC_PTW);
   if (ptw == MMU_NONE) return STATUS_OK;
   const gpa = rPa;
   setGva(va);
@@ -352,9 +352,9 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
  * A/D are set exactly as the SDM says.
  */
 function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u32 {
-  const cb = <usize>load<u32>(c + MC_CTRS);
+  const cb = <usize>load<u32>(c, MC_CTRS);
   setGva(va);
-  if (load<u32>(c + MC_FORMAT) != FMT_X86) {
+  if (load<u32>(c, MC_FORMAT) != FMT_X86) {
     setResult(va, 0, 0, 12, 0);
     const s = finalStage(c, va, access, false, WALK_AD);
     if (s != STATUS_OK) counterAdd(cb, C_FAULTS, 1);
@@ -366,7 +366,7 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
     return STATUS_GP;
   }
   const vpn = (va >> 12) & VPN_MASK;
-  const tlbOn = (load<u32>(c + MC_FLAGS) & MF_TLB) != 0;
+  const tlbOn = (load<u32>(c, MC_FLAGS) & MF_TLB) != 0;
   if (tlbOn && tlbHit(c, vb, va, vpn, access, user)) return STATUS_OK;
   let s = walk(c, vb, cb, va, access, user, WALK_AD | WALK_CHECK);
   if (s == STATUS_OK) s = finalStage(c, va, access, (rAttr & ACC_USER) != 0, WALK_AD);
@@ -386,16 +386,16 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
 // @ts-ignore: decorator
 @inline function tlbHit(c: usize, vb: usize, va: u64, vpn: u64, access: u32, user: u32): bool {
   counterAdd(vb, C_LOOKUPS, 1);
-  let e = tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY)), vpn);
+  let e = tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c, MC_KEY)), vpn);
   if (e == 0) {
-    const gslot = slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY));
+    const gslot = slotCached(vb, c + MC_GSLOT, load<u64>(c, MC_GKEY));
     if (slotHasLive(vb, gslot)) e = tlbLookup(vb, gslot, vpn);
   }
   if (e != 0) {
     const attr = load<u32>(e + E_ATTR);
     const ai = access + (user != 0 ? 3 : 0);
     const acc = attr & A_ACC_MASK;
-    if (!rightsFault(load<u64>(c + MC_PERM), ai, acc) && !pkFault(c, access, user, acc, (attr >> A_PKEY_SHIFT) & 15)
+    if (!rightsFault(load<u64>(c, MC_PERM), ai, acc) && !pkFault(c, access, user, acc, (attr >> A_PKEY_SHIFT) & 15)
         && !(access == ACCESS_WRITE && (attr & A_DIRTY) == 0)) {
       counterAdd(vb, C_HITS, 1);
       setResult(load<u64>(e + E_PA) | (va & 0xfff), (<u64>load<u32>(e + E_GFN) << 12) | (va & 0xfff),
@@ -418,17 +418,17 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
 function fillCombined(c: usize, vb: usize, vpn: u64): void {
   let attr = rAttr;
   let gfn: u32 = 0;
-  if (load<u32>(c + MC_PTW) != MMU_NONE) {
+  if (load<u32>(c, MC_PTW) != MMU_NONE) {
     const a = sAllow;
     if ((a & EPT_R) == 0 || (rIpa >> 44) != 0) return;
     gfn = <u32>(rIpa >> 12);
-    const mbec = (load<u32>(ctxOf(c, load<u32>(c + MC_PTW)) + MC_FLAGS) & MF_MBEC) != 0;
+    const mbec = (load<u32>(ctxOf(c, load<u32>(c, MC_PTW)) + MC_FLAGS) & MF_MBEC) != 0;
     const xbit = mbec && (attr & ACC_USER) != 0 ? EPT_UX : EPT_X;
     if ((a & xbit) == 0) attr &= ~ACC_EXEC;
     if ((a & EPT_W) == 0 || (a & EPT_DKNOWN) == 0) attr &= ~A_DIRTY;
   }
   const global = (attr & A_GLOBAL) != 0;
-  const slot = global ? slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY)) : slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY));
+  const slot = global ? slotCached(vb, c + MC_GSLOT, load<u64>(c, MC_GKEY)) : slotCached(vb, c + MC_SLOT, load<u64>(c, MC_KEY));
   tlbFill(vb, slot, vpn, rPa & ~<u64>0xfff, attr, (attr >> A_PSHIFT_SHIFT) & 31, gfn);
 }
 
@@ -459,7 +459,7 @@ function storeResult(vb: usize, s: u32): u32 {
  * record; returns STATUS_*. The single-address entry point for embedders.
  */
 export function x86Translate(c: usize, va: u64, access: u32, user: u32): u32 {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   if (access > ACCESS_FETCH) return storeResult(vb, STATUS_EACCESS);
   return storeResult(vb, translateSlow(c, vb, va, access, user));
 }
@@ -471,14 +471,14 @@ export function x86Translate(c: usize, va: u64, access: u32, user: u32): u32 {
  */
 function rightsWord(c: usize, attr: u32, cached: bool): u32 {
   const acc = attr & A_ACC_MASK;
-  const perm = load<u64>(c + MC_PERM);
+  const perm = load<u64>(c, MC_PERM);
   let r: u32 = ~<u32>(perm >> acc) & 1;
   r |= (~<u32>(perm >> (8 + acc)) & 1) << 1;
   r |= (~<u32>(perm >> (16 + acc)) & 1) << 2;
   r |= (~<u32>(perm >> (24 + acc)) & 1) << 3;
   r |= (~<u32>(perm >> (32 + acc)) & 1) << 4;
   r |= (~<u32>(perm >> (40 + acc)) & 1) << 5;
-  if ((load<u32>(c + MC_FLAGS) & MF_PK) != 0 && (acc & ACC_USER) != 0) {
+  if ((load<u32>(c, MC_FLAGS) & MF_PK) != 0 && (acc & ACC_USER) != 0) {
     const pkey = (attr >> A_PKEY_SHIFT) & 15;
     for (let ai: u32 = 0; ai < 6; ai++) {
       if (pkFault(c, ai % 3, ai / 3, acc, pkey)) r &= ~(<u32>1 << ai);
@@ -499,16 +499,16 @@ function rightsWord(c: usize, attr: u32, cached: bool): u32 {
  * cacheable; under EPT a translation is cacheable only if it was cached.
  */
 export function x86TranslateFast(c: usize, vaLo: u32, vaHi: u32, access: u32, user: u32): f64 {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   if (access > ACCESS_FETCH) { storeResult(vb, STATUS_EACCESS); return -1; }
   const va = (<u64>vaHi << 32) | <u64>vaLo;
   const s = translateSlow(c, vb, va, access, user);
   if (s != STATUS_OK) { storeResult(vb, s); return -1; }
   let r: u32;
-  if (load<u32>(c + MC_FORMAT) == FMT_X86) {
-    const tlbOn = (load<u32>(c + MC_FLAGS) & MF_TLB) != 0;
+  if (load<u32>(c, MC_FORMAT) == FMT_X86) {
+    const tlbOn = (load<u32>(c, MC_FLAGS) & MF_TLB) != 0;
     r = rightsWord(c, rAttr, tlbOn && cachedNow(c, vb, va));
-  } else if (load<u32>(c + MC_PTW) == MMU_NONE) {
+  } else if (load<u32>(c, MC_PTW) == MMU_NONE) {
     r = 0x3f | RIGHTS_DIRTY | RIGHTS_CACHED | (12 << RIGHTS_PSHIFT_SHIFT);
   } else {
     r = (<u32>1 << (access + (user != 0 ? 3 : 0))) | (12 << RIGHTS_PSHIFT_SHIFT);
@@ -520,10 +520,10 @@ export function x86TranslateFast(c: usize, vaLo: u32, vaHi: u32, access: u32, us
 
 /** Whether `va` is in the TLB of record `c` right now (after a translation). */
 function cachedNow(c: usize, vb: usize, va: u64): bool {
-  if (load<u32>(c + MC_PTW) == MMU_NONE) return true;
+  if (load<u32>(c, MC_PTW) == MMU_NONE) return true;
   const vpn = (va >> 12) & VPN_MASK;
-  return tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c + MC_KEY)), vpn) != 0
-    || tlbLookup(vb, slotCached(vb, c + MC_GSLOT, load<u64>(c + MC_GKEY)), vpn) != 0;
+  return tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c, MC_KEY)), vpn) != 0
+    || tlbLookup(vb, slotCached(vb, c + MC_GSLOT, load<u64>(c, MC_GKEY)), vpn) != 0;
 }
 
 /**
@@ -534,16 +534,16 @@ function cachedNow(c: usize, vb: usize, va: u64): bool {
  * updates). Result in the result record.
  */
 export function x86Walk(c: usize, va: u64, access: u32, user: u32, flags: u32): u32 {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   if (access > ACCESS_FETCH) return storeResult(vb, STATUS_EACCESS);
   setGva(va);
   const f2 = (flags & ~WALK_DEBUG & ~WALK_RECORD & ~WALK_CHECK) | WALK_NOTLB;
-  if (load<u32>(c + MC_FORMAT) != FMT_X86) {
+  if (load<u32>(c, MC_FORMAT) != FMT_X86) {
     setResult(va, 0, 0, 12, 0);
     return storeResult(vb, finalStage(c, va, access, false, f2));
   }
   if (!isCanonical(c, va)) { rLevel = 0; return storeResult(vb, STATUS_GP); }
-  let s = walk(c, vb, <usize>load<u32>(c + MC_CTRS), va, access, user, flags | WALK_NOTLB);
+  let s = walk(c, vb, <usize>load<u32>(c, MC_CTRS), va, access, user, flags | WALK_NOTLB);
   if (s == STATUS_OK) s = finalStage(c, va, access, (rAttr & ACC_USER) != 0, f2);
   return storeResult(vb, s);
 }
@@ -580,15 +580,15 @@ let batchFaults: u32 = 0;
 // @ts-ignore: decorator
 @inline function batchRun(c: usize, start: u32, count: u32, user: u32, stop: bool): u32 {
   if (count > BATCH_MAX) count = BATCH_MAX;
-  const base = <usize>load<u32>(c + MC_VCPU);
+  const base = <usize>load<u32>(c, MC_VCPU);
   const paArr = base + VCPU_BATCH_PA;
   const stArr = base + VCPU_BATCH_STATUS;
   const vaArr = base + VCPU_BATCH_VA;
   const acArr = base + VCPU_BATCH_ACCESS;
   const hitPack = load<u64>(c + (user != 0 ? MC_HITU : MC_HITS));
-  const flags = load<u32>(c + MC_FLAGS);
-  const fast = load<u32>(c + MC_FORMAT) == FMT_X86 && (flags & MF_TLB) != 0 && (flags & MF_PK) == 0;
-  const cs = <u64>load<u32>(c + MC_CANON);
+  const flags = load<u32>(c, MC_FLAGS);
+  const fast = load<u32>(c, MC_FORMAT) == FMT_X86 && (flags & MF_TLB) != 0 && (flags & MF_PK) == 0;
+  const cs = <u64>load<u32>(c, MC_CANON);
   const tlb = tlbBaseOf(base);
   const mask = <u64>(tlbEntries() - 1);
   let hits: u64 = 0;
@@ -596,7 +596,7 @@ let batchFaults: u32 = 0;
   let i = start;
   while (i < count) {
     if (fast) {
-      const slot = slotCached(base, c + MC_SLOT, load<u64>(c + MC_KEY));
+      const slot = slotCached(base, c + MC_SLOT, load<u64>(c, MC_KEY));
       const tag = acquireTag(base, slot);
       const j = x86BatchHits(i, count, base, tlb, <u64>tag << 48, saltOf(tag), mask, hitPack, cs);
       hits += <u64>(j - i);
@@ -658,12 +658,12 @@ export function x86TranslateUntilFault(c: usize, start: u32, count: u32, user: u
  * VPID, those of that VPID in every EP4TA. A non-canonical `va` is a no-op.
  */
 export function x86Invlpg(c: usize, va: u64): void {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   counterAdd(vb, C_FLUSH_PAGE, 1);
-  if (load<u32>(c + MC_FORMAT) == FMT_X86 && !isCanonical(c, va)) return;
+  if (load<u32>(c, MC_FORMAT) == FMT_X86 && !isCanonical(c, va)) return;
   const vpn = (va >> 12) & VPN_MASK;
-  tlbInvalidateRangeMatch(vb, pcidMask(), load<u64>(c + MC_KEY) & pcidMask(), vpn, 1, 0);
-  tlbInvalidateRangeMatch(vb, pcidMask(), load<u64>(c + MC_GKEY) & pcidMask(), vpn, 1, 0);
+  tlbInvalidateRangeMatch(vb, pcidMask(), load<u64>(c, MC_KEY) & pcidMask(), vpn, 1, 0);
+  tlbInvalidateRangeMatch(vb, pcidMask(), load<u64>(c, MC_GKEY) & pcidMask(), vpn, 1, 0);
   invalidated(vb);
 }
 
@@ -673,9 +673,9 @@ export function x86Invlpg(c: usize, va: u64): void {
  * entries are kept. The caller has checked the #GP conditions.
  */
 export function x86InvalidatePcidAddr(c: usize, pcid: u32, va: u64): void {
-  const vb = <usize>load<u32>(c + MC_VCPU);
+  const vb = <usize>load<u32>(c, MC_VCPU);
   counterAdd(vb, C_FLUSH_PAGE, 1);
-  const space = load<u64>(c + MC_KEY) & ~KEY_ASID_MASK & pcidMask();
+  const space = load<u64>(c, MC_KEY) & ~KEY_ASID_MASK & pcidMask();
   tlbInvalidateRangeMatch(vb, pcidMask(), space | <u64>(pcid & 0xfff), (va >> 12) & VPN_MASK, 1, 0);
   invalidated(vb);
 }
@@ -686,7 +686,7 @@ export function x86InvalidatePcidAddr(c: usize, pcid: u32, va: u64): void {
  * mappings instead.
  */
 export function x86FlushPcid(c: usize, pcid: u32): void {
-  flushPcidIn(<usize>load<u32>(c + MC_VCPU), c, pcid);
+  flushPcidIn(<usize>load<u32>(c, MC_VCPU), c, pcid);
 }
 
 /**
@@ -696,15 +696,15 @@ export function x86FlushPcid(c: usize, pcid: u32): void {
  * C_FLUSH_NONGLOBAL.
  */
 export function x86FlushVpid(c: usize, globals: u32): void {
-  const vb = <usize>load<u32>(c + MC_VCPU);
-  const space = load<u64>(c + MC_KEY) & KEY_SPACE_MASK;
+  const vb = <usize>load<u32>(c, MC_VCPU);
+  const space = load<u64>(c, MC_KEY) & KEY_SPACE_MASK;
   const m = KEY_VALID | KEY_SPACE_MASK | KEY_S2 | (globals != 0 ? 0 : KEY_GLOBAL);
   flushMatchCounted(vb, m, KEY_VALID | space, globals != 0 ? C_FLUSH_ALL : C_FLUSH_NONGLOBAL);
 }
 
 /** Flushes record `c`'s mappings of PCID `pcid` (or, 0x10000, its globals) in its VPID, every EP4TA. */
 function flushPcidIn(vb: usize, c: usize, pcid: u32): void {
-  const space = load<u64>(c + MC_KEY) & ~KEY_ASID_MASK & pcidMask();
+  const space = load<u64>(c, MC_KEY) & ~KEY_ASID_MASK & pcidMask();
   tlbFlushMatchExport(vb, pcidMask(), space | <u64>pcid);
 }
 
