@@ -40,6 +40,14 @@ export interface CostModel {
   mmuReinit: number;
   /** A native MOV CR3 / INVLPG / INVPCID executed by hardware (no exit). Assumption. */
   nativeCr3: number;
+  /** Handling one EPT violation in a direct MMU beyond the exit and the SPTE work: memslot lookup, gfn→pfn (GUP fast), mmu_lock, the iterator descent (KVM direct_page_fault / kvm_tdp_mmu_map). No published cycle count found; assumption. */
+  tdpFault: number;
+  /** Zapping one present SPTE (tdp_mmu_set_spte + handle_changed_spte bookkeeping); table pages freed are charged `zap` each. Assumption. */
+  spteZap: number;
+  /** One retpolined indirect call (the mmu->get_guest_pgd call Krause p1 removes) over a direct one. Assumption: tens of cycles. */
+  retpoline: number;
+  /** SMM entry or RSM: KVM writes / reads the 512-byte SMRAM state-save area and reloads segment and control state (enter_smm, emulator_leave_smm). Assumption. */
+  smmStateSave: number;
   /** Guest instructions per unit of guest "work" (syscall bodies, compute) are charged 1:1. */
 }
 
@@ -61,6 +69,10 @@ export const DEFAULT_COSTS: CostModel = {
   rootCacheLookup: 40,
   mmuReinit: 1000,
   nativeCr3: 200,
+  tdpFault: 1500,
+  spteZap: 20,
+  retpoline: 30,
+  smmStateSave: 3000,
 };
 
 /**

@@ -18,13 +18,14 @@ import { CR0, CR4, EFER, PTE, PTE_ADDR_MASK, CR3_NOFLUSH, CR3_PCID_MASK } from "
 import type { GuestCpu, GuestException } from "../guest/cpu.js";
 import type { CostModel } from "./cost-model.js";
 import type { ShadowPolicy } from "./policy.js";
+import { ROLE_SMM } from "./direct-mmu.js";
 import {
   ShadowMmu, ShadowPage, roleAt, ACC_ALL, ACC_EXEC, ACC_WRITE, ACC_USER,
   ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP, type FlushTarget,
 } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
-export type ExitReason = "pf" | "cr3" | "invlpg" | "invpcid" | "cr0" | "cr4" | "ipi" | "emulate";
+export type ExitReason = "pf" | "cr3" | "invlpg" | "invpcid" | "cr0" | "cr4" | "ipi" | "emulate" | "smi" | "rsm";
 
 interface RootSlot {
   /** Guest CR3 (with PCID, without bit 63). */
@@ -58,7 +59,7 @@ function halves(c: BigUint64Array): Uint32Array {
 
 export class ShadowVcpu implements GuestCpu, FlushTarget {
   cycles = 0;
-  readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0 };
+  readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0, smi: 0, rsm: 0 };
   /** Guest #PFs delivered (the guest's own faults, after the hypervisor's walk). */
   injected = 0;
   accesses = 0;
@@ -78,6 +79,9 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   private readonly chargeFn = (c: number): void => { this.cycles += c; };
   private countersGen: number;
   private readonly views: MemoryViews;
+  /** In SMM (role.smm); the guest's control state saved in SMRAM until RSM. */
+  private smm = false;
+  private smramState: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | undefined;
 
   constructor(
     readonly index: number,
@@ -145,6 +149,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     if (wp) r |= ROLE_CR0_WP;
     if (!wp && (g.cr4 & CR4.SMEP) !== 0n) r |= ROLE_SMEP_ANDNOT_WP;
     if (!wp && (g.cr4 & CR4.SMAP) !== 0n) r |= ROLE_SMAP_ANDNOT_WP;
+    if (this.smm) r |= ROLE_SMM;
     return r;
   }
 
@@ -764,11 +769,20 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     return null;
   }
 
+  /**
+   * kvm_mmu_reset_context: kvm_init_mmu, then every root unloaded and the one
+   * for the new role loaded (hash lookup), synced and flushed. With
+   * keepRootsOnReset (and the root cache) the current root stays cached and the
+   * new role's root is found by kvm_mmu_new_pgd's fast switch instead.
+   */
   private resetContext(): void {
     this.charge(this.costs.mmuReinit);
     if (this.policy.pcidTaggedSps) this.pending.fill(1);
-    this.freeRoots(ROOTS_ALL);
-    this.allocRoot(this.guest().cr3);
+    if (this.policy.keepRootsOnReset && this.policy.prevRoots) this.switchRoot(this.guest().cr3 & ~CR3_NOFLUSH);
+    else {
+      this.freeRoots(ROOTS_ALL);
+      this.allocRoot(this.guest().cr3);
+    }
     this.mmu.syncTree(this.root!.sp, this);
     this.loadHardware();
     this.flushHardwareAll();
@@ -777,6 +791,40 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   sendIpi(_target: number): void {
     this.exit("ipi");
+  }
+
+  /** Whether the vCPU is in SMM. */
+  get inSmm(): boolean {
+    return this.smm;
+  }
+
+  /**
+   * An SMI (KVM enter_smm + kvm_smm_changed): the control state saved to SMRAM,
+   * CR0.PE/EM/TS/PG, CR4 and EFER cleared (SDM Vol.3C §32.5.1), role.smm set,
+   * the MMU reset. Throws if already in SMM (SMIs are blocked there).
+   */
+  smi(): void {
+    if (this.smm) throw new Error("vmmu: SMI while in SMM (SMIs are blocked in SMM)");
+    this.exit("smi");
+    this.charge(this.costs.smmStateSave);
+    const c = this.walker.control();
+    this.smramState = { cr0: c.cr0, cr3: c.cr3, cr4: c.cr4, efer: c.efer };
+    this.smm = true;
+    this.walker.setControl({ cr0: c.cr0 & ~(CR0.PE | 4n | 8n | CR0.PG), cr4: 0n, efer: 0n });
+    this.syncGuest();
+    this.resetContext();
+  }
+
+  /** RSM (emulated): the saved state back, role.smm clear, the MMU reset. Throws outside SMM (RSM raises #UD there). */
+  rsm(): void {
+    if (!this.smm) throw new Error("vmmu: RSM outside SMM (#UD)");
+    this.exit("rsm");
+    this.charge(this.costs.smmStateSave);
+    this.smm = false;
+    this.walker.setControl(this.smramState!);
+    this.smramState = undefined;
+    this.syncGuest();
+    this.resetContext();
   }
 
   /** Roots: current and previous (pgd, shadow page), for tests and reports. */

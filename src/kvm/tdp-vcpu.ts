@@ -1,0 +1,476 @@
+// A guest vCPU running under EPT on a direct MMU (KVM with tdp_enabled): the
+// guest's own CR0/CR3/CR4 are in hardware, its tables walked by the hardware's
+// 2D walk; the VM exits that remain are EPT violations (the direct MMU builds
+// the EPT tables on demand), intercepted CR0/CR4 bits, SMI/RSM and IPIs. The
+// CR0.WP and SMM paths follow the selected policy (src/kvm/cr0wp-policy.ts):
+// KVM arch/x86/kvm/x86.c kvm_set_cr0, kvm_post_set_cr0, kvm_set_cr4,
+// enter_smm / emulator RSM (kvm_smm_changed); arch/x86/kvm/mmu/mmu.c
+// kvm_mmu_reset_context, kvm_mmu_unload, kvm_mmu_load (which flushes the
+// current context after loading a root), kvm_mmu_new_pgd (root cache);
+// arch/x86/kvm/vmx/vmx.c CR0/CR4 guest/host masks under EPT.
+//
+// Implements the guest's CPU (src/guest/cpu.ts), so any guest model runs on
+// it unchanged.
+
+import type { X86Vcpu } from "../x86/vcpu.js";
+import type { MemoryViews } from "../core/views.js";
+import type { GuestMemory } from "../memory.js";
+import type { X86Access } from "../x86/regs.js";
+import { CR0, CR4, EFER } from "../x86/regs.js";
+import type { GuestCpu, GuestException } from "../guest/cpu.js";
+import type { CostModel } from "./cost-model.js";
+import type { Cr0WpPolicy } from "./cr0wp-policy.js";
+import { type DirectMmu, type DirectMmuStats, ROLE_SMM, directEptp } from "./direct-mmu.js";
+import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP } from "./shadow-mmu.js";
+
+/** Why the guest exited to the hypervisor. */
+export type TdpExitReason = "ept-violation" | "cr0" | "cr4" | "smi" | "rsm" | "ipi";
+
+/** CR4 bits in the MMU role (KVM_MMU_CR4_ROLE_BITS): changing one exits and resets the MMU; the rest are guest-owned under EPT. */
+const CR4_ROLE_BITS = CR4.PSE | CR4.PAE | CR4.SMEP | CR4.SMAP | CR4.PKE | CR4.LA57 | CR4.PCIDE;
+
+/** CR0 bits cleared on SMM entry (SDM Vol.3C §32.5.1, Table 32-4: PE, EM, TS, PG). */
+const CR0_SMM_CLEAR = CR0.PE | (1n << 2n) | (1n << 3n) | CR0.PG;
+
+const GP: GuestException = { gp: true };
+const NUM_PREV_ROOTS = 3;
+
+/** The remote-flush side of a VM: every vCPU flushes its EPT-derived TLB entries. */
+export interface TdpFlushTarget {
+  flushHardwareAll(): void;
+}
+
+/** What the vCPU needs from its VM. */
+export interface TdpVmContext {
+  readonly mmu: DirectMmu;
+  readonly policy: Cr0WpPolicy;
+  readonly costs: CostModel;
+  readonly memory: GuestMemory;
+  /** EPT walk length of every root (4 or 5). */
+  readonly levels: 4 | 5;
+  readonly adEnabled: boolean;
+  /** All vCPUs of the VM (remote TLB flushes). */
+  readonly vcpus: TdpFlushTarget[];
+}
+
+interface Root {
+  hpa: bigint;
+  role: number;
+}
+
+/** Per-vCPU counters beside the exits (the MMU's own are VM-wide). */
+export interface TdpVcpuStats {
+  /** kvm_mmu_reset_context runs. */
+  resets: number;
+  /** WP-only toggles handled by kvm_init_mmu alone (krause-p1-3). */
+  reinitOnly: number;
+  /** CR0 writes the guest did without an exit (guest-owned WP). */
+  nativeCr0: number;
+  /** Roots taken from the vCPU's root cache on a reset (keep-roots). */
+  rootCacheHits: number;
+  /** Local flushes of the current EPT context (kvm_mmu_load, root switches). */
+  localFlushes: number;
+  /** Remote flushes received. */
+  remoteFlushes: number;
+  smmEntries: number;
+}
+
+/** A u32 view of the same bytes as a u64 counter view. */
+function halves(c: BigUint64Array): Uint32Array {
+  return new Uint32Array(c.buffer, c.byteOffset, c.length * 2);
+}
+
+export class TdpVcpu implements GuestCpu, TdpFlushTarget {
+  cycles = 0;
+  readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0 };
+  readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, rootCacheHits: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0 };
+  /** Guest #PFs delivered. */
+  injected = 0;
+  accesses = 0;
+  readonly hasInvpcid = true;
+  private root: Root | undefined;
+  private readonly prev: (Root | undefined)[] = [undefined, undefined, undefined];
+  private smm = false;
+  /** Control state saved in SMRAM on SMM entry (restored by RSM). */
+  private smramState: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | undefined;
+  private counters: Uint32Array;
+  private countersGen: number;
+  private readonly views: MemoryViews;
+  private readonly vpid: number;
+
+  constructor(
+    readonly index: number,
+    private readonly vm: TdpVmContext,
+    readonly hw: X86Vcpu,
+    private readonly cHits: number,
+    private readonly cRefs: number,
+  ) {
+    this.views = hw.memory.views;
+    this.countersGen = this.views.fresh().generation;
+    this.counters = halves(hw.counterView());
+    this.vpid = index + 1;
+  }
+
+  private ctr(): Uint32Array {
+    if (this.views.fresh().generation !== this.countersGen) {
+      this.countersGen = this.views.generation;
+      this.counters = halves(this.hw.counterView());
+    }
+    return this.counters;
+  }
+
+  charge(cycles: number): void {
+    this.cycles += cycles;
+  }
+
+  work(n: number): void {
+    this.cycles += n;
+  }
+
+  private exit(reason: TdpExitReason): void {
+    this.exits[reason]++;
+    this.cycles += this.vm.costs.vmExit;
+  }
+
+  /** Whether the vCPU is in SMM. */
+  get inSmm(): boolean {
+    return this.smm;
+  }
+
+  /** The root the vCPU runs on now (undefined between an unload and the next entry). */
+  currentRoot(): { hpa: bigint; role: number } | undefined {
+    return this.root ? { ...this.root } : undefined;
+  }
+
+  // ---- roots -------------------------------------------------------------------
+
+  /** The root role of the current guest mode (KVM kvm_calc_tdp_mmu_root_page_role; v5.10 copied the CPU's WP/SMEP/SMAP/NX bits). */
+  rootRole(): number {
+    const c = this.hw.control();
+    let base: number;
+    if (this.vm.policy.wpInDirectRootRole) {
+      base = (c.efer & EFER.NXE) !== 0n ? ROLE_EFER_NX : 0;
+      if ((c.cr0 & CR0.WP) !== 0n) base |= ROLE_CR0_WP;
+      else {
+        if ((c.cr4 & CR4.SMEP) !== 0n) base |= ROLE_SMEP_ANDNOT_WP;
+        if ((c.cr4 & CR4.SMAP) !== 0n) base |= ROLE_SMAP_ANDNOT_WP;
+      }
+    } else {
+      // The root_role of a TDP MMU after the cpu_role split: cr0_wp and efer_nx fixed to 1.
+      base = ROLE_EFER_NX | ROLE_CR0_WP;
+    }
+    if (this.smm) base |= ROLE_SMM;
+    return roleAt(base, this.vm.levels, ACC_ALL, true);
+  }
+
+  /** Starts the guest with control registers `c`: loads them into hardware and loads the first root. No exits are counted. */
+  start(c: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint }): void {
+    this.hw.setControl({ ...c, pkru: 0n, rflags: 2n });
+    this.hw.setTlbEnabled(true);
+    this.mmuLoad();
+  }
+
+  /**
+   * kvm_mmu_load: a root for the current role (found or built by the MMU),
+   * the EPTP loaded, and the current context flushed (a new or switched root
+   * may have entries cached from a previous life of the same EP4TA).
+   */
+  private mmuLoad(): void {
+    const role = this.rootRole();
+    const { hpa } = this.vm.mmu.acquireRoot(role);
+    this.charge(this.vm.costs.hashLookup);
+    this.root = { hpa, role };
+    this.enterRoot();
+  }
+
+  private enterRoot(): void {
+    const eptp = directEptp(this.root!.hpa, this.vm.levels, this.vm.adEnabled);
+    this.hw.setVmcs({ eptp, vpid: this.vpid });
+    this.flushCurrent();
+  }
+
+  /** KVM_REQ_TLB_FLUSH_CURRENT under EPT: INVEPT single-context of the loaded EPTP. */
+  private flushCurrent(): void {
+    const eptp = this.hw.vmcs().eptp;
+    if (eptp !== null && this.hw.invept(1, eptp)) throw new Error("vmmu: INVEPT refused for a direct-MMU EPTP (bug)");
+    this.stats.localFlushes++;
+    this.charge(this.vm.costs.localFlush);
+  }
+
+  /** Remote flush target: drop every EPT-derived entry (INVEPT all-context). */
+  flushHardwareAll(): void {
+    if (this.hw.invept(2)) throw new Error("vmmu: INVEPT all-context refused (bug)");
+    this.stats.remoteFlushes++;
+  }
+
+  /** KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load at entry: a root invalidated (fast zap) or unloaded is replaced. */
+  private reloadIfNeeded(): void {
+    if (this.root && this.vm.mmu.isValidRoot(this.root.hpa)) return;
+    if (this.root) { this.vm.mmu.releaseRoot(this.root.hpa); this.root = undefined; }
+    this.mmuLoad();
+  }
+
+  /** kvm_mmu_unload: every root of this vCPU released. */
+  private unloadAll(): void {
+    for (let i = 0; i < NUM_PREV_ROOTS; i++) {
+      const r = this.prev[i];
+      if (r) { this.vm.mmu.releaseRoot(r.hpa); this.prev[i] = undefined; }
+    }
+    if (this.root) { this.vm.mmu.releaseRoot(this.root.hpa); this.root = undefined; }
+  }
+
+  /**
+   * kvm_mmu_reset_context after a role-relevant change:
+   * 1. kvm_init_mmu (mmuReinit), plus one retpolined get_cr3 before Krause p1.
+   * 2. Without keep-roots: kvm_mmu_unload releases every root (a v5.10 TDP root
+   *    dies at refcount 0 with its whole tree); the next entry loads a root for
+   *    the new role.
+   * 3. With keep-roots: the root for the new role is taken from the current
+   *    root or the root cache (current rotated into it, LRU evicted and
+   *    released); a miss acquires one. A switched root is flushed.
+   */
+  private resetContext(): void {
+    this.stats.resets++;
+    this.charge(this.vm.costs.mmuReinit);
+    if (!this.vm.policy.directGetCr3) this.charge(this.vm.costs.retpoline);
+    this.mmuWork(() => {
+      if (!this.vm.policy.keepRootsOnReset) {
+        this.unloadAll();
+        this.mmuLoad();
+        return;
+      }
+      const role = this.rootRole();
+      this.charge(this.vm.costs.rootCacheLookup);
+      if (this.root && this.root.role === role && this.vm.mmu.isValidRoot(this.root.hpa)) return;
+      let cur = this.root;
+      for (let i = 0; i < NUM_PREV_ROOTS; i++) {
+        const t = this.prev[i];
+        this.prev[i] = cur;
+        cur = t;
+        if (cur && cur.role === role && this.vm.mmu.isValidRoot(cur.hpa)) {
+          this.root = cur;
+          this.stats.rootCacheHits++;
+          this.enterRoot();
+          return;
+        }
+      }
+      if (cur) this.vm.mmu.releaseRoot(cur.hpa);
+      this.mmuLoad();
+    });
+  }
+
+  /** Runs a direct-MMU operation and charges what it did (pages allocated and freed, SPTEs installed and zapped). */
+  private mmuWork<T>(f: () => T): T {
+    const s = this.vm.mmu.stats;
+    const b: DirectMmuStats = { ...s };
+    const r = f();
+    const k = this.vm.costs;
+    this.charge(k.spAlloc * (s.spAllocated - b.spAllocated) + k.spteInstall * (s.spteInstalled - b.spteInstalled)
+      + k.spteZap * (s.spteZapped - b.spteZapped) + k.zap * (s.spFreed - b.spFreed));
+    return r;
+  }
+
+  /** kvm_flush_remote_tlbs: every vCPU of the VM flushes; the caller pays an IPI round trip per other vCPU. */
+  private flushRemote(): void {
+    for (const v of this.vm.vcpus) {
+      v.flushHardwareAll();
+      if (v !== this) this.charge(this.vm.costs.remoteFlush);
+    }
+    this.charge(this.vm.costs.localFlush);
+  }
+
+  // ---- EPT violations ------------------------------------------------------------
+
+  /** An EPT-violation exit: the direct MMU maps the gpa (kvm_tdp_mmu_page_fault / direct_page_fault). */
+  private eptViolation(gpa: bigint, qualification: number): void {
+    this.exit("ept-violation");
+    this.charge(this.vm.costs.tdpFault);
+    const r = this.mmuWork(() => this.vm.mmu.pageFault(this.root!.hpa, gpa, (qualification & 2) !== 0, (qualification & 4) !== 0));
+    if (r.flush) this.flushRemote();
+  }
+
+  // ---- memory accesses -------------------------------------------------------------
+
+  private chargeHw(hits0: number, refs0: number): void {
+    const c = this.ctr();
+    if (c[2 * this.cHits]! !== hits0) this.cycles += this.vm.costs.tlbHit;
+    else this.cycles += this.vm.costs.hwWalkRef * ((c[2 * this.cRefs]! - refs0) >>> 0);
+  }
+
+  /** The host-physical address of `va` for `access`, handling EPT violations; a guest exception otherwise. */
+  private resolve(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
+    for (let tries = 0; tries < 16; tries++) {
+      this.reloadIfNeeded();
+      const c = this.ctr();
+      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      const hpa = this.hw.translatePa(va, access, user);
+      this.chargeHw(h0, r0);
+      if (hpa !== undefined) return hpa;
+      const f = this.hw.lastFault();
+      if (f.kind === "ept-violation") { this.eptViolation(f.gpa, f.qualification); continue; }
+      if (f.kind === "page-fault") { this.injected++; return { cr2: va, errorCode: f.errorCode }; }
+      if (f.kind === "general-protection") return GP;
+      throw new Error(`vmmu: ${f.kind} on ${access} of 0x${va.toString(16)} under a direct MMU (bug)`);
+    }
+    throw new Error(`vmmu: direct MMU did not converge on ${access} of 0x${va.toString(16)} (bug)`);
+  }
+
+  access(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
+    this.accesses++;
+    return this.resolve(va, access, user);
+  }
+
+  accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException } {
+    let done = 0;
+    while (done < n) {
+      const bt = this.hw.batch();
+      const m = Math.min(bt.capacity, n - done);
+      bt.va.set(va.subarray(done, done + m));
+      bt.access.set(kinds.subarray(done, done + m));
+      let i = 0;
+      while (i < m) {
+        this.reloadIfNeeded();
+        const c = this.ctr();
+        const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+        const stop = this.hw.translateUntilFault(i, m, user);
+        const c2 = this.ctr();
+        this.cycles += this.vm.costs.tlbHit * ((c2[2 * this.cHits]! - h0) >>> 0) + this.vm.costs.hwWalkRef * ((c2[2 * this.cRefs]! - r0) >>> 0);
+        this.accesses += stop - i;
+        if (stop >= m) { i = m; break; }
+        const code = kinds[done + stop]!;
+        if (code > 2) throw new TypeError(`vmmu: access code ${code} at index ${done + stop} is not 0, 1 or 2`);
+        const r = this.access(va[done + stop]!, code === 1 ? "write" : code === 2 ? "fetch" : "read", user);
+        if (typeof r !== "bigint") return { done: done + stop, exception: r };
+        i = stop + 1;
+      }
+      done += m;
+    }
+    return { done };
+  }
+
+  store64(va: bigint, value: bigint): GuestException | null {
+    const hpa = this.resolve(va, "write", false);
+    if (typeof hpa !== "bigint") return hpa;
+    this.vm.memory.write64(hpa, value);
+    return null;
+  }
+
+  zeroPage(va: bigint): GuestException | null {
+    const hpa = this.resolve(va & ~0xfffn, "write", false);
+    if (typeof hpa !== "bigint") return hpa;
+    this.vm.memory.fill(hpa, 4096, 0);
+    this.charge(512);
+    return null;
+  }
+
+  readPhys64(gpa: bigint): bigint {
+    return this.vm.memory.read64(gpa);
+  }
+
+  // ---- control registers and TLB instructions ----------------------------------------
+
+  /** MOV CR3: not intercepted under EPT (CR3-load exiting off while paging). */
+  writeCr3(value: bigint): GuestException | null {
+    this.charge(this.vm.costs.nativeCr3);
+    return this.hw.writeCr3(value) ? GP : null;
+  }
+
+  /**
+   * MOV CR4: guest-owned bits (PGE, …) run natively; a change of a role bit
+   * exits (CR4 guest/host mask) and resets the MMU (kvm_post_set_cr4).
+   */
+  writeCr4(value: bigint): GuestException | null {
+    const old = this.hw.control().cr4;
+    if (((old ^ BigInt.asUintN(64, value)) & CR4_ROLE_BITS) === 0n) {
+      this.charge(this.vm.costs.nativeCr3);
+      return this.hw.writeCr4(value) ? GP : null;
+    }
+    this.exit("cr4");
+    if (this.hw.writeCr4(value)) return GP;
+    this.resetContext();
+    return null;
+  }
+
+  /**
+   * MOV CR0 (kvm_set_cr0 + kvm_post_set_cr0), per policy:
+   * 1. Guest-owned WP (krause2023) and only WP changes: no exit, the CPU writes it.
+   * 2. Otherwise a VM exit; the write is checked as the CPU would (#GP).
+   * 3. WP-only change: with paging off nothing more (p3); with p2 only kvm_init_mmu.
+   * 4. A change of PG or WP: kvm_mmu_reset_context.
+   */
+  writeCr0(value: bigint): GuestException | null {
+    const old = this.hw.control().cr0;
+    const changed = (old ^ BigInt.asUintN(64, value)) & ~(1n << 4n);
+    const p = this.vm.policy;
+    if (p.wpGuestOwned && (changed & ~CR0.WP) === 0n) {
+      this.stats.nativeCr0++;
+      this.charge(this.vm.costs.nativeCr3);
+      return this.hw.writeCr0(value) ? GP : null;
+    }
+    this.exit("cr0");
+    if (this.hw.writeCr0(value)) return GP;
+    if (changed === CR0.WP) {
+      if (p.ignoreWpNonPaging && (old & CR0.PG) === 0n) return null;
+      if (p.wpOnlyReinit) {
+        this.stats.reinitOnly++;
+        this.charge(this.vm.costs.mmuReinit);
+        return null;
+      }
+    }
+    if ((changed & (CR0.PG | CR0.WP)) !== 0n) this.resetContext();
+    return null;
+  }
+
+  invlpg(va: bigint): void {
+    this.charge(this.vm.costs.nativeCr3);
+    this.hw.invlpg(va);
+  }
+
+  invpcid(type: number, pcid: number, va?: bigint): GuestException | null {
+    this.charge(this.vm.costs.nativeCr3);
+    return this.hw.invpcid(type, pcid, va) ? GP : null;
+  }
+
+  sendIpi(_target: number): void {
+    this.exit("ipi");
+  }
+
+  // ---- SMM ---------------------------------------------------------------------------
+
+  /**
+   * An SMI (KVM enter_smm): the state is saved to SMRAM, CR0.PE/EM/TS/PG, CR4
+   * and EFER are cleared (SDM Vol.3C §32.5.1), the role's smm bit is set and
+   * kvm_smm_changed resets the MMU. SMM code then runs with paging off.
+   * Throws if already in SMM (SMIs are latched, not nested).
+   */
+  smi(): void {
+    if (this.smm) throw new Error("vmmu: SMI while in SMM (SMIs are blocked in SMM)");
+    this.exit("smi");
+    this.charge(this.vm.costs.smmStateSave);
+    const c = this.hw.control();
+    this.smramState = { cr0: c.cr0, cr3: c.cr3, cr4: c.cr4, efer: c.efer };
+    this.smm = true;
+    this.stats.smmEntries++;
+    this.hw.setControl({ cr0: c.cr0 & ~CR0_SMM_CLEAR, cr4: 0n, efer: 0n });
+    this.hw.invvpid(1, this.vpid);
+    this.resetContext();
+  }
+
+  /** RSM (emulated by KVM): the saved state comes back, the smm bit clears, the MMU is reset. Throws outside SMM (RSM raises #UD there). */
+  rsm(): void {
+    if (!this.smm) throw new Error("vmmu: RSM outside SMM (#UD)");
+    this.exit("rsm");
+    this.charge(this.vm.costs.smmStateSave);
+    const s = this.smramState!;
+    this.smm = false;
+    this.smramState = undefined;
+    this.hw.setControl(s);
+    this.hw.invvpid(1, this.vpid);
+    this.resetContext();
+  }
+
+  /** Releases every root (VM teardown). */
+  destroy(): void {
+    this.unloadAll();
+  }
+}
