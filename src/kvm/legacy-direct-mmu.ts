@@ -1,0 +1,481 @@
+// The legacy direct MMU: KVM's EPT MMU before the TDP MMU (arch/x86/kvm/mmu/mmu.c
+// as of v5.10 with tdp_mmu=0: mmu_alloc_direct_roots, mmu_alloc_root,
+// kvm_mmu_get_page with role.direct, __direct_map, link_shadow_page,
+// drop_large_spte, mmu_set_spte, mmu_free_root_page, kvm_mmu_prepare_zap_page,
+// kvm_mmu_commit_zap_page, kvm_unmap_rmapp, kvm_mmu_zap_all_fast,
+// kvm_zap_obsolete_pages, make_mmu_pages_available,
+// kvm_mmu_zap_oldest_mmu_pages). It is the shadow MMU's machinery with direct
+// roles: every EPT table is a ShadowPage hashed by (base gfn, role word), the
+// root is simply the page at gfn 0 with level = the EPT walk length.
+//
+// Consequence the CR0.WP/SMM experiment measures: a root whose last reference
+// drops stays hashed with its whole tree, so acquiring the root of a role seen
+// before (the other CR0.WP value, SMM and back) finds it again with every
+// mapping intact. Only an invalid (zapped or obsolete) root is freed on release.
+//
+// Tables are real EPT paging structures (SDM Vol.3C §29.3.2) in the host-table
+// pool, in the encodings of src/kvm/ept-spte.ts; guest RAM is identity-mapped
+// (the leaf for gfn maps host-physical gfn << 12).
+//
+// Page keys, as kvm_mmu_get_page forms them for a direct page:
+//
+//   level L page covers gfns [base, base + 512^L), base = gfn & ~(512^L − 1)
+//   key = (base, role word with level = L, direct = 1, access = ACC_ALL, other
+//          bits — cr0_wp, efer_nx, smm, guest_mode … — from the root's role)
+//
+// so two roots whose role words differ (cr0_wp 0/1, smm) never share a table.
+
+import { hex } from "../addr.js";
+import { bigintArg, boolArg, intArg, optionsObject, own, show } from "../validate.js";
+import type { HostPool } from "./host-pool.js";
+import { ACC_ALL, ShadowPage, roleAt, roleLevel } from "./shadow-mmu.js";
+import { isLastSpte, isShadowPresent, levelBytes, makeLeafSpte, makeNonLeafSpte, SPTE_D } from "./ept-spte.js";
+import type { DirectFaultResult, DirectMmu, DirectMmuStats, RoleWord } from "./direct-mmu.js";
+
+/** role.invalid (bit 11 of kvm_mmu_page_role): never part of a lookup key, refused in acquireRoot. */
+const ROLE_INVALID = 1 << 11;
+
+/** make_mmu_pages_available: reclaim when fewer pages than this are free (KVM_MIN_FREE_MMU_PAGES). */
+const MIN_FREE_PAGES = 5;
+/** make_mmu_pages_available: reclaim up to this many free pages (KVM_REFILL_PAGES). */
+const REFILL_PAGES = 25;
+
+export interface LegacyDirectMmuOptions {
+  /** Guest RAM bytes, [0, ramBytes) identity-mapped; a positive multiple of 4 KiB. */
+  ramBytes: bigint;
+  /** EPT walk length (default 4). */
+  levels?: 4 | 5;
+  /** EPT A/D bits (EPTP bit 6; KVM enable_ept_ad_bits): leaves pre-set A, and D on a write fault (default true). */
+  adEnabled?: boolean;
+  /**
+   * The largest page the host backs guest RAM with (1 = 4 KiB, 2 = 2 MiB THP,
+   * 3 = 1 GiB hugetlbfs; default 2). An assumption about the host, the bound
+   * kvm_mmu_hugepage_adjust reads from the host page tables (host_pfn_mapping_level).
+   */
+  hostLevel?: 1 | 2 | 3;
+}
+
+/** A direct shadow page: struct kvm_mmu_page with its mmu_valid_gen. */
+class DirectPage extends ShadowPage {
+  constructor(gfn: bigint, role: number, hpa: bigint, entryBase: number, readonly mmuValidGen: number) {
+    super(gfn, role, -1, hpa, entryBase);
+  }
+}
+
+function zeroStats(): DirectMmuStats {
+  return {
+    rootsBuilt: 0, rootsFreed: 0, rootsReused: 0, faults: 0, spurious: 0, spteInstalled: 0,
+    spteZapped: 0, spAllocated: 0, spFreed: 0, splits: 0, remoteFlushes: 0,
+  };
+}
+
+export class LegacyDirectMmu implements DirectMmu {
+  readonly kind = "legacy" as const;
+  readonly stats: DirectMmuStats = zeroStats();
+  readonly levels: 4 | 5;
+  readonly adEnabled: boolean;
+  readonly ramBytes: bigint;
+  private host: 1 | 2 | 3;
+  /** kvm->arch.mmu_valid_gen: a page stamped with another generation is obsolete (is_obsolete_sp). */
+  private mmuValidGen = 0;
+  /** mmu_page_hash: base gfn (as a number) → the valid pages of that gfn, every level and role. */
+  private readonly hash = new Map<number, DirectPage[]>();
+  /** Every page this MMU holds by hpa, hashed or not (invalid roots still referenced). */
+  private readonly pages = new Map<bigint, DirectPage>();
+  /** active_mmu_pages: allocation order, oldest first (kvm_mmu_zap_oldest_mmu_pages, kvm_zap_obsolete_pages). */
+  private readonly active = new Set<DirectPage>();
+  /**
+   * rmap per leaf level (index 1..3, as gfn_to_rmap(gfn, level)): base gfn of
+   * the leaf (as a number) → the leaf SPTEs mapping it, by pool entry number.
+   */
+  private readonly rmaps: Map<number, Map<number, DirectPage>>[] = [new Map(), new Map(), new Map(), new Map()];
+
+  /**
+   * `pool`: the host-table pool the tables are built in (shared with nothing
+   * that expects its pages back). Throws a TypeError or RangeError naming the
+   * option on bad input.
+   */
+  constructor(readonly pool: HostPool, opts: LegacyDirectMmuOptions) {
+    const o = optionsObject(opts, "opts");
+    const ram = bigintArg(own(o, "ramBytes"), "opts.ramBytes");
+    if (ram <= 0n || (ram & 0xfffn) !== 0n || ram > 1n << 52n) {
+      throw new RangeError(`vmmu: opts.ramBytes must be a positive multiple of 4096 up to 2^52, got ${show(ram)}`);
+    }
+    const levels = own(o, "levels");
+    if (levels !== undefined && levels !== 4 && levels !== 5) throw new RangeError(`vmmu: opts.levels must be 4 or 5, got ${show(levels)}`);
+    const ad = own(o, "adEnabled");
+    this.ramBytes = ram;
+    this.levels = (levels ?? 4) as 4 | 5;
+    this.adEnabled = ad === undefined ? true : boolArg(ad, "opts.adEnabled");
+    this.host = intArg(own(o, "hostLevel") ?? 2, "opts.hostLevel", 1, 3) as 1 | 2 | 3;
+  }
+
+  /**
+   * The host's largest backing page now (opts.hostLevel). Settable: the host
+   * splitting or collapsing its huge pages (or dirty logging forbidding them)
+   * changes the level later faults map at, which is when __direct_map meets
+   * a huge SPTE above its goal (drop_large_spte) or a table at it.
+   */
+  get hostLevel(): 1 | 2 | 3 {
+    return this.host;
+  }
+
+  set hostLevel(level: 1 | 2 | 3) {
+    this.host = intArg(level, "hostLevel", 1, 3) as 1 | 2 | 3;
+  }
+
+  // ---- roots ----------------------------------------------------------------------
+
+  /**
+   * mmu_alloc_direct_roots → mmu_alloc_root → kvm_mmu_get_page(gfn 0, role):
+   * the valid root hashed under `role` gets one more reference (rootsReused),
+   * or an empty one is allocated (rootsBuilt). `role` must carry level =
+   * `levels` and not role.invalid; its direct and access bits are set as
+   * kvm_mmu_get_page sets them (direct = 1, access = ACC_ALL). `flush` is true
+   * when making room zapped present SPTEs (kvm_mmu_commit_zap_page flushed).
+   * Throws when the pool is full even after zapping the oldest pages.
+   */
+  acquireRoot(role: RoleWord): { hpa: bigint; built: boolean; flush: boolean } {
+    const key = this.rootRole(role);
+    const flush = this.makePagesAvailable();
+    const { sp, created } = this.getPage(0n, key);
+    sp.rootCount++;
+    if (created) this.stats.rootsBuilt++;
+    else this.stats.rootsReused++;
+    return { hpa: sp.hpa, built: created, flush };
+  }
+
+  /**
+   * mmu_free_root_page: drops one reference to root `hpa`. At zero an invalid
+   * or obsolete root is zapped and freed (rootsFreed); a valid one stays hashed
+   * with its whole tree for the next acquireRoot of its role. Throws if `hpa`
+   * is not a root with a reference.
+   */
+  releaseRoot(hpa: bigint): void {
+    const sp = this.heldRoot(hpa, "hpa");
+    sp.rootCount--;
+    if (sp.rootCount > 0) return;
+    if (sp.valid && !this.isObsolete(sp)) return;
+    if (this.zapPage(sp)) this.stats.remoteFlushes++;
+    this.free(sp);
+  }
+
+  /** True iff `hpa` is a root page neither zapped nor obsolete (what a vCPU may keep using). */
+  isValidRoot(hpa: bigint): boolean {
+    const sp = typeof hpa === "bigint" ? this.pages.get(hpa) : undefined;
+    return sp !== undefined && sp.level === this.levels && sp.valid && !this.isObsolete(sp);
+  }
+
+  /** Pool pages this MMU holds now: hashed pages (roots, tables, orphaned tables) and invalid roots still referenced. */
+  pagesInUse(): number {
+    return this.pages.size;
+  }
+
+  // ---- the EPT-violation handler --------------------------------------------------
+
+  /**
+   * __direct_map for `gpa` under root `rootHpa` (held and valid; a vCPU holding
+   * an invalid root reloads instead, KVM_REQ_MMU_RELOAD). Guest RAM is mapped
+   * RWX whatever the access (ACC_ALL); `write` decides only the D bit.
+   *
+   * 1. make_mmu_pages_available (zap the oldest unreferenced pages if fewer
+   *    than 5 pool pages are free).
+   * 2. Goal level: the largest level ≤ hostLevel whose aligned range around
+   *    gpa lies in [0, ramBytes) (kvm_mmu_hugepage_adjust).
+   * 3. Walk from the root down to the goal level; at each SPTE above it:
+   *    a. a huge leaf → drop it (drop_large_spte: zap it, flush the range);
+   *    b. not present → kvm_mmu_get_page(base gfn of the child range, child
+   *       role), found in the hash or allocated, and link_shadow_page;
+   *    c. descend.
+   * 4. At the goal SPTE: a present table → unlink it (drop_parent_pte: the
+   *    table stays hashed, an orphan; flush); the leaf (make_spte) replaces
+   *    whatever is there; an identical SPTE → spurious, nothing written; a
+   *    present leaf losing its D bit → flush (mmu_spte_update).
+   *
+   * Throws a RangeError for a gpa outside guest RAM, an Error for a root that
+   * is unknown, not held or invalid, or when the pool is full even after
+   * zapping the oldest pages.
+   */
+  pageFault(rootHpa: bigint, gpa: bigint, write: boolean, exec: boolean): DirectFaultResult {
+    const root = this.heldRoot(rootHpa, "rootHpa");
+    if (!root.valid || this.isObsolete(root)) throw new Error(`vmmu: rootHpa ${hex(rootHpa)} is an invalid root (the vCPU must reload it: KVM_REQ_MMU_RELOAD)`);
+    bigintArg(gpa, "gpa");
+    if (gpa < 0n || gpa >= this.ramBytes) throw new RangeError(`vmmu: gpa must lie in guest RAM [0, ${hex(this.ramBytes)}) (MMIO is not modelled), got ${hex(gpa)}`);
+    boolArg(write, "write");
+    boolArg(exec, "exec");
+    this.stats.faults++;
+    const out: DirectFaultResult = { spurious: false, spteInstalled: 0, spAllocated: 0, split: false, level: 0, flush: false };
+    const reclaimed = this.makePagesAvailable();
+    let flush = false;
+    const goal = this.goalLevel(gpa);
+    const gfn = gpa >> 12n;
+    out.level = goal;
+    let sp: DirectPage = root;
+    for (let level = this.levels; level > goal; level--) {
+      const index = this.indexOf(gfn, level);
+      const spte = this.pool.entry(sp.entryBase + index);
+      if (isShadowPresent(spte) && isLastSpte(spte, level)) {
+        this.clearLeaf(sp, index);
+        flush = true;
+      }
+      let child = sp.children.get(index) as DirectPage | undefined;
+      if (child === undefined) {
+        const got = this.getPage(this.baseGfn(gfn, level), roleAt(root.role, level - 1, ACC_ALL, true));
+        child = got.sp;
+        if (got.created) out.spAllocated++;
+        this.link(sp, index, child);
+        out.spteInstalled++;
+      }
+      sp = child;
+    }
+    const index = this.indexOf(gfn, goal);
+    const n = sp.entryBase + index;
+    const table = sp.children.get(index);
+    if (table) {
+      this.unlink(sp, index, table);
+      flush = true;
+    }
+    const old = this.pool.entry(n);
+    const base = this.baseGfn(gfn, goal);
+    const spte = makeLeafSpte(base << 12n, goal, { write: true, exec: true, ad: this.adEnabled, dirty: write });
+    if (old === spte) {
+      out.spurious = true;
+      this.stats.spurious++;
+    } else {
+      if (isShadowPresent(old) && (old & SPTE_D) !== 0n && (spte & SPTE_D) === 0n) flush = true;
+      this.setLeaf(sp, index, base, goal, spte);
+      out.spteInstalled++;
+    }
+    this.stats.spteInstalled += out.spteInstalled;
+    if (flush) this.stats.remoteFlushes++;
+    out.flush = flush || reclaimed;
+    return out;
+  }
+
+  // ---- zapping ----------------------------------------------------------------------
+
+  /**
+   * kvm_unmap_gfn_range → kvm_unmap_rmapp on every leaf level: every leaf SPTE
+   * whose range meets gfns [start, end) is zapped, a huge one whole; tables stay
+   * (they are freed only by reclaim or invalidation). `flush` iff anything was
+   * zapped (the caller flushes every vCPU's TLB). Throws a RangeError unless
+   * 0 ≤ start ≤ end.
+   */
+  zapGfnRange(start: bigint, end: bigint): { zapped: number; flush: boolean } {
+    bigintArg(start, "start");
+    bigintArg(end, "end");
+    if (start < 0n || end < start) throw new RangeError(`vmmu: zapGfnRange needs 0 ≤ start ≤ end, got start ${hex(start)}, end ${hex(end)}`);
+    const last = this.ramBytes >> 12n;
+    const hi = end < last ? end : last;
+    let zapped = 0;
+    for (let level = 1; level <= 3; level++) {
+      const rmap = this.rmaps[level]!;
+      if (rmap.size === 0 || start >= hi) continue;
+      const span = 1n << BigInt(9 * (level - 1));
+      const first = start & ~(span - 1n);
+      const steps = (hi - first + span - 1n) / span;
+      if (steps <= BigInt(rmap.size)) {
+        for (let g = first; g < hi; g += span) zapped += this.zapRmap(rmap, Number(g));
+      } else {
+        const lo = Number(first), top = Number(hi);
+        for (const g of [...rmap.keys()]) if (g >= lo && g < top) zapped += this.zapRmap(rmap, g);
+      }
+    }
+    if (zapped > 0) this.stats.remoteFlushes++;
+    return { zapped, flush: zapped > 0 };
+  }
+
+  /**
+   * kvm_mmu_zap_all_fast: a new mmu_valid_gen makes every page obsolete (no
+   * longer found by kvm_mmu_get_page, every root invalid for isValidRoot),
+   * then kvm_zap_obsolete_pages zaps them all: unreferenced pages are freed
+   * now, referenced roots (emptied) when their last holder releases them.
+   * One remote flush if a present SPTE went away (kvm_mmu_commit_zap_page).
+   */
+  invalidateAllRoots(): void {
+    this.mmuValidGen++;
+    let flush = false;
+    for (const sp of [...this.active]) {
+      if (!sp.valid) continue;
+      flush = this.zapPage(sp) || flush;
+      if (sp.rootCount === 0) this.free(sp);
+    }
+    if (flush) this.stats.remoteFlushes++;
+  }
+
+  // ---- internals ---------------------------------------------------------------------
+
+  private rootRole(role: unknown): number {
+    if (typeof role !== "number") throw new TypeError(`vmmu: role must be a role word (a u32 number), got ${show(role)}`);
+    if (!Number.isInteger(role) || role < 0 || role > 0xffff_ffff) throw new RangeError(`vmmu: role must be a role word (a u32 number), got ${show(role)}`);
+    if (roleLevel(role) !== this.levels) throw new RangeError(`vmmu: role must have level ${this.levels} (the EPT walk length), got level ${roleLevel(role)} in ${hex(role)}`);
+    if ((role & ROLE_INVALID) !== 0) throw new RangeError(`vmmu: role must not have role.invalid (bit 11) set, got ${hex(role)}`);
+    return roleAt(role, this.levels, ACC_ALL, true) >>> 0;
+  }
+
+  /** The root page at `hpa` with a reference, or an Error naming `name`. */
+  private heldRoot(hpa: unknown, name: string): DirectPage {
+    bigintArg(hpa, name);
+    const sp = this.pages.get(hpa as bigint);
+    if (!sp || sp.level !== this.levels || sp.rootCount === 0) throw new Error(`vmmu: ${name} ${hex(hpa as bigint)} is not a root this MMU holds a reference to (acquireRoot first)`);
+    return sp;
+  }
+
+  private isObsolete(sp: DirectPage): boolean {
+    return sp.mmuValidGen !== this.mmuValidGen;
+  }
+
+  /** kvm_mmu_hugepage_adjust with the host's level and guest RAM as the only bounds. */
+  private goalLevel(gpa: bigint): number {
+    for (let level = Math.min(this.host, this.levels - 1); level > 1; level--) {
+      const size = levelBytes(level);
+      if ((gpa & ~(size - 1n)) + size <= this.ramBytes) return level;
+    }
+    return 1;
+  }
+
+  private indexOf(gfn: bigint, level: number): number {
+    return Number((gfn >> BigInt(9 * (level - 1))) & 511n);
+  }
+
+  /** First gfn of the range one SPTE at `level` maps (the key of the level − 1 page that covers it). */
+  private baseGfn(gfn: bigint, level: number): bigint {
+    return gfn & ~((1n << BigInt(9 * (level - 1))) - 1n);
+  }
+
+  /**
+   * kvm_mmu_get_page for a direct role: the valid, current-generation page
+   * hashed under (gfn, role), or a new zeroed pool page stamped with the
+   * current generation. Throws when the pool is full.
+   */
+  private getPage(gfn: bigint, role: number): { sp: DirectPage; created: boolean } {
+    const k = Number(gfn);
+    const list = this.hash.get(k);
+    if (list) for (const sp of list) if (sp.role === role && sp.valid && !this.isObsolete(sp)) return { sp, created: false };
+    const hpa = this.pool.alloc();
+    if (hpa === undefined) {
+      throw new Error(`vmmu: host-table pool exhausted: ${this.pool.pages} pages, ${this.pages.size} held by the legacy direct MMU after zapping the oldest unreferenced ones (raise poolBytes)`);
+    }
+    const sp = new DirectPage(gfn, role, hpa, this.pool.entryBase(hpa), this.mmuValidGen);
+    if (list) list.push(sp);
+    else this.hash.set(k, [sp]);
+    this.pages.set(hpa, sp);
+    this.active.add(sp);
+    this.stats.spAllocated++;
+    return { sp, created: true };
+  }
+
+  /** link_shadow_page: SPTE `index` of `parent` points at `child` (make_nonleaf_spte). */
+  private link(parent: DirectPage, index: number, child: DirectPage): void {
+    parent.children.set(index, child);
+    child.parents.add({ sp: parent, index });
+    this.pool.setEntry(parent.entryBase + index, makeNonLeafSpte(child.hpa, this.adEnabled));
+  }
+
+  /** drop_parent_pte: clears the link at SPTE `index` of `parent`; `child` stays hashed. */
+  private unlink(parent: ShadowPage, index: number, child: ShadowPage): void {
+    for (const p of child.parents) if (p.sp === parent && p.index === index) child.parents.delete(p);
+    parent.children.delete(index);
+    this.pool.setEntry(parent.entryBase + index, 0n);
+    this.stats.spteZapped++;
+  }
+
+  /** mmu_set_spte + rmap_add: leaf SPTE `index` of `sp` maps base gfn `gfn` at `level`. */
+  private setLeaf(sp: DirectPage, index: number, gfn: bigint, level: number, spte: bigint): void {
+    const n = sp.entryBase + index;
+    if (!sp.leafGfns.has(index)) {
+      sp.leafGfns.set(index, gfn);
+      const k = Number(gfn), rmap = this.rmaps[level]!;
+      let m = rmap.get(k);
+      if (!m) rmap.set(k, (m = new Map()));
+      m.set(n, sp);
+    }
+    this.pool.setEntry(n, spte);
+  }
+
+  /** drop_spte: clears leaf SPTE `index` of `sp` and its rmap entry. */
+  private clearLeaf(sp: ShadowPage, index: number): void {
+    const gfn = sp.leafGfns.get(index);
+    const n = sp.entryBase + index;
+    if (gfn !== undefined) {
+      const rmap = this.rmaps[sp.level]!, k = Number(gfn);
+      const m = rmap.get(k);
+      if (m) {
+        m.delete(n);
+        if (m.size === 0) rmap.delete(k);
+      }
+      sp.leafGfns.delete(index);
+    }
+    this.pool.setEntry(n, 0n);
+    this.stats.spteZapped++;
+  }
+
+  /** kvm_zap_rmapp: zaps every leaf SPTE in `rmap` for base gfn `k`; returns how many. */
+  private zapRmap(rmap: Map<number, Map<number, DirectPage>>, k: number): number {
+    const m = rmap.get(k);
+    if (!m) return 0;
+    let zapped = 0;
+    for (const [n, sp] of [...m]) {
+      this.clearLeaf(sp, n - sp.entryBase);
+      zapped++;
+    }
+    return zapped;
+  }
+
+  /**
+   * kvm_mmu_prepare_zap_page for a direct page: unlinks it from its parent
+   * and its children (the children stay hashed, orphans), zaps its leaves,
+   * marks it invalid and drops it from the hash. The caller frees it if no
+   * root reference holds it. Returns true if a present SPTE went away.
+   */
+  private zapPage(sp: DirectPage): boolean {
+    if (!sp.valid) return false;
+    let flush = sp.parents.size > 0;
+    for (const p of [...sp.parents]) this.unlink(p.sp, p.index, sp);
+    for (const [index, child] of [...sp.children]) {
+      this.unlink(sp, index, child);
+      flush = true;
+    }
+    for (const index of [...sp.leafGfns.keys()]) {
+      this.clearLeaf(sp, index);
+      flush = true;
+    }
+    sp.valid = false;
+    const list = this.hash.get(sp.gfnKey);
+    if (list) {
+      const i = list.indexOf(sp);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.hash.delete(sp.gfnKey);
+    }
+    return flush;
+  }
+
+  /** kvm_mmu_free_page: returns a zapped, unreferenced page to the pool. */
+  private free(sp: DirectPage): void {
+    if (!this.pages.delete(sp.hpa)) return;
+    this.active.delete(sp);
+    this.pool.release(sp.hpa);
+    this.stats.spFreed++;
+    if (sp.level === this.levels) this.stats.rootsFreed++;
+  }
+
+  /**
+   * make_mmu_pages_available → kvm_mmu_zap_oldest_mmu_pages: with fewer than
+   * 5 pool pages free, zaps the oldest pages no root references (root pages
+   * of no vCPU included: their role is rebuilt on the next acquire) until 25
+   * are free or none is left. Returns true if a present SPTE went away.
+   */
+  private makePagesAvailable(): boolean {
+    const free = () => this.pool.pages - this.pool.inUse;
+    if (free() >= MIN_FREE_PAGES) return false;
+    let flush = false;
+    for (const sp of [...this.active]) {
+      if (free() >= REFILL_PAGES) break;
+      if (sp.rootCount > 0) continue;
+      flush = this.zapPage(sp) || flush;
+      this.free(sp);
+    }
+    if (flush) this.stats.remoteFlushes++;
+    return flush;
+  }
+}
