@@ -71,6 +71,8 @@ export const PTI_USER_PGTABLE_BIT = 12;
 export const TLB_SINGLE_PAGE_FLUSH_CEILING = 33;
 /** KERNEL_PGD_BOUNDARY: PML4 index where the kernel half starts. */
 export const KERNEL_PGD_BOUNDARY = 256;
+/** CR0 as the kernel runs with paging on (boot loads it; grsecurity KERNEXEC clears WP only between pax_open_kernel and pax_close_kernel). */
+export const KERNEL_CR0 = CR0.PE | CR0.WP | CR0.PG;
 
 const CONFIG_PHYSICAL_START = 0x100_0000n;
 const M2 = 0x20_0000n;
@@ -313,6 +315,8 @@ export class LinuxGuest {
   private nextFileId = 1;
   private readonly directMapGlobal: boolean;
   private readonly textGlobal: boolean;
+  /** The read-only kernel data mapped by mapReadOnlyData: first va and its frames. */
+  private readOnlyData?: { va: bigint; pfns: number[] };
 
   /** Throws a TypeError or RangeError naming the argument or option on bad input. */
   constructor(cpus: readonly GuestCpu[], opts: LinuxOptions) {
@@ -442,7 +446,7 @@ export class LinuxGuest {
   private bootCpu(lc: LinuxCpu): void {
     const cpu = lc.cpu;
     this.writeCr3(lc, this.initMm.pgd, "boot");
-    check(cpu.writeCr0(CR0.PE | CR0.WP | CR0.PG), "CR0");
+    check(cpu.writeCr0(KERNEL_CR0), "CR0");
     lc.pagingOn = true;
     let cr4 = CR4.PAE | CR4.PGE | CR4.SMEP;
     if (this.pcid) cr4 |= CR4.PCIDE;
@@ -525,6 +529,40 @@ export class LinuxGuest {
 
   private kernelMap(lc: LinuxCpu, root: bigint, va: bigint, leaf: bigint, level: number): void {
     this.setEntry(lc, this.kernelTable(lc, root, va, level), leaf);
+  }
+
+  /**
+   * Maps `pages` fresh, zeroed kernel frames read-only (present, R/W = 0, NX,
+   * global as kernel text is) right above the kernel text in the kernel-image
+   * mapping, where a KERNEXEC kernel keeps its read-only data (the
+   * `.data..read_only` section of PaX's __read_only objects and of its
+   * constify gcc plugin: GDT, IDT, constified ops tables). Supervisor
+   * stores to it fault with CR0.WP = 1 and go through with WP = 0 (SDM
+   * Vol.3A §4.6.1). The PMD is the one every mm's kernel half shares, so all
+   * address spaces see it; not mapped in the PTI user PGD. Runs on CPU 0
+   * after boot(); a second call returns the first mapping if it has at least
+   * `pages` pages, else throws. Returns the first page's va.
+   */
+  mapReadOnlyData(pages: number): bigint {
+    intArg(pages, "pages", 1, 512);
+    const lc = this.cpus[0]!;
+    if (!lc.pagingOn) throw new Error("vmmu: mapReadOnlyData needs a booted guest (call boot() first)");
+    const have = this.readOnlyData;
+    if (have) {
+      if (have.pfns.length >= pages) return have.va;
+      throw new RangeError(`vmmu: pages must be at most ${have.pfns.length} (the read-only data already mapped), got ${pages}`);
+    }
+    const va = KERNEL_TEXT_START + BigInt(this.kernelTextBytes);
+    const pfns: number[] = [];
+    for (let i = 0; i < pages; i++) {
+      const pfn = this.frames.alloc(FRAME.KERNEL);
+      this.zero(lc, this.pfnGpa(pfn));
+      const leaf = X86PageTableBuilder.leaf(this.pfnGpa(pfn), "4K", { accessed: true, dirty: true, nx: true, global: this.textGlobal });
+      this.kernelMap(lc, this.initMm.pgd, va + BigInt(i) * K4, leaf, 1);
+      pfns.push(pfn);
+    }
+    this.readOnlyData = { va, pfns };
+    return va;
   }
 
   /** gpa of the entry for `va` at `level` under `root` if its path exists. */
