@@ -33,8 +33,11 @@
 //
 // KERNEXEC (PaX): read-only kernel data is written between pax_open_kernel
 // (MOV CR0 with WP clear) and pax_close_kernel (MOV CR0 with WP set), each
-// modelled as those two CR0 writes around one 64-bit kernel store to a page
-// of LinuxGuest.mapReadOnlyData. Counts per path are options; the defaults
+// modelled as those two CR0 writes around the writer's code fetch, a read
+// of its source and one 64-bit kernel store to a page of
+// LinuxGuest.mapReadOnlyData (one store stands for __clone_user_pgds' 256
+// and native_load_tls' 3: the window's pages, not its length, matter to an
+// MMU that rebuilds its roots). Counts per path are options; the defaults
 // follow grsecurity's last public 4.9 patch as forward-ported in
 // github.com/minipli/linux-unofficial_grsec:
 // - perSwitch 2: arch/x86/mm/tlb.c pax_switch_mm (PAX_PER_CPU_PGD, which
@@ -122,9 +125,9 @@ export interface SsddResult extends SsddStepCounts {
 /** x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
 const NR = { rt_sigaction: 13, rt_sigreturn: 15, fork: 57, execve: 59, wait4: 61, ptrace: 101, exit_group: 231 };
 /** Kernel-text paths of fetchText for the non-syscall kernel code. */
-const PATH = { debug: 1001, signal: 1002, ptraceStop: 1003 };
+const PATH = { debug: 1001, signal: 1002, ptraceStop: 1003, switchMm: 1004, loadTls: 1005, syscall: 1100 };
 /** Offsets into a task's slab frame (task_struct at 0; the rest an assumption of layout). */
-const SLAB = { task: 0x000n, sigqueue: 0xa00n, signal: 0xc00n, sighand: 0xe00n };
+const SLAB = { task: 0x000n, tls: 0x180n, sigqueue: 0xa00n, signal: 0xc00n, sighand: 0xe00n };
 /** pt_regs->flags within the order-1 kernel stack (top of stack − sizeof(pt_regs) + 0x90). */
 const PT_REGS_FLAGS = 0x1fe8n;
 /** rt_sigframe: siginfo, ucontext and a legacy 512-byte FXSAVE area, in 64-byte lines (an assumption: no AVX state). */
@@ -329,9 +332,16 @@ class Ssdd {
     if (inStep) this.step.contextSwitches++;
     if (!this.kx) return;
     const percpu = this.rodata + BigInt(1 + 2 * lc.index) * 0x1000n;
+    const pgd = next ? next.t.mm.pgd : this.g.initMm.pgd;
     for (let k = 0; k < this.kx.perSwitch; k++) {
-      const slot = k % 2 === 0 ? percpu + 0x1000n + 8n * BigInt(k >> 1) : percpu + GDT_TLS + 8n * BigInt((k >> 1) % 3);
-      this.paxWrite(lc, slot, next ? next.t.mm.pgd | 0x67n : 0n, inStep);
+      if (k % 2 === 0) {
+        // __clone_user_pgds: next's user PGD slots into the per-CPU PGD.
+        this.paxWrite(lc, percpu + 0x1000n + 8n * BigInt(k >> 1), pgd | 0x67n, inStep, PATH.switchMm, this.g.directMap(pgd));
+      } else {
+        // native_load_tls: next's thread.tls_array into this CPU's GDT.
+        const tls = next ? this.g.directMap(this.slab(next, SLAB.tls)) : this.g.directMap(pgd);
+        this.paxWrite(lc, percpu + GDT_TLS + 8n * BigInt((k >> 1) % 3), next ? BigInt(next.t.pid) : 0n, inStep, PATH.loadTls, tls);
+      }
     }
   }
 
@@ -367,10 +377,16 @@ class Ssdd {
     return (BigInt(s.t.slab) << 12n) + off;
   }
 
-  /** pax_open_kernel; a store to read-only kernel data at `va`; pax_close_kernel. */
-  private paxWrite(lc: LinuxCpu, va: bigint, value: bigint, inStep: boolean): void {
+  /**
+   * pax_open_kernel; the writer's code (one line of kernel text on `path`)
+   * and its source (`src`, a kernel va, if any) read with WP clear; a store
+   * to read-only kernel data at `va`; pax_close_kernel.
+   */
+  private paxWrite(lc: LinuxCpu, va: bigint, value: bigint, inStep: boolean, path: number, src: bigint | null): void {
     const cpu = lc.cpu;
     oops(cpu.writeCr0(KERNEL_CR0 & ~CR0.WP), lc, "pax_open_kernel");
+    this.g.fetchText(lc, path, 1);
+    if (src !== null) this.g.kernelAccess(lc, src, "read");
     oops(cpu.store64(va, value), lc, `store to read-only data at 0x${va.toString(16)} with CR0.WP clear`);
     oops(cpu.writeCr0(KERNEL_CR0), lc, "pax_close_kernel");
     this.readOnlyStores++;
@@ -383,7 +399,7 @@ class Ssdd {
     this.g.syscallEnter(lc, nr);
     this.total.syscalls++;
     if (inStep) this.step.syscalls++;
-    if (this.kx) for (let k = 0; k < this.kx.perSyscall; k++) this.paxWrite(lc, this.rodata + BigInt((nr * 8 + k * 64) % 2048), BigInt(nr), inStep);
+    if (this.kx) for (let k = 0; k < this.kx.perSyscall; k++) this.paxWrite(lc, this.rodata + BigInt((nr * 8 + k * 64) % 2048), BigInt(nr), inStep, PATH.syscall + nr, null);
   }
 
   /** A user access by the current task, demand-faulting as needed. */
@@ -626,7 +642,7 @@ class Ssdd {
     g.enter(lc);
     lc.cpu.work(DEBUG_WORK);
     g.fetchText(lc, PATH.debug, 8);
-    if (this.kx) for (let k = 0; k < this.kx.perException; k++) this.paxWrite(lc, this.rodata + 0x800n + BigInt(k * 8), 1n, true);
+    if (this.kx) for (let k = 0; k < this.kx.perException; k++) this.paxWrite(lc, this.rodata + 0x800n + BigInt(k * 8), 1n, true, PATH.debug, null);
     g.touchPhys(lc, this.slab(te, SLAB.sighand), 1, "read");
     g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
     g.touchPhys(lc, this.slab(te, SLAB.sigqueue), 1, "write");
