@@ -107,7 +107,7 @@ export interface SsddResult extends SsddStepCounts {
   steps: number;
   /** Stores to read-only kernel data, one per open/close pair. */
   readOnlyStores: number;
-  /** Guest #PFs handled (demand paging of the four processes' memory). */
+  /** Guest #PFs handled (demand paging of main's, the tracers' and the tracees' memory). */
   pageFaults: number;
   userAccesses: number;
   /** Kernel accesses: LinuxGuest's count (entry code, task data, copies) plus the signal-frame copies done in batches. */
