@@ -11,7 +11,7 @@
 // Consequence the CR0.WP/SMM experiment measures: a root whose last reference
 // drops stays hashed with its whole tree, so acquiring the root of a role seen
 // before (the other CR0.WP value, SMM and back) finds it again with every
-// mapping intact. Only an invalid (zapped or obsolete) root is freed on release.
+// mapping intact. Only an invalid (zapped) root is freed on release.
 //
 // Tables are real EPT paging structures (SDM Vol.3C §29.3.2) in the host-table
 // pool, in the encodings of src/kvm/ept-spte.ts; guest RAM is identity-mapped
@@ -24,12 +24,18 @@
 //          bits — cr0_wp, efer_nx, smm, guest_mode … — from the root's role)
 //
 // so two roots whose role words differ (cr0_wp 0/1, smm) never share a table.
+//
+// mmu_valid_gen is not kept: kvm_mmu_zap_all_fast bumps it so that pages not
+// yet zapped are skipped while kvm_zap_obsolete_pages yields the lock to
+// faulting vCPUs; here that zap runs to completion inside invalidateAllRoots,
+// so an obsolete page is exactly a zapped one (role.invalid, ShadowPage.valid
+// false) and no second flag could ever disagree with it.
 
 import { hex } from "../addr.js";
 import { bigintArg, boolArg, intArg, optionsObject, own, show } from "../validate.js";
 import type { HostPool } from "./host-pool.js";
 import { ACC_ALL, ShadowPage, roleAt, roleLevel } from "./shadow-mmu.js";
-import { isLastSpte, isShadowPresent, levelBytes, makeLeafSpte, makeNonLeafSpte, SPTE_D } from "./ept-spte.js";
+import { isLastSpte, isShadowPresent, levelBytes, makeLeafSpte, makeNonLeafSpte, SPTE_ADDR_MASK } from "./ept-spte.js";
 import type { DirectFaultResult, DirectMmu, DirectMmuStats, RoleWord } from "./direct-mmu.js";
 
 /** role.invalid (bit 11 of kvm_mmu_page_role): never part of a lookup key, refused in acquireRoot. */
@@ -45,7 +51,7 @@ export interface LegacyDirectMmuOptions {
   ramBytes: bigint;
   /** EPT walk length (default 4). */
   levels?: 4 | 5;
-  /** EPT A/D bits (EPTP bit 6; KVM enable_ept_ad_bits): leaves pre-set A, and D on a write fault (default true). */
+  /** EPT A/D bits (EPTP bit 6; KVM enable_ept_ad_bits): leaves pre-set A and D (default true). */
   adEnabled?: boolean;
   /**
    * The largest page the host backs guest RAM with (1 = 4 KiB, 2 = 2 MiB THP,
@@ -53,13 +59,6 @@ export interface LegacyDirectMmuOptions {
    * kvm_mmu_hugepage_adjust reads from the host page tables (host_pfn_mapping_level).
    */
   hostLevel?: 1 | 2 | 3;
-}
-
-/** A direct shadow page: struct kvm_mmu_page with its mmu_valid_gen. */
-class DirectPage extends ShadowPage {
-  constructor(gfn: bigint, role: number, hpa: bigint, entryBase: number, readonly mmuValidGen: number) {
-    super(gfn, role, -1, hpa, entryBase);
-  }
 }
 
 function zeroStats(): DirectMmuStats {
@@ -76,19 +75,17 @@ export class LegacyDirectMmu implements DirectMmu {
   readonly adEnabled: boolean;
   readonly ramBytes: bigint;
   private host: 1 | 2 | 3;
-  /** kvm->arch.mmu_valid_gen: a page stamped with another generation is obsolete (is_obsolete_sp). */
-  private mmuValidGen = 0;
   /** mmu_page_hash: base gfn (as a number) → the valid pages of that gfn, every level and role. */
-  private readonly hash = new Map<number, DirectPage[]>();
+  private readonly hash = new Map<number, ShadowPage[]>();
   /** Every page this MMU holds by hpa, hashed or not (invalid roots still referenced). */
-  private readonly pages = new Map<bigint, DirectPage>();
+  private readonly pages = new Map<bigint, ShadowPage>();
   /** active_mmu_pages: allocation order, oldest first (kvm_mmu_zap_oldest_mmu_pages, kvm_zap_obsolete_pages). */
-  private readonly active = new Set<DirectPage>();
+  private readonly active = new Set<ShadowPage>();
   /**
    * rmap per leaf level (index 1..3, as gfn_to_rmap(gfn, level)): base gfn of
    * the leaf (as a number) → the leaf SPTEs mapping it, by pool entry number.
    */
-  private readonly rmaps: Map<number, Map<number, DirectPage>>[] = [new Map(), new Map(), new Map(), new Map()];
+  private readonly rmaps: Map<number, Map<number, ShadowPage>>[] = [new Map(), new Map(), new Map(), new Map()];
 
   /**
    * `pool`: the host-table pool the tables are built in (shared with nothing
@@ -147,7 +144,7 @@ export class LegacyDirectMmu implements DirectMmu {
 
   /**
    * mmu_free_root_page: drops one reference to root `hpa`. At zero an invalid
-   * or obsolete root is zapped and freed (rootsFreed); a valid one stays hashed
+   * (zapped) root is freed (rootsFreed); a valid one stays hashed
    * with its whole tree for the next acquireRoot of its role. Throws if `hpa`
    * is not a root with a reference.
    */
@@ -155,15 +152,13 @@ export class LegacyDirectMmu implements DirectMmu {
     const sp = this.heldRoot(hpa, "hpa");
     sp.rootCount--;
     if (sp.rootCount > 0) return;
-    if (sp.valid && !this.isObsolete(sp)) return;
-    if (this.zapPage(sp)) this.stats.remoteFlushes++;
-    this.free(sp);
+    if (!sp.valid) this.free(sp);
   }
 
-  /** True iff `hpa` is a root page neither zapped nor obsolete (what a vCPU may keep using). */
+  /** True iff `hpa` is a root page not zapped (obsolete roots are zapped: what a vCPU may keep using). */
   isValidRoot(hpa: bigint): boolean {
     const sp = typeof hpa === "bigint" ? this.pages.get(hpa) : undefined;
-    return sp !== undefined && sp.level === this.levels && sp.valid && !this.isObsolete(sp);
+    return sp !== undefined && sp.level === this.levels && sp.valid;
   }
 
   /** Pool pages this MMU holds now: hashed pages (roots, tables, orphaned tables) and invalid roots still referenced. */
@@ -175,8 +170,10 @@ export class LegacyDirectMmu implements DirectMmu {
 
   /**
    * __direct_map for `gpa` under root `rootHpa` (held and valid; a vCPU holding
-   * an invalid root reloads instead, KVM_REQ_MMU_RELOAD). Guest RAM is mapped
-   * RWX whatever the access (ACC_ALL); `write` decides only the D bit.
+   * an invalid root reloads instead, KVM_REQ_MMU_RELOAD). `write` and `exec`
+   * change nothing: guest RAM is mapped RWX whatever the access (ACC_ALL),
+   * and with A/D on the leaf is pre-set accessed and dirty (make_spte sets the
+   * dirty bit on every SPTE whose pte_access has ACC_WRITE_MASK).
    *
    * 1. make_mmu_pages_available (zap the oldest unreferenced pages if fewer
    *    than 5 pool pages are free).
@@ -189,8 +186,7 @@ export class LegacyDirectMmu implements DirectMmu {
    *    c. descend.
    * 4. At the goal SPTE: a present table → unlink it (drop_parent_pte: the
    *    table stays hashed, an orphan; flush); the leaf (make_spte) replaces
-   *    whatever is there; an identical SPTE → spurious, nothing written; a
-   *    present leaf losing its D bit → flush (mmu_spte_update).
+   *    whatever is there; an identical SPTE → spurious, nothing written.
    *
    * Throws a RangeError for a gpa outside guest RAM, an Error for a root that
    * is unknown, not held or invalid, or when the pool is full even after
@@ -198,7 +194,7 @@ export class LegacyDirectMmu implements DirectMmu {
    */
   pageFault(rootHpa: bigint, gpa: bigint, write: boolean, exec: boolean): DirectFaultResult {
     const root = this.heldRoot(rootHpa, "rootHpa");
-    if (!root.valid || this.isObsolete(root)) throw new Error(`vmmu: rootHpa ${hex(rootHpa)} is an invalid root (the vCPU must reload it: KVM_REQ_MMU_RELOAD)`);
+    if (!root.valid) throw new Error(`vmmu: rootHpa ${hex(rootHpa)} is an invalid root (the vCPU must reload it: KVM_REQ_MMU_RELOAD)`);
     bigintArg(gpa, "gpa");
     if (gpa < 0n || gpa >= this.ramBytes) throw new RangeError(`vmmu: gpa must lie in guest RAM [0, ${hex(this.ramBytes)}) (MMIO is not modelled), got ${hex(gpa)}`);
     boolArg(write, "write");
@@ -210,7 +206,7 @@ export class LegacyDirectMmu implements DirectMmu {
     const goal = this.goalLevel(gpa);
     const gfn = gpa >> 12n;
     out.level = goal;
-    let sp: DirectPage = root;
+    let sp: ShadowPage = root;
     for (let level = this.levels; level > goal; level--) {
       const index = this.indexOf(gfn, level);
       const spte = this.pool.entry(sp.entryBase + index);
@@ -218,7 +214,7 @@ export class LegacyDirectMmu implements DirectMmu {
         this.clearLeaf(sp, index);
         flush = true;
       }
-      let child = sp.children.get(index) as DirectPage | undefined;
+      let child = sp.children.get(index) as ShadowPage | undefined;
       if (child === undefined) {
         const got = this.getPage(this.baseGfn(gfn, level), roleAt(root.role, level - 1, ACC_ALL, true));
         child = got.sp;
@@ -237,12 +233,11 @@ export class LegacyDirectMmu implements DirectMmu {
     }
     const old = this.pool.entry(n);
     const base = this.baseGfn(gfn, goal);
-    const spte = makeLeafSpte(base << 12n, goal, { write: true, exec: true, ad: this.adEnabled, dirty: write });
+    const spte = makeLeafSpte(base << 12n, goal, { write: true, exec: true, ad: this.adEnabled, dirty: true });
     if (old === spte) {
       out.spurious = true;
       this.stats.spurious++;
     } else {
-      if (isShadowPresent(old) && (old & SPTE_D) !== 0n && (spte & SPTE_D) === 0n) flush = true;
       this.setLeaf(sp, index, base, goal, spte);
       out.spteInstalled++;
     }
@@ -286,14 +281,13 @@ export class LegacyDirectMmu implements DirectMmu {
   }
 
   /**
-   * kvm_mmu_zap_all_fast: a new mmu_valid_gen makes every page obsolete (no
-   * longer found by kvm_mmu_get_page, every root invalid for isValidRoot),
-   * then kvm_zap_obsolete_pages zaps them all: unreferenced pages are freed
-   * now, referenced roots (emptied) when their last holder releases them.
+   * kvm_mmu_zap_all_fast: every page becomes obsolete (never found by
+   * kvm_mmu_get_page again, every root invalid for isValidRoot) and
+   * kvm_zap_obsolete_pages zaps them all: unreferenced pages are freed now,
+   * referenced roots (emptied) when their last holder releases them.
    * One remote flush if a present SPTE went away (kvm_mmu_commit_zap_page).
    */
   invalidateAllRoots(): void {
-    this.mmuValidGen++;
     let flush = false;
     for (const sp of [...this.active]) {
       if (!sp.valid) continue;
@@ -301,6 +295,68 @@ export class LegacyDirectMmu implements DirectMmu {
       if (sp.rootCount === 0) this.free(sp);
     }
     if (flush) this.stats.remoteFlushes++;
+  }
+
+  // ---- audit ------------------------------------------------------------------------
+
+  /**
+   * The MMU's bookkeeping checked against the SPTEs in the pool (KVM's
+   * mmu_audit.c, removed in v5.14: audit_mappings, audit_sptes_have_rmaps,
+   * audit_write_protection's kind of check, for direct pages). Returns one
+   * line per inconsistency; empty when:
+   *
+   * 1. every valid page is hashed once under its gfn and role, every page
+   *    held is in the active list, an invalid one is a referenced root with
+   *    no SPTE left;
+   * 2. every link SPTE is make_nonleaf_spte of a held, valid child one level
+   *    down whose key is (base gfn of that SPTE, the parent's role at that
+   *    level), and the child lists the parent SPTE among its parents (and
+   *    only SPTEs that link it);
+   * 3. every leaf SPTE maps its own base gfn, at its page's level, and has
+   *    its rmap entry (and every rmap entry such a leaf);
+   * 4. no present SPTE is unaccounted for.
+   */
+  audit(): string[] {
+    const out: string[] = [];
+    const name = (sp: ShadowPage) => `page ${hex(sp.hpa)} (gfn ${hex(sp.gfn)}, level ${sp.level})`;
+    for (const sp of this.pages.values()) {
+      const hashed = (this.hash.get(sp.gfnKey) ?? []).filter((x) => x === sp).length;
+      if (sp.valid && hashed !== 1) out.push(`${name(sp)} is hashed ${hashed} times`);
+      if (!sp.valid && (hashed !== 0 || sp.rootCount === 0 || sp.level !== this.levels)) out.push(`${name(sp)} is invalid but hashed, unreferenced or not a root`);
+      if (!this.active.has(sp)) out.push(`${name(sp)} is not on the active list`);
+      for (const p of sp.parents) {
+        if (this.pages.get(p.sp.hpa) !== p.sp || !p.sp.valid || p.sp.children.get(p.index) !== sp) out.push(`${name(sp)} lists a parent SPTE ${hex(p.sp.hpa)}[${p.index}] that does not link it`);
+      }
+      for (let index = 0; index < 512; index++) {
+        const spte = this.pool.entry(sp.entryBase + index);
+        const child = sp.children.get(index);
+        const gfn = sp.leafGfns.get(index);
+        const base = sp.gfn + (BigInt(index) << BigInt(9 * (sp.level - 1)));
+        if (child) {
+          if (spte !== makeNonLeafSpte(child.hpa, this.adEnabled)) out.push(`${name(sp)}[${index}] does not link its child ${hex(child.hpa)}`);
+          if (this.pages.get(child.hpa) !== child || !child.valid) out.push(`${name(sp)}[${index}] links a page not held or invalid`);
+          if (child.gfn !== base || child.role !== roleAt(sp.role, sp.level - 1, ACC_ALL, true)) out.push(`${name(sp)}[${index}] links ${name(child)} whose key is not (${hex(base)}, the child role)`);
+          let listed = false;
+          for (const p of child.parents) if (p.sp === sp && p.index === index) listed = true;
+          if (!listed) out.push(`${name(child)} does not list its parent SPTE ${hex(sp.hpa)}[${index}]`);
+        } else if (gfn !== undefined) {
+          const leaf = this.rmaps[sp.level]?.get(Number(gfn))?.get(sp.entryBase + index);
+          if (gfn !== base || !isShadowPresent(spte) || !isLastSpte(spte, sp.level) || (spte & SPTE_ADDR_MASK) !== base << 12n) out.push(`${name(sp)}[${index}] leaf ${hex(spte)} does not map gfn ${hex(base)}`);
+          if (leaf !== sp) out.push(`${name(sp)}[${index}] leaf has no rmap entry`);
+        } else if (spte !== 0n) {
+          out.push(`${name(sp)}[${index}] holds ${hex(spte)} the MMU does not account for`);
+        }
+      }
+    }
+    for (let level = 1; level < this.rmaps.length; level++) {
+      for (const [g, m] of this.rmaps[level]!) {
+        for (const [n, sp] of m) {
+          if (this.pages.get(sp.hpa) !== sp || sp.level !== level || sp.leafGfns.get(n - sp.entryBase) !== BigInt(g)) out.push(`rmap entry (level ${level}, gfn ${hex(g)}) → ${hex(sp.hpa)}[${n - sp.entryBase}] is no leaf of a held page`);
+        }
+      }
+    }
+    for (const sp of this.active) if (this.pages.get(sp.hpa) !== sp) out.push(`${name(sp)} is on the active list but not held`);
+    return out;
   }
 
   // ---- internals ---------------------------------------------------------------------
@@ -314,15 +370,11 @@ export class LegacyDirectMmu implements DirectMmu {
   }
 
   /** The root page at `hpa` with a reference, or an Error naming `name`. */
-  private heldRoot(hpa: unknown, name: string): DirectPage {
+  private heldRoot(hpa: unknown, name: string): ShadowPage {
     bigintArg(hpa, name);
     const sp = this.pages.get(hpa as bigint);
     if (!sp || sp.level !== this.levels || sp.rootCount === 0) throw new Error(`vmmu: ${name} ${hex(hpa as bigint)} is not a root this MMU holds a reference to (acquireRoot first)`);
     return sp;
-  }
-
-  private isObsolete(sp: DirectPage): boolean {
-    return sp.mmuValidGen !== this.mmuValidGen;
   }
 
   /** kvm_mmu_hugepage_adjust with the host's level and guest RAM as the only bounds. */
@@ -344,19 +396,18 @@ export class LegacyDirectMmu implements DirectMmu {
   }
 
   /**
-   * kvm_mmu_get_page for a direct role: the valid, current-generation page
-   * hashed under (gfn, role), or a new zeroed pool page stamped with the
-   * current generation. Throws when the pool is full.
+   * kvm_mmu_get_page for a direct role: the valid page hashed under
+   * (gfn, role), or a new zeroed pool page. Throws when the pool is full.
    */
-  private getPage(gfn: bigint, role: number): { sp: DirectPage; created: boolean } {
+  private getPage(gfn: bigint, role: number): { sp: ShadowPage; created: boolean } {
     const k = Number(gfn);
     const list = this.hash.get(k);
-    if (list) for (const sp of list) if (sp.role === role && sp.valid && !this.isObsolete(sp)) return { sp, created: false };
+    if (list) for (const sp of list) if (sp.role === role && sp.valid) return { sp, created: false };
     const hpa = this.pool.alloc();
     if (hpa === undefined) {
       throw new Error(`vmmu: host-table pool exhausted: ${this.pool.pages} pages, ${this.pages.size} held by the legacy direct MMU after zapping the oldest unreferenced ones (raise poolBytes)`);
     }
-    const sp = new DirectPage(gfn, role, hpa, this.pool.entryBase(hpa), this.mmuValidGen);
+    const sp = new ShadowPage(gfn, role, -1, hpa, this.pool.entryBase(hpa));
     if (list) list.push(sp);
     else this.hash.set(k, [sp]);
     this.pages.set(hpa, sp);
@@ -366,7 +417,7 @@ export class LegacyDirectMmu implements DirectMmu {
   }
 
   /** link_shadow_page: SPTE `index` of `parent` points at `child` (make_nonleaf_spte). */
-  private link(parent: DirectPage, index: number, child: DirectPage): void {
+  private link(parent: ShadowPage, index: number, child: ShadowPage): void {
     parent.children.set(index, child);
     child.parents.add({ sp: parent, index });
     this.pool.setEntry(parent.entryBase + index, makeNonLeafSpte(child.hpa, this.adEnabled));
@@ -381,7 +432,7 @@ export class LegacyDirectMmu implements DirectMmu {
   }
 
   /** mmu_set_spte + rmap_add: leaf SPTE `index` of `sp` maps base gfn `gfn` at `level`. */
-  private setLeaf(sp: DirectPage, index: number, gfn: bigint, level: number, spte: bigint): void {
+  private setLeaf(sp: ShadowPage, index: number, gfn: bigint, level: number, spte: bigint): void {
     const n = sp.entryBase + index;
     if (!sp.leafGfns.has(index)) {
       sp.leafGfns.set(index, gfn);
@@ -411,7 +462,7 @@ export class LegacyDirectMmu implements DirectMmu {
   }
 
   /** kvm_zap_rmapp: zaps every leaf SPTE in `rmap` for base gfn `k`; returns how many. */
-  private zapRmap(rmap: Map<number, Map<number, DirectPage>>, k: number): number {
+  private zapRmap(rmap: Map<number, Map<number, ShadowPage>>, k: number): number {
     const m = rmap.get(k);
     if (!m) return 0;
     let zapped = 0;
@@ -428,7 +479,7 @@ export class LegacyDirectMmu implements DirectMmu {
    * marks it invalid and drops it from the hash. The caller frees it if no
    * root reference holds it. Returns true if a present SPTE went away.
    */
-  private zapPage(sp: DirectPage): boolean {
+  private zapPage(sp: ShadowPage): boolean {
     if (!sp.valid) return false;
     let flush = sp.parents.size > 0;
     for (const p of [...sp.parents]) this.unlink(p.sp, p.index, sp);
@@ -451,7 +502,7 @@ export class LegacyDirectMmu implements DirectMmu {
   }
 
   /** kvm_mmu_free_page: returns a zapped, unreferenced page to the pool. */
-  private free(sp: DirectPage): void {
+  private free(sp: ShadowPage): void {
     if (!this.pages.delete(sp.hpa)) return;
     this.active.delete(sp);
     this.pool.release(sp.hpa);

@@ -166,12 +166,15 @@ describe("the hardware walker agrees with the legacy direct MMU", () => {
         mmu.hostLevel = mmu.hostLevel === 2 ? 1 : 2;
         what = `hostLevel ${mmu.hostLevel}`;
       }
+      expect(mmu.audit(), `${note} step ${step} after ${what}`).toEqual([]);
       check(step % 25 === 24 ? Array.from({ length: GFNS }, (_, i) => i) : Array.from({ length: 48 }, () => rng.int(GFNS)), step, what);
     }
     fuzzCount("legacy-direct-mmu", STEPS);
     expect(mmu.stats.faults, note).toBe(faults + 2 * spurious);
     expect(mmu.stats.spurious, note).toBeGreaterThanOrEqual(spurious);
-    expect(drops + mmu.stats.rootsReused, `${note} the sequence reached drops or reuse`).toBeGreaterThan(0);
+    expect(drops, `${note} the sequence dropped huge leaves or tables`).toBeGreaterThan(0);
+    expect(mmu.stats.rootsReused, `${note} the sequence found cached roots again`).toBeGreaterThan(0);
+    expect(mmu.stats.splits, "the legacy MMU never splits: it drops the huge SPTE and refaults").toBe(0);
   });
 });
 
@@ -290,6 +293,7 @@ describe("direct shadow pages are hashed by (base gfn, role)", () => {
     expect(w.hw(other), "dropped with the huge leaf").toBeUndefined();
     expect(w.hw(a), "the orphaned PT's mapping, back without a fault").toBe(a);
     expect(w.hw(b)).toBe(b);
+    expect(mmu.audit()).toEqual([]);
   });
 });
 
@@ -306,17 +310,17 @@ describe("hugepage adjust", () => {
     expect(w.hw(tail - 0x1000n)).toBeUndefined();
   });
 
-  it("sets A, and D only on a write fault, with EPT A/D on; neither with it off", async () => {
+  it("pre-sets A and D on every leaf with EPT A/D on (make_spte, pte_access ACC_ALL); neither with it off", async () => {
     const w = await world({ hostLevel: 1 });
     const root = w.mmu.acquireRoot(WP1()).hpa;
     w.mmu.pageFault(root, 0x1000n, false, false);
     w.mmu.pageFault(root, 0x2000n, true, false);
     const pt = tableAt(w.pool, root, 4, 0x1000n, 1);
-    expect(w.pool.read(pt, 1) & 0x307n).toBe(0x107n);
+    expect(w.pool.read(pt, 1) & 0x307n).toBe(0x307n);
     expect(w.pool.read(pt, 2) & 0x307n).toBe(0x307n);
     const off = new LegacyDirectMmu(w.pool, { ramBytes: BigInt(RAM), adEnabled: false, hostLevel: 1 });
     const r2 = off.acquireRoot(WP1()).hpa;
-    off.pageFault(r2, 0x2000n, true, false);
+    off.pageFault(r2, 0x2000n, true, true);
     expect(w.pool.read(tableAt(w.pool, r2, 4, 0x2000n, 1), 2) & 0x307n).toBe(0x7n);
   });
 });
@@ -386,6 +390,7 @@ describe("invalidateAllRoots (kvm_mmu_zap_all_fast)", () => {
     expect(pool.inUse - baseline).toBe(1);
     expect(mmu.isValidRoot(fresh.hpa)).toBe(true);
     expect(mmu.acquireRoot(WP0()).built, "the cached WP=0 root is gone too").toBe(true);
+    expect(mmu.audit()).toEqual([]);
   });
 });
 
@@ -406,11 +411,39 @@ describe("pool exhaustion", () => {
       expect(w.hw(gpa)).toBe(gpa);
       expect(w.pool.inUse).toBeLessThanOrEqual(16);
       for (const f of faulted) { const pa = w.hw(f); if (pa !== undefined) expect(pa).toBe(f); }
+      expect(mmu.audit()).toEqual([]);
     }
     expect(reclaimed).toBeGreaterThan(0);
     expect(mmu.stats.spFreed).toBeGreaterThan(0);
     expect(mmu.isValidRoot(root), "a held root is never reclaimed").toBe(true);
     expect(mmu.stats.rootsFreed).toBe(0);
+  });
+
+  it("a partial reclaim leaves the newest tables hashed as orphans, linked again by later faults", async () => {
+    const ramBytes = 128 * MiB;
+    const w = await world({ poolBytes: 40 * 4096, ramBytes, hostLevel: 1 });
+    const { mmu } = w;
+    const root = mmu.acquireRoot(WP1()).hpa;
+    w.load(root);
+    const gpaOf = (i: number) => BigInt(i) * 0x20_0000n + 0x5000n;
+    let reclaimedAt = -1;
+    for (let i = 0; i < 40; i++) {
+      const r = mmu.pageFault(root, gpaOf(i), false, false);
+      if (r.flush) { w.vcpu.invept(2); if (reclaimedAt < 0) reclaimedAt = i; }
+      expect(mmu.audit(), `fault ${i}`).toEqual([]);
+    }
+    expect(reclaimedAt).toBeGreaterThan(0);
+    // The PTs allocated last before the reclaim survived it, unlinked: a fault next to their gfn finds each one again.
+    const allocated = mmu.stats.spAllocated;
+    const r = mmu.pageFault(root, gpaOf(reclaimedAt - 1) + 0x1000n, false, false);
+    expect(r.spAllocated, "the orphaned PT is found in the hash").toBe(0);
+    expect(mmu.stats.spAllocated).toBe(allocated);
+    w.vcpu.invept(2);
+    expect(w.hw(gpaOf(reclaimedAt - 1)), "its old mapping is back without its own fault").toBe(gpaOf(reclaimedAt - 1));
+    expect(mmu.audit()).toEqual([]);
+    mmu.invalidateAllRoots();
+    expect(mmu.audit()).toEqual([]);
+    expect(mmu.pagesInUse()).toBe(1);
   });
 
   it("an unreferenced cached root is reclaimed like any old page", async () => {
@@ -440,6 +473,24 @@ describe("pool exhaustion", () => {
     const r = mmu.acquireRoot(WP1());
     expect(r.built).toBe(true);
     expect(mmu.pageFault(r.hpa, 0x1000n, false, false).level).toBe(2);
+  });
+});
+
+describe("audit", () => {
+  it("reports an SPTE the MMU does not account for, a lost link and a lost leaf", async () => {
+    const w = await world({ hostLevel: 1 });
+    const { mmu, pool } = w;
+    const root = mmu.acquireRoot(WP1()).hpa;
+    mmu.pageFault(root, 0x3000n, false, false);
+    expect(mmu.audit()).toEqual([]);
+    const pt = tableAt(pool, root, 4, 0x3000n, 1);
+    pool.write(pt, 9, 0x9007n);
+    expect(mmu.audit().join("\n")).toMatch(/\[9\] holds 0x9007 the MMU does not account for/);
+    pool.write(pt, 9, 0n);
+    pool.write(pt, 3, 0n);
+    expect(mmu.audit().join("\n")).toMatch(/\[3\] leaf 0x0 does not map gfn 0x3/);
+    pool.write(root, 0, 0n);
+    expect(mmu.audit().join("\n")).toMatch(/\[0\] does not link its child/);
   });
 });
 
