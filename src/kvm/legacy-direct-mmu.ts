@@ -144,9 +144,9 @@ export class LegacyDirectMmu implements DirectMmu {
 
   /**
    * mmu_free_root_page: drops one reference to root `hpa`. At zero an invalid
-   * (zapped) root is freed (rootsFreed); a valid one stays hashed
-   * with its whole tree for the next acquireRoot of its role. Throws if `hpa`
-   * is not a root with a reference.
+   * (zapped) root is freed (rootsFreed); a valid one stays hashed with its
+   * whole tree for the next acquireRoot of its role. Throws if `hpa` is not a
+   * root with a reference.
    */
   releaseRoot(hpa: bigint): void {
     const sp = this.heldRoot(hpa, "hpa");
@@ -214,7 +214,7 @@ export class LegacyDirectMmu implements DirectMmu {
         this.clearLeaf(sp, index);
         flush = true;
       }
-      let child = sp.children.get(index) as ShadowPage | undefined;
+      let child = sp.children.get(index);
       if (child === undefined) {
         const got = this.getPage(this.baseGfn(gfn, level), roleAt(root.role, level - 1, ACC_ALL, true));
         child = got.sp;
@@ -300,9 +300,9 @@ export class LegacyDirectMmu implements DirectMmu {
   // ---- audit ------------------------------------------------------------------------
 
   /**
-   * The MMU's bookkeeping checked against the SPTEs in the pool (KVM's
-   * mmu_audit.c, removed in v5.14: audit_mappings, audit_sptes_have_rmaps,
-   * audit_write_protection's kind of check, for direct pages). Returns one
+   * The MMU's bookkeeping checked against the SPTEs in the pool (the checks
+   * of KVM's former arch/x86/kvm/mmu/mmu_audit.c, CONFIG_KVM_MMU_AUDIT:
+   * audit_mappings, audit_sptes_have_rmaps, for direct pages). Returns one
    * line per inconsistency; empty when:
    *
    * 1. every valid page is hashed once under its gfn and role, every page
