@@ -346,12 +346,16 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       this.flushHardwareAddr(va);
       return { cr2: va, errorCode: result.fault.errorCode };
     }
-    if (levels.length === 0) return this.fetchDirect(va, result.pa);
+    if (levels.length === 0) return this.fetchDirect(va, result.pa, access);
     return this.fetch(va, levels, access, user);
   }
 
-  /** Guest paging off: direct shadow pages map va → pa = va (4 KiB SPTEs, full rights; page tables still write-protected). */
-  private fetchDirect(va: bigint, pa: bigint): "retry" {
+  /**
+   * Guest paging off: direct shadow pages map va → pa = va (4 KiB SPTEs, full
+   * rights; page tables still write-protected, so a write to one that cannot
+   * go unsync is emulated: RET_PF_EMULATE).
+   */
+  private fetchDirect(va: bigint, pa: bigint, access: X86Access): "retry" | "emulate" {
     const charge = this.chargeFn;
     const base = this.roleBase();
     let sp = this.root!.sp;
@@ -374,7 +378,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     flush = this.mmu.setLeaf(sp, indexAt(va, 1), gfn, spte) || flush;
     charge(this.costs.spteInstall);
     if (flush) this.mmu.flushRemote(this);
-    return "retry";
+    return access === "write" && (spte & PTE.RW) === 0n ? "emulate" : "retry";
   }
 
   private fetch(va: bigint, levels: { level: number; gpa: bigint; pte: bigint }[], access: X86Access, user: boolean): "emulate" | "retry" {
@@ -407,6 +411,16 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       sp = got.sp;
     }
     acc &= gpteAcc(leaf.pte);
+    // CR0.WP = 0: a supervisor write to a read-only page is allowed, so the
+    // walk's access becomes writable and supervisor-only (and not executable
+    // under SMEP) before it picks direct pages by role (KVM paging_tmpl.h
+    // FNAME(page_fault)): a direct page's SPTE rights are shared by every
+    // mapping with its role.
+    const wp = (this.guest().cr0 & CR0.WP) !== 0n;
+    if (!wp && !user && access === "write" && (acc & ACC_WRITE) === 0) {
+      acc = (acc | ACC_WRITE) & ~ACC_USER;
+      if ((this.guest().cr4 & CR4.SMEP) !== 0n) acc &= ~ACC_EXEC;
+    }
     // A clean guest large page is shadowed read-only (its direct pages are
     // shared by every mapping with the same role), so the first write faults
     // and the guest's D bit gets set.
@@ -430,12 +444,9 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       sp = got.sp;
     }
     // 3. The leaf SPTE: rights of the whole walk; W only once the gpte is dirty and the gfn unprotected.
-    const wp = (this.guest().cr0 & CR0.WP) !== 0n;
     let spte = (gfn << 12n) | PTE.P;
-    let wantWrite = (acc & ACC_WRITE) !== 0;
-    let user_ = (acc & ACC_USER) !== 0;
-    if (!wp && !user && access === "write" && !wantWrite) { wantWrite = true; user_ = false; }
-    if (user_) spte |= PTE.US;
+    const wantWrite = (acc & ACC_WRITE) !== 0;
+    if ((acc & ACC_USER) !== 0) spte |= PTE.US;
     if ((acc & ACC_EXEC) === 0) spte |= PTE.XD;
     const dirty = (leaf.pte & PTE.D) !== 0n || access === "write";
     let result: "emulate" | "retry" = "retry";
