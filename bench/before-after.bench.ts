@@ -15,7 +15,7 @@
 // each side's tlbStats() deltas per translation (walks, ptRefs), which must
 // agree: same work, different code.
 //
-// Run: npm run bench -- before-after [--quick | --smoke] [--baseline=REV] [--only=WORD,…]
+// Run: npm run bench -- before-after [--quick | --smoke] [--baseline=REV] [--only=WORD,…] [--rounds=N]
 // (--only: just the cases whose name contains one of the words, e.g. --only=x86,s12walk)
 // (the baseline is built on first use, ~10 s; `node scripts/bench-baseline.mjs REV` builds it by hand).
 
@@ -33,7 +33,9 @@ import * as arm from "./arm64-scenarios.js";
 const argv = process.argv.slice(2);
 const smoke = argv.includes("--smoke");
 const args = smoke ? { ...parseArgs(["--quick", "--time=60"]), warmupTime: 10 } : parseArgs(argv);
-const ROUNDS = smoke ? 2 : args.quick ? 3 : 7;
+const roundsArg = argv.find((a) => a.startsWith("--rounds="));
+const ROUNDS = roundsArg ? Number(roundsArg.slice(9)) : smoke ? 2 : args.quick ? 3 : 7;
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new RangeError(`bench: bad ${roundsArg}`);
 const TIER_UP_MS = smoke ? 30 : args.quick ? 200 : 600;
 const REV = argv.find((a) => a.startsWith("--baseline="))?.slice(11) ?? "ab130d2";
 const ONLY = argv.find((a) => a.startsWith("--only="))?.slice(7).split(",").filter((w) => w !== "");
