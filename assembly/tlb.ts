@@ -91,17 +91,17 @@ export const NO_SLOT: u32 = 0xffff_ffff;
 /** Marks that an entry may have been dropped or stopped matching (T_INV_EPOCH). */
 // @ts-ignore: decorator
 @inline export function invalidated(vb: usize): void {
-  store<u32>(vb + T_INV_EPOCH, load<u32>(vb + T_INV_EPOCH) + 1);
+  store<u32>(vb + T_INV_EPOCH, load<u32>(vb, T_INV_EPOCH) + 1);
 }
 
 // @ts-ignore: decorator
 @inline function epoch(vb: usize): u32 {
-  return load<u32>(vb + T_EPOCH);
+  return load<u32>(vb, T_EPOCH);
 }
 
 /** Starts the bookkeeping of a fresh vCPU block (idempotent). */
 export function tlbInit(vb: usize): void {
-  if (load<u32>(vb + T_EPOCH) == 0) {
+  if (load<u32>(vb, T_EPOCH) == 0) {
     store<u32>(vb + T_EPOCH, 1);
     store<u32>(vb + T_NEXT_TAG, 1);
   }
@@ -111,13 +111,13 @@ export function tlbInit(vb: usize): void {
 export function ctxLiveTag(vb: usize, slot: u32): u32 {
   if (slot >= CTX_SLOTS) return 0;
   const c = ctxPtr(vb, slot);
-  return load<u32>(c + CTX_EPOCH) == epoch(vb) ? load<u32>(c + CTX_TAG) : 0;
+  return load<u32>(c, CTX_EPOCH) == epoch(vb) ? load<u32>(c, CTX_TAG) : 0;
 }
 
 // @ts-ignore: decorator
 @inline function liveOf(vb: usize, slot: u32, field: u32): u32 {
   const c = ctxPtr(vb, slot);
-  return load<u32>(c + CTX_EPOCH) == epoch(vb) ? load<u32>(c + field) : 0;
+  return load<u32>(c, CTX_EPOCH) == epoch(vb) ? load<u32>(c + field) : 0;
 }
 
 /** Whether `slot` may hold live entries (gates the second probe of a lookup). */
@@ -135,7 +135,7 @@ export function ctxLiveTag(vb: usize, slot: u32): u32 {
 }
 
 function nextStamp(vb: usize): u32 {
-  const s = load<u32>(vb + T_STAMP) + 1;
+  const s = load<u32>(vb, T_STAMP) + 1;
   store<u32>(vb + T_STAMP, s);
   return s;
 }
@@ -165,19 +165,19 @@ export function slotAcquire(vb: usize, key: u64): u32 {
   for (let w: u32 = 0; w < CTX_WAYS; w++) {
     const s = first + w;
     const c = ctxPtr(vb, s);
-    const k = load<u64>(c + CTX_KEY);
+    const k = load<u64>(c, CTX_KEY);
     if (k == key) { store<u32>(c + CTX_STAMP, nextStamp(vb)); return s; }
     if (k == 0) {
       if (empty == NO_SLOT) empty = s;
       continue;
     }
-    const st = load<u32>(c + CTX_STAMP);
+    const st = load<u32>(c, CTX_STAMP);
     if (victim == NO_SLOT || st < oldest) { victim = s; oldest = st; }
   }
   if (empty != NO_SLOT) victim = empty;
   const c = ctxPtr(vb, victim);
-  if (load<u64>(c + CTX_KEY) == 0) {
-    const n = load<u32>(vb + T_SLOTS_USED);
+  if (load<u64>(c, CTX_KEY) == 0) {
+    const n = load<u32>(vb, T_SLOTS_USED);
     store<u16>(vb + VCPU_SLOTLIST + (<usize>n << 1), <u16>victim);
     store<u32>(vb + T_SLOTS_USED, n + 1);
   } else {
@@ -208,7 +208,7 @@ export function slotAcquire(vb: usize, key: u64): u32 {
 /** Clears the whole array and restarts tag allocation. */
 function rollover(vb: usize): void {
   memory.fill(tlbBaseOf(vb), 0, <usize>tlbEntries() * TLB_ENTRY);
-  counterAdd(vb, C_DROPPED, <u64>load<u32>(vb + T_TOTAL_LIVE));
+  counterAdd(vb, C_DROPPED, <u64>load<u32>(vb, T_TOTAL_LIVE));
   counterAdd(vb, C_ROLLOVERS, 1);
   store<u32>(vb + T_TOTAL_LIVE, 0);
   store<u32>(vb + T_EPOCH, epoch(vb) + 1);
@@ -223,7 +223,7 @@ function rollover(vb: usize): void {
 export function acquireTag(vb: usize, slot: u32): u32 {
   const t = ctxLiveTag(vb, slot);
   if (t != 0) return t;
-  let next = load<u32>(vb + T_NEXT_TAG);
+  let next = load<u32>(vb, T_NEXT_TAG);
   if (next > TAG_MAX) {
     rollover(vb);
     next = 1;
@@ -245,22 +245,22 @@ export function acquireTag(vb: usize, slot: u32): u32 {
 
 /** Accounting when a live entry leaves the array (eviction or invalidation). */
 function unaccount(vb: usize, e: usize): void {
-  const key = load<u64>(e + E_KEY);
-  const slot = load<u32>(e + E_CTX);
+  const key = load<u64>(e, E_KEY);
+  const slot = load<u32>(e, E_CTX);
   if (slot >= CTX_SLOTS) return;
   const c = ctxPtr(vb, slot);
-  if (load<u32>(c + CTX_EPOCH) != epoch(vb) || <u64>load<u32>(c + CTX_TAG) != (key >> 48)) return;
-  store<u32>(c + CTX_LIVE, load<u32>(c + CTX_LIVE) - 1);
-  const ps = pieceShift(load<u32>(e + E_ATTR));
-  if (ps == 21) store<u32>(c + CTX_LIVE2M, load<u32>(c + CTX_LIVE2M) - 1);
-  else if (ps == 30) store<u32>(c + CTX_LIVE1G, load<u32>(c + CTX_LIVE1G) - 1);
-  store<u32>(vb + T_TOTAL_LIVE, load<u32>(vb + T_TOTAL_LIVE) - 1);
+  if (load<u32>(c, CTX_EPOCH) != epoch(vb) || <u64>load<u32>(c, CTX_TAG) != (key >> 48)) return;
+  store<u32>(c + CTX_LIVE, load<u32>(c, CTX_LIVE) - 1);
+  const ps = pieceShift(load<u32>(e, E_ATTR));
+  if (ps == 21) store<u32>(c + CTX_LIVE2M, load<u32>(c, CTX_LIVE2M) - 1);
+  else if (ps == 30) store<u32>(c + CTX_LIVE1G, load<u32>(c, CTX_LIVE1G) - 1);
+  store<u32>(vb + T_TOTAL_LIVE, load<u32>(vb, T_TOTAL_LIVE) - 1);
 }
 
 function isLiveEntry(vb: usize, e: usize): bool {
-  const key = load<u64>(e + E_KEY);
+  const key = load<u64>(e, E_KEY);
   if (key == 0) return false;
-  const slot = load<u32>(e + E_CTX);
+  const slot = load<u32>(e, E_CTX);
   return <u64>ctxLiveTag(vb, slot) == (key >> 48);
 }
 
@@ -275,7 +275,7 @@ function isLiveEntry(vb: usize, e: usize): bool {
   const tag = ctxLiveTag(vb, slot);
   if (tag == 0) return 0;
   const e = slotAddr(vb, vpn, saltOf(tag));
-  return load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn) ? e : 0;
+  return load<u64>(e, E_KEY) == ((<u64>tag << 48) | vpn) ? e : 0;
 }
 
 /**
@@ -298,11 +298,11 @@ export function tlbFill(vb: usize, slot: u32, vpn: u64, pa4k: u64, attr: u32, re
   store<u32>(e + E_STATUS, (reportShift << BS_PSHIFT_SHIFT) | (((attr >> A_LEVEL_SHIFT) & 7) << BS_LEVEL_SHIFT));
   store<u32>(e + E_GFN, gfn);
   const c = ctxPtr(vb, slot);
-  store<u32>(c + CTX_LIVE, load<u32>(c + CTX_LIVE) + 1);
+  store<u32>(c + CTX_LIVE, load<u32>(c, CTX_LIVE) + 1);
   const ps = pieceShift(attr);
-  if (ps == 21) store<u32>(c + CTX_LIVE2M, load<u32>(c + CTX_LIVE2M) + 1);
-  else if (ps == 30) store<u32>(c + CTX_LIVE1G, load<u32>(c + CTX_LIVE1G) + 1);
-  store<u32>(vb + T_TOTAL_LIVE, load<u32>(vb + T_TOTAL_LIVE) + 1);
+  if (ps == 21) store<u32>(c + CTX_LIVE2M, load<u32>(c, CTX_LIVE2M) + 1);
+  else if (ps == 30) store<u32>(c + CTX_LIVE1G, load<u32>(c, CTX_LIVE1G) + 1);
+  store<u32>(vb + T_TOTAL_LIVE, load<u32>(vb, T_TOTAL_LIVE) + 1);
   counterAdd(vb, C_FILLS, 1);
 }
 
@@ -320,7 +320,7 @@ export function tlbDrop(vb: usize, e: usize): void {
 function flushSlotQuiet(vb: usize, slot: u32): void {
   const live = liveOf(vb, slot, CTX_LIVE);
   counterAdd(vb, C_DROPPED, <u64>live);
-  store<u32>(vb + T_TOTAL_LIVE, load<u32>(vb + T_TOTAL_LIVE) - live);
+  store<u32>(vb + T_TOTAL_LIVE, load<u32>(vb, T_TOTAL_LIVE) - live);
   store<u32>(ctxPtr(vb, slot) + CTX_EPOCH, 0);
   invalidated(vb);
 }
@@ -353,13 +353,13 @@ export function tlbFlushMatch(vb: usize, mask: u64, value: u64): void {
 /** tlbFlushMatch counted in counter `counter` (C_FLUSH_*). */
 export function flushMatchCounted(vb: usize, mask: u64, value: u64, counter: u32): void {
   counterAdd(vb, counter, 1);
-  const n = load<u32>(vb + T_SLOTS_USED);
+  const n = load<u32>(vb, T_SLOTS_USED);
   const list = vb + VCPU_SLOTLIST;
   const ep = epoch(vb);
   for (let i: u32 = 0; i < n; i++) {
     const s = <u32>load<u16>(list + (<usize>i << 1));
     const c = ctxPtr(vb, s);
-    if ((load<u64>(c + CTX_KEY) & mask) == value && load<u32>(c + CTX_EPOCH) == ep) {
+    if ((load<u64>(c, CTX_KEY) & mask) == value && load<u32>(c, CTX_EPOCH) == ep) {
       flushSlotQuiet(vb, s);
       acquireTag(vb, s);
     }
@@ -376,16 +376,16 @@ export function tlbFlushNonGlobal(vb: usize): void {
   const old = epoch(vb);
   const e = old + 1;
   let kept: u32 = 0;
-  const n = load<u32>(vb + T_SLOTS_USED);
+  const n = load<u32>(vb, T_SLOTS_USED);
   const list = vb + VCPU_SLOTLIST;
   for (let i: u32 = 0; i < n; i++) {
     const c = ctxPtr(vb, <u32>load<u16>(list + (<usize>i << 1)));
-    if ((load<u64>(c + CTX_KEY) & KEY_GLOBAL) != 0 && load<u32>(c + CTX_EPOCH) == old) {
+    if ((load<u64>(c, CTX_KEY) & KEY_GLOBAL) != 0 && load<u32>(c, CTX_EPOCH) == old) {
       store<u32>(c + CTX_EPOCH, e);
-      kept += load<u32>(c + CTX_LIVE);
+      kept += load<u32>(c, CTX_LIVE);
     }
   }
-  counterAdd(vb, C_DROPPED, <u64>(load<u32>(vb + T_TOTAL_LIVE) - kept));
+  counterAdd(vb, C_DROPPED, <u64>(load<u32>(vb, T_TOTAL_LIVE) - kept));
   store<u32>(vb + T_EPOCH, e);
   store<u32>(vb + T_TOTAL_LIVE, kept);
   invalidated(vb);
@@ -394,7 +394,7 @@ export function tlbFlushNonGlobal(vb: usize): void {
 /** Flushes every slot. */
 export function tlbFlushAll(vb: usize): void {
   counterAdd(vb, C_FLUSH_ALL, 1);
-  counterAdd(vb, C_DROPPED, <u64>load<u32>(vb + T_TOTAL_LIVE));
+  counterAdd(vb, C_DROPPED, <u64>load<u32>(vb, T_TOTAL_LIVE));
   store<u32>(vb + T_EPOCH, epoch(vb) + 1);
   store<u32>(vb + T_TOTAL_LIVE, 0);
   invalidated(vb);
@@ -408,8 +408,8 @@ export function tlbFlushAll(vb: usize): void {
 /** Drops the entry with live tag `tag` caching `vpn` if its piece shift is `shift` (any if 0) and its level passes. */
 function probeDrop(vb: usize, tag: u32, vpn: u64, shift: u32, level: u32): void {
   const e = slotAddr(vb, vpn, saltOf(tag));
-  if (load<u64>(e + E_KEY) == ((<u64>tag << 48) | vpn)) {
-    const attr = load<u32>(e + E_ATTR);
+  if (load<u64>(e, E_KEY) == ((<u64>tag << 48) | vpn)) {
+    const attr = load<u32>(e, E_ATTR);
     if ((shift == 0 || pieceShift(attr) == shift) && levelOk(attr, level)) tlbDrop(vb, e);
   }
 }
@@ -446,9 +446,9 @@ export function tlbInvalidateRange(vb: usize, slot: u32, vpn: u64, pages: u64, l
     const keyHi = <u64>tag << 48;
     const base = tlbBaseOf(vb);
     for (let e = base, stop = base + <usize>entries * TLB_ENTRY; e < stop; e += TLB_ENTRY) {
-      const key = load<u64>(e + E_KEY);
+      const key = load<u64>(e, E_KEY);
       if ((key & ~VPN_MASK) != keyHi) continue;
-      const attr = load<u32>(e + E_ATTR);
+      const attr = load<u32>(e, E_ATTR);
       const span = (<u64>1 << (pieceShift(attr) - 12)) - 1;
       const first = (key & VPN_MASK) & ~span;
       if (first < end && first + span >= vpn && levelOk(attr, level)) tlbDrop(vb, e);
@@ -466,7 +466,7 @@ export function tlbInvalidateRange(vb: usize, slot: u32, vpn: u64, pages: u64, l
  * tlbInvalidateRange on every slot in use whose key k has (k & mask) == value.
  */
 export function tlbInvalidateRangeMatch(vb: usize, mask: u64, value: u64, vpn: u64, pages: u64, level: u32): void {
-  const n = load<u32>(vb + T_SLOTS_USED);
+  const n = load<u32>(vb, T_SLOTS_USED);
   const list = vb + VCPU_SLOTLIST;
   for (let i: u32 = 0; i < n; i++) {
     const s = <u32>load<u16>(list + (<usize>i << 1));

@@ -33,7 +33,7 @@ import { hostForLoadLazy, loadEntry, casEntry, slotBase, eagerBytes, ramHost } f
 import { counterAdd, VPN_MASK } from "./tlb";
 import { x86Reserved, x86Fold, x86TableAd, x86Fault, x86Leaf } from "./x86/mmu";
 import { eptPresent, eptMisconfigured, eptFold, eptTableAd, eptFault, eptTranslate, eptLeaf } from "./x86/ept";
-import { armValid, armFold, armNextTableOk, armFault, s2Translate, s2Leaf } from "./arm64/mmu";
+import { armValid, armFoldMask, armNextTableOk, armFault, s2Translate, s2Leaf } from "./arm64/mmu";
 
 /** Walk flags (every format). */
 export const WALK_AD: u32 = 1; //     hardware A/D (arm64 AF/DBM) updates
@@ -190,8 +190,11 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
  * 5. A leaf → the format's leaf hook (x86Leaf, eptLeaf, s2Leaf: rights,
  *    A/D, output), or for arm64 stage 1 a hand-over to its leaf step (wDesc, wHost, wEa,
  *    wLevel, wFold) with STATUS_OK.
- * 6. A table → the format's table A/D update (RETRY if the compare-exchange
- *    lost), the next-table check, descend.
+ * 6. A table → if its accessed flag is clear (x86 A; EPT A under EPTP.AD),
+ *    the format's table A/D update (RETRY if the compare-exchange lost);
+ *    the next-table check; descend.
+ * Entries read are counted at the exit (top level − level), not per level;
+ * per-walk fields (masks, arm64 HPD) are read once, before the loop.
  * Returns STATUS_OK (translated, or an arm64 leaf handed over), a fault status, or RETRY.
  */
 // @ts-ignore: decorator
@@ -199,22 +202,21 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   fold: u64, access: u32, priv: u32, flags: u32): u32 {
   const ptw = two ? load<u32>(c, MC_PTW) : MMU_NONE;
   const mask = fmt == FMT_X86 && (flags & WALK_DEBUG) != 0 ? <u64>0x000f_ffff_ffff_f000 : load<u64>(c, MC_ADDR);
-  const setAD = (flags & WALK_AD) != 0 && (flags & WALK_DEBUG) == 0 && (fmt == FMT_X86 || (load<u32>(c, MC_FLAGS) & MF_AD) != 0);
   const rsvdBase = fmt == FMT_X86 || fmt == FMT_EPT ? load<u64>(c, MC_RSVD) : 0;
   const mbec = fmt == FMT_EPT && (load<u32>(c, MC_FLAGS) & MF_MBEC) != 0;
   const sb = slotBase, eb = eagerBytes, rh = ramHost;
-  const cb = <usize>load<u32>(c, MC_CTRS);
   const oaBits = fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2 ? load<u32>(c, MC_OABITS) : 0;
-  let refs: u64 = 0;
+  const foldMask = fmt == FMT_ARM_S1 ? armFoldMask(c, addr) : 0;
+  // Entries read = top − level (+ 1 once the entry at `level` is loaded): no counter in the loop.
+  const top = level;
   if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) store<u32>(vb + R_WALK_TOP, level);
   let shift = <u64>(12 + 9 * (level - 1));
   let idxMask = (<u64>1 << idxBits) - 1;
   while (true) {
     const ea = table + (((addr >> shift) & idxMask) << 3);
     const host = descHost(fmt, two, c, ptw, addr, ea, level, access, flags, sb, eb, rh);
-    if (host == 0) { countRefs(fmt, cb, refs); return lastStageStatus; }
+    if (host == 0) { countRefs(fmt, <usize>load<u32>(c, MC_CTRS), top - level); return lastStageStatus; }
     const d = loadEntry(host);
-    refs++;
     if (fmt == FMT_X86 && (flags & WALK_RECORD) != 0) {
       const r = vb + R_WALK + ((level - 1) << 4);
       store<u64>(r, ea);
@@ -225,13 +227,13 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
     else if (fmt == FMT_EPT) present = eptPresent(mbec, d);
     else present = armValid(d, level);
     if (!present) {
-      countRefs(fmt, cb, refs);
+      countRefs(fmt, <usize>load<u32>(c, MC_CTRS), top - level + 1);
       if (fmt == FMT_X86) return x86Fault(c, K_INVALID, level, access, priv, flags);
       if (fmt == FMT_EPT) return eptFault(c, K_INVALID, addr, level, fold & eptFold(mbec, d));
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_TRANSLATION, 4 - level, access);
     }
     if ((fmt == FMT_X86 && x86Reserved(rsvdBase, d, level, flags)) || (fmt == FMT_EPT && eptMisconfigured(rsvdBase, d, level))) {
-      countRefs(fmt, cb, refs);
+      countRefs(fmt, <usize>load<u32>(c, MC_CTRS), top - level + 1);
       if (fmt == FMT_X86) return x86Fault(c, K_RSVD, level, access, priv, flags);
       return eptFault(c, K_RSVD, addr, level, 0);
     }
@@ -241,25 +243,28 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
     else leaf = level == 1 || (d & 2) == 0;
     if (fmt == FMT_X86) fold &= x86Fold(d);
     else if (fmt == FMT_EPT) fold &= eptFold(mbec, d);
-    else if (fmt == FMT_ARM_S1 && !leaf) fold |= armFold(c, d, addr);
+    else if (fmt == FMT_ARM_S1 && !leaf) fold |= d & foldMask;
     if (leaf) {
-      countRefs(fmt, cb, refs);
-      if (fmt == FMT_X86) return x86Leaf(c, cb, addr, access, priv, flags, d, host, ea, level, <u32>fold, ptw);
+      const cb = <usize>load<u32>(c, MC_CTRS);
+      countRefs(fmt, cb, top - level + 1);
+      if (fmt == FMT_X86) return x86Leaf(c, cb, addr, access, priv, flags, d, host, ea, level, <u32>fold, ptw, mask);
       if (fmt == FMT_EPT) return eptLeaf(c, cb, addr, access, flags, d, host, level, <u32>fold);
       if (fmt == FMT_ARM_S2) return s2Leaf(c, cb, addr, access, priv != 0, flags, d, host, level);
       wDesc = d; wHost = host; wEa = ea; wLevel = level; wFold = fold;
       return STATUS_OK;
     }
-    if (fmt == FMT_X86 && (flags & WALK_DEBUG) == 0) {
-      const s = x86TableAd(c, cb, host, d, ea, ptw, level, setAD);
-      if (s != STATUS_OK) { countRefs(fmt, cb, refs); return s; }
-    } else if (fmt == FMT_EPT && setAD) {
-      const s = eptTableAd(cb, host, d);
-      if (s != STATUS_OK) { countRefs(fmt, cb, refs); return s; }
+    // Table A/D (the accessed flag of a non-leaf entry): only when it is clear.
+    if (fmt == FMT_X86 && (d & X86_A) == 0 && (flags & WALK_DEBUG) == 0) {
+      const s = x86TableAd(c, <usize>load<u32>(c, MC_CTRS), host, d, ea, ptw, level, (flags & WALK_AD) != 0);
+      if (s != STATUS_OK) { countRefs(fmt, <usize>load<u32>(c, MC_CTRS), top - level + 1); return s; }
+    } else if (fmt == FMT_EPT && (d & EPT_A) == 0 && (flags & WALK_AD) != 0 && (flags & WALK_DEBUG) == 0
+      && (load<u32>(c, MC_FLAGS) & MF_AD) != 0) {
+      const s = eptTableAd(<usize>load<u32>(c, MC_CTRS), host, d);
+      if (s != STATUS_OK) { countRefs(fmt, <usize>load<u32>(c, MC_CTRS), top - level + 1); return s; }
     }
     table = d & mask;
     if ((fmt == FMT_ARM_S1 || fmt == FMT_ARM_S2) && !armNextTableOk(oaBits, table)) {
-      countRefs(fmt, cb, refs);
+      countRefs(fmt, <usize>load<u32>(c, MC_CTRS), top - level + 1);
       return armFault(fmt == FMT_ARM_S2 ? 2 : 1, FK_ADDRESS_SIZE, 4 - level, access);
     }
     level--;
@@ -268,10 +273,15 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   }
 }
 
+/** The accessed flag of a non-leaf entry: x86 A (bit 5), EPT A (bit 8, with EPTP.AD). */
+const X86_A: u64 = 1 << 5;
+const EPT_A: u64 = 1 << 8;
+
+/** Counts `refs` entry reads in counter block `cb` (and, for a second-stage format, as second-stage reads). */
 // @ts-ignore: decorator
-@inline function countRefs(fmt: u32, vb: usize, refs: u64): void {
-  counterAdd(vb, C_PT_REFS, refs);
-  if (fmt == FMT_EPT || fmt == FMT_ARM_S2) counterAdd(vb, C_S2_REFS, refs);
+@inline function countRefs(fmt: u32, cb: usize, refs: u32): void {
+  counterAdd(cb, C_PT_REFS, <u64>refs);
+  if (fmt == FMT_EPT || fmt == FMT_ARM_S2) counterAdd(cb, C_S2_REFS, <u64>refs);
 }
 
 /** Status of the last descriptor fetch that failed in descHost: a second-stage fault, or an abort. */
@@ -312,14 +322,14 @@ let lastStageStatus: u32 = STATUS_OK;
     if (arm && e0pd != 0 && ((e0pd >> <u32>(va >> 63)) & 1) != 0) break;
     const vpn = (va >> 12) & VPN_MASK;
     const e = tlb + (<usize>((vpn ^ salt) & mask) << 5);
-    if (load<u64>(e + E_KEY) != (keyHi | vpn)) break;
+    if (load<u64>(e, E_KEY) != (keyHi | vpn)) break;
     const access = <u32>load<u8>(acArr + <usize>i);
     if (access > 2) break;
     if (arm) {
-      if ((load<u32>(e + E_ATTR) & <u32>((grant >> (access << 3)) & 0xff)) == 0) break;
-    } else if (((grant >> ((access << 4) + (load<u32>(e + E_ATTR) & 15))) & 1) != 0) break;
-    store<u64>(paArr + (<usize>i << 3), load<u64>(e + E_PA) | (va & 0xfff));
-    store<u32>(stArr + (<usize>i << 2), load<u32>(e + E_STATUS));
+      if ((load<u32>(e, E_ATTR) & <u32>((grant >> (access << 3)) & 0xff)) == 0) break;
+    } else if (((grant >> ((access << 4) + (load<u32>(e, E_ATTR) & 15))) & 1) != 0) break;
+    store<u64>(paArr + (<usize>i << 3), load<u64>(e, E_PA) | (va & 0xfff));
+    store<u32>(stArr + (<usize>i << 2), load<u32>(e, E_STATUS));
   }
   return i;
 }

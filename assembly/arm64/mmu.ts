@@ -75,7 +75,7 @@ const FF_WRITE: u32 = 2;
 
 /** VMID in force: VTTBR_EL2[63:48], 16 bits if VTCR.VS else 8. */
 function vmidOf(regs: usize): u64 {
-  return (load<u64>(regs + S_VTTBR) >> 48) & ((load<u64>(regs + S_VTCR) & VTCR_VS) != 0 ? 0xffff : 0xff);
+  return (load<u64>(regs, S_VTTBR) >> 48) & ((load<u64>(regs, S_VTCR) & VTCR_VS) != 0 ? 0xffff : 0xff);
 }
 
 /**
@@ -87,8 +87,8 @@ function vmidOf(regs: usize): u64 {
  * stage-2-only TLB entries (the VMID). No TLB maintenance.
  */
 export function armDecodeS2(c: usize, vb: usize, regs: usize): i32 {
-  const vtcr = load<u64>(regs + S_VTCR);
-  const hcr = load<u64>(regs + S_HCR);
+  const vtcr = load<u64>(regs, S_VTCR);
+  const hcr = load<u64>(regs, S_HCR);
   invalidated(vb);
   store<u32>(c + MC_VCPU, <u32>vb);
   store<u32>(c + MC_CTRS, <u32>vb);
@@ -103,10 +103,10 @@ export function armDecodeS2(c: usize, vb: usize, regs: usize): i32 {
   store<u32>(c + MC_TOPBITS, bad ? 1 : <u32>top);
   store<u32>(c + MC_TSZ0, ipaBits);
   store<u32>(c + MC_OABITS, paBitsOf(<u32>(vtcr >> VTCR_PS_SHIFT)));
-  store<u64>(c + MC_ROOT, load<u64>(regs + S_VTTBR));
+  store<u64>(c + MC_ROOT, load<u64>(regs, S_VTTBR));
   store<u64>(c + MC_ADDR, D_ADDR_MASK);
   const ha = (vtcr & VTCR_HA) != 0;
-  store<u32>(c + MC_FLAGS, (load<u32>(regs + S_TLB_ON) != 0 ? MF_TLB : 0) | (ha ? MF_AD : 0)
+  store<u32>(c + MC_FLAGS, (load<u32>(regs, S_TLB_ON) != 0 ? MF_TLB : 0) | (ha ? MF_AD : 0)
     | (ha && (vtcr & VTCR_HD) != 0 ? MF_HD : 0) | ((hcr & HCR_PTW) != 0 ? MF_PTWDEV : 0) | (bad ? MF_BAD : 0));
   store<u64>(c + MC_KEY, KEY_VALID | KEY_S2 | (vmidOf(regs) << KEY_SPACE_SHIFT));
   store<u64>(c + MC_GKEY, 0);
@@ -123,27 +123,27 @@ export function armDecodeS2(c: usize, vb: usize, regs: usize): i32 {
  * ASID) and (VMID, global). No TLB maintenance. Decode stage 2 first.
  */
 export function armDecodeS1(c: usize, vb: usize, regs: usize, ptw: u32): i32 {
-  const tcr = load<u64>(regs + S_TCR);
-  const sctlr = load<u64>(regs + S_SCTLR);
-  const pan = load<u32>(regs + S_PAN) != 0;
+  const tcr = load<u64>(regs, S_TCR);
+  const sctlr = load<u64>(regs, S_SCTLR);
+  const pan = load<u32>(regs, S_PAN) != 0;
   invalidated(vb);
   store<u32>(c + MC_VCPU, <u32>vb);
   store<u32>(c + MC_CTRS, <u32>vb);
   store<u32>(c + MC_PTW, ptw);
   store<u32>(c + MC_FORMAT, (sctlr & SCTLR_M) != 0 ? FMT_ARM_S1 : FMT_OFF);
   store<u64>(c + MC_TCR, tcr);
-  store<u64>(c + MC_ROOT, load<u64>(regs + S_TTBR0));
-  store<u64>(c + MC_ROOT1, load<u64>(regs + S_TTBR1));
+  store<u64>(c + MC_ROOT, load<u64>(regs, S_TTBR0));
+  store<u64>(c + MC_ROOT1, load<u64>(regs, S_TTBR1));
   store<u64>(c + MC_ADDR, D_ADDR_MASK);
   store<u32>(c + MC_TSZ0, effectiveTsz(<u32>(tcr & 63)));
   store<u32>(c + MC_TSZ1, effectiveTsz(<u32>((tcr >> 16) & 63)));
   store<u32>(c + MC_OABITS, paBitsOf(<u32>(tcr >> TCR_IPS_SHIFT)));
   const ha = (tcr & TCR_HA) != 0;
-  store<u32>(c + MC_FLAGS, (load<u32>(regs + S_TLB_ON) != 0 ? MF_TLB : 0) | (ha ? MF_AD : 0) | (ha && (tcr & TCR_HD) != 0 ? MF_HD : 0)
+  store<u32>(c + MC_FLAGS, (load<u32>(regs, S_TLB_ON) != 0 ? MF_TLB : 0) | (ha ? MF_AD : 0) | (ha && (tcr & TCR_HD) != 0 ? MF_HD : 0)
     | (pan ? MF_PAN : 0) | ((sctlr & SCTLR_WXN) != 0 ? MF_WXN : 0));
   store<u64>(c + MC_HITS, <u64>(allowBit(ARM_READ, false, pan) | (allowBit(ARM_WRITE, false, pan) << 8) | (allowBit(ARM_FETCH, false, pan) << 16)));
   store<u64>(c + MC_HITU, <u64>(allowBit(ARM_READ, true, pan) | (allowBit(ARM_WRITE, true, pan) << 8) | (allowBit(ARM_FETCH, true, pan) << 16)));
-  const ttbr = (tcr & TCR_A1) != 0 ? load<u64>(regs + S_TTBR1) : load<u64>(regs + S_TTBR0);
+  const ttbr = (tcr & TCR_A1) != 0 ? load<u64>(regs, S_TTBR1) : load<u64>(regs, S_TTBR0);
   const asid = (ttbr >> 48) & ((tcr & TCR_AS) != 0 ? 0xffff : 0xff);
   const space = KEY_VALID | (vmidOf(regs) << KEY_SPACE_SHIFT);
   store<u64>(c + MC_KEY, space | asid);
@@ -181,11 +181,11 @@ export function armFault(stage: u32, kind: u32, level: u32, access: u32): u32 {
   return (d & D_VALID) != 0 && !(level == 4 && !isTable) && !(level == 1 && !isTable);
 }
 
-/** Fold hook (stage 1, table descriptors): APTable/UXNTable/PXNTable unless TCR.HPDn for the VA's half. */
+/** Fold hook (stage 1, table descriptors): the bits of a table descriptor folded over the walk of `va` — APTable/UXNTable/PXNTable, none under TCR.HPDn for the VA's half; read once per walk. */
 // @ts-ignore: decorator
-@inline export function armFold(c: usize, d: u64, va: u64): u64 {
+@inline export function armFoldMask(c: usize, va: u64): u64 {
   const hpd = (load<u64>(c, MC_TCR) & (((va >> 55) & 1) != 0 ? TCR_HPD1 : TCR_HPD0)) != 0;
-  return hpd ? 0 : d & (D_PXNTABLE | D_UXNTABLE | D_APTABLE0 | D_APTABLE1);
+  return hpd ? 0 : D_PXNTABLE | D_UXNTABLE | D_APTABLE0 | D_APTABLE1;
 }
 
 /** Next-table hook: the table address fits the output size `oaBits` (else an address-size fault). */
@@ -292,9 +292,9 @@ export function s2Translate(p: usize, ipa: u64, access: u32, el0: bool, ptw: boo
     slot = slotCached(vb, p + MC_SLOT, load<u64>(p, MC_KEY));
     const e = tlbLookup(vb, slot, vpn);
     if (e != 0) {
-      const attr = load<u32>(e + E_ATTR);
+      const attr = load<u32>(e, E_ATTR);
       if (s2Grants(f, attr & 0xff, access, el0, ptw)) {
-        setStage(load<u64>(e + E_PA) | (ipa & 0xfff), (attr >> A_PSHIFT_SHIFT) & 31, (attr >> A_LEVEL_SHIFT) & 7, attr & 0xff);
+        setStage(load<u64>(e, E_PA) | (ipa & 0xfff), (attr >> A_PSHIFT_SHIFT) & 31, (attr >> A_LEVEL_SHIFT) & 7, attr & 0xff);
         return STATUS_OK;
       }
       tlbDrop(vb, e);
@@ -509,11 +509,11 @@ function armTranslateSlow(c: usize, vb: usize, va: u64, access: u32, el0: bool):
       if (slotHasLive(vb, g)) e = tlbLookup(vb, g, vpn);
     }
     if (e != 0) {
-      const attr = load<u32>(e + E_ATTR);
+      const attr = load<u32>(e, E_ATTR);
       if ((attr & allowBit(access, el0, (f & MF_PAN) != 0)) != 0) {
         counterAdd(vb, C_HITS, 1);
-        const st = load<u32>(e + E_STATUS);
-        setResultArm(load<u64>(e + E_PA) | (va & 0xfff), rIpa, (st >> BS_LEVEL_SHIFT) & 0xff, (st >> BS_PSHIFT_SHIFT) & 31, attr);
+        const st = load<u32>(e, E_STATUS);
+        setResultArm(load<u64>(e, E_PA) | (va & 0xfff), rIpa, (st >> BS_LEVEL_SHIFT) & 0xff, (st >> BS_PSHIFT_SHIFT) & 31, attr);
         return STATUS_OK;
       }
       tlbDrop(vb, e);

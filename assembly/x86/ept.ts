@@ -92,8 +92,8 @@ export function eptpCheck(eptp: u64, maxPhy: u32): i32 {
  * invalid EPTP the record is left unchanged.
  */
 export function eptDecodeContext(c: usize, vb: usize, regs: usize): i32 {
-  const eptp = load<u64>(regs + S_EPTP);
-  const m = load<u32>(regs + S_MAXPHY);
+  const eptp = load<u64>(regs, S_EPTP);
+  const m = load<u32>(regs, S_MAXPHY);
   const rc = eptpCheck(eptp, m);
   if (rc != EPTP_OK) return rc;
   invalidated(vb);
@@ -107,8 +107,8 @@ export function eptDecodeContext(c: usize, vb: usize, regs: usize): i32 {
   store<u64>(c + MC_ADDR, addrMask);
   store<u64>(c + MC_RSVD, 0x000f_ffff_ffff_f000 & ~addrMask);
   store<u32>(c + MC_OABITS, m);
-  store<u32>(c + MC_FLAGS, (load<u32>(regs + S_TLB_ON) != 0 ? MF_TLB : 0) | ((eptp & 0x40) != 0 ? MF_AD : 0)
-    | (load<u32>(regs + S_MBEC) != 0 ? MF_MBEC : 0));
+  store<u32>(c + MC_FLAGS, (load<u32>(regs, S_TLB_ON) != 0 ? MF_TLB : 0) | ((eptp & 0x40) != 0 ? MF_AD : 0)
+    | (load<u32>(regs, S_MBEC) != 0 ? MF_MBEC : 0));
   const idx = ep4taAcquire(vb, eptp & 0x000f_ffff_ffff_f000);
   store<u64>(c + MC_KEY, KEY_VALID | KEY_S2 | (<u64>idx << KEY_EPT_SHIFT));
   store<u64>(c + MC_GKEY, 0);
@@ -127,7 +127,7 @@ export function ep4taIndexOf(p: usize): u32 {
  * combined) are flushed first, so a reused index never names stale entries.
  */
 function ep4taAcquire(vb: usize, root: u64): u32 {
-  const stamp = load<u32>(vb + T_STAMP) + 1;
+  const stamp = load<u32>(vb, T_STAMP) + 1;
   store<u32>(vb + T_STAMP, stamp);
   let free: u32 = 0, lru: u32 = 0, oldest: u32 = 0xffff_ffff;
   for (let i: u32 = 1; i <= EP4TA_COUNT; i++) {
@@ -192,10 +192,9 @@ function ep4taFind(vb: usize, root: u64): u32 {
   return (d & 7) | (mbec && (d & EPT_USER_EXEC) != 0 ? <u64>EPT_UX : 0);
 }
 
-/** Table A/D hook: sets A in a non-leaf entry (EPTP.AD; the loop checks it). */
+/** Table A/D hook, called for a non-leaf entry whose A is clear under EPTP.AD (the loop tests both): sets A. */
 // @ts-ignore: decorator
 @inline export function eptTableAd(vb: usize, host: usize, d: u64): u32 {
-  if ((d & EPT_A) != 0) return STATUS_OK;
   return casCounted(vb, host, d, d | EPT_A) ? STATUS_OK : RETRY;
 }
 
@@ -289,9 +288,9 @@ export function eptTranslate(p: usize, gpa: u64, access: u32, user: u32, ptw: bo
     slot = slotCached(vb, p + MC_SLOT, load<u64>(p, MC_KEY));
     const e = tlbLookup(vb, slot, vpn);
     if (e != 0) {
-      const attr = load<u32>(e + E_ATTR);
+      const attr = load<u32>(e, E_ATTR);
       if (allows(attr & 0x1f, f, access, ptw, user != 0, true)) {
-        setStage(load<u64>(e + E_PA) | (gpa & 0xfff), (attr >> A_PSHIFT_SHIFT) & 31, (attr >> A_LEVEL_SHIFT) & 7, attr & 0x1f);
+        setStage(load<u64>(e, E_PA) | (gpa & 0xfff), (attr >> A_PSHIFT_SHIFT) & 31, (attr >> A_LEVEL_SHIFT) & 7, attr & 0x1f);
         return STATUS_OK;
       }
       tlbDrop(vb, e);
@@ -359,7 +358,7 @@ export function vmxInvvpid(vb: usize, type: u32, vpid: u32, va: u64): void {
 /** The smallest VPID > `after` that some slot in use carries, or 0x10000. */
 function nextVpid(vb: usize, after: u32): u32 {
   let best: u32 = 0x10000;
-  const n = load<u32>(vb + T_SLOTS_USED);
+  const n = load<u32>(vb, T_SLOTS_USED);
   for (let i: u32 = 0; i < n; i++) {
     const s = <u32>load<u16>(vb + VCPU_SLOTLIST + (<usize>i << 1));
     const k = load<u64>(vb + VCPU_CTX + <usize>s * CTX_STRIDE + CTX_KEY);

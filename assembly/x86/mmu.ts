@@ -67,12 +67,12 @@ export const CONTROL_EMAXPHY: i32 = 2; //   MAXPHYADDR outside 32..52
  *    VPID and EP4TA only under EPT (VMX non-root).
  */
 export function x86DecodeContext(c: usize, vb: usize, regs: usize, ptw: u32): i32 {
-  const cr0 = load<u64>(regs + S_CR0);
-  const cr3 = load<u64>(regs + S_CR3);
-  const cr4 = load<u64>(regs + S_CR4);
-  const efer = load<u64>(regs + S_EFER);
-  const rflags = load<u64>(regs + S_RFLAGS);
-  const maxPhy = load<u32>(regs + S_MAXPHY);
+  const cr0 = load<u64>(regs, S_CR0);
+  const cr3 = load<u64>(regs, S_CR3);
+  const cr4 = load<u64>(regs, S_CR4);
+  const efer = load<u64>(regs, S_EFER);
+  const rflags = load<u64>(regs, S_RFLAGS);
+  const maxPhy = load<u32>(regs, S_MAXPHY);
   invalidated(vb);
   store<u32>(c + MC_VCPU, <u32>vb);
   if (load<u32>(c, MC_CTRS) == 0) store<u32>(c + MC_CTRS, <u32>vb);
@@ -95,8 +95,8 @@ export function x86DecodeContext(c: usize, vb: usize, regs: usize, ptw: u32): i3
   store<u64>(c + MC_ROOT, cr3 & addrMask);
   store<u64>(c + MC_ADDR, addrMask);
   store<u64>(c + MC_RSVD, (PTE_ADDR_MASK_52 & ~addrMask) | (nxe ? 0 : <u64>1 << 63));
-  store<u32>(c + MC_PKRU, <u32>load<u64>(regs + S_PKRU));
-  store<u32>(c + MC_FLAGS, (load<u32>(regs + S_TLB_ON) != 0 ? MF_TLB : 0) | (pkActive ? MF_PK : 0)
+  store<u32>(c + MC_PKRU, <u32>load<u64>(regs, S_PKRU));
+  store<u32>(c + MC_FLAGS, (load<u32>(regs, S_TLB_ON) != 0 ? MF_TLB : 0) | (pkActive ? MF_PK : 0)
     | ((cr4 & CR4_PGE) != 0 ? MF_PGE : 0) | (wp ? MF_WP : 0) | (nxe ? MF_NXE : 0));
 
   let perm: u64 = 0;
@@ -156,10 +156,10 @@ export function mmuOwnCounters(c: usize): usize {
 
 /** MOV to CR3: the new root and PCID key from the registers at `regs` (CR4 unchanged, so the mode and rights tables stand). No flush. */
 export function x86ReloadCr3(c: usize, vb: usize, regs: usize): void {
-  const cr3 = load<u64>(regs + S_CR3);
+  const cr3 = load<u64>(regs, S_CR3);
   invalidated(vb);
   store<u64>(c + MC_ROOT, cr3 & load<u64>(c, MC_ADDR));
-  setKeys(c, vb, regs, cr3, load<u64>(regs + S_CR4));
+  setKeys(c, vb, regs, cr3, load<u64>(regs, S_CR4));
 }
 
 /** Space bits of the keys of record `c`: EP4TA index and VPID under EPT, else 0. */
@@ -167,7 +167,7 @@ function spaceOf(c: usize, vb: usize, regs: usize): u64 {
   const ptw = load<u32>(c, MC_PTW);
   if (ptw == MMU_NONE) return 0;
   const e = ep4taIndexOf(ctxOf(c, ptw));
-  return (<u64>e << KEY_EPT_SHIFT) | (<u64>(load<u32>(regs + S_VPID) & 0xffff) << KEY_SPACE_SHIFT);
+  return (<u64>e << KEY_EPT_SHIFT) | (<u64>(load<u32>(regs, S_VPID) & 0xffff) << KEY_SPACE_SHIFT);
 }
 
 function setKeys(c: usize, vb: usize, regs: usize, cr3: u64, cr4: u64): void {
@@ -194,9 +194,8 @@ function setKeys(c: usize, vb: usize, regs: usize, cr3: u64, cr4: u64): void {
   return ((perm >> (ai * 8 + acc)) & 1) != 0;
 }
 
-/** Protection-key violation for a data access to a user page with key `pkey` (SDM §4.6.2). */
-function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
-  const f = load<u32>(c, MC_FLAGS);
+/** Protection-key violation for a data access to a user page with key `pkey` (SDM §4.6.2); `f` is record `c`'s MC_FLAGS. */
+function pkFault(c: usize, f: u32, access: u32, user: u32, acc: u32, pkey: u32): bool {
   if ((f & MF_PK) == 0 || access == ACCESS_FETCH || (acc & ACC_USER) == 0) return false;
   const bits = (load<u32>(c, MC_PKRU) >> (pkey * 2)) & 3;
   if (bits & 1) return true;
@@ -231,13 +230,13 @@ function pkFault(c: usize, access: u32, user: u32, acc: u32, pkey: u32): bool {
 }
 
 /**
- * Table A/D hook: sets A in a non-leaf entry. Under EPT the update is a
+ * Table A/D hook, called for a non-leaf entry whose A is clear (the loop
+ * tests it): sets A. Under EPT the update is a
  * guest-physical write through the translation the load used (no second EPT
  * walk): refused unless W in every EPT entry of it — an EPT violation.
  */
 // @ts-ignore: decorator
 @inline export function x86TableAd(c: usize, cb: usize, host: usize, pte: u64, ea: u64, ptw: u32, level: u32, setAD: bool): u32 {
-  if ((pte & PTE_A) != 0) return STATUS_OK;
   if (ptw != MMU_NONE && (sAllow & EPT_W) == 0) return eptViolation(ctxOf(c, ptw), ea, ACCESS_WRITE, true, false, sLevel, sAllow);
   if (!setAD) return STATUS_OK;
   return casCounted(cb, host, pte, pte | PTE_A) ? STATUS_OK : RETRY;
@@ -268,11 +267,13 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
  * (WALK_CHECK), then the A and D update (WALK_AD; under EPT an EPT-checked
  * write, checked also without WALK_AD), then the output: rPa = the
  * guest-physical address (the physical one without EPT), rLevel, rShift,
- * rAttr. Returns STATUS_* or RETRY.
+ * rAttr; `mask` is the walk's address mask (MC_ADDR, or bits 51:12 for the
+ * debugger view). Returns STATUS_* or RETRY.
  */
 // @ts-ignore: decorator
 @inline export function x86Leaf(c: usize, cb: usize, va: u64, access: u32, user: u32, flags: u32,
-  pte: u64, host: usize, ea: u64, level: u32, acc: u32, ptw: u32): u32 {
+  pte: u64, host: usize, ea: u64, level: u32, acc: u32, ptw: u32, mask: u64): u32 {
+  const cf = load<u32>(c, MC_FLAGS);
   const debug = (flags & WALK_DEBUG) != 0;
   const pshift = 12 + 9 * (level - 1);
   const pmask = (<u64>1 << pshift) - 1;
@@ -280,7 +281,7 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
   if ((flags & WALK_CHECK) != 0) {
     const ai = access + (user != 0 ? 3 : 0);
     const rf = rightsFault(load<u64>(c, MC_PERM), ai, acc);
-    const pf = pkFault(c, access, user, acc, pkey);
+    const pf = pkFault(c, cf, access, user, acc, pkey);
     if (rf || pf) {
       setX86Fault(level, errBase(c, ai) | PFERR_P | (pf ? PFERR_PK : 0));
       return STATUS_PF;
@@ -295,8 +296,7 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
     }
     if ((flags & WALK_AD) != 0) dirty = (want & PTE_D) != 0;
   }
-  const mask = debug ? PTE_ADDR_MASK_52 : load<u64>(c, MC_ADDR);
-  const pge = (load<u32>(c, MC_FLAGS) & MF_PGE) != 0;
+  const pge = (cf & MF_PGE) != 0;
   setResult((pte & mask & ~pmask) | (va & pmask), 0, level, pshift,
     acc | (dirty ? A_DIRTY : 0) | (pge && (pte & PTE_G) != 0 ? A_GLOBAL : 0)
     | (level << A_LEVEL_SHIFT) | (pshift << A_PSHIFT_SHIFT) | (pkey << A_PKEY_SHIFT));
@@ -392,13 +392,13 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
     if (slotHasLive(vb, gslot)) e = tlbLookup(vb, gslot, vpn);
   }
   if (e != 0) {
-    const attr = load<u32>(e + E_ATTR);
+    const attr = load<u32>(e, E_ATTR);
     const ai = access + (user != 0 ? 3 : 0);
     const acc = attr & A_ACC_MASK;
-    if (!rightsFault(load<u64>(c, MC_PERM), ai, acc) && !pkFault(c, access, user, acc, (attr >> A_PKEY_SHIFT) & 15)
+    if (!rightsFault(load<u64>(c, MC_PERM), ai, acc) && !pkFault(c, load<u32>(c, MC_FLAGS), access, user, acc, (attr >> A_PKEY_SHIFT) & 15)
         && !(access == ACCESS_WRITE && (attr & A_DIRTY) == 0)) {
       counterAdd(vb, C_HITS, 1);
-      setResult(load<u64>(e + E_PA) | (va & 0xfff), (<u64>load<u32>(e + E_GFN) << 12) | (va & 0xfff),
+      setResult(load<u64>(e, E_PA) | (va & 0xfff), (<u64>load<u32>(e, E_GFN) << 12) | (va & 0xfff),
         (attr >> A_LEVEL_SHIFT) & 7, (attr >> A_PSHIFT_SHIFT) & 31, attr);
       return true;
     }
@@ -481,7 +481,7 @@ function rightsWord(c: usize, attr: u32, cached: bool): u32 {
   if ((load<u32>(c, MC_FLAGS) & MF_PK) != 0 && (acc & ACC_USER) != 0) {
     const pkey = (attr >> A_PKEY_SHIFT) & 15;
     for (let ai: u32 = 0; ai < 6; ai++) {
-      if (pkFault(c, ai % 3, ai / 3, acc, pkey)) r &= ~(<u32>1 << ai);
+      if (pkFault(c, load<u32>(c, MC_FLAGS), ai % 3, ai / 3, acc, pkey)) r &= ~(<u32>1 << ai);
     }
   }
   if ((attr & A_GLOBAL) != 0) r |= RIGHTS_GLOBAL;
