@@ -151,6 +151,15 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
  * Host address of the descriptor at `ea` (an address in the space record `c`
  * sees its tables in), translated through the second stage when there is one
  * and the walk is not the debugger's arm64 stage-1 view; 0 with the fault set.
+ *
+ * The arm64 stage-2 walk is reached through stageTranslate, not a direct
+ * s2Translate call: asc compiles a callee when it first meets the call, and
+ * a call met inside an inlined `descend` compiles s2Translate with `descend`
+ * on its inline stack, so the stage-2 loop would be emitted out of line
+ * (warning AS217 "cannot be inlined into itself"; binaryen does not inline
+ * functions with loops) — a call more per stage-2 walk. The x86 call to
+ * eptTranslate is direct (the `if` on a constant format folds before asc
+ * compiles the callee). A build with an AS217 warning has broken this.
  */
 // @ts-ignore: decorator
 @inline function descHost(fmt: u32, two: bool, c: usize, ptw: u32, addr: u64, ea: u64, level: u32, access: u32, flags: u32,
@@ -158,8 +167,9 @@ export function stageTranslate(p: usize, addr: u64, access: u32, priv: u32, ptw:
   let pa = ea;
   if (two && ptw != MMU_NONE && !(fmt == FMT_ARM_S1 && (flags & WALK_DEBUG) != 0)) {
     const p = ctxOf(c, ptw);
-    const s = fmt == FMT_X86 ? eptTranslate(p, ea, 0, 0, true, flags)
-      : fmt == FMT_ARM_S1 ? s2Translate(p, ea, 0, false, true, flags) : stageTranslate(p, ea, 0, 0, true, flags);
+    let s: u32;
+    if (fmt == FMT_X86) s = eptTranslate(p, ea, 0, 0, true, flags);
+    else s = stageTranslate(p, ea, 0, 0, true, flags);
     if (s != STATUS_OK) { lastStageStatus = s; return 0; }
     pa = sPa;
   }
