@@ -7,6 +7,8 @@ import type { X86TranslateResult, X86Vcpu } from "../index.js";
 import { runArm64Demo } from "./demo-arm64.js";
 import { runEptDemo } from "./demo-ept.js";
 import { runKpti } from "../experiments/run-kpti.js";
+import { runCr0Wp } from "../experiments/run-cr0wp.js";
+import { formatCr0Wp } from "./run-cr0wp.js";
 import { formatKpti, formatKptiLegend } from "./run.js";
 
 const out = (s = "") => process.stdout.write(s + "\n");
@@ -37,7 +39,8 @@ const USAGE = `usage: vmmu demo
   INVLPG and MOV CR3 do, measures throughput; a guest under EPT (the 2D walk, an
   EPT violation, INVEPT); the same for arm64 with stage 2 and
   range TLB maintenance; then a short \`vmmu run kpti\` at 1 and 4 vCPUs with its
-  column legend. Takes no options.
+  column legend, and a short \`vmmu run cr0wp\` (seed 002) on all three MMUs.
+  Takes no options.
 `;
 
 /** Runs the demo: 0, or 2 (one vmmu: line) for any argument but --help. */
@@ -131,7 +134,12 @@ export async function runDemo(args: string[]): Promise<number> {
   }
   out("");
   for (const l of formatKptiLegend()) out("  " + l);
-  out("\nnext: `vmmu run kpti --policy all` for every patch on its own; `npm test` runs the differential, TLB-semantics,");
+
+  out("\nseed reproduction (short form of `vmmu run cr0wp`): ssdd in a grsecurity guest toggling CR0.WP, on each MMU");
+  out("(1 vCPU, 10 pairs × 200 PTRACE_SINGLESTEPs; baseline = v5.10, krause2023 = with Mathias Krause's series):\n");
+  const c = await runCr0Wp({ mmus: ["legacy", "tdp", "shadow"], policies: ["baseline", "keep-roots", "preserve-roots", "krause2023"], pairs: 10, iterations: 200 });
+  for (const l of formatCr0Wp(c, 10, 200)) out("  " + l);
+  out("\nnext: `vmmu run kpti --policy all` and `vmmu run cr0wp --mmu all --policy all` for every patch on its own; `npm test` runs the differential, TLB-semantics,");
   out("shadow-correctness and real-Linux suites; `npm run bench` compares against native C.");
   return 0;
 }

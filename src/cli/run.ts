@@ -11,6 +11,8 @@ import { DEFAULT_COSTS, MAX_COST, withOverrides, type CostModel } from "../kvm/c
 import { LackeyParser, collectTrace, type AccessTrace } from "../guest/lackey.js";
 import { closeSync, openSync, readSync } from "node:fs";
 import { codeVersion, type CodeVersion } from "./version.js";
+import { runCr0WpCli } from "./run-cr0wp.js";
+import { UsageError, costFlag, intFlag, progress } from "./args.js";
 
 /** Defaults of `vmmu run kpti` (also the sizes `vmmu report` runs at). */
 export const RUN_DEFAULTS = {
@@ -32,8 +34,6 @@ ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
   Exit status: 0, 2 on a usage or input error (a bad flag, an unreadable trace).
 `;
 
-class UsageError extends Error {}
-
 interface RunArgs {
   vcpus: number; policies: string[]; jobs: number; accesses: number; seed: number;
   trace?: string; costs: Record<string, number>; json: boolean;
@@ -41,13 +41,7 @@ interface RunArgs {
 
 function parse(args: string[]): RunArgs {
   const a: RunArgs = { ...RUN_DEFAULTS, policies: [...RUN_DEFAULTS.policies], costs: {}, json: false };
-  const num = (flag: string, v: string | undefined, min: number, max: number): number => {
-    const n = v !== undefined && /^[0-9]+$/.test(v) ? Number(v) : NaN;
-    if (!Number.isInteger(n) || n < min || n > max) {
-      throw new UsageError(`${flag} needs an integer in ${min}..${max}${v === undefined ? "" : `, got '${v}'`}`);
-    }
-    return n;
-  };
+  const num = intFlag;
   for (let i = 0; i < args.length; i++) {
     const f = args[i]!;
     const [flag, inline] = f.includes("=") && f.startsWith("--") && !f.startsWith("--cost=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, undefined];
@@ -68,14 +62,7 @@ function parse(args: string[]): RunArgs {
         break;
       }
       case "--cost": case "--cost=": {
-        const v = f.startsWith("--cost=") ? f.slice(7) : args[++i];
-        const eq = v === undefined ? -1 : v.indexOf("=");
-        if (v === undefined || eq <= 0) throw new UsageError(`--cost needs name=value${v === undefined ? "" : `, got '${v}'`}`);
-        const name = v.slice(0, eq), value = v.slice(eq + 1);
-        if (!Object.hasOwn(DEFAULT_COSTS, name)) throw new UsageError(`unknown cost '${name}' (one of: ${Object.keys(DEFAULT_COSTS).join(", ")})`);
-        if (!/^[0-9]+(?:\.[0-9]+)?$/.test(value)) throw new UsageError(`--cost ${name}: '${value}' is not a number of cycles`);
-        if (Number(value) > MAX_COST) throw new UsageError(`--cost ${name}: ${value} is above the ${MAX_COST}-cycle limit`);
-        a.costs[name] = Number(value);
+        costFlag(f.startsWith("--cost=") ? f.slice(7) : args[++i], a.costs);
         break;
       }
       default: throw new UsageError(`unknown option '${f}'`);
@@ -116,20 +103,6 @@ function readTrace(path: string): AccessTrace {
       (c.dropped ? ` (${c.dropped} above 2^47 dropped)` : "") + " (valgrind --tool=lackey --trace-mem=yes writes one)");
   }
   return trace;
-}
-
-function progress(total: number, names: string[]): ((p: number, f: number) => void) | undefined {
-  if (!process.stderr.isTTY) return undefined;
-  const t0 = performance.now();
-  let shown = false;
-  return (p, f) => {
-    if (!shown && performance.now() - t0 < 1000) return;
-    shown = true;
-    const done = (p + f) / total;
-    const w = 30, fill = Math.round(done * w);
-    process.stderr.write(`\r[${"#".repeat(fill)}${".".repeat(w - fill)}] ${(done * 100).toFixed(0).padStart(3)}% ${names[p]!.padEnd(16)}`);
-    if (p === total - 1 && f >= 1) process.stderr.write("\r" + " ".repeat(w + 24) + "\r");
-  };
 }
 
 const fmt = (n: number) => n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : n >= 1e4 ? `${(n / 1e3).toFixed(0)} k` : String(n);
@@ -211,8 +184,9 @@ export function formatKpti(vcpus: number, results: Record<string, KptiPolicyResu
 export async function runRun(args: string[]): Promise<number> {
   const [what, ...rest] = args;
   if (what === "-h" || what === "--help" || (what === "kpti" && rest.some((f) => f === "-h" || f === "--help"))) { process.stdout.write(USAGE); return 0; }
-  if (what === undefined) { process.stderr.write(`vmmu: run needs a workload (kpti)\n${USAGE}`); return 2; }
-  if (what !== "kpti") { process.stderr.write(`vmmu: unknown run '${what}' (one of: kpti)\n`); return 2; }
+  if (what === undefined) { process.stderr.write(`vmmu: run needs a workload (kpti, cr0wp)\n${USAGE}`); return 2; }
+  if (what === "cr0wp") return runCr0WpCli(rest);
+  if (what !== "kpti") { process.stderr.write(`vmmu: unknown run '${what}' (one of: kpti, cr0wp)\n`); return 2; }
   let a: RunArgs;
   try {
     a = parse(rest);

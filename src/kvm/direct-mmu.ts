@@ -60,9 +60,11 @@ export interface DirectMmu {
    * EPT walk length, 4 or 5), found among the valid roots by role word or
    * built empty; takes one reference. `built` is true when a new root was
    * allocated. The EPTP the vCPU loads is hpa | WB memory type | (levels − 1) << 3
-   * | A/D enable (bit 6) when `adEnabled`.
+   * | A/D enable (bit 6) when `adEnabled`. `flush` is true when making room
+   * for the root zapped present SPTEs (kvm_mmu_zap_oldest_mmu_pages): the
+   * caller flushes every vCPU's TLB.
    */
-  acquireRoot(role: RoleWord): { hpa: bigint; built: boolean };
+  acquireRoot(role: RoleWord): { hpa: bigint; built: boolean; flush?: boolean };
 
   /**
    * kvm_mmu_free_roots for one root: drops one reference. What happens at zero

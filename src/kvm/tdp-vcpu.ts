@@ -24,7 +24,7 @@ import { type DirectMmu, type DirectMmuStats, ROLE_SMM, directEptp } from "./dir
 import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
-export type TdpExitReason = "ept-violation" | "cr0" | "cr4" | "smi" | "rsm" | "ipi";
+export type TdpExitReason = "ept-violation" | "mmio" | "cr0" | "cr4" | "smi" | "rsm" | "ipi";
 
 /** CR4 bits in the MMU role (KVM_MMU_CR4_ROLE_BITS): changing one exits and resets the MMU; the rest are guest-owned under EPT. */
 const CR4_ROLE_BITS = CR4.PSE | CR4.PAE | CR4.SMEP | CR4.SMAP | CR4.PKE | CR4.LA57 | CR4.PCIDE;
@@ -46,6 +46,8 @@ export interface TdpVmContext {
   readonly policy: Cr0WpPolicy;
   readonly costs: CostModel;
   readonly memory: GuestMemory;
+  /** Guest RAM [0, ramBytes): the one memslot; other gpas are MMIO. */
+  readonly ramBytes: bigint;
   /** EPT walk length of every root (4 or 5). */
   readonly levels: 4 | 5;
   readonly adEnabled: boolean;
@@ -82,7 +84,7 @@ function halves(c: BigUint64Array): Uint32Array {
 
 export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   cycles = 0;
-  readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0 };
+  readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0 };
   readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, rootCacheHits: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0 };
   /** Guest #PFs delivered. */
   injected = 0;
@@ -177,8 +179,9 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    */
   private mmuLoad(): void {
     const role = this.rootRole();
-    const { hpa } = this.vm.mmu.acquireRoot(role);
+    const { hpa, flush } = this.vm.mmu.acquireRoot(role);
     this.charge(this.vm.costs.hashLookup);
+    if (flush) this.flushRemote();
     this.root = { hpa, role };
     this.enterRoot();
   }
@@ -289,6 +292,20 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     if (r.flush) this.flushRemote();
   }
 
+  /**
+   * An access to a gpa outside every memslot: KVM emulates it as MMIO (exit to
+   * the device model). The final access reaches the gpa (its result); a guest
+   * paging structure in MMIO space is not something a walk can use.
+   */
+  private mmio(gpa: bigint, qualification: number, va: bigint): bigint {
+    if ((qualification & 0x100) === 0) {
+      throw new Error(`vmmu: the guest's paging structure for 0x${va.toString(16)} is at gpa 0x${gpa.toString(16)}, outside guest RAM (MMIO page tables are not modelled)`);
+    }
+    this.exit("mmio");
+    this.charge(this.vm.costs.emulate);
+    return gpa;
+  }
+
   // ---- memory accesses -------------------------------------------------------------
 
   private chargeHw(hits0: number, refs0: number): void {
@@ -307,7 +324,11 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
       this.chargeHw(h0, r0);
       if (hpa !== undefined) return hpa;
       const f = this.hw.lastFault();
-      if (f.kind === "ept-violation") { this.eptViolation(f.gpa, f.qualification); continue; }
+      if (f.kind === "ept-violation") {
+        if (f.gpa >= this.vm.ramBytes) return this.mmio(f.gpa, f.qualification, va);
+        this.eptViolation(f.gpa, f.qualification);
+        continue;
+      }
       if (f.kind === "page-fault") { this.injected++; return { cr2: va, errorCode: f.errorCode }; }
       if (f.kind === "general-protection") return GP;
       throw new Error(`vmmu: ${f.kind} on ${access} of 0x${va.toString(16)} under a direct MMU (bug)`);

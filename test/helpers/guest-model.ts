@@ -33,10 +33,12 @@
  * A failure names the seed and prints the last operations (GM_TRAIL=n for
  * more than 40).
  */
-import { CR3_NOFLUSH, CR4, LONG_MODE, PTE, X86PageTableBuilder, type GuestMemory, type X86Access } from "../../src/index.js";
-import type { GuestException } from "../../src/guest/cpu.js";
+import { CR0, CR3_NOFLUSH, CR4, LONG_MODE, PTE, X86PageTableBuilder, type GuestMemory, type X86Access } from "../../src/index.js";
+import type { GuestCpu, GuestException } from "../../src/guest/cpu.js";
 import { createShadowVm, type ShadowVm } from "../../src/kvm/shadow-vm.js";
-import type { ShadowVcpu } from "../../src/kvm/shadow-vcpu.js";
+import { createTdpVm, type TdpVm } from "../../src/kvm/tdp-vm.js";
+import { POLICIES } from "../../src/kvm/policy.js";
+import { cr0WpPolicyByName } from "../../src/kvm/cr0wp-policy.js";
 import { refTranslateX86, type RefMemory, type RefResult } from "../../src/ref/x86-walk.js";
 import { Rng } from "./rng.js";
 import { disposeAfterAll } from "./machine.js";
@@ -142,10 +144,11 @@ export function walkInfo(mem: GuestMemory, pml4: bigint, va: bigint): Translatio
 }
 
 /** Whether cached translation `t` grants the access (CR0.WP = 1, no SMEP/SMAP/PKE); a write needs D = 1 (SDM §4.8). */
-function grants(t: Translation, access: X86Access, user: boolean): boolean {
+/** Whether cached translation `t` grants the access; CR0.WP is applied at access time (SDM §4.6: supervisor writes ignore R/W when WP = 0). */
+function grants(t: Translation, access: X86Access, user: boolean, wp = true): boolean {
   if (access === "write" && !t.d) return false;
   if (user && !t.u) return false;
-  if (access === "write" && !t.w) return false;
+  if (access === "write" && !t.w && (user || wp)) return false;
   if (access === "fetch" && t.xd) return false;
   return true;
 }
@@ -275,14 +278,31 @@ export interface GuestModelOptions {
   sloppy?: number;
   /** Skip the D-bit check for writes through 2 MiB / 1 GiB guest pages (open bug fetch-large-dirty, test/src/kvm/shadow-vcpu.test.ts). */
   skipLargePageDirtyCheck?: boolean;
-  /** Called with the VM before its vCPUs start. */
+  /** Called with the VM before its vCPUs start (shadow paging only). */
   onVm?: (vm: ShadowVm) => void;
+  /** The hypervisor MMU: shadow paging (default), or EPT on the TDP MMU or the legacy direct MMU. */
+  mmu?: "shadow" | "tdp" | "legacy";
+  /**
+   * A CR0.WP policy (src/kvm/cr0wp-policy.ts): the guest then also toggles CR0.WP
+   * and enters/leaves SMM (kernel accesses with WP = 0, SMM accesses with
+   * paging off). With shadow paging, `policy` is the shadow policy it rides on.
+   */
+  cr0wp?: string;
+  /** Largest host page for a direct MMU (default 2). */
+  hostLevel?: 1 | 2 | 3;
 }
+
+/** A guest CPU the model can start and (with `cr0wp`) send into SMM. */
+type ModelCpu = GuestCpu & { start(c: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint }): void; smi(): void; rsm(): void };
 
 export interface GuestModelStats {
   steps: number;
   accesses: number;
   faults: number;
+  /** CR0.WP toggles, SMM round trips, and accesses made in SMM. */
+  wpToggles: number;
+  smm: number;
+  smmAccesses: number;
   demandMaps: number;
   staleUses: number;
   /** Stale uses that only a PTE's pre-edit value explains (not this vCPU's own earlier accesses in that context). */
@@ -307,10 +327,15 @@ export class ArchViolation extends Error {}
 
 export class GuestModel {
   readonly rng: Rng;
+  /** The shadow-paging VM (mmu "shadow"). */
   vm!: ShadowVm;
+  /** The EPT VM (mmu "tdp" or "legacy"). */
+  tdp: TdpVm | undefined;
   mem!: GuestMemory;
   private ro!: RefMemory;
-  private cpus!: ShadowVcpu[];
+  private cpus!: ModelCpu[];
+  /** CR0.WP per vCPU. */
+  private wp!: boolean[];
   private tlb!: VcpuTlbModel[];
   private cur!: Root[];
   private cr4 = LONG_MODE.cr4 | CR4.PGE | CR4.PCIDE;
@@ -328,7 +353,7 @@ export class GuestModel {
   private owner!: Map<number, number>[];
   private readonly trail: string[] = [];
   readonly stats: GuestModelStats = {
-    steps: 0, accesses: 0, faults: 0, demandMaps: 0, staleUses: 0, sharedStaleUses: 0, adChecks: 0, edits: 0,
+    steps: 0, accesses: 0, faults: 0, wpToggles: 0, smm: 0, smmAccesses: 0, demandMaps: 0, staleUses: 0, sharedStaleUses: 0, adChecks: 0, edits: 0,
     uninvalidatedEdits: 0, cr3Flush: 0, cr3Noflush: 0, invlpg: 0, invpcid: 0, procsCreated: 0, procsDestroyed: 0,
     tablesFreed: 0, crossReuse: 0, maxLegal: 0,
   };
@@ -346,10 +371,25 @@ export class GuestModel {
   /** Creates the VM, writes the boot tables and starts every vCPU on the init address space. */
   async boot(): Promise<this> {
     const o = this.opts;
-    this.vm = await createShadowVm({ vcpus: o.vcpus, memoryBytes: GUEST_RAM, policy: o.policy, poolBytes: o.poolBytes ?? 8 << 20, tlbEntries: o.tlbEntries ?? 4096 });
-    disposeAfterAll(this.vm.machine);
-    o.onVm?.(this.vm);
-    this.mem = this.vm.machine.memory;
+    const kind = o.mmu ?? "shadow";
+    if (kind === "shadow") {
+      const policy = o.cr0wp === undefined ? o.policy
+        : { ...POLICIES[o.policy]!, keepRootsOnReset: cr0WpPolicyByName(o.cr0wp).keepRootsOnReset };
+      this.vm = await createShadowVm({ vcpus: o.vcpus, memoryBytes: GUEST_RAM, policy, poolBytes: o.poolBytes ?? 8 << 20, tlbEntries: o.tlbEntries ?? 4096 });
+      disposeAfterAll(this.vm.machine);
+      o.onVm?.(this.vm);
+      this.mem = this.vm.machine.memory;
+      this.cpus = this.vm.vcpus;
+    } else {
+      this.tdp = await createTdpVm({
+        vcpus: o.vcpus, mmu: kind, memoryBytes: GUEST_RAM, policy: o.cr0wp ?? "baseline", poolBytes: o.poolBytes ?? 8 << 20,
+        tlbEntries: o.tlbEntries ?? 4096, hostLevel: o.hostLevel ?? 2,
+      });
+      disposeAfterAll(this.tdp.machine);
+      this.mem = this.tdp.machine.memory;
+      this.cpus = this.tdp.vcpus;
+    }
+    this.wp = new Array(o.vcpus).fill(true);
     const mem = this.mem;
     this.ro = { read64: (g) => (mem.contains(g) && mem.contains(g + 7n) ? mem.read64(g) : undefined), cmpxchg64: (g, e) => mem.read64(g) === e };
     for (let i = 0; i < (o.frames ?? 320); i++) this.freeFrames.push(FRAME_BASE + BigInt(i) * K4);
@@ -368,7 +408,6 @@ export class GuestModel {
     this.tables.set(kPt, { level: 1, vaBase: KV, owner: "kernel" });
     this.tables.set(kPd, { level: 2, vaBase: KV, owner: "kernel" });
     this.init = { id: 0, pml4, pcid: 0, proc: undefined, user: false };
-    this.cpus = this.vm.vcpus;
     this.tlb = this.cpus.map(() => new VcpuTlbModel());
     this.cur = this.cpus.map(() => this.init);
     this.stale = this.cpus.map(() => new Set<number>());
@@ -402,7 +441,7 @@ export class GuestModel {
 
   private fresh(v: number, va: bigint, access: X86Access, user: boolean): RefResult {
     return refTranslateX86(this.ro, {
-      cr0: LONG_MODE.cr0, cr3: this.cr3Of(this.cur[v]!), cr4: this.cr4, efer: LONG_MODE.efer, pkru: 0n, rflags: 0n, maxPhysAddrBits: MAXPHY,
+      cr0: this.wp[v] ? LONG_MODE.cr0 : LONG_MODE.cr0 & ~CR0.WP, cr3: this.cr3Of(this.cur[v]!), cr4: this.cr4, efer: LONG_MODE.efer, pkru: 0n, rflags: 0n, maxPhysAddrBits: MAXPHY,
     }, va, access, user);
   }
 
@@ -439,7 +478,7 @@ export class GuestModel {
       return got;
     }
     const isFresh = want.ok && want.pa === got;
-    const fits = (t: Translation) => t.pa + (va & (t.size - 1n)) === got && grants(t, access, user);
+    const fits = (t: Translation) => t.pa + (va & (t.size - 1n)) === got && grants(t, access, user, this.wp[v]);
     const cached = this.tlb[v]!.candidates(ctx, va).filter(fits);
     const key = this.phantomKey(root, va);
     const page = va & ~0xfffn;
@@ -544,15 +583,30 @@ export class GuestModel {
       }
     }
     this.log(`store ${hex(value)} at ${hex(gpa)}${info ? ` (L${info.level} table)` : ""}`);
+    const before = this.fresh(v, directMapVa(gpa), "write", false);
     const r = this.cpus[v]!.store64(directMapVa(gpa), value);
     if (r) this.fail(`store64 to the direct map at ${hex(gpa)} raised ${JSON.stringify(r)}`);
+    this.noteFill(v, directMapVa(gpa), before);
     if (this.mem.read64(gpa) !== value) this.fail(`store64 of ${hex(value)} to ${hex(gpa)} left ${hex(this.mem.read64(gpa))}`);
+  }
+
+  /**
+   * A kernel store through the direct map fills the TLB like any access (with
+   * CR4.PGE in hardware, as under EPT, its global entry outlives CR3 switches):
+   * the translation its fresh walk gave before the store becomes legally cached.
+   */
+  private noteFill(v: number, va: bigint, before: RefResult): void {
+    if (!before.ok) return;
+    const info = walkInfo(this.mem, this.cur[v]!.pml4, va);
+    if (info) this.tlb[v]!.add(info.g && (this.cr4 & CR4.PGE) !== 0n ? "G" : this.cur[v]!.pcid, info);
   }
 
   private zero(v: number, frame: bigint): void {
     this.log(`zeroPage ${hex(frame)}`);
+    const before = this.fresh(v, directMapVa(frame), "write", false);
     const r = this.cpus[v]!.zeroPage(directMapVa(frame));
     if (r) this.fail(`zeroPage of ${hex(frame)} raised ${JSON.stringify(r)}`);
+    this.noteFill(v, directMapVa(frame), before);
     for (const off of [0n, 8n, 0x7f8n, 0xff8n]) if (this.mem.read64(frame + off) !== 0n) this.fail(`zeroPage left ${hex(frame + off)} non-zero`);
   }
 
@@ -947,11 +1001,49 @@ export class GuestModel {
     this.access(v, va, access, user);
   }
 
+  /** Toggles CR0.WP on vCPU `v` (a KERNEXEC-style open/close); the TLB keeps its entries, WP applies at access time. */
+  private toggleWp(v: number): void {
+    this.wp[v] = !this.wp[v];
+    const value = this.wp[v] ? LONG_MODE.cr0 : LONG_MODE.cr0 & ~CR0.WP;
+    this.log(`MOV CR0 WP=${this.wp[v] ? 1 : 0}`);
+    const r = this.cpus[v]!.writeCr0(value);
+    if (r) this.fail(`MOV CR0 ${hex(value)} raised ${JSON.stringify(r)}`);
+    this.stats.wpToggles++;
+  }
+
+  /**
+   * An SMI on vCPU `v`, a few accesses with paging off (the identity: pa = va
+   * inside guest RAM), RSM. The oracle assumes no invalidation at either
+   * transition (SMI and RSM are not MOV CR0/CR3): translations cached before
+   * the SMI stay legal after RSM. vmmu's hypervisors happen to flush more.
+   */
+  private smmRoundTrip(v: number): void {
+    const r = this.rng;
+    this.log("SMI");
+    this.cpus[v]!.smi();
+    this.stats.smm++;
+    for (let i = 1 + r.int(4); i > 0; i--) {
+      const va = BigInt(r.int(GUEST_RAM / 8)) * 8n;
+      const access: X86Access = r.pick(["read", "write", "fetch"]);
+      const got = this.cpus[v]!.access(va, access, false);
+      this.log(`SMM ${access} ${hex(va)} -> ${typeof got === "bigint" ? hex(got) : JSON.stringify(got)}`);
+      if (got !== va) this.fail(`SMM ${access} of ${hex(va)} with paging off gave ${typeof got === "bigint" ? hex(got) : JSON.stringify(got)}, not ${hex(va)}`);
+      this.stats.smmAccesses++;
+    }
+    this.log("RSM");
+    this.cpus[v]!.rsm();
+  }
+
   step(): void {
     const r = this.rng;
     const s = this.stats;
     if (r.chance(0.3)) this.v = r.int(this.cpus.length);
     const v = this.v;
+    if (this.opts.cr0wp !== undefined && r.chance(0.06)) {
+      if (r.chance(0.8)) this.toggleWp(v);
+      else this.smmRoundTrip(v);
+      return;
+    }
     const k = r.int(1000);
     const live = this.liveProcs();
     if (k < 600) {
