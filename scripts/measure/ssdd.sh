@@ -42,7 +42,7 @@
 #      step, into the JSON.
 # Every ssdd run must print "All tests PASSED", or the script stops.
 #
-# Usage: bash scripts/measure/ssdd.sh [--sizes "1x20000 10x2000 10x5000 10x50000"]
+# Usage: bash scripts/measure/ssdd.sh [--sizes "1x2000 1x20000 10x2000 10x5000 10x50000"]
 #          [--reps N] [--perf-reps N] [--results DIR] [--out JSON] [--summarize-only]
 #   --sizes      PAIRSxITERS list (default above; 10x50000 is the seed's run)
 #   --reps       timing repetitions per size and placement (default 5)
@@ -53,7 +53,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SIZES="1x20000 10x2000 10x5000 10x50000"
+SIZES="1x2000 1x20000 10x2000 10x5000 10x50000"
 REPS=5
 PERF_REPS=2
 RESULTS=/tmp/vmmu-ssdd-measure
