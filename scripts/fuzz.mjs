@@ -70,6 +70,23 @@ const SUITES = {
     file: "test/src/arm64/linux-tlb.test.ts", filter: "tiling property over random ranges",
     unit: "ranges", what: "Linux arm64 TLBI range encoder tiles random ranges", env: () => ({}),
   },
+  cr0wp: {
+    file: "test/scenarios/cr0wp-correctness.test.ts", filter: undefined,
+    unit: "steps", what: "TDP, legacy direct and shadow MMUs under every CR0.WP policy vs the reference walker, random guest kernel with WP toggles and SMM",
+    env: (scale) => (scale > 1 ? { GM_STEPS: String(1500 * scale) } : {}),
+  },
+  "tdp-mmu": {
+    file: "test/src/kvm/tdp-mmu.test.ts", filter: "TDP MMU against the hardware walker",
+    unit: "steps", what: "TDP MMU faults, zaps, splits, write protection and root lifecycle vs the hardware EPT walker", env: () => ({}),
+  },
+  "tdp-iter": {
+    file: "test/src/kvm/tdp-iter.test.ts", filter: "the TDP iterator",
+    unit: "walks", what: "tdp_iter pre-order walks and restarts vs a recursive enumeration", env: () => ({}),
+  },
+  "legacy-direct-mmu": {
+    file: "test/src/kvm/legacy-direct-mmu.test.ts", filter: "the hardware walker agrees with the legacy direct MMU",
+    unit: "steps", what: "legacy direct MMU faults, zaps, invalidations and role switches vs the hardware EPT walker, audited", env: () => ({}),
+  },
   "x86-fast-cache": {
     file: "test/src/x86/fast-path.test.ts", filter: "never serves a translation the core would not",
     unit: "accesses", what: "an embedder page cache on the x86 fast path's rights and epoch vs the core", env: () => ({}),
@@ -90,7 +107,7 @@ failing seed with a one-line replay command, then a summary per suite.
                     before the end runs to completion
   --suite NAME      a suite to run (repeatable or comma-separated; default all)
   --scale N         scale each round up: VMMU_DIFF_SCALE=N for the walkers,
-                    GM_STEPS=3000*N for shadow (default 1)
+                    GM_STEPS=3000*N for shadow, 1500*N for cr0wp (default 1)
   --jobs N          rounds at a time (default 1)
   --rounds N        stop after N rounds, even with time left
   --seeds A,B,...   use these seeds for the first rounds, then fresh ones

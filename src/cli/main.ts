@@ -1,4 +1,4 @@
-// vmmu command line: `vmmu demo`, `vmmu run kpti …`, `vmmu report …`,
+// vmmu command line: `vmmu demo`, `vmmu run kpti …`, `vmmu run cr0wp …`, `vmmu report …`,
 // `vmmu translate …`, `vmmu mappings …`, `vmmu conformance …`. Each subcommand
 // lives in its own module and returns an exit code: 0; 2 for a usage or input
 // error (one `vmmu` line on stderr); 1 when a run fails (an exception reaching
@@ -18,6 +18,9 @@ const USAGE = `usage:
   vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N] [--seed N]
                 [--trace LACKEY_FILE] [--cost name=value …] [--json]
                                   a KPTI kernel compile on the shadow MMU, per policy (vmmu run --help)
+  vmmu run cr0wp [--mmu legacy|tdp|shadow[,…]|all] [--policy NAME[,NAME…]|all] [--pairs N] [--iterations N]
+                 [--vcpus N] [--kernexec …] [--host-level N] [--cost name=value …] [--sensitivity] [--json]
+                                  ssdd in a CR0.WP-toggling guest on each MMU, per policy (vmmu run cr0wp --help)
   vmmu report [--out DIR] [--quick]
                                   every seed reproduction, as one HTML page with plots (vmmu report --help)
   vmmu translate --arch x86_64 --image FILE [--image-base HEX] --cr3 HEX

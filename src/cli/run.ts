@@ -32,6 +32,9 @@ ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
   --json: one object keyed by policy name, plus "_meta": { settings (every
   parameter, costs included), seed, core: { version, wasm, commit? }, wallMs }.
   Exit status: 0, 2 on a usage or input error (a bad flag, an unreadable trace).
+
+  The other workload: vmmu run cr0wp (seed 002, ssdd in a CR0.WP-toggling guest
+  on the legacy, TDP and shadow MMUs); vmmu run cr0wp --help.
 `;
 
 interface RunArgs {

@@ -85,8 +85,8 @@ describe("usage errors: exit 2, one vmmu: line on stderr, nothing on stdout", ()
   const cases: [string[], RegExp][] = [
     [["demo", "--bogus"], /^vmmu: demo takes no option '--bogus' \(vmmu demo --help\)$/],
     [["demo", "extra"], /^vmmu: demo takes no argument 'extra'/],
-    [["run"], /^vmmu: run needs a workload \(kpti\)$/],
-    [["run", "other"], /^vmmu: unknown run 'other' \(one of: kpti\)$/],
+    [["run"], /^vmmu: run needs a workload \(kpti, cr0wp\)$/],
+    [["run", "other"], /^vmmu: unknown run 'other' \(one of: kpti, cr0wp\)$/],
     [["report", "--bogus"], /^vmmu: unknown option '--bogus' \(vmmu report --help\)$/],
     [["report", "--out"], /^vmmu: --out needs a directory$/],
     [["report", "--quick=1"], /^vmmu: --quick takes no value$/],
@@ -132,7 +132,15 @@ describe("the kpti table's legend", () => {
     expect(r.status, r.stderr).toBe(0);
     const legend = formatKptiLegend().map((l) => "  " + l).join("\n");
     expect(r.stdout.split(legend)).toHaveLength(2);
-    expect(r.stdout.indexOf(legend)).toBeGreaterThan(r.stdout.lastIndexOf("guest accesses through the hardware model"));
+    const cr0wp = r.stdout.indexOf("short form of `vmmu run cr0wp`");
+    expect(cr0wp).toBeGreaterThan(0);
+    expect(r.stdout.indexOf(legend)).toBeGreaterThan(r.stdout.lastIndexOf("guest accesses through the hardware model", cr0wp));
+    expect(r.stdout.indexOf(legend)).toBeLessThan(cr0wp);
+    // The CR0.WP part: one table per MMU, then the seed's table and both speed-ups.
+    const tail = r.stdout.slice(cr0wp);
+    for (const t of ["legacy direct MMU (EPT):", "TDP MMU (EPT):", "shadow paging:"]) expect(tail).toContain(t);
+    expect(tail).toMatch(/v5\.10\.177 +10\.37 \/ 4\.88 +88\.7 \/ 4\.92 +69\.7 \/ 70\.1/);
+    expect(tail).toMatch(/here \(baseline → krause2023\): legacy [0-9.]+×, TDP [0-9.]+×, shadow [0-9.]+×/);
     // The EPT part: a cold 4×4 2D walk loads 24 entries; a write to a page EPT made read-only is an EPT violation
     // whose qualification says data write, R and X allowed, linear address valid, final access (0x1aa); a page
     // EPT moved stays cached until INVEPT.
