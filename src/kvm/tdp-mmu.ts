@@ -260,16 +260,17 @@ export class TdpMmu implements DirectMmu {
   }
 
   /**
-   * kvm_tdp_mmu_unmap_gfn_range → tdp_mmu_zap_leafs on every root, the
-   * invalid ones too (KVM passes only_valid = false: a vCPU may still run on
-   * an invalid root until it reloads): each present leaf SPTE meeting gfns
-   * [start, end) is cleared (a huge leaf as a whole); tables stay. Returns the
-   * leaves zapped and whether the caller must flush remote TLBs.
+   * kvm_tdp_mmu_zap_leafs on every valid root: each present leaf SPTE meeting
+   * gfns [start, end) is cleared (a huge leaf as a whole); tables stay.
+   * Returns the leaves zapped and whether the caller must flush remote TLBs.
+   * (KVM's mmu_notifier path, kvm_tdp_mmu_unmap_gfn_range, also zaps invalid
+   * roots, whose trees it zaps asynchronously; here invalidateAllRoots zaps
+   * them at once, so an invalid root has no leaf left to zap.)
    */
   zapGfnRange(start: bigint, end: bigint): { zapped: number; flush: boolean } {
     const [s, e] = this.gfnRange(start, end, "zapGfnRange");
     let zapped = 0;
-    for (const root of [...this.roots]) zapped += this.zapRange(root, s, e, true);
+    for (const root of this.roots) if (!root.invalid) zapped += this.zapRange(root, s, e, true);
     if (zapped > 0) this.stats.remoteFlushes++;
     return { zapped, flush: zapped > 0 };
   }
