@@ -140,6 +140,8 @@ export const MC_GSLOT: u32 = 0x7c; //    u32  cached slot of MC_GKEY
 export const MC_TCR: u32 = 0x80; //      u64  arm64 TCR_EL1 as written
 export const MC_VCPU: u32 = 0x88; //     u32  base of the vCPU block this record belongs to
 export const MC_CTRS: u32 = 0x8c; //     u32  where this record's walks count: the counter block at MC_CTRS + VCPU_COUNTERS (the vCPU's own, or MC_OWN_COUNTERS)
+export const MC_HIT_TAG: u32 = 0x90; //  u32  live tag of MC_KEY's slot when last looked up (0: none; tlb.ts slotTagCached)
+export const MC_HIT_EPOCH: u32 = 0x94; // u32  T_INV_EPOCH when MC_HIT_TAG was read: the tag stands while the two are equal
 /** A record's own counter block (COUNTER_COUNT × u64), for regimes whose walks are not the hardware's (a hypervisor's guest walker). */
 export const MC_OWN_COUNTERS: u32 = 0x100;
 export const MC_REGS: u32 = 0x200;

@@ -41,7 +41,7 @@ import {
   T_EPOCH, T_NEXT_TAG, T_TOTAL_LIVE, T_INV_EPOCH, T_SLOTS_USED, T_STAMP, TAG_MAX, TLB_ENTRY, E_KEY, E_PA, E_ATTR, E_CTX, E_STATUS, E_GFN,
   BS_PSHIFT_SHIFT, BS_LEVEL_SHIFT, VCPU_SLOTLIST, VCPU_TLB, MACHINE_BASE, M_TLB_ENTRIES,
   VCPU_COUNTERS, C_FILLS, C_EVICTIONS, C_FLUSH_ALL, C_FLUSH_NONGLOBAL, C_FLUSH_CTX,
-  C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES, C_SLOT_EVICTIONS, KEY_GLOBAL,
+  C_DROPPED, C_ROLLOVERS, C_FLUSH_PROBES, C_SLOT_EVICTIONS, KEY_GLOBAL, MC_SLOT, MC_KEY, MC_HIT_TAG, MC_HIT_EPOCH,
 } from "./layout";
 
 // attr field of an entry. Bits 22:0 belong to the architecture (x86: ACC,
@@ -201,6 +201,42 @@ export function slotAcquire(vb: usize, key: u64): u32 {
   const t = slotAcquire(vb, key);
   store<u32>(cache, t);
   return t;
+}
+
+/**
+ * The live tag of the slot of record `rec`'s key MC_KEY (0 if that slot has
+ * none), read through the record's cache (MC_HIT_TAG, MC_HIT_EPOCH): a
+ * single translation's TLB probe then costs two loads and a compare instead
+ * of the slot and tag checks (slotCached, ctxLiveTag).
+ *
+ * Valid because every write that can change the answer — a slot re-keyed or
+ * flushed (slotAcquire, flushSlotQuiet), the epoch moved (tlbFlushAll,
+ * tlbFlushNonGlobal, rollover), the record's key changed (the decoders,
+ * x86ReloadCr3) — calls invalidated(), which moves T_INV_EPOCH; a tag given
+ * to a slot that had none (acquireTag) replaces a cached 0, which is never
+ * trusted.
+ */
+// @ts-ignore: decorator
+@inline export function slotTagCached(vb: usize, rec: usize): u32 {
+  const tag = load<u32>(rec, MC_HIT_TAG);
+  if (tag != 0 && load<u32>(rec, MC_HIT_EPOCH) == load<u32>(vb, T_INV_EPOCH)) return tag;
+  return slotTagRefresh(vb, rec);
+}
+
+/** slotTagCached's miss: looks the slot and its tag up and caches them. */
+function slotTagRefresh(vb: usize, rec: usize): u32 {
+  const t = ctxLiveTag(vb, slotCached(vb, rec + MC_SLOT, load<u64>(rec, MC_KEY)));
+  store<u32>(rec + MC_HIT_TAG, t);
+  store<u32>(rec + MC_HIT_EPOCH, load<u32>(vb, T_INV_EPOCH));
+  return t;
+}
+
+/** Entry address of `vpn` under live tag `tag` (0: none), else 0. */
+// @ts-ignore: decorator
+@inline export function tlbLookupTag(vb: usize, tag: u32, vpn: u64): usize {
+  if (tag == 0) return 0;
+  const e = slotAddr(vb, vpn, saltOf(tag));
+  return load<u64>(e, E_KEY) == ((<u64>tag << 48) | vpn) ? e : 0;
 }
 
 // ---- tags --------------------------------------------------------------------

@@ -27,7 +27,7 @@ import {
   KEY_SPACE_MASK, KEY_S2,
 } from "../layout";
 import {
-  counterAdd, slotAddr, saltOf, tlbFill, tlbDrop, tlbLookup, slotCached, acquireTag, slotHasLive, ctxLiveTag, invalidated, tlbInvalidateRangeMatch,
+  counterAdd, slotAddr, saltOf, tlbFill, tlbDrop, tlbLookup, tlbLookupTag, slotTagCached, slotCached, acquireTag, slotHasLive, ctxLiveTag, invalidated, tlbInvalidateRangeMatch,
   tlbBaseOf, tlbEntries, VPN_MASK, A_ACC_MASK, A_DIRTY, A_GLOBAL, A_LEVEL_SHIFT, A_PSHIFT_SHIFT, A_PKEY_SHIFT,
 } from "../tlb";
 import {
@@ -352,22 +352,24 @@ function walkOnce2d(c: usize, vb: usize, va: u64, access: u32, user: u32, flags:
  * A/D are set exactly as the SDM says.
  */
 function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u32 {
-  const cb = <usize>load<u32>(c, MC_CTRS);
-  setGva(va);
   if (load<u32>(c, MC_FORMAT) != FMT_X86) {
+    setGva(va);
     setResult(va, 0, 0, 12, 0);
     const s = finalStage(c, va, access, false, WALK_AD);
-    if (s != STATUS_OK) counterAdd(cb, C_FAULTS, 1);
+    if (s != STATUS_OK) counterAdd(<usize>load<u32>(c, MC_CTRS), C_FAULTS, 1);
     return s;
   }
   if (!isCanonical(c, va)) {
+    setGva(va);
     rLevel = 0; rErr = 0;
-    counterAdd(cb, C_FAULTS, 1);
+    counterAdd(<usize>load<u32>(c, MC_CTRS), C_FAULTS, 1);
     return STATUS_GP;
   }
   const vpn = (va >> 12) & VPN_MASK;
   const tlbOn = (load<u32>(c, MC_FLAGS) & MF_TLB) != 0;
   if (tlbOn && tlbHit(c, vb, va, vpn, access, user)) return STATUS_OK;
+  setGva(va);
+  const cb = <usize>load<u32>(c, MC_CTRS);
   let s = walk(c, vb, cb, va, access, user, WALK_AD | WALK_CHECK);
   if (s == STATUS_OK) s = finalStage(c, va, access, (rAttr & ACC_USER) != 0, WALK_AD);
   if (s != STATUS_OK) {
@@ -386,7 +388,7 @@ function translateSlow(c: usize, vb: usize, va: u64, access: u32, user: u32): u3
 // @ts-ignore: decorator
 @inline function tlbHit(c: usize, vb: usize, va: u64, vpn: u64, access: u32, user: u32): bool {
   counterAdd(vb, C_LOOKUPS, 1);
-  let e = tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c, MC_KEY)), vpn);
+  let e = tlbLookupTag(vb, slotTagCached(vb, c), vpn);
   if (e == 0) {
     const gslot = slotCached(vb, c + MC_GSLOT, load<u64>(c, MC_GKEY));
     if (slotHasLive(vb, gslot)) e = tlbLookup(vb, gslot, vpn);
@@ -432,15 +434,21 @@ function fillCombined(c: usize, vb: usize, vpn: u64): void {
   tlbFill(vb, slot, vpn, rPa & ~<u64>0xfff, attr, (attr >> A_PSHIFT_SHIFT) & 31, gfn);
 }
 
+/** The result record of a successful translation (inlined into the single-call entry points). */
+// @ts-ignore: decorator
+@inline function storeOk(vb: usize): u32 {
+  store<u32>(vb + R_STATUS, STATUS_OK);
+  store<u32>(vb + R_LEVEL, rLevel);
+  store<u64>(vb + R_PA, rPa);
+  store<u64>(vb + R_IPA, rIpa);
+  store<u32>(vb + R_SHIFT, rShift);
+  return STATUS_OK;
+}
+
 function storeResult(vb: usize, s: u32): u32 {
+  if (s == STATUS_OK) return storeOk(vb);
   store<u32>(vb + R_STATUS, s);
   store<u32>(vb + R_LEVEL, rLevel);
-  if (s == STATUS_OK) {
-    store<u64>(vb + R_PA, rPa);
-    store<u64>(vb + R_IPA, rIpa);
-    store<u32>(vb + R_SHIFT, rShift);
-    return s;
-  }
   store<u64>(vb + R_PA, 0);
   store<u64>(vb + R_IPA, 0);
   store<u32>(vb + R_SHIFT, 0);
@@ -461,7 +469,8 @@ function storeResult(vb: usize, s: u32): u32 {
 export function x86Translate(c: usize, va: u64, access: u32, user: u32): u32 {
   const vb = <usize>load<u32>(c, MC_VCPU);
   if (access > ACCESS_FETCH) return storeResult(vb, STATUS_EACCESS);
-  return storeResult(vb, translateSlow(c, vb, va, access, user));
+  const s = translateSlow(c, vb, va, access, user);
+  return s == STATUS_OK ? storeOk(vb) : storeResult(vb, s);
 }
 
 /**
@@ -522,7 +531,7 @@ export function x86TranslateFast(c: usize, vaLo: u32, vaHi: u32, access: u32, us
 function cachedNow(c: usize, vb: usize, va: u64): bool {
   if (load<u32>(c, MC_PTW) == MMU_NONE) return true;
   const vpn = (va >> 12) & VPN_MASK;
-  return tlbLookup(vb, slotCached(vb, c + MC_SLOT, load<u64>(c, MC_KEY)), vpn) != 0
+  return tlbLookupTag(vb, slotTagCached(vb, c), vpn) != 0
     || tlbLookup(vb, slotCached(vb, c + MC_GSLOT, load<u64>(c, MC_GKEY)), vpn) != 0;
 }
 

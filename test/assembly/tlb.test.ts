@@ -89,3 +89,49 @@ describe("large pages cached as 4 KiB pieces", () => {
     expect(v.translate(0x20_0000n, "read", false)).toMatchObject({ fault: { vector: 14, level: 2 } });
   });
 });
+
+describe("the record's cached slot tag (tlb.ts slotTagCached)", () => {
+  // A single translation finds its slot's tag through the record's cache; each
+  // case serves a stale entry first (the cache is in use), then checks the
+  // invalidation that must retire the cached tag.
+  async function staleEntry() {
+    const { machine, builder } = await x86Fixture();
+    const leaf = builder.map(0x40_0000n, 0x20_0000n, "4K", { user: true });
+    const v = machine.vcpu(0);
+    v.setControl({ ...PCIDE_ON, cr3: builder.root | 1n });
+    expect(v.translate(0x40_0000n, "read", true)).toMatchObject({ pa: 0x20_0000n });
+    machine.memory.write64(leaf, X86PageTableBuilder.leaf(0x30_0000n, "4K", { user: true }));
+    expect(v.translate(0x40_0000n, "read", true)).toMatchObject({ pa: 0x20_0000n });
+    return v;
+  }
+
+  it("INVPCID of the current PCID (no CR3 write) gives the slot a new tag the next translation uses", async () => {
+    const v = await staleEntry();
+    expect(v.invpcid(1, 1)).toBeNull();
+    expect(v.translate(0x40_0000n, "read", true)).toMatchObject({ pa: 0x30_0000n });
+    // The fresh entry is cached under the new tag and served from it.
+    const before = v.tlbStats();
+    expect(v.translate(0x40_0000n, "read", true)).toMatchObject({ pa: 0x30_0000n });
+    expect(v.tlbStats().hits - before.hits).toBe(1);
+  });
+
+  it("INVPCID of all contexts (the epoch moves) is seen by the next translation", async () => {
+    const v = await staleEntry();
+    expect(v.invpcid(2, 0)).toBeNull();
+    expect(v.translate(0x40_0000n, "read", true)).toMatchObject({ pa: 0x30_0000n });
+  });
+
+  it("INVPCID of all non-global contexts is seen by the next translation", async () => {
+    const v = await staleEntry();
+    expect(v.invpcid(3, 0)).toBeNull();
+    expect(v.translate(0x40_0000n, "read", true)).toMatchObject({ pa: 0x30_0000n });
+  });
+
+  it("the number fast path and translate() share the cache: a flush between them is seen by both", async () => {
+    const v = await staleEntry();
+    expect(v.translateFast(0x40_0000, 0, 0, 1)).toBe(0x20_0000);
+    expect(v.invpcid(1, 1)).toBeNull();
+    expect(v.translateFast(0x40_0000, 0, 0, 1)).toBe(0x30_0000);
+    expect(v.translate(0x40_0000n, "read", true)).toMatchObject({ pa: 0x30_0000n });
+  });
+});
