@@ -69,7 +69,12 @@ export interface TdpMmuOptions {
   yieldEvery?: number;
 }
 
-/** DirectMmuStats plus the iterator's yields and the faults that returned RET_PF_RETRY. */
+/**
+ * DirectMmuStats plus the iterator's yields and the faults that returned
+ * RET_PF_RETRY. spAllocated and spFreed count root pages too, so
+ * spAllocated − spFreed = pagesInUse(); a split adds 513 to spteInstalled
+ * (512 pieces and the link).
+ */
 export interface TdpMmuStats extends DirectMmuStats {
   yields: number;
   retries: number;
