@@ -214,6 +214,48 @@ describe("TDP MMU splits, write protection and huge pages over tables", () => {
     expect(hw(w.vcpu, 0xa000n, "read")).toEqual({ pa: 0xa000n });
   });
 
+  it("frees the table it could not link when another vCPU's compare-exchange won, and retries; the retry uses the winner's table", async () => {
+    const w = await tdpWorld({ ramBytes: RAM, hostLevel: 1 });
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.load(root);
+    const real = w.pool.cmpxchg.bind(w.pool);
+    let rival: bigint | undefined;
+    w.pool.cmpxchg = (n, expected, desired) => {
+      // Another vCPU links its own table into the root entry just before this one's compare-exchange.
+      rival = w.pool.alloc()!;
+      w.pool.setEntry(n, (desired & ~0x000f_ffff_ffff_f000n) | rival);
+      w.pool.cmpxchg = real;
+      return real(n, expected, desired);
+    };
+    const r = w.mmu.pageFault(root, 0x3000n, false, false);
+    expect(r).toMatchObject({ retry: true, spAllocated: 0, spteInstalled: 0 });
+    expect(w.mmu.pagesInUse()).toBe(1);
+    expect(w.pool.inUse).toBe(2); // the MMU's root and the rival's table
+    expect(w.mmu.pageFault(root, 0x3000n, false, false)).toMatchObject({ retry: false, level: 1, spAllocated: 2 });
+    expect(spteHpa(w.pool.read(root, 0))).toBe(rival);
+    expect(hw(w.vcpu, 0x3000n, "read")).toEqual({ pa: 0x3000n });
+  });
+
+  it("write-protects by compare-exchange retried on a lost race, keeping what the racing writer set", async () => {
+    const w = await tdpWorld({ ramBytes: RAM, hostLevel: 1 });
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.load(root);
+    w.mmu.pageFault(root, 0x3000n, false, false);
+    const real = w.pool.cmpxchg.bind(w.pool);
+    const IGNORED_BIT = 1n << 52n; // a software-available bit another writer sets meanwhile
+    w.pool.cmpxchg = (n, expected, desired) => {
+      w.pool.setEntry(n, w.pool.entry(n) | IGNORED_BIT);
+      w.pool.cmpxchg = real;
+      return real(n, expected, desired);
+    };
+    expect(w.mmu.wrprotGfnRange(3n, 4n, 1)).toBe(true);
+    const leaf = leafOf(w, root, 3)!.spte;
+    expect(leaf & SPTE_W).toBe(0n);
+    expect(leaf & IGNORED_BIT).toBe(IGNORED_BIT);
+    w.vcpu.invept(2);
+    expect(hw(w.vcpu, 0x3000n, "write")).toBe("violation");
+  });
+
   it("zaps leaves meeting a gfn range in every root, a huge leaf as a whole, keeps the tables, and asks for a flush only if it zapped", async () => {
     const w = await tdpWorld({ ramBytes: RAM });
     const a = w.mmu.acquireRoot(ROLE4).hpa, b = w.mmu.acquireRoot(ROLE4 | ROLE_SMM).hpa;
