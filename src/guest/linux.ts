@@ -69,12 +69,25 @@ export const X86_CR3_PTI_PCID_USER_BIT = 11;
 export const PTI_USER_PGTABLE_BIT = 12;
 /** tlb_single_page_flush_ceiling: above this many pages a range flush is a full flush. */
 export const TLB_SINGLE_PAGE_FLUSH_CEILING = 33;
+/**
+ * Bytes of a task's FPU state: the XSAVE standard format of x87 | SSE | AVX
+ * (512-byte legacy region + 64-byte header + 256 bytes of YMM_Hi128; Intel
+ * SDM Vol.1 §13.4), what XSAVES writes for a CPU with AVX and neither
+ * AVX-512, MPX nor PKU in XCR0 (the compacted form has the same size here).
+ */
+export const XSTATE_BYTES = 832;
 /** KERNEL_PGD_BOUNDARY: PML4 index where the kernel half starts. */
 export const KERNEL_PGD_BOUNDARY = 256;
 /** CR0 as the kernel runs with paging on (boot loads it; grsecurity KERNEXEC clears WP only between pax_open_kernel and pax_close_kernel). */
 export const KERNEL_CR0 = CR0.PE | CR0.WP | CR0.PG;
 
 const CONFIG_PHYSICAL_START = 0x100_0000n;
+/** Offset of thread.fpu's fpstate in a task's slab frame (an assumption of layout: task_struct ends with it). */
+const FPSTATE_OFFSET = 0x400n;
+/** 64-byte lines XSAVES writes (XSTATE_BYTES). */
+const XSTATE_LINES = XSTATE_BYTES / 64;
+/** fetchText path of try_to_wake_up (not a syscall number). */
+const TEXT_PATH_TTWU = 900;
 const M2 = 0x20_0000n;
 const K4 = 0x1000n;
 /** Bytes between per-CPU cpu_entry_area records (struct cpu_entry_area rounded; an assumption). */
@@ -95,7 +108,8 @@ const SPAN = [0, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39];
 /**
  * Guest-side work in cycles, charged with GuestCpu.work (the CPU charges its
  * own instructions: CR3 writes, INVLPG, walks…). Assumptions, order of
- * magnitude from common measurements of Linux paths on ≈3 GHz cores.
+ * magnitude from common measurements of Linux paths on ≈3 GHz cores, unless
+ * the entry names its source.
  */
 export const LINUX_WORK_COSTS = Object.freeze({
   /** SYSCALL/SYSRET or exception entry/exit instructions and entry code, without the CR3 writes. */
@@ -109,8 +123,35 @@ export const LINUX_WORK_COSTS = Object.freeze({
   fork: 12_000,
   exec: 30_000,
   exit: 8_000,
-  /** __schedule + context_switch without switch_mm's CR3 write. */
+  /** __schedule + context_switch without switch_mm's CR3 write and without the FPU switch (fpuSave, fpuRestore). */
   contextSwitch: 1_500,
+  /**
+   * XSAVES of a task's XSTATE_BYTES of FPU state (switch_fpu_prepare), or
+   * XSAVE of it into a signal frame (copy_fpstate_to_sigframe). 232 = 58 ns
+   * at 3.993 GHz: the XSAVEOPT of an 832-byte x87+SSE+AVX area measured by
+   * ablation in a futex ping-pong under KVM (github.com/AlessandroSangiuliano/Uros
+   * issue #561), memory traffic included; another kernel and CPU.
+   */
+  fpuSave: 232,
+  /**
+   * XRSTORS of a task's FPU state (switch_fpu_finish), or XRSTOR of it from
+   * a signal frame (fpu__restore_sig). 659 = 165 ns at 3.993 GHz: the XRSTOR
+   * of the same measurement (Uros issue #561).
+   */
+  fpuRestore: 659,
+  /**
+   * try_to_wake_up's body beyond its accesses: pi_lock and rq lock,
+   * update_rq_clock, enqueue_task_fair, check_preempt_curr. An assumption
+   * (the order of a small syscall body).
+   */
+  wakeup: 400,
+  /**
+   * Vectoring of an exception the CPU raises itself, without a faulting
+   * access (the #DB after a single-stepped instruction, on its IST stack),
+   * and the IRET back: BARE_METAL_COSTS.exception's assumption for #PF/#GP.
+   * Charged as work: GuestCpu has no operation that raises it.
+   */
+  exceptionDelivery: 250,
   /** Timer interrupt body (scheduler_tick). */
   tick: 800,
   /** flush_tlb_func on an IPI's target. */
@@ -194,6 +235,12 @@ export interface LinuxStats {
   tablePagesFreed: number;
   kernelAccesses: number;
   pageCacheMisses: number;
+  /** try_to_wake_up calls. */
+  wakeups: number;
+  /** XSAVES of a task's FPU state at a context switch. */
+  fpuSaves: number;
+  /** XRSTORS of a task's FPU state at a context switch (skipped while the registers still hold it). */
+  fpuRestores: number;
 }
 
 /** A guest file (binary, source, output): its pages live in the page cache once read or written. */
@@ -242,6 +289,8 @@ export class Mm {
 /** A process (task_struct with its kernel stack). */
 export class Task {
   exited = false;
+  /** thread.fpu.last_cpu: the CPU whose registers held this task's FPU state when it was last saved (-1: none). */
+  fpuCpu = -1;
   readonly children = new Set<Task>();
   constructor(
     readonly pid: number,
@@ -271,6 +320,8 @@ export class LinuxCpu {
   lazy = true;
   pagingOn = false;
   current: Task | null = null;
+  /** fpu_fpregs_owner_ctx: the task whose FPU state this CPU's registers hold. */
+  fpuOwner: Task | null = null;
   constructor(readonly index: number, readonly cpu: GuestCpu) {}
 }
 
@@ -317,6 +368,8 @@ export class LinuxGuest {
   private readonly textGlobal: boolean;
   /** The read-only kernel data mapped by mapReadOnlyData: first va and its frames. */
   private readOnlyData?: { va: bigint; pfns: number[] };
+  /** Per-CPU struct rq frames (pfn), allocated at the first wakeup onto each CPU. */
+  private readonly runqueues: number[] = [];
 
   /** Throws a TypeError or RangeError naming the argument or option on bad input. */
   constructor(cpus: readonly GuestCpu[], opts: LinuxOptions) {
@@ -349,7 +402,7 @@ export class LinuxGuest {
       cr3Writes: 0, cr3NoFlush: 0, cr3Entry: 0, cr3Exit: 0, cr3SwitchMm: 0, cr3FlushAll: 0, invlpg: 0, invpcid: 0,
       flushOneUser: 0, flushLocal: 0, userFlushDeferred: 0, userFlushOnExit: 0, asidNew: 0, ipis: 0, lazyToInitMm: 0,
       forks: 0, execs: 0, exits: 0, contextSwitches: 0, interrupts: 0, ptStores: 0, tablePagesAllocated: 0,
-      tablePagesFreed: 0, kernelAccesses: 0, pageCacheMisses: 0,
+      tablePagesFreed: 0, kernelAccesses: 0, pageCacheMisses: 0, wakeups: 0, fpuSaves: 0, fpuRestores: 0,
     };
   }
 
@@ -923,22 +976,79 @@ export class LinuxGuest {
 
   /**
    * context_switch on `lc` to `next` (or to idle if null): scheduler work,
-   * switch_mm to next's mm (enter_lazy_tlb for idle). In kernel mode; `next`
-   * then returns to user with leave().
+   * switch_mm to next's mm (enter_lazy_tlb for idle), the FPU switch. In
+   * kernel mode; `next` then returns to user with leave().
+   *
+   * The FPU switch, as v4.15–v5.1 arch/x86/include/asm/fpu/internal.h does
+   * it (every task here is a user task with FPU state):
+   *   1. switch_fpu_prepare: XSAVES of prev's registers into its fpstate
+   *      (XSTATE_BYTES in its task_struct), last_cpu = this CPU; the CPU
+   *      stays prev's fpu_fpregs_owner_ctx;
+   *   2. switch_fpu_finish: XRSTORS of next's fpstate unless
+   *      fpregs_state_valid (this CPU still owns next's state and next last
+   *      saved it here: a switch to idle and back).
+   * v5.2+ (5f409e20b794, "x86/fpu: Defer FPU state load until return to
+   * userspace") moves step 2 to the return to user, which every task here
+   * makes before it switches out again: same count.
    */
   switchTo(lc: LinuxCpu, next: Task | null): void {
     this.stats.contextSwitches++;
     lc.cpu.work(this.work.contextSwitch);
     this.fetchText(lc, 1, 12);
     const prev = lc.current;
-    if (prev && !prev.exited) this.touchPhys(lc, this.pfnGpa(prev.slab), 4, "write");
+    if (prev && !prev.exited) {
+      this.touchPhys(lc, this.pfnGpa(prev.slab), 4, "write");
+      this.stats.fpuSaves++;
+      lc.cpu.work(this.work.fpuSave);
+      this.touchPhys(lc, this.pfnGpa(prev.slab) + FPSTATE_OFFSET, XSTATE_LINES, "write");
+      prev.fpuCpu = lc.index;
+      lc.fpuOwner = prev;
+    }
     if (next) {
       this.touchPhys(lc, this.pfnGpa(next.slab), 4, "read");
       this.switchMm(lc, next.mm);
+      if (lc.fpuOwner !== next || next.fpuCpu !== lc.index) {
+        this.stats.fpuRestores++;
+        lc.cpu.work(this.work.fpuRestore);
+        this.touchPhys(lc, this.pfnGpa(next.slab) + FPSTATE_OFFSET, XSTATE_LINES, "read");
+        lc.fpuOwner = next;
+      }
     } else {
       lc.lazy = true;
     }
     lc.current = next;
+  }
+
+  /**
+   * try_to_wake_up(task) by the kernel code running on `lc`, onto CPU
+   * `target`'s run queue (kernel/sched/core.c, ttwu_queue →
+   * ttwu_do_activate → enqueue_task_fair → check_preempt_curr):
+   *   1. p->pi_lock and p->state (task_struct line 0), p->se (line 1);
+   *   2. the target rq: its lock and clock, the cfs_rq and its rb-tree root
+   *      (three lines of the per-CPU struct rq);
+   *   3. rq->curr's sched_entity for the preemption check, if the target is
+   *      this CPU and it runs a task;
+   *   4. the wakeup work. The caller queues the task and sends any IPI.
+   */
+  tryToWakeUp(lc: LinuxCpu, task: Task, target: number): void {
+    intArg(target, "target", 0, this.cpus.length - 1);
+    this.stats.wakeups++;
+    lc.cpu.work(this.work.wakeup);
+    this.fetchText(lc, TEXT_PATH_TTWU, 6);
+    this.touchPhys(lc, this.pfnGpa(task.slab), 2, "write");
+    this.touchPhys(lc, this.pfnGpa(this.runqueue(target)), 3, "write");
+    const curr = target === lc.index ? lc.current : null;
+    if (curr) this.kernelAccess(lc, this.directMap(this.pfnGpa(curr.slab) + 64n), "read");
+  }
+
+  /** The frame of CPU `cpu`'s struct rq (the model has no per-CPU area; one frame per CPU at first use). */
+  private runqueue(cpu: number): number {
+    let pfn = this.runqueues[cpu];
+    if (pfn === undefined) {
+      pfn = this.frames.alloc(FRAME.KERNEL);
+      this.runqueues[cpu] = pfn;
+    }
+    return pfn;
   }
 
   // ---------------------------------------------------------------- user page tables

@@ -22,14 +22,21 @@
 //      do_notify_parent_cldstop (SIGCHLD to the tracer, __wake_up_parent),
 //      schedule: context switch tracee → tracer (kernel/signal.c);
 //   4. tracer: wait_task_stopped copies the status out, the SIGCHLD handler
-//      frame is built (setup_rt_frame), the handler runs, rt_sigreturn.
+//      frame is built (setup_rt_frame: copy_fpstate_to_sigframe XSAVEs the
+//      FPU state into it, the rest is copied), the handler runs,
+//      rt_sigreturn (restore_sigcontext, fpu__restore_sig: XRSTOR from it).
 //
 // So per step: 3 syscalls (ptrace, wait4, rt_sigreturn), 2 context switches
 // between two processes (switch_mm each time, KPTI CR3 writes as LinuxGuest
-// does them), 1 #DB, 1 SIGCHLD delivery; the guest memory touched is both
-// tasks' task_struct, signal and sighand data, kernel stacks (pt_regs), the
-// tracer's user stack (status word, signal frame), its .bss, both programs'
-// text and libc, and the page tables walked after every CR3 write.
+// does them, an XSAVES and an XRSTORS each), 2 try_to_wake_up, 1 #DB
+// delivered and returned from, 1 SIGCHLD delivery (an XSAVE and an XRSTOR
+// of the frame's FPU state, 7 lines of context copied each way); the guest
+// memory touched is both tasks' task_struct (FPU state included), signal and
+// sighand data, kernel stacks (pt_regs), the run queue, the tracer's user
+// stack (status word, signal frame), its .bss, both programs' text and libc,
+// and the page tables walked after every CR3 write. Not charged: the
+// spectre/retbleed mitigations on entry, exit and switch (retpolines, return
+// thunks, RSB filling), for want of a citable cost per event.
 //
 // KERNEXEC (PaX): read-only kernel data is written between pax_open_kernel
 // (MOV CR0 with WP clear) and pax_close_kernel (MOV CR0 with WP set), each
@@ -54,14 +61,18 @@
 //
 // Scheduling: pair i runs on CPU i mod N; each CPU has a FIFO run queue; the
 // CPUs are interleaved in one thread by simulated time (the CPU with the
-// fewest cycles runs its current task until it blocks or exits). The
-// tracers' exit is followed by the tracees' (the model SIGKILLs the tracee at
-// exit_ptrace; ssdd leaves it detached and spinning) so the run ends. Not
+// fewest cycles runs its current task until it blocks or exits). A tracer
+// exits after its last step without killing its tracee ("It will
+// automatically exit when its owner, ie, us, exits", ssdd.c): exit_ptrace
+// detaches it (__ptrace_unlink wakes it in TASK_TRACED), ptrace_stop
+// returns with exit_code still the step's SIGTRAP, get_signal delivers it
+// and its default action kills the tracee; reparented to init at its
+// tracer's exit, it is reaped there (the model reaps it at once). Not
 // modelled: timer ticks, migration, the usleep backoff of check_sigchld (the
 // signal always arrives before waitpid returns on one CPU).
 
 import { CR0, PFERR, type X86Access } from "../x86/regs.js";
-import { LinuxGuest, KERNEL_CR0, USER_LAYOUT, type LinuxCpu, type LinuxStats, type Task, type Vma, type GuestFile } from "./linux.js";
+import { LinuxGuest, KERNEL_CR0, USER_LAYOUT, XSTATE_BYTES, type LinuxCpu, type LinuxStats, type Task, type Vma, type GuestFile } from "./linux.js";
 import type { GuestException } from "./cpu.js";
 import { fnArg, intArg, optionsObject, own, show } from "../validate.js";
 
@@ -130,8 +141,10 @@ const PATH = { debug: 1001, signal: 1002, ptraceStop: 1003, switchMm: 1004, load
 const SLAB = { task: 0x000n, tls: 0x180n, sigqueue: 0xa00n, signal: 0xc00n, sighand: 0xe00n };
 /** pt_regs->flags within the order-1 kernel stack (top of stack − sizeof(pt_regs) + 0x90). */
 const PT_REGS_FLAGS = 0x1fe8n;
-/** rt_sigframe: siginfo, ucontext and a legacy 512-byte FXSAVE area, in 64-byte lines (an assumption: no AVX state). */
-const SIGFRAME_LINES = 16;
+/** rt_sigframe without its FPU state: pretcode, ucontext (sigcontext inside) and siginfo, 440 bytes (arch/x86/include/asm/sigframe.h), in 64-byte lines. */
+const SIGFRAME_CTX_LINES = 7;
+/** The frame's FPU state: XSTATE_BYTES in XSAVE standard format and FP_XSTATE_MAGIC2 (arch/x86/kernel/fpu/signal.c), in 64-byte lines. */
+const SIGFRAME_FP_LINES = Math.ceil((XSTATE_BYTES + 4) / 64);
 /** Work of the #DB handler body (exc_debug: DR6, notify_die, send_sigtrap), cycles; an assumption. */
 const DEBUG_WORK = 600;
 /** Work of ptrace_stop / do_notify_parent_cldstop beyond their accesses; an assumption. */
@@ -222,8 +235,8 @@ class Ssdd {
   private readOnlyStores = 0;
   /** Kernel accesses of kcopy (LinuxGuest counts the others). */
   private batchedKernelAccesses = 0;
-  private readonly batchVa = new BigUint64Array(SIGFRAME_LINES);
-  private readonly batchKind = new Uint8Array(SIGFRAME_LINES);
+  private readonly batchVa = new BigUint64Array(Math.max(SIGFRAME_CTX_LINES, SIGFRAME_FP_LINES));
+  private readonly batchKind = new Uint8Array(Math.max(SIGFRAME_CTX_LINES, SIGFRAME_FP_LINES));
   private userAccesses = 0;
   private live = 0;
   private main!: STask;
@@ -350,11 +363,11 @@ class Ssdd {
     this.switchTo(lc, this.pickReady(lc), inStep);
   }
 
-  /** try_to_wake_up of `s` by code running on `lc`: onto its CPU's run queue; an idle remote CPU gets a reschedule IPI. */
+  /** try_to_wake_up of `s` by code running on `lc` (LinuxGuest.tryToWakeUp): onto its CPU's run queue; an idle remote CPU gets a reschedule IPI. */
   private wake(lc: LinuxCpu, s: STask): void {
+    this.g.tryToWakeUp(lc, s.t, s.cpu);
     s.readyAt = s.cpu === lc.index ? this.cyc[lc.index]! : lc.cpu.cycles;
     this.runq[s.cpu]!.push(s);
-    this.g.touchPhys(lc, this.slab(s, SLAB.task), 1, "write");
     if (s.cpu !== lc.index && !this.cpus[s.cpu]!.current) lc.cpu.sendIpi(s.cpu);
   }
 
@@ -366,7 +379,7 @@ class Ssdd {
       case "tracer:waited": return this.tracerWaited(lc, s);
       case "tracee:start": return this.traceeStop(lc, s, false);
       case "tracee:stopped": return this.traceeStep(lc, s);
-      case "tracee:killed": return this.traceeDie(lc, s);
+      case "tracee:detached": return this.traceeDie(lc, s);
     }
     throw new Error(`vmmu: ssdd: ${s.kind} ${s.t.pid} resumed in phase ${s.phase}`);
   }
@@ -416,12 +429,14 @@ class Ssdd {
   }
 
   /**
-   * copy_to_user / copy_from_user of `lines` consecutive 64-byte lines from
-   * user `va`: one batch of CPL-0 accesses (GuestCpu.accessMany); a #PF is
+   * Kernel accesses to `lines` consecutive 64-byte lines of user memory from
+   * `va`: one batch of CPL-0 accesses (GuestCpu.accessMany); a #PF is
    * handled as the kernel's fixup path does (handleFault) and the batch
-   * resumes at the faulting line.
+   * resumes at the faulting line. `copy`: a copy_to_user / copy_from_user,
+   * charged LINUX_WORK_COSTS.copyLine a line; otherwise the caller charges
+   * the instruction that makes them (XSAVE, XRSTOR).
    */
-  private kcopy(lc: LinuxCpu, s: STask, va: number, lines: number, kind: X86Access): void {
+  private kcopy(lc: LinuxCpu, s: STask, va: number, lines: number, kind: X86Access, copy: boolean): void {
     const vas = this.batchVa, kinds = this.batchKind;
     kinds.fill(kind === "write" ? 1 : 0, 0, lines);
     for (let i = 0; i < lines; i++) vas[i] = BigInt(va + i * 64);
@@ -433,6 +448,7 @@ class Ssdd {
       const e = r.exception;
       if (!("cr2" in e) || ++tries > 4 || !this.g.handleFault(lc, s.t, e, false).ok) throw new Error(`vmmu: ssdd: kernel ${kind} of user 0x${(va + done * 64).toString(16)} (pid ${s.t.pid}) failed`);
     }
+    if (copy) lc.cpu.work(lines * this.g.work.copyLine);
   }
 
   private exec(lc: LinuxCpu, s: STask): void {
@@ -550,8 +566,12 @@ class Ssdd {
     g.touchPhys(lc, this.slab(tr, SLAB.signal), 1, "write");
     g.touchPhys(lc, this.slab(tr, SLAB.sighand), 1, "read");
     g.fetchText(lc, PATH.signal, 6);
-    const frame = tr.stack - 0x200 - SIGFRAME_LINES * 64;
-    this.kcopy(lc, tr, frame, SIGFRAME_LINES, "write");
+    // get_sigframe: the FPU state below the red zone, the frame below it.
+    const fp = tr.stack - 0x200 - SIGFRAME_FP_LINES * 64, frame = fp - SIGFRAME_CTX_LINES * 64;
+    // copy_fpstate_to_sigframe: XSAVE straight to the user frame (the registers hold the tracer's state since switch_fpu_finish).
+    lc.cpu.work(g.work.fpuSave);
+    this.kcopy(lc, tr, fp, SIGFRAME_FP_LINES, "write", false);
+    this.kcopy(lc, tr, frame, SIGFRAME_CTX_LINES, "write", true);
     this.total.signals++;
     if (inStep) this.step.signals++;
     g.leave(lc);
@@ -559,7 +579,10 @@ class Ssdd {
     this.user(lc, tr.bss, "write");
     this.user(lc, tr.libc + 128, "fetch");
     this.sys(lc, NR.rt_sigreturn, inStep);
-    this.kcopy(lc, tr, frame, SIGFRAME_LINES, "read");
+    // restore_sigcontext, then fpu__restore_sig: XRSTOR straight from the user frame.
+    this.kcopy(lc, tr, frame, SIGFRAME_CTX_LINES, "read", true);
+    lc.cpu.work(g.work.fpuRestore);
+    this.kcopy(lc, tr, fp, SIGFRAME_FP_LINES, "read", false);
     g.leave(lc);
     this.user(lc, tr.code, "fetch");
     this.user(lc, tr.stack, "read");
@@ -597,12 +620,12 @@ class Ssdd {
     this.g.kernelAccess(lc, this.g.directMap((BigInt(m.pfn) << 12n) + BigInt(te.code % 4096)), "read");
   }
 
-  /** exit_group after the last step: exit_ptrace (the model then SIGKILLs the tracee), do_exit, main notified. */
+  /** exit_group after the last step: exit_ptrace detaches and wakes the tracee (stopped with its SIGTRAP pending), do_exit, main notified. */
   private tracerExit(lc: LinuxCpu, tr: STask): void {
     const te = tr.peer!, m = this.main;
     this.user(lc, tr.libc, "fetch");
     this.sys(lc, NR.exit_group, false);
-    te.phase = "killed";
+    te.phase = "detached";
     this.wake(lc, te);
     this.g.exit(lc, tr.t);
     this.of.delete(tr.t);
@@ -639,6 +662,7 @@ class Ssdd {
     this.user(lc, te.code, "fetch");
     this.total.debugExceptions++;
     this.step.debugExceptions++;
+    lc.cpu.work(g.work.exceptionDelivery);
     g.enter(lc);
     lc.cpu.work(DEBUG_WORK);
     g.fetchText(lc, PATH.debug, 8);
@@ -649,9 +673,18 @@ class Ssdd {
     this.traceeStop(lc, te, true);
   }
 
-  /** SIGKILLed at its tracer's exit: do_exit, reaped at once (reparented, autoreap). */
+  /**
+   * Detached by its tracer's exit: back from ptrace_stop with exit_code
+   * still SIGTRAP, get_signal delivers it (sighand, signal) and its default
+   * action kills the tracee (do_group_exit → do_exit); reaped at once (its
+   * reaper, init, is not modelled).
+   */
   private traceeDie(lc: LinuxCpu, te: STask): void {
-    this.g.reap(te.peer!.t, te.t);
+    const g = this.g;
+    g.fetchText(lc, PATH.signal, 6);
+    g.touchPhys(lc, this.slab(te, SLAB.sighand), 1, "read");
+    g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
+    g.reap(te.peer!.t, te.t);
     this.exitTask(lc, te);
   }
 }

@@ -4,7 +4,11 @@
  * switches, one #DB and one SIGCHLD; grsecurity KERNEXEC clears CR0.WP only
  * around its stores to read-only kernel data and sets it again each time;
  * such a store faults with WP set and goes through with WP clear; every step
- * touches both tasks' kernel memory and the tracer's user stack; runs are
+ * touches both tasks' kernel memory and the tracer's user stack; a step is
+ * charged its #DB delivery, the FPU saves and restores of its two switches
+ * and its signal frame, its two wakeups and its copied lines; a CPU whose
+ * registers still hold a task's FPU state does not restore it; a tracee
+ * detached by its tracer's exit dies of its pending SIGTRAP; runs are
  * deterministic for a seed; under shadow paging every toggle is a CR0 exit.
  */
 import { describe, expect, it } from "vitest";
@@ -12,7 +16,7 @@ import { createMachine } from "../../../src/index.js";
 import { CR0, PFERR } from "../../../src/x86/regs.js";
 import { BareMetalCpu } from "../../../src/guest/bare-metal-cpu.js";
 import { X86_BOOT_CONTROL } from "../../../src/guest/bare-metal-cpu.js";
-import { LinuxGuest, KERNEL_CR0, PAGE_OFFSET, USER_LAYOUT, type Task } from "../../../src/guest/linux.js";
+import { LinuxGuest, KERNEL_CR0, PAGE_OFFSET, USER_LAYOUT, type LinuxWorkCosts, type Task } from "../../../src/guest/linux.js";
 import type { GuestCpu, GuestPageFault } from "../../../src/guest/cpu.js";
 import { runSsdd, KERNEXEC_DEFAULTS, type SsddOptions, type SsddResult } from "../../../src/guest/ssdd.js";
 import { createShadowVm } from "../../../src/kvm/shadow-vm.js";
@@ -207,6 +211,112 @@ describe("a step's guest memory", () => {
     // pid 1 is main's first image; main execs as pid 1, forks the tracer (pid 2), which forks the tracee (pid 3).
     for (const k of ["kstack 2", "slab 2", "stack 2", "text 2", "kstack 3", "slab 3", "text 3"]) {
       expect(hits.get(k) ?? 0, k).toBeGreaterThanOrEqual(iterations);
+    }
+  });
+});
+
+/** Cycles and guest counters of one run on a fresh 1-vCPU bare-metal guest (machine disposed at once). */
+async function oneRun(opts: SsddOptions, work?: Partial<LinuxWorkCosts>) {
+  const machine = await createMachine({ arch: "x86_64", memoryBytes: RAM, vcpus: 1 });
+  try {
+    const guest = new LinuxGuest(BareMetalCpu.forMachine(machine), { ramBytes: RAM, pti: false, work });
+    guest.boot();
+    const r = runSsdd(guest, opts);
+    return { cycles: r.cycles[0]!, stats: r.stats, steps: r.steps };
+  } finally {
+    machine.dispose();
+  }
+}
+
+/** Per step: what `iterations` steps add to a run of 0 (set-up and teardown cancel). */
+async function perStepRun(pairs: number, iterations: number, work?: Partial<LinuxWorkCosts>) {
+  const a = await oneRun({ pairs, iterations, kernexec: false }, work);
+  const b = await oneRun({ pairs, iterations: 0, kernexec: false }, work);
+  const steps = a.steps;
+  const stat = (k: keyof typeof a.stats) => (a.stats[k] - b.stats[k]) / steps;
+  return { cycles: (a.cycles - b.cycles) / steps, stat };
+}
+
+describe("what a step charges besides its accesses", () => {
+  it("charges one #DB delivery, three FPU saves and three restores (two switches, the signal frame), two wakeups and 14 copied lines", async () => {
+    const big = 100_000;
+    const zero = { exceptionDelivery: 0, fpuSave: 0, fpuRestore: 0, wakeup: 0, copyLine: 0 };
+    const base = await perStepRun(1, 12, zero);
+    const expected: [keyof typeof zero, number][] = [["exceptionDelivery", 1], ["fpuSave", 3], ["fpuRestore", 3], ["wakeup", 2], ["copyLine", 14]];
+    for (const [k, n] of expected) {
+      const r = await perStepRun(1, 12, { ...zero, [k]: big });
+      expect(r.cycles - base.cycles, k).toBe(n * big);
+    }
+    // Of the FPU operations, the context switches make two saves and two restores; the signal frame the third of each.
+    expect(base.stat("fpuSaves")).toBe(2);
+    expect(base.stat("fpuRestores")).toBe(2);
+    expect(base.stat("wakeups")).toBe(2);
+    expect(base.stat("contextSwitches")).toBe(2);
+  });
+
+  it("charges the same per step with 10 pairs on one vCPU", async () => {
+    const zero = { fpuSave: 0, fpuRestore: 0 };
+    const base = await perStepRun(10, 6, zero);
+    const r = await perStepRun(10, 6, { fpuSave: 1000, fpuRestore: 10 });
+    expect(r.cycles - base.cycles).toBe(3 * 1000 + 3 * 10);
+    expect(base.stat("fpuRestores")).toBe(2);
+  });
+});
+
+describe("the FPU switch at a context switch", () => {
+  it("saves prev's state every time and restores next's unless this CPU's registers still hold it from next's last run here", async () => {
+    const { guest } = await bareMetalGuest({ vcpus: 2, ramMiB: 64 });
+    const [c0, c1] = guest.cpus as [typeof guest.cpus[0], typeof guest.cpus[0]];
+    const a = guest.spawnInit(c0, "a"), b = guest.spawnInit(c0, "b");
+    const s0 = { ...guest.stats };
+    const delta = () => ({ saves: guest.stats.fpuSaves - s0.fpuSaves, restores: guest.stats.fpuRestores - s0.fpuRestores });
+    guest.switchTo(c0, a);
+    expect(delta()).toEqual({ saves: 0, restores: 1 });
+    guest.switchTo(c0, null);
+    guest.switchTo(c0, a);
+    // To idle and back: a's state never left the registers (fpregs_state_valid).
+    expect(delta()).toEqual({ saves: 1, restores: 1 });
+    guest.switchTo(c0, b);
+    guest.switchTo(c0, a);
+    expect(delta()).toEqual({ saves: 3, restores: 3 });
+    // a runs on CPU 1, then comes back to CPU 0, which still names it owner: last_cpu says CPU 1, so it is restored.
+    guest.switchTo(c0, null);
+    guest.switchTo(c1, a);
+    guest.switchTo(c1, null);
+    guest.switchTo(c0, a);
+    expect(delta()).toEqual({ saves: 5, restores: 5 });
+  });
+});
+
+describe("the end of a pair", () => {
+  it("lets each tracee, detached by its tracer's exit, take its pending SIGTRAP through get_signal before do_exit", async () => {
+    const machine = disposeAfterAll(await createMachine({ arch: "x86_64", memoryBytes: RAM, vcpus: 1 }));
+    let guest: LinuxGuest | undefined;
+    const exited = new Set<Task>();
+    const signalWrites = new Map<Task, number>();
+    const cpus = BareMetalCpu.forMachine(machine).map((c) => watched(c, {
+      access: (t, va, gpa, kind) => {
+        const task = guest?.cpus[t.index]!.current;
+        if (!task || gpa === null || kind !== "write" || va < PAGE_OFFSET || Number(gpa >> 12n) !== task.slab) return;
+        if (task.parent && exited.has(task.parent) && !exited.has(task)) signalWrites.set(task, (signalWrites.get(task) ?? 0) + 1);
+      },
+    }));
+    guest = new LinuxGuest(cpus, { ramBytes: RAM });
+    guest.boot();
+    const order: Task[] = [];
+    const exit = guest.exit.bind(guest);
+    guest.exit = (lc, t) => {
+      order.push(t);
+      exited.add(t);
+      exit(lc, t);
+    };
+    const r = runSsdd(guest, { pairs: 2, iterations: 5 });
+    expect(r.stats.exits).toBe(5);
+    const tracees = order.filter((t) => t.parent !== null && t.parent.parent !== null);
+    expect(tracees).toHaveLength(2);
+    for (const te of tracees) {
+      expect(order.indexOf(te)).toBeGreaterThan(order.indexOf(te.parent!));
+      expect(signalWrites.get(te) ?? 0, `pid ${te.pid}`).toBeGreaterThan(0);
     }
   });
 });
