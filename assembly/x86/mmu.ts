@@ -578,6 +578,55 @@ export function x86BatchHits(i: u32, count: u32, base: usize, tlb: usize, keyHi:
 let batchFaults: u32 = 0;
 
 /**
+ * The batch loop of a record that only walks (x86 paging, no EPT, TLB off):
+ * translateSlow's steps per entry — canonical check, walk (restarting on a
+ * lost A/D race), fault count — with the record's fields read once per
+ * batch and no call per entry. Same results and counters as batchRun's
+ * general loop; returns where it stopped, faults in batchFaults.
+ */
+function x86BatchWalks(c: usize, base: usize, i: u32, count: u32, user: u32, stop: bool): u32 {
+  const paArr = base + VCPU_BATCH_PA;
+  const stArr = base + VCPU_BATCH_STATUS;
+  const vaArr = base + VCPU_BATCH_VA;
+  const acArr = base + VCPU_BATCH_ACCESS;
+  const cs = <u64>load<u32>(c, MC_CANON);
+  const root = load<u64>(c, MC_ROOT);
+  const top = load<u32>(c, MC_TOP);
+  const cb = <usize>load<u32>(c, MC_CTRS);
+  let faults: u32 = 0;
+  for (; i < count; i++) {
+    const va = load<u64>(vaArr + (<usize>i << 3));
+    const access = <u32>load<u8>(acArr + <usize>i);
+    let s: u32;
+    if (access > ACCESS_FETCH) {
+      s = STATUS_EACCESS;
+    } else {
+      setGva(va);
+      if ((<i64>(va << cs) >> cs) != <i64>va) {
+        rLevel = 0; rErr = 0;
+        s = STATUS_GP;
+      } else {
+        counterAdd(cb, C_WALKS, 1);
+        while (true) {
+          s = descend(FMT_X86, false, c, base, va, root, top, 9, 7, access, user, WALK_AD | WALK_CHECK);
+          if (s != RETRY) break;
+          counterAdd(cb, C_WALK_RETRIES, 1);
+        }
+      }
+      if (s != STATUS_OK) counterAdd(cb, C_FAULTS, 1);
+    }
+    store<u64>(paArr + (<usize>i << 3), s == STATUS_OK ? rPa : (s == STATUS_ABORT ? rGpa : 0));
+    store<u32>(stArr + (<usize>i << 2), statusWord(s));
+    if (s != STATUS_OK) {
+      faults++;
+      if (stop) break;
+    }
+  }
+  batchFaults = faults;
+  return i;
+}
+
+/**
  * The batch loop shared by x86TranslateBatch and x86TranslateUntilFault:
  *
  * 1. Serve the run of TLB hits from i in the record's slot (x86BatchHits).
@@ -597,6 +646,9 @@ let batchFaults: u32 = 0;
   const hitPack = load<u64>(c + (user != 0 ? MC_HITU : MC_HITS));
   const flags = load<u32>(c, MC_FLAGS);
   const fast = load<u32>(c, MC_FORMAT) == FMT_X86 && (flags & MF_TLB) != 0 && (flags & MF_PK) == 0;
+  if (load<u32>(c, MC_FORMAT) == FMT_X86 && (flags & MF_TLB) == 0 && load<u32>(c, MC_PTW) == MMU_NONE) {
+    return x86BatchWalks(c, base, start, count, user, stop);
+  }
   const cs = <u64>load<u32>(c, MC_CANON);
   const tlb = tlbBaseOf(base);
   const mask = <u64>(tlbEntries() - 1);
