@@ -106,7 +106,7 @@ export const CR0WP_LEGEND: readonly (readonly [string, string])[] = [
   ["sim. s", `those cycles at ${SIM_HZ / 1e9} GHz, scaled to the seed's 10 × 50000 steps (assumptions: a 3 GHz host, time linear in steps)`],
   ["vs baseline", "that time divided by this MMU's baseline policy (below 1: faster)"],
   ["exits cr0/ept/other", "VM exits: MOV CR0, EPT violations (shadow: #PF), everything else"],
-  ["roots b/f/r", "roots built / freed (tree zapped) / reused (found by role in the hash, list or root cache)"],
+  ["roots b/f/r", "roots built / freed (direct MMUs: the tree zapped and freed; shadow: a root reference dropped, the page stays hashed) / reused (found by role)"],
   ["SPTEs inst/zap", "SPTEs installed and zapped"],
   ["flush L/R", "TLB flushes: local (kvm_mmu_load, root switches), remote (all vCPUs)"],
 ];

@@ -34,16 +34,17 @@ export function levelBytes(level: number): bigint {
 /**
  * make_spte for guest RAM: a leaf mapping host frame `hpa` (aligned to the
  * level) readable, writable if `write` (host- and MMU-writable always: guest
- * RAM is never write-tracked by a direct MMU), executable if `exec`, marked
- * accessed (and dirty if `dirty`) when `ad` (EPT A/D on: KVM pre-sets A on a
- * fault, D on a write fault).
+ * RAM is never write-tracked by a direct MMU), executable if `exec`. With EPT
+ * A/D on (`ad`) KVM presets A, and D on every writable SPTE (spte.c make_spte:
+ * spte_shadow_dirty_mask when pte_access has ACC_WRITE_MASK), so a fault never
+ * clears a D bit the hardware set.
  */
-export function makeLeafSpte(hpa: bigint, level: number, opt: { write: boolean; exec: boolean; ad: boolean; dirty: boolean }): bigint {
+export function makeLeafSpte(hpa: bigint, level: number, opt: { write: boolean; exec: boolean; ad: boolean }): bigint {
   let s = SPTE_MMU_PRESENT | SPTE_R | SPTE_MT_WB | SPTE_IPAT | SPTE_HOST_WRITABLE | SPTE_MMU_WRITABLE | (hpa & SPTE_ADDR_MASK);
   if (opt.write) s |= SPTE_W;
   if (opt.exec) s |= SPTE_X;
   if (level > 1) s |= SPTE_LARGE;
-  if (opt.ad) s |= SPTE_A | (opt.dirty && opt.write ? SPTE_D : 0n);
+  if (opt.ad) s |= SPTE_A | (opt.write ? SPTE_D : 0n);
   return s;
 }
 

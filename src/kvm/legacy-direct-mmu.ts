@@ -233,7 +233,7 @@ export class LegacyDirectMmu implements DirectMmu {
     }
     const old = this.pool.entry(n);
     const base = this.baseGfn(gfn, goal);
-    const spte = makeLeafSpte(base << 12n, goal, { write: true, exec: true, ad: this.adEnabled, dirty: true });
+    const spte = makeLeafSpte(base << 12n, goal, { write: true, exec: true, ad: this.adEnabled });
     if (old === spte) {
       out.spurious = true;
       this.stats.spurious++;

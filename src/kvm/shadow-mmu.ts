@@ -98,6 +98,7 @@ export interface ShadowStats {
   guestWalks: number;
   guestWalkRefs: number;
   rootsBuilt: number;
+  /** Root references dropped (kvm_mmu_free_roots, one root): the shadow page stays hashed unless it was zapped. */
   rootsFreed: number;
   rootsReused: number;
 }

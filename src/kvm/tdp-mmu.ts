@@ -397,7 +397,7 @@ export class TdpMmu implements DirectMmu {
   private mapTarget(it: TdpIter, res: TdpFaultResult): TdpFaultResult {
     const st = this.stats, old = it.oldSpte, level = it.level;
     res.level = level;
-    const spte = makeLeafSpte(BigInt(it.gfn) << 12n, level, { write: true, exec: true, ad: this.adEnabled, dirty: true });
+    const spte = makeLeafSpte(BigInt(it.gfn) << 12n, level, { write: true, exec: true, ad: this.adEnabled });
     if (spte === old) {
       res.spurious = true;
       st.spurious++;
