@@ -15,8 +15,8 @@
 import type { HostPool } from "./host-pool.js";
 import { isLastSpte, isShadowPresent, spteHpa } from "./ept-spte.js";
 
-/** 512^(level − 1) for levels 1..5 (index 0 unused): a table load per iterator step instead of a power. */
-const PAGES_PER_LEVEL = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4];
+/** 512^(level − 1) for levels 1..6 (6: the span of a 5-level root; index 0 unused): a table load per iterator step instead of a power. */
+const PAGES_PER_LEVEL = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4, 512 ** 5];
 
 /** gfns mapped by one SPTE at `level`: 512^(level − 1) (KVM KVM_PAGES_PER_HPAGE). */
 export function pagesPerLevel(level: number): number {
