@@ -38,6 +38,9 @@
 //   ptep_clear_flush), file text mapped from shared page-cache frames,
 //   munmap/brk shrink zap PTEs, free empty tables (free_pgtables), flush, then
 //   free frames (mmu_gather order).
+// - Scheduling: a context switch saves prev's FPU state and restores next's
+//   unless the CPU still holds it (switch_fpu_prepare/finish, fpregs_state_valid);
+//   try_to_wake_up touches the wakee and the target CPU's run queue.
 //
 // Simplifications (deliberate): fork gives the child fresh (unpopulated)
 // mappings of the parent's image instead of copying PTEs with COW; private
