@@ -415,11 +415,12 @@ function s1WalkOnce(c: usize, vb: usize, va: u64, access: u32, el0: bool, flags:
       if (!casCounted(vb, host, desc, want)) return RETRY;
     }
     const finalDesc = update ? want : desc;
-    // Allow bits from the descriptor as it now is: a clean DBM page is not writable until a write re-walks.
-    al = (finalDesc & D_AF) != 0
-      ? s1AllowBits(wxn, (finalDesc & D_AP1) != 0 && (tattr & D_APTABLE0) == 0,
-        (finalDesc & D_AP2) != 0 || (tattr & D_APTABLE1) != 0, uxn, pxn)
-      : 0;
+    // Allow bits from the descriptor as it now is: a clean DBM page is not writable until a write re-walks
+    // (the descriptor the access was checked against, `want`, unless the update was not made).
+    al = (finalDesc & D_AF) == 0 ? 0
+      : finalDesc == want ? accessAl
+      : s1AllowBits(wxn, (finalDesc & D_AP1) != 0 && (tattr & D_APTABLE0) == 0,
+        (finalDesc & D_AP2) != 0 || (tattr & D_APTABLE1) != 0, uxn, pxn);
     ipa = oa | (va & pmask);
     s1Shift = <u32>shift;
     s1Level = level;
