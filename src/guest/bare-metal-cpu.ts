@@ -99,6 +99,11 @@ export class BareMetalCpu implements GuestCpu {
     return Array.from({ length: machine.vcpuCount }, (_, i) => new BareMetalCpu(machine.vcpu(i), opts));
   }
 
+  /** An exception with no hypervisor: delivered by the CPU; the guest model charges the delivery as work. Counted. */
+  exception(vector: number): void {
+    this.counts[`exception${vector}`] = (this.counts[`exception${vector}`] ?? 0) + 1;
+  }
+
   private charge(event: string): void {
     this.counts[event] = (this.counts[event] ?? 0) + 1;
     this.charged += this.c[event] ?? 0;

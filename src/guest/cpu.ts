@@ -66,6 +66,13 @@ export interface GuestCpu {
   invpcid(type: number, pcid: number, va?: bigint): GuestException | null;
   /** Whether CPUID advertises INVPCID to the guest (under shadow paging it depends on the hypervisor). */
   readonly hasInvpcid: boolean;
+  /**
+   * The guest raises exception `vector` (not #PF: that is `access`'s business),
+   * e.g. the #DB of a single-step trap. The delivery and the handler are the
+   * guest's own work (charged by the guest model); a hypervisor that intercepts
+   * the vector exits and reinjects it.
+   */
+  exception(vector: number): void;
   /** Sends an IPI to vCPU `target` (the guest's TLB shootdowns): costs time; the target's handler runs when the caller makes it. */
   sendIpi(target: number): void;
   /** Simulated time spent so far on this vCPU, in cycles. */

@@ -662,6 +662,7 @@ class Ssdd {
     this.user(lc, te.code, "fetch");
     this.total.debugExceptions++;
     this.step.debugExceptions++;
+    lc.cpu.exception(1);
     lc.cpu.work(g.work.exceptionDelivery);
     g.enter(lc);
     lc.cpu.work(DEBUG_WORK);

@@ -76,6 +76,13 @@ export const DEFAULT_COSTS: CostModel = {
 };
 
 /**
+ * Exception vectors KVM on VMX always intercepts (vmx.c update_exception_bitmap:
+ * #DB since the CVE-2015-8104 fixes, #UD, #AC, #MC; #PF only without EPT, handled
+ * as a page fault): each exits and is reinjected (kvm_queue_exception).
+ */
+export const INTERCEPTED_VECTORS: ReadonlySet<number> = new Set([1, 6, 17, 18]);
+
+/**
  * The most cycles one event may cost: 10^7 (3 ms at 3 GHz), so that simulated
  * totals over ~10^8 events stay exact in a double.
  */

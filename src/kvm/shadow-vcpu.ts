@@ -16,7 +16,7 @@ import type { MemoryViews } from "../core/views.js";
 import type { X86Access } from "../x86/regs.js";
 import { CR0, CR4, EFER, PTE, PTE_ADDR_MASK, CR3_NOFLUSH, CR3_PCID_MASK } from "../x86/regs.js";
 import type { GuestCpu, GuestException } from "../guest/cpu.js";
-import type { CostModel } from "./cost-model.js";
+import { INTERCEPTED_VECTORS, type CostModel } from "./cost-model.js";
 import type { ShadowPolicy } from "./policy.js";
 import { ROLE_SMM } from "./direct-mmu.js";
 import {
@@ -25,7 +25,7 @@ import {
 } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
-export type ExitReason = "pf" | "cr3" | "invlpg" | "invpcid" | "cr0" | "cr4" | "ipi" | "emulate" | "smi" | "rsm";
+export type ExitReason = "pf" | "cr3" | "invlpg" | "invpcid" | "cr0" | "cr4" | "ipi" | "emulate" | "smi" | "rsm" | "exception";
 
 interface RootSlot {
   /** Guest CR3 (with PCID, without bit 63). */
@@ -59,7 +59,7 @@ function halves(c: BigUint64Array): Uint32Array {
 
 export class ShadowVcpu implements GuestCpu, FlushTarget {
   cycles = 0;
-  readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0, smi: 0, rsm: 0 };
+  readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0, smi: 0, rsm: 0, exception: 0 };
   /** Guest #PFs delivered (the guest's own faults, after the hypervisor's walk). */
   injected = 0;
   accesses = 0;
@@ -802,6 +802,11 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   sendIpi(_target: number): void {
     this.exit("ipi");
+  }
+
+  /** An intercepted exception vector (INTERCEPTED_VECTORS) exits and is reinjected; others are delivered without KVM. */
+  exception(vector: number): void {
+    if (INTERCEPTED_VECTORS.has(vector)) this.exit("exception");
   }
 
   /** Whether the vCPU is in SMM. */

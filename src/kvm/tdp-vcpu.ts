@@ -18,13 +18,13 @@ import type { GuestMemory } from "../memory.js";
 import type { X86Access } from "../x86/regs.js";
 import { CR0, CR4, EFER } from "../x86/regs.js";
 import type { GuestCpu, GuestException } from "../guest/cpu.js";
-import type { CostModel } from "./cost-model.js";
+import { INTERCEPTED_VECTORS, type CostModel } from "./cost-model.js";
 import type { Cr0WpPolicy } from "./cr0wp-policy.js";
 import { type DirectMmu, type DirectMmuStats, ROLE_SMM, directEptp } from "./direct-mmu.js";
 import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
-export type TdpExitReason = "ept-violation" | "mmio" | "cr0" | "cr4" | "smi" | "rsm" | "ipi";
+export type TdpExitReason = "ept-violation" | "mmio" | "cr0" | "cr4" | "smi" | "rsm" | "ipi" | "exception";
 
 /** CR4 bits in the MMU role (KVM_MMU_CR4_ROLE_BITS): changing one exits and resets the MMU; the rest are guest-owned under EPT. */
 const CR4_ROLE_BITS = CR4.PSE | CR4.PAE | CR4.SMEP | CR4.SMAP | CR4.PKE | CR4.LA57 | CR4.PCIDE;
@@ -84,7 +84,7 @@ function halves(c: BigUint64Array): Uint32Array {
 
 export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   cycles = 0;
-  readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0 };
+  readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0, exception: 0 };
   readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, rootCacheHits: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0 };
   /** Guest #PFs delivered. */
   injected = 0;
@@ -454,6 +454,11 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
 
   sendIpi(_target: number): void {
     this.exit("ipi");
+  }
+
+  /** An intercepted exception vector (INTERCEPTED_VECTORS) exits and is reinjected; others are delivered without KVM. */
+  exception(vector: number): void {
+    if (INTERCEPTED_VECTORS.has(vector)) this.exit("exception");
   }
 
   // ---- SMM ---------------------------------------------------------------------------

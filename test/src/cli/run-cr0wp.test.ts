@@ -19,6 +19,7 @@ describe("vmmu run cr0wp", () => {
       expect(j[mmu].baseline.ratioToBaseline).toBe(1);
       expect(j[mmu].baseline.guest.cr0Writes).toBeGreaterThan(0);
       expect(j[mmu].baseline.exits.cr0).toBe(j[mmu].baseline.guest.cr0Writes);
+      expect(j[mmu].baseline.exits.exception).toBe(j[mmu].baseline.guest.debugExceptions);
       for (const k of ["cycles", "exits", "roots", "eptViolations", "sptes", "flushes"]) expect(j[mmu].baseline).toHaveProperty(k);
     }
     expect(j.tdp.baseline.roots.freed).toBeGreaterThanOrEqual(j.tdp.baseline.exits.cr0);

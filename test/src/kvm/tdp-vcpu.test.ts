@@ -237,6 +237,18 @@ describe("other control registers", () => {
   });
 });
 
+describe("exceptions", () => {
+  it("a #DB (single-step trap) exits and is reinjected, as KVM on VMX intercepts it; a #BP does not exit", async () => {
+    const w = await world("tdp", "krause2023");
+    const c0 = w.cpu.cycles;
+    w.cpu.exception(1);
+    expect(w.cpu.exits.exception).toBe(1);
+    expect(w.cpu.cycles - c0).toBe(w.vm.costs.vmExit);
+    w.cpu.exception(3);
+    expect(w.cpu.exits.exception).toBe(1);
+  });
+});
+
 describe("policies", () => {
   it("every policy names its switches and the names are the contract", () => {
     expect(Object.keys(CR0WP_POLICIES)).toEqual(["baseline", "keep-roots", "preserve-roots", "krause-p1-3", "krause2023"]);
