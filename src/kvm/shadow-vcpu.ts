@@ -19,6 +19,7 @@ import type { GuestCpu, GuestException } from "../guest/cpu.js";
 import { INTERCEPTED_VECTORS, type CostModel } from "./cost-model.js";
 import type { ShadowPolicy } from "./policy.js";
 import { ROLE_SMM } from "./direct-mmu.js";
+import { accessManyOnHardware } from "./batch-access.js";
 import {
   ShadowMmu, ShadowPage, roleAt, ACC_ALL, ACC_EXEC, ACC_WRITE, ACC_USER,
   ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP, type FlushTarget,
@@ -524,31 +525,16 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    * counters, once per run.
    */
   accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException } {
-    let done = 0;
-    while (done < n) {
-      const bt = this.hw.batch();
-      const m = Math.min(bt.capacity, n - done);
-      bt.va.set(va.subarray(done, done + m));
-      bt.access.set(kinds.subarray(done, done + m));
-      let i = 0;
-      while (i < m) {
-        this.reloadIfObsolete();
-        const c = this.ctr();
-        const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
-        const stop = this.hw.translateUntilFault(i, m, user);
-        const c2 = this.ctr();
-        this.cycles += this.costs.tlbHit * ((c2[2 * this.cHits]! - h0) >>> 0) + this.costs.hwWalkRef * ((c2[2 * this.cRefs]! - r0) >>> 0);
-        this.accesses += stop - i;
-        if (stop >= m) { i = m; break; }
-        const code = kinds[done + stop]!;
-        if (code > 2) throw new TypeError(`vmmu: access code ${code} at index ${done + stop} is not 0, 1 or 2`);
-        const r = this.access(va[done + stop]!, code === 1 ? "write" : code === 2 ? "fetch" : "read", user);
-        if (typeof r !== "bigint") return { done: done + stop, exception: r };
-        i = stop + 1;
-      }
-      done += m;
-    }
-    return { done };
+    return accessManyOnHardware(this.hw, va, kinds, n, (i, m) => {
+      this.reloadIfObsolete();
+      const c = this.ctr();
+      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      const stop = this.hw.translateUntilFault(i, m, user);
+      const c2 = this.ctr();
+      this.cycles += this.costs.tlbHit * ((c2[2 * this.cHits]! - h0) >>> 0) + this.costs.hwWalkRef * ((c2[2 * this.cRefs]! - r0) >>> 0);
+      this.accesses += stop - i;
+      return stop;
+    }, (a, k) => this.access(a, k, user));
   }
 
   /** The guest-physical address of `va` by a software walk of the guest tables (the emulator's view). */
