@@ -79,3 +79,13 @@ export function splitChildSpte(huge: bigint, level: number, index: number): bigi
   const attrs = huge & ~SPTE_ADDR_MASK & ~SPTE_LARGE;
   return attrs | frame | (childLevel > 1 ? SPTE_LARGE : 0n);
 }
+
+/**
+ * make_spte_executable (spte.c; make_huge_page_split_spte's 4 KiB case): the
+ * leaf with X set. With the NX huge page mitigation a huge leaf is made
+ * without X (make_spte), and splitting it to 4 KiB pieces gives them X back:
+ * the mitigation only concerns huge pages.
+ */
+export function makeSpteExecutable(spte: bigint): bigint {
+  return spte | SPTE_X;
+}

@@ -35,11 +35,31 @@
 // flush before dropping mmu_lock, because another thread could run during
 // the yield; no other thread runs during a yield here, so the flush stays
 // pending and is returned to the caller.
+//
+// The NX huge page mitigation (opts.nxHugePages; KVM's nx_huge_pages module
+// parameter, b8e8c8303ff2 "kvm: mmu: ITLB_MULTIHIT mitigation", v5.4; "auto"
+// turns it on for CPUs with the iTLB multihit erratum): a guest must never
+// execute from a huge page the hypervisor could later split behind its back.
+//   1. make_spte: a huge leaf is made without X;
+//   2. kvm_mmu_hugepage_adjust: a fault with the execute bit in its exit
+//      qualification (fault->huge_page_disallowed) maps at 4 KiB, while
+//      req_level keeps the level it could have had;
+//   3. kvm_tdp_mmu_map: a huge leaf in the way is split (tdp_mmu_split_huge_page;
+//      make_huge_page_split_spte gives 4 KiB pieces X back), and each table
+//      linked on the way down is marked nx_huge_page_disallowed — tracked as a
+//      possible NX huge page (track_possible_nx_huge_page, kvm->stat.nx_lpage_splits)
+//      when req_level reaches the level it replaces a huge page at;
+//   4. disallowed_hugepage_adjust: a later fault whose goal level holds a
+//      table so marked goes one level down instead of replacing the table by
+//      a huge leaf (since 76901e56fb51 "explicitly check nx_hugepage in
+//      disallowed_hugepage_adjust()", v6.1; v5.10 went down for any table).
+// The recovery thread that zaps tracked tables (kvm_nx_huge_page_recovery_worker)
+// is not modelled.
 
 import type { DirectFaultResult, DirectMmu, DirectMmuStats, RoleWord } from "./direct-mmu.js";
 import { HostPool } from "./host-pool.js";
 import { TdpIter, pagesPerLevel, roundGfnForLevel } from "./tdp-iter.js";
-import { SPTE_W, isLastSpte, isShadowPresent, makeLeafSpte, makeNonLeafSpte, spteHpa, splitChildSpte } from "./ept-spte.js";
+import { SPTE_W, isLastSpte, isShadowPresent, makeLeafSpte, makeNonLeafSpte, makeSpteExecutable, spteHpa, splitChildSpte } from "./ept-spte.js";
 import { ROLE_LEVEL_MASK } from "./shadow-mmu.js";
 import { hex } from "../addr.js";
 import { boolArg, intArg, optBoolArg, optionsObject, show } from "../validate.js";
@@ -67,6 +87,8 @@ export interface TdpMmuOptions {
   hostLevel?: 1 | 2 | 3;
   /** Iterator steps between yield points (default 512). */
   yieldEvery?: number;
+  /** KVM's nx_huge_pages (the iTLB multihit mitigation; header): huge leaves non-executable, instruction fetches mapped at 4 KiB (default false). */
+  nxHugePages?: boolean;
 }
 
 /**
@@ -80,6 +102,13 @@ export interface TdpMmuStats extends DirectMmuStats {
   retries: number;
   /** Leaf SPTEs write-protected by wrprotGfnRange. */
   wrprotected: number;
+  /**
+   * Tables a fault linked where, but for the NX huge page mitigation, it would
+   * have mapped a huge page (track_possible_nx_huge_page). KVM's
+   * kvm->stat.nx_lpage_splits counts the same tables but as a gauge (down when
+   * one is freed): possibleNxHugePages().
+   */
+  nxLpageSplits: number;
 }
 
 /** A fault's result; `retry` is RET_PF_RETRY (nothing changed: a frozen SPTE or a lost compare-exchange; the vCPU re-enters and faults again). */
@@ -104,6 +133,7 @@ function zeroStats(): TdpMmuStats {
   return {
     rootsBuilt: 0, rootsFreed: 0, rootsReused: 0, faults: 0, spurious: 0, spteInstalled: 0, spteZapped: 0,
     spAllocated: 0, spFreed: 0, splits: 0, remoteFlushes: 0, yields: 0, retries: 0, wrprotected: 0,
+    nxLpageSplits: 0,
   };
 }
 
@@ -115,6 +145,7 @@ export class TdpMmu implements DirectMmu {
   readonly preserveRoots: boolean;
   readonly ramBytes: bigint;
   readonly yieldEvery: number;
+  readonly nxHugePages: boolean;
   private host: 1 | 2 | 3;
   private readonly ramPages: number;
   /** First gfn past the tree (512^levels). */
@@ -123,6 +154,12 @@ export class TdpMmu implements DirectMmu {
   private readonly it: TdpIter;
   private sinceYield = 0;
   private pages = 0;
+  /**
+   * Tables with sp->nx_huge_page_disallowed (linked by a fault whose huge page
+   * the mitigation disallowed), by hpa → whether tracked as a possible NX huge
+   * page (req_level ≥ the level of the SPTE linking it).
+   */
+  private readonly nxDisallowed = new Map<bigint, boolean>();
 
   constructor(readonly pool: HostPool, opts: TdpMmuOptions) {
     if (!(pool instanceof HostPool)) throw new TypeError(`vmmu: pool must be a HostPool, got ${show(pool)}`);
@@ -141,6 +178,7 @@ export class TdpMmu implements DirectMmu {
     this.preserveRoots = boolArg(o.preserveRoots, "opts.preserveRoots");
     this.host = (o.hostLevel === undefined ? 2 : intArg(o.hostLevel, "opts.hostLevel", 1, 3)) as 1 | 2 | 3;
     this.yieldEvery = o.yieldEvery === undefined ? 512 : intArg(o.yieldEvery, "opts.yieldEvery", 1, 2 ** 30);
+    this.nxHugePages = optBoolArg(o.nxHugePages, "opts.nxHugePages", false);
     this.it = new TdpIter(pool);
   }
 
@@ -208,16 +246,30 @@ export class TdpMmu implements DirectMmu {
     return this.pages;
   }
 
+  /** Tables tracked as possible NX huge pages now (KVM's kvm->stat.nx_lpage_splits); 0 without nxHugePages. */
+  possibleNxHugePages(): number {
+    let n = 0;
+    for (const tracked of this.nxDisallowed.values()) if (tracked) n++;
+    return n;
+  }
+
   /**
    * kvm_tdp_mmu_map. Steps:
-   * 1. kvm_mmu_hugepage_adjust: the goal level is the largest level ≤ hostLevel
-   *    whose aligned gfn range lies inside guest RAM;
-   * 2. walk the root down to the goal: a frozen SPTE → retry; a present non-leaf
+   * 1. kvm_mmu_hugepage_adjust: req_level is the largest level ≤ hostLevel
+   *    whose aligned gfn range lies inside guest RAM; the goal level is
+   *    req_level, or 4 KiB for an instruction fetch (`exec`) under nxHugePages;
+   * 2. walk the root down to the goal: under nxHugePages, a table at the goal
+   *    level that a disallowed fault linked lowers the goal by one
+   *    (disallowed_hugepage_adjust); a frozen SPTE → retry; a present non-leaf
    *    → step down; a non-present SPTE → link a zeroed table (tdp_mmu_link_sp);
    *    a huge leaf → split it into a table of 512 pieces and link that
-   *    (tdp_mmu_split_huge_page: same translation, no flush);
+   *    (tdp_mmu_split_huge_page: same translation, or 4 KiB pieces made
+   *    executable under nxHugePages; no flush). A table linked by an `exec`
+   *    fault under nxHugePages is marked nx_huge_page_disallowed, and counted
+   *    in nxLpageSplits when req_level reaches the level it is linked at;
    * 3. at the goal (tdp_mmu_map_handle_target_level): make_spte for guest RAM
-   *    (ACC_ALL: RWX whatever the access, D pre-set with A/D on since the SPTE
+   *    (ACC_ALL: RWX whatever the access, but not X on a huge leaf under
+   *    nxHugePages; D pre-set with A/D on since the SPTE
    *    is writable); equal to the SPTE there → spurious; else install it with
    *    compare-exchange; if it replaced a present non-leaf, the child table is
    *    taken out (handle_removed_pt) and remote TLBs are flushed for the gfn.
@@ -237,10 +289,14 @@ export class TdpMmu implements DirectMmu {
     st.faults++;
     const res: TdpFaultResult = { spurious: false, spteInstalled: 0, spAllocated: 0, split: false, level: 0, flush: false, retry: false };
     const gfn = Number(gpa >> 12n);
-    const goal = this.goalLevel(gfn);
+    const nx = this.nxHugePages;
+    const reqLevel = this.goalLevel(gfn);
+    const disallowed = exec && nx;
+    let goal = disallowed ? 1 : reqLevel;
     const it = this.it;
-    for (it.start(root.base, this.levels, goal, gfn, gfn + 1); it.more(); it.next()) {
+    for (it.start(root.base, this.levels, 1, gfn, gfn + 1); it.more(); it.next()) {
       const old = it.oldSpte;
+      if (nx && it.level === goal && goal > 1 && isShadowPresent(old) && !isLastSpte(old, goal) && this.nxDisallowed.has(spteHpa(old))) goal--;
       if (old === REMOVED_SPTE) return this.retry(res);
       if (it.level === goal) return this.mapTarget(it, res);
       if (isShadowPresent(old) && !isLastSpte(old, it.level)) continue;
@@ -253,6 +309,11 @@ export class TdpMmu implements DirectMmu {
       }
       res.spAllocated++;
       st.spAllocated++;
+      if (disallowed) {
+        const possible = reqLevel >= it.level;
+        this.nxDisallowed.set(child, possible);
+        if (possible) st.nxLpageSplits++;
+      }
       const written = huge ? 513 : 1;
       res.spteInstalled += written;
       st.spteInstalled += written;
@@ -397,7 +458,7 @@ export class TdpMmu implements DirectMmu {
   private mapTarget(it: TdpIter, res: TdpFaultResult): TdpFaultResult {
     const st = this.stats, old = it.oldSpte, level = it.level;
     res.level = level;
-    const spte = makeLeafSpte(BigInt(it.gfn) << 12n, level, { write: true, exec: true, ad: this.adEnabled });
+    const spte = makeLeafSpte(BigInt(it.gfn) << 12n, level, { write: true, exec: !(this.nxHugePages && level > 1), ad: this.adEnabled });
     if (spte === old) {
       res.spurious = true;
       st.spurious++;
@@ -414,10 +475,18 @@ export class TdpMmu implements DirectMmu {
     return res;
   }
 
-  /** tdp_mmu_split_huge_page's fill: the 512 pieces of huge leaf `huge` at `level` into the table at `child`. */
+  /**
+   * tdp_mmu_split_huge_page's fill: the 512 pieces of huge leaf `huge` at
+   * `level` into the table at `child` (make_huge_page_split_spte: 4 KiB pieces
+   * executable under nxHugePages, since guest RAM's access is ACC_ALL).
+   */
   private fillSplit(child: bigint, huge: bigint, level: number): void {
     const base = this.pool.entryBase(child);
-    for (let i = 0; i < 512; i++) this.pool.setEntry(base + i, splitChildSpte(huge, level, i));
+    const exec = this.nxHugePages && level === 2;
+    for (let i = 0; i < 512; i++) {
+      const piece = splitChildSpte(huge, level, i);
+      this.pool.setEntry(base + i, exec ? makeSpteExecutable(piece) : piece);
+    }
   }
 
   /** A zeroed pool page for a table; throws when the pool is empty (KVM: the fault's memory cache top-up fails, -ENOMEM). */
@@ -429,6 +498,7 @@ export class TdpMmu implements DirectMmu {
   }
 
   private freeTable(hpa: bigint): void {
+    this.nxDisallowed.delete(hpa);
     this.pool.release(hpa);
     this.pages--;
   }

@@ -12,7 +12,7 @@ import { REMOVED_SPTE, TdpMmu } from "../../../src/kvm/tdp-mmu.js";
 import { HostPool } from "../../../src/kvm/host-pool.js";
 import { ROLE_SMM } from "../../../src/kvm/direct-mmu.js";
 import { ROLE_CR0_WP } from "../../../src/kvm/shadow-mmu.js";
-import { SPTE_A, SPTE_D, SPTE_LARGE, SPTE_W, isShadowPresent, spteHpa } from "../../../src/kvm/ept-spte.js";
+import { SPTE_A, SPTE_D, SPTE_LARGE, SPTE_W, SPTE_X, isShadowPresent, spteHpa } from "../../../src/kvm/ept-spte.js";
 import { pagesPerLevel, spteIndex } from "../../../src/kvm/tdp-iter.js";
 import type { X86Vcpu } from "../../../src/index.js";
 import { Rng, fuzzCount, seedNote, testSeed } from "../../helpers/rng.js";
@@ -374,6 +374,130 @@ describe("TDP MMU roots", () => {
     w.mmu.releaseRoot(r);
     expect(w.mmu.pagesInUse()).toBe(0);
     expect(w.mmu.stats.rootsFreed).toBe(1);
+  });
+});
+
+describe("TDP MMU with the NX huge page mitigation (nxHugePages, KVM nx_huge_pages)", () => {
+  /** A world whose MMU is a TDP MMU with nxHugePages on, over the same pool and vCPU. */
+  async function nxWorld(opts: { hostLevel?: 1 | 2 | 3; ramBytes?: bigint; poolBytes?: number } = {}): Promise<TdpWorld> {
+    const w = await tdpWorld({ ramBytes: opts.ramBytes ?? RAM, poolBytes: opts.poolBytes });
+    const mmu = new TdpMmu(w.pool, { ramBytes: opts.ramBytes ?? RAM, preserveRoots: false, hostLevel: opts.hostLevel, nxHugePages: true });
+    return { ...w, mmu };
+  }
+  const exec = (spte: bigint | undefined) => spte !== undefined && (spte & SPTE_X) !== 0n;
+
+  it("maps a data access with a 2 MiB leaf without X; a fetch in it splits the leaf, and every 4 KiB piece translates, executable", async () => {
+    const w = await nxWorld();
+    expect(w.mmu.nxHugePages).toBe(true);
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.load(root);
+    expect(w.mmu.pageFault(root, 0x30_1234n, true, false)).toMatchObject({ level: 2, split: false });
+    const leaf = leafOf(w, root, 0x301)!;
+    expect(leaf.level).toBe(2);
+    expect(exec(leaf.spte)).toBe(false);
+    const probes = [0x20_0000n, 0x30_1234n, 0x3a_b008n, 0x3f_f000n];
+    for (const p of probes) {
+      expect(hw(w.vcpu, p, "read")).toEqual({ pa: p });
+      expect(hw(w.vcpu, p, "write")).toEqual({ pa: p });
+      expect(hw(w.vcpu, p, "fetch")).toBe("violation");
+    }
+    // The fetch's EPT violation: goal 4 KiB, the 2 MiB leaf split into 512 executable pieces (no flush: the
+    // translation only gains X); the piece at the gpa is then already what make_spte builds (RET_PF_SPURIOUS).
+    const r = w.mmu.pageFault(root, 0x30_1234n, false, true);
+    expect(r).toMatchObject({ level: 1, split: true, flush: false, spAllocated: 1, spurious: true, retry: false });
+    for (const p of probes) {
+      const l = leafOf(w, root, Number(p >> 12n))!;
+      expect(l.level).toBe(1);
+      expect(exec(l.spte)).toBe(true);
+      for (const a of ["read", "write", "fetch"] as const) expect(hw(w.vcpu, p, a)).toEqual({ pa: p });
+    }
+    expect(w.mmu.stats).toMatchObject({ splits: 1, nxLpageSplits: 1 });
+    expect(w.mmu.possibleNxHugePages()).toBe(1);
+  });
+
+  it("maps a first fetch with one executable 4 KiB leaf; data faults in the rest of the 2 MiB region then stay at 4 KiB (disallowed_hugepage_adjust)", async () => {
+    const w = await nxWorld();
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.load(root);
+    expect(w.mmu.pageFault(root, 0x41_2345n, false, true)).toMatchObject({ level: 1, split: false, spAllocated: 3, spurious: false });
+    expect(exec(leafOf(w, root, 0x412)?.spte)).toBe(true);
+    expect(hw(w.vcpu, 0x41_2000n, "fetch")).toEqual({ pa: 0x41_2000n });
+    expect(hw(w.vcpu, 0x41_3000n, "read")).toBe("violation");
+    const r = w.mmu.pageFault(root, 0x41_3000n, true, false);
+    expect(r).toMatchObject({ level: 1, flush: false, spAllocated: 0 });
+    expect(leafOf(w, root, 0x413)?.level).toBe(1);
+    expect(exec(leafOf(w, root, 0x413)?.spte)).toBe(true);
+    for (const p of [0x41_2000n, 0x41_3000n]) expect(hw(w.vcpu, p, "write")).toEqual({ pa: p });
+    // Another 2 MiB region still gets its huge page for data.
+    expect(w.mmu.pageFault(root, 0x60_0000n, false, false).level).toBe(2);
+    expect(w.mmu.stats.nxLpageSplits).toBe(1);
+  });
+
+  it("still replaces a table no fetch linked by a 2 MiB leaf (the nx_huge_page_disallowed check of 76901e56fb51)", async () => {
+    const w = await nxWorld({ hostLevel: 1 });
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.load(root);
+    w.mmu.pageFault(root, 0x80_3000n, false, false);
+    w.mmu.pageFault(root, 0xa0_3000n, false, true);
+    w.mmu.hostLevel = 2;
+    expect(w.mmu.pageFault(root, 0x80_7000n, false, false)).toMatchObject({ level: 2, flush: true });
+    expect(w.mmu.pageFault(root, 0xa0_7000n, false, false)).toMatchObject({ level: 1, flush: false });
+    expect(exec(leafOf(w, root, 0x807)?.spte)).toBe(false);
+    // hostLevel 1 at the fetch: req_level 1 < 2, so the table is disallowed but no possible NX huge page.
+    expect(w.mmu.stats.nxLpageSplits).toBe(0);
+    w.vcpu.invept(2);
+    expect(hw(w.vcpu, 0x9f_f000n, "read")).toEqual({ pa: 0x9f_f000n });
+    expect(hw(w.vcpu, 0x9f_f000n, "fetch")).toBe("violation");
+  });
+
+  it("splits a 1 GiB leaf twice for a fetch, and eager splitting to 4 KiB gives the pieces X back", async () => {
+    const ram = (1n << 30n) + 6n * MiB;
+    const w = await nxWorld({ ramBytes: ram, hostLevel: 3, poolBytes: 1 << 20 });
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.load(root);
+    expect(w.mmu.pageFault(root, 0x1234_5000n, false, false).level).toBe(3);
+    expect(exec(leafOf(w, root, 0x12345)?.spte)).toBe(false);
+    expect(w.mmu.pageFault(root, 0x1234_5000n, false, true)).toMatchObject({ level: 1, split: true, spAllocated: 2 });
+    expect(leafOf(w, root, 0x12345)?.level).toBe(1);
+    expect(exec(leafOf(w, root, 0x12345)?.spte)).toBe(true);
+    // The other 2 MiB pieces of the GiB stay huge and non-executable.
+    expect(leafOf(w, root, 0x20000)?.level).toBe(2);
+    expect(exec(leafOf(w, root, 0x20000)?.spte)).toBe(false);
+    expect(hw(w.vcpu, 0x2000_0000n, "read")).toEqual({ pa: 0x2000_0000n });
+    expect(hw(w.vcpu, 0x2000_0000n, "fetch")).toBe("violation");
+    expect(w.mmu.stats.nxLpageSplits).toBe(2);
+    expect(w.mmu.splitHugePages(0x20000n, 0x20001n)).toBe(1);
+    expect(exec(leafOf(w, root, 0x20000)?.spte)).toBe(true);
+    expect(hw(w.vcpu, 0x2000_0000n, "fetch")).toEqual({ pa: 0x2000_0000n });
+  });
+
+  it("forgets a disallowed table when it is freed: possibleNxHugePages drops with the v5.10 root's tree", async () => {
+    const w = await nxWorld();
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.mmu.pageFault(root, 0x41_2000n, false, true);
+    w.mmu.pageFault(root, 0x61_2000n, false, true);
+    expect(w.mmu.possibleNxHugePages()).toBe(2);
+    w.mmu.releaseRoot(root);
+    expect(w.mmu.possibleNxHugePages()).toBe(0);
+    expect(w.mmu.stats.nxLpageSplits).toBe(2);
+    const again = w.mmu.acquireRoot(ROLE4).hpa;
+    expect(w.mmu.pageFault(again, 0x41_3000n, false, false).level).toBe(2);
+  });
+
+  it("without nxHugePages a fetch maps and executes from the 2 MiB leaf", async () => {
+    const w = await tdpWorld({ ramBytes: RAM });
+    expect(w.mmu.nxHugePages).toBe(false);
+    const { hpa: root } = w.mmu.acquireRoot(ROLE4);
+    w.load(root);
+    expect(w.mmu.pageFault(root, 0x30_1234n, false, true)).toMatchObject({ level: 2, split: false });
+    expect(exec(leafOf(w, root, 0x301)?.spte)).toBe(true);
+    for (const p of [0x20_0000n, 0x3f_f000n]) expect(hw(w.vcpu, p, "fetch")).toEqual({ pa: p });
+    expect(w.mmu.stats.nxLpageSplits).toBe(0);
+  });
+
+  it("refuses a non-boolean nxHugePages by name", async () => {
+    const w = await tdpWorld({ ramBytes: RAM });
+    expect(() => new TdpMmu(w.pool, { ramBytes: RAM, preserveRoots: false, nxHugePages: "auto" as never })).toThrow(/vmmu: opts\.nxHugePages/);
   });
 });
 
