@@ -30,6 +30,17 @@
 // faulting vCPUs; here that zap runs to completion inside invalidateAllRoots,
 // so an obsolete page is exactly a zapped one (role.invalid, ShadowPage.valid
 // false) and no second flag could ever disagree with it.
+//
+// The NX huge page mitigation (opts.nxHugePages; nx_huge_pages, b8e8c8303ff2
+// "kvm: mmu: ITLB_MULTIHIT mitigation", v5.4), as direct_map applies it: a
+// huge leaf is made without X (make_spte); an instruction fetch maps at 4 KiB
+// (kvm_mmu_hugepage_adjust, fault->huge_page_disallowed), dropping a huge leaf
+// in its way (drop_large_spte) and marking each page it links
+// nx_huge_page_disallowed (account_nx_huge_page; tracked as a possible NX
+// huge page when req_level reaches the linking level); a later fault whose
+// goal level holds a page so marked goes one level down
+// (disallowed_hugepage_adjust, with the flag check of 76901e56fb51, v6.1).
+// The recovery thread is not modelled.
 
 import { hex } from "../addr.js";
 import { bigintArg, boolArg, intArg, optionsObject, own, show } from "../validate.js";
@@ -59,22 +70,38 @@ export interface LegacyDirectMmuOptions {
    * kvm_mmu_hugepage_adjust reads from the host page tables (host_pfn_mapping_level).
    */
   hostLevel?: 1 | 2 | 3;
+  /** KVM's nx_huge_pages (the iTLB multihit mitigation; header): huge leaves non-executable, instruction fetches mapped at 4 KiB (default false). */
+  nxHugePages?: boolean;
 }
 
-function zeroStats(): DirectMmuStats {
+/** DirectMmuStats plus the mitigation's count. */
+export interface LegacyDirectMmuStats extends DirectMmuStats {
+  /**
+   * Pages a fault linked where, but for the NX huge page mitigation, it would
+   * have mapped a huge page (account_nx_huge_page with nx_huge_page_possible).
+   * KVM's kvm->stat.nx_lpage_splits counts the same pages but as a gauge:
+   * possibleNxHugePages().
+   */
+  nxLpageSplits: number;
+}
+
+function zeroStats(): LegacyDirectMmuStats {
   return {
     rootsBuilt: 0, rootsFreed: 0, rootsReused: 0, faults: 0, spurious: 0, spteInstalled: 0,
-    spteZapped: 0, spAllocated: 0, spFreed: 0, splits: 0, remoteFlushes: 0,
+    spteZapped: 0, spAllocated: 0, spFreed: 0, splits: 0, remoteFlushes: 0, nxLpageSplits: 0,
   };
 }
 
 export class LegacyDirectMmu implements DirectMmu {
   readonly kind = "legacy" as const;
-  readonly stats: DirectMmuStats = zeroStats();
+  readonly stats: LegacyDirectMmuStats = zeroStats();
   readonly levels: 4 | 5;
   readonly adEnabled: boolean;
   readonly ramBytes: bigint;
+  readonly nxHugePages: boolean;
   private host: 1 | 2 | 3;
+  /** Pages with sp->nx_huge_page_disallowed → whether tracked as a possible NX huge page. */
+  private readonly nxDisallowed = new Map<ShadowPage, boolean>();
   /** mmu_page_hash: base gfn (as a number) → the valid pages of that gfn, every level and role. */
   private readonly hash = new Map<number, ShadowPage[]>();
   /** Every page this MMU holds by hpa, hashed or not (invalid roots still referenced). */
@@ -105,6 +132,8 @@ export class LegacyDirectMmu implements DirectMmu {
     this.levels = (levels ?? 4) as 4 | 5;
     this.adEnabled = ad === undefined ? true : boolArg(ad, "opts.adEnabled");
     this.host = intArg(own(o, "hostLevel") ?? 2, "opts.hostLevel", 1, 3) as 1 | 2 | 3;
+    const nx = own(o, "nxHugePages");
+    this.nxHugePages = nx === undefined ? false : boolArg(nx, "opts.nxHugePages");
   }
 
   /**
@@ -166,24 +195,37 @@ export class LegacyDirectMmu implements DirectMmu {
     return this.pages.size;
   }
 
+  /** Pages tracked as possible NX huge pages now (KVM's kvm->stat.nx_lpage_splits); 0 without nxHugePages. */
+  possibleNxHugePages(): number {
+    let n = 0;
+    for (const tracked of this.nxDisallowed.values()) if (tracked) n++;
+    return n;
+  }
+
   // ---- the EPT-violation handler --------------------------------------------------
 
   /**
    * __direct_map for `gpa` under root `rootHpa` (held and valid; a vCPU holding
-   * an invalid root reloads instead, KVM_REQ_MMU_RELOAD). `write` and `exec`
-   * change nothing: guest RAM is mapped RWX whatever the access (ACC_ALL),
-   * and with A/D on the leaf is pre-set accessed and dirty (make_spte sets the
-   * dirty bit on every SPTE whose pte_access has ACC_WRITE_MASK).
+   * an invalid root reloads instead, KVM_REQ_MMU_RELOAD). `write` changes
+   * nothing: guest RAM is mapped RWX whatever the access (ACC_ALL), and with
+   * A/D on the leaf is pre-set accessed and dirty (make_spte sets the dirty
+   * bit on every SPTE whose pte_access has ACC_WRITE_MASK). `exec` matters
+   * only under nxHugePages (huge leaves are then made without X).
    *
    * 1. make_mmu_pages_available (zap the oldest unreferenced pages if fewer
    *    than 5 pool pages are free).
-   * 2. Goal level: the largest level ≤ hostLevel whose aligned range around
-   *    gpa lies in [0, ramBytes) (kvm_mmu_hugepage_adjust).
-   * 3. Walk from the root down to the goal level; at each SPTE above it:
-   *    a. a huge leaf → drop it (drop_large_spte: zap it, flush the range);
-   *    b. not present → kvm_mmu_get_page(base gfn of the child range, child
-   *       role), found in the hash or allocated, and link_shadow_page;
-   *    c. descend.
+   * 2. req_level: the largest level ≤ hostLevel whose aligned range around
+   *    gpa lies in [0, ramBytes) (kvm_mmu_hugepage_adjust); the goal level is
+   *    req_level, or 4 KiB for an `exec` fault under nxHugePages.
+   * 3. Walk from the root down to the goal level; at each SPTE:
+   *    a. under nxHugePages, at the goal level a link to a page marked
+   *       nx_huge_page_disallowed lowers the goal by one (disallowed_hugepage_adjust);
+   *    b. a huge leaf above the goal → drop it (drop_large_spte: zap it, flush the range);
+   *    c. not present → kvm_mmu_get_page(base gfn of the child range, child
+   *       role), found in the hash or allocated, and link_shadow_page; an
+   *       `exec` fault under nxHugePages marks it nx_huge_page_disallowed
+   *       (account_nx_huge_page; nxLpageSplits when req_level ≥ this level);
+   *    d. descend.
    * 4. At the goal SPTE: a present table → unlink it (drop_parent_pte: the
    *    table stays hashed, an orphan; flush); the leaf (make_spte) replaces
    *    whatever is there; an identical SPTE → spurious, nothing written.
@@ -203,12 +245,19 @@ export class LegacyDirectMmu implements DirectMmu {
     const out: DirectFaultResult = { spurious: false, spteInstalled: 0, spAllocated: 0, split: false, level: 0, flush: false };
     const reclaimed = this.makePagesAvailable();
     let flush = false;
-    const goal = this.goalLevel(gpa);
+    const nx = this.nxHugePages;
+    const reqLevel = this.goalLevel(gpa);
+    const disallowed = exec && nx;
+    let goal = disallowed ? 1 : reqLevel;
     const gfn = gpa >> 12n;
-    out.level = goal;
     let sp: ShadowPage = root;
-    for (let level = this.levels; level > goal; level--) {
+    for (let level = this.levels; ; level--) {
       const index = this.indexOf(gfn, level);
+      if (nx && level === goal && goal > 1) {
+        const below = sp.children.get(index);
+        if (below !== undefined && this.nxDisallowed.has(below)) goal--;
+      }
+      if (level === goal) break;
       const spte = this.pool.entry(sp.entryBase + index);
       if (isShadowPresent(spte) && isLastSpte(spte, level)) {
         this.clearLeaf(sp, index);
@@ -221,9 +270,11 @@ export class LegacyDirectMmu implements DirectMmu {
         if (got.created) out.spAllocated++;
         this.link(sp, index, child);
         out.spteInstalled++;
+        if (disallowed) this.accountNxHugePage(child, reqLevel >= level);
       }
       sp = child;
     }
+    out.level = goal;
     const index = this.indexOf(gfn, goal);
     const n = sp.entryBase + index;
     const table = sp.children.get(index);
@@ -233,7 +284,7 @@ export class LegacyDirectMmu implements DirectMmu {
     }
     const old = this.pool.entry(n);
     const base = this.baseGfn(gfn, goal);
-    const spte = makeLeafSpte(base << 12n, goal, { write: true, exec: true, ad: this.adEnabled });
+    const spte = makeLeafSpte(base << 12n, goal, { write: true, exec: !(nx && goal > 1), ad: this.adEnabled });
     if (old === spte) {
       out.spurious = true;
       this.stats.spurious++;
@@ -356,6 +407,7 @@ export class LegacyDirectMmu implements DirectMmu {
       }
     }
     for (const sp of this.active) if (this.pages.get(sp.hpa) !== sp) out.push(`${name(sp)} is on the active list but not held`);
+    for (const sp of this.nxDisallowed.keys()) if (this.pages.get(sp.hpa) !== sp || !sp.valid) out.push(`${name(sp)} is marked nx_huge_page_disallowed but not held or zapped`);
     return out;
   }
 
@@ -492,6 +544,7 @@ export class LegacyDirectMmu implements DirectMmu {
       flush = true;
     }
     sp.valid = false;
+    this.nxDisallowed.delete(sp);
     const list = this.hash.get(sp.gfnKey);
     if (list) {
       const i = list.indexOf(sp);
@@ -499,6 +552,17 @@ export class LegacyDirectMmu implements DirectMmu {
       if (list.length === 0) this.hash.delete(sp.gfnKey);
     }
     return flush;
+  }
+
+  /**
+   * account_nx_huge_page: marks `sp` nx_huge_page_disallowed; `possible`
+   * (req_level ≥ the level of the SPTE linking it) tracks it as a possible NX
+   * huge page. A page already marked stays as it is.
+   */
+  private accountNxHugePage(sp: ShadowPage, possible: boolean): void {
+    if (this.nxDisallowed.has(sp)) return;
+    this.nxDisallowed.set(sp, possible);
+    if (possible) this.stats.nxLpageSplits++;
   }
 
   /** kvm_mmu_free_page: returns a zapped, unreferenced page to the pool. */

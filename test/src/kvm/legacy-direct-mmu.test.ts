@@ -11,7 +11,7 @@ import { createMachine, type X86Vcpu } from "../../../src/index.js";
 import { HostPool } from "../../../src/kvm/host-pool.js";
 import { LegacyDirectMmu } from "../../../src/kvm/legacy-direct-mmu.js";
 import { ROLE_SMM, directEptp } from "../../../src/kvm/direct-mmu.js";
-import { spteHpa } from "../../../src/kvm/ept-spte.js";
+import { SPTE_X, spteHpa } from "../../../src/kvm/ept-spte.js";
 import { ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX, ROLE_GUEST_MODE, ROLE_SMAP_ANDNOT_WP, ROLE_SMEP_ANDNOT_WP, roleAt } from "../../../src/kvm/shadow-mmu.js";
 import { disposeAfterAll } from "../../helpers/machine.js";
 import { Rng, fuzzCount, seedNote, testSeed } from "../../helpers/rng.js";
@@ -32,14 +32,14 @@ interface World {
   hw(gpa: bigint, access?: "read" | "write" | "fetch"): bigint | undefined;
 }
 
-async function world(opts: { levels?: 4 | 5; poolBytes?: number; ramBytes?: number; hostLevel?: 1 | 2 | 3 } = {}): Promise<World> {
+async function world(opts: { levels?: 4 | 5; poolBytes?: number; ramBytes?: number; hostLevel?: 1 | 2 | 3; nxHugePages?: boolean } = {}): Promise<World> {
   const levels = opts.levels ?? 4;
   const ramBytes = opts.ramBytes ?? RAM;
   const machine = disposeAfterAll(await createMachine({
     arch: "x86_64", memoryBytes: ramBytes, vcpus: 1, maxPhysAddrBits: 52, poolBytes: opts.poolBytes ?? 4 * MiB, tlbEntries: 512,
   }));
   const pool = new HostPool(machine.memory.wasmMemory, machine.layout);
-  const mmu = new LegacyDirectMmu(pool, { ramBytes: BigInt(ramBytes), levels, hostLevel: opts.hostLevel ?? 2 });
+  const mmu = new LegacyDirectMmu(pool, { ramBytes: BigInt(ramBytes), levels, hostLevel: opts.hostLevel ?? 2, ...(opts.nxHugePages !== undefined ? { nxHugePages: opts.nxHugePages } : {}) });
   const vcpu = machine.vcpu(0) as X86Vcpu;
   return {
     mmu, pool, vcpu, levels,
@@ -322,6 +322,90 @@ describe("hugepage adjust", () => {
     const r2 = off.acquireRoot(WP1()).hpa;
     off.pageFault(r2, 0x2000n, true, true);
     expect(w.pool.read(tableAt(w.pool, r2, 4, 0x2000n, 1), 2) & 0x307n).toBe(0x7n);
+  });
+});
+
+describe("the NX huge page mitigation (nxHugePages, KVM nx_huge_pages)", () => {
+  /** The leaf SPTE for `gpa` at `level` under `root` (the walk assumes tables above it). */
+  const leaf = (w: World, root: bigint, gpa: bigint, level: number) => w.pool.read(tableAt(w.pool, root, w.levels, gpa, level), Number((gpa >> BigInt(12 + 9 * (level - 1))) & 511n));
+  const exec = (spte: bigint) => (spte & SPTE_X) !== 0n;
+
+  it("maps a data access with a 2 MiB leaf without X; a fetch drops it (flush) for an executable 4 KiB leaf, and the rest of the region comes back at 4 KiB", async () => {
+    const w = await world({ nxHugePages: true });
+    expect(w.mmu.nxHugePages).toBe(true);
+    const root = w.mmu.acquireRoot(WP1()).hpa;
+    w.load(root);
+    expect(w.mmu.pageFault(root, 0x40_1234n, true, false)).toMatchObject({ level: 2, flush: false });
+    expect(exec(leaf(w, root, 0x40_1234n, 2))).toBe(false);
+    for (const p of [0x40_0000n, 0x4a_b000n, 0x5f_f000n]) {
+      expect(w.hw(p, "write")).toBe(p);
+      expect(w.hw(p, "fetch")).toBeUndefined();
+    }
+    // __direct_map: goal 4 KiB (huge_page_disallowed), drop_large_spte on the 2 MiB leaf (a flush), a new page linked.
+    expect(w.mmu.pageFault(root, 0x4a_b123n, false, true)).toMatchObject({ level: 1, flush: true, spAllocated: 1, spurious: false });
+    w.vcpu.invept(2);
+    expect(w.hw(0x4a_b000n, "fetch")).toBe(0x4a_b000n);
+    expect(exec(leaf(w, root, 0x4a_b000n, 1))).toBe(true);
+    expect(w.hw(0x40_0000n, "read")).toBeUndefined();
+    // A data fault in the region meets the disallowed page at its goal level and maps 4 KiB (disallowed_hugepage_adjust).
+    expect(w.mmu.pageFault(root, 0x40_0000n, true, false)).toMatchObject({ level: 1, flush: false, spAllocated: 0 });
+    expect(w.hw(0x40_0000n, "write")).toBe(0x40_0000n);
+    expect(w.hw(0x40_0000n, "fetch")).toBe(0x40_0000n);
+    expect(w.hw(0x40_1000n, "read")).toBeUndefined();
+    // Another region still gets a huge page for data.
+    expect(w.mmu.pageFault(root, 0x20_0000n, false, false).level).toBe(2);
+    expect(w.mmu.stats.nxLpageSplits).toBe(1);
+    expect(w.mmu.possibleNxHugePages()).toBe(1);
+    expect(w.mmu.audit()).toEqual([]);
+  });
+
+  it("still replaces a page no fetch linked by a 2 MiB leaf (the nx_huge_page_disallowed check of 76901e56fb51)", async () => {
+    const w = await world({ nxHugePages: true, hostLevel: 1 });
+    const root = w.mmu.acquireRoot(WP1()).hpa;
+    w.load(root);
+    w.mmu.pageFault(root, 0x20_3000n, false, false);
+    w.mmu.pageFault(root, 0x40_3000n, false, true);
+    w.mmu.hostLevel = 2;
+    expect(w.mmu.pageFault(root, 0x20_7000n, false, false)).toMatchObject({ level: 2, flush: true });
+    expect(w.mmu.pageFault(root, 0x40_7000n, false, false)).toMatchObject({ level: 1, flush: false });
+    expect(exec(leaf(w, root, 0x20_7000n, 2))).toBe(false);
+    // hostLevel 1 at the fetch: req_level 1, so the page is disallowed but no possible NX huge page.
+    expect(w.mmu.stats.nxLpageSplits).toBe(0);
+    w.vcpu.invept(2);
+    expect(w.hw(0x3f_f000n, "read")).toBe(0x3f_f000n);
+    expect(w.hw(0x3f_f000n, "fetch")).toBeUndefined();
+    expect(w.mmu.audit()).toEqual([]);
+  });
+
+  it("forgets disallowed pages when they are zapped (kvm_mmu_zap_all_fast), and the next root maps huge again", async () => {
+    const w = await world({ nxHugePages: true });
+    const root = w.mmu.acquireRoot(WP1()).hpa;
+    w.mmu.pageFault(root, 0x40_3000n, false, true);
+    w.mmu.pageFault(root, 0x20_3000n, false, true);
+    expect(w.mmu.possibleNxHugePages()).toBe(2);
+    w.mmu.invalidateAllRoots();
+    expect(w.mmu.possibleNxHugePages()).toBe(0);
+    expect(w.mmu.audit()).toEqual([]);
+    w.mmu.releaseRoot(root);
+    const again = w.mmu.acquireRoot(WP1()).hpa;
+    expect(w.mmu.pageFault(again, 0x40_5000n, false, false).level).toBe(2);
+    expect(w.mmu.audit()).toEqual([]);
+  });
+
+  it("without nxHugePages a fetch maps and executes from the 2 MiB leaf", async () => {
+    const w = await world();
+    expect(w.mmu.nxHugePages).toBe(false);
+    const root = w.mmu.acquireRoot(WP1()).hpa;
+    w.load(root);
+    expect(w.mmu.pageFault(root, 0x40_1234n, false, true)).toMatchObject({ level: 2, flush: false });
+    expect(exec(leaf(w, root, 0x40_1234n, 2))).toBe(true);
+    for (const p of [0x40_0000n, 0x5f_f000n]) expect(w.hw(p, "fetch")).toBe(p);
+    expect(w.mmu.stats.nxLpageSplits).toBe(0);
+  });
+
+  it("refuses a non-boolean nxHugePages by name", async () => {
+    const w = await world();
+    expect(() => new LegacyDirectMmu(w.pool, { ramBytes: BigInt(RAM), nxHugePages: 1 as never })).toThrow(/vmmu: opts\.nxHugePages/);
   });
 });
 
