@@ -24,7 +24,7 @@ export const SIM_HZ = 3e9;
 const USAGE = `usage: vmmu run cr0wp [--mmu legacy|tdp|shadow[,…]|all] [--policy NAME[,NAME…]|all]
                      [--pairs N] [--iterations N] [--vcpus N] [--seed N]
                      [--kernexec off|SYSCALL,EXCEPTION,SWITCH] [--host-level 1|2|3]
-                     [--cost name=value …] [--sensitivity] [--json]
+                     [--nx-huge-pages] [--cost name=value …] [--sensitivity] [--json]
 
   Runs rt-tests' ssdd (N tracer/tracee pairs, M PTRACE_SINGLESTEPs each) in a
   grsecurity guest whose KERNEXEC toggles CR0.WP around writes to read-only
@@ -37,12 +37,15 @@ ${Object.values(CR0WP_POLICIES).map((p) => `    ${p.name.padEnd(16)} ${p.title}`
   --kernexec: pax_open_kernel/pax_close_kernel pairs per syscall, per exception
   and per context switch (default ${KERNEXEC_DEFAULTS.perSyscall},${KERNEXEC_DEFAULTS.perException},${KERNEXEC_DEFAULTS.perSwitch}: an assumption, see src/guest/ssdd.ts), or off (a stock kernel).
   --host-level: the largest page the host backs guest RAM with (2 = THP, default).
+  --nx-huge-pages: KVM's nx_huge_pages (the iTLB multihit mitigation, on by default
+  on affected Intel hosts) in the direct MMUs: huge EPT leaves non-executable,
+  instruction fetches mapped with 4 KiB pages (default off; shadow paging unaffected).
   Defaults: --mmu ${CR0WP_DEFAULTS.mmus.join(",")} --policy ${CR0WP_DEFAULTS.policies.join(",")} --pairs ${CR0WP_DEFAULTS.pairs}
   --iterations ${CR0WP_DEFAULTS.iterations} (the seed ran 50000) --vcpus ${CR0WP_DEFAULTS.vcpus} --seed ${CR0WP_DEFAULTS.seed}.
   Costs (cycles; defaults from src/kvm/cost-model.ts):
 ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
   --sensitivity: instead, runs baseline and krause2023 with each assumption moved
-  on its own (KERNEXEC counts, host page size, vCPUs, exit and fault costs) and
+  on its own (KERNEXEC counts, host page size, NX huge pages, vCPUs, exit and fault costs) and
   prints the speed-up per MMU for each.
   --json: { "<mmu>": { "<policy>": { cycles, ratioToBaseline, exits, roots, eptViolations, sptes, flushes, … } },
   "_meta": { settings, core, wallMs } }.
@@ -51,7 +54,7 @@ ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
 
 interface Cr0WpArgs {
   mmus: Cr0WpMmu[]; policies: string[]; vcpus: number; pairs: number; iterations: number; seed: number;
-  kernexec: KernexecOptions | false; hostLevel: 1 | 2 | 3; costs: Record<string, number>; json: boolean; sensitivity: boolean;
+  kernexec: KernexecOptions | false; hostLevel: 1 | 2 | 3; nxHugePages: boolean; costs: Record<string, number>; json: boolean; sensitivity: boolean;
 }
 
 function list<T extends string>(flag: string, v: string | undefined, all: readonly T[]): T[] {
@@ -66,7 +69,7 @@ function parse(args: string[]): Cr0WpArgs {
   const a: Cr0WpArgs = {
     mmus: [...CR0WP_DEFAULTS.mmus], policies: [...CR0WP_DEFAULTS.policies], vcpus: CR0WP_DEFAULTS.vcpus, pairs: CR0WP_DEFAULTS.pairs,
     iterations: CR0WP_DEFAULTS.iterations, seed: CR0WP_DEFAULTS.seed, kernexec: { ...KERNEXEC_DEFAULTS }, hostLevel: CR0WP_DEFAULTS.hostLevel,
-    costs: {}, json: false, sensitivity: false,
+    nxHugePages: false, costs: {}, json: false, sensitivity: false,
   };
   for (let i = 0; i < args.length; i++) {
     const f = args[i]!;
@@ -89,6 +92,7 @@ function parse(args: string[]): Cr0WpArgs {
         a.kernexec = { perSyscall: perSyscall!, perException: perException!, perSwitch: perSwitch! };
         break;
       }
+      case "--nx-huge-pages": a.nxHugePages = true; break;
       case "--json": a.json = true; break;
       case "--sensitivity": a.sensitivity = true; break;
       case "--cost": case "--cost=": costFlag(f.startsWith("--cost=") ? f.slice(7) : args[++i], a.costs); break;
@@ -172,6 +176,7 @@ export interface Cr0WpSettings {
   seed: number;
   kernexec: KernexecOptions | false;
   hostLevel: number;
+  nxHugePages: boolean;
   memoryBytes: number;
   costs: CostModel;
 }
@@ -196,7 +201,7 @@ export async function runCr0WpCli(args: string[]): Promise<number> {
     const variants = cr0WpVariants(costs).map((v) => v.name);
     const rows = await runCr0WpSensitivity({
       mmus: a.mmus, policies: [], vcpus: a.vcpus, pairs: a.pairs, iterations: a.iterations, seed: a.seed,
-      kernexec: a.kernexec, hostLevel: a.hostLevel, costs, onProgress: progress(variants.length, variants),
+      kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, costs, onProgress: progress(variants.length, variants),
     });
     if (a.json) process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
     else process.stdout.write(formatSensitivity(rows, a.mmus).join("\n") + "\n");
@@ -206,18 +211,22 @@ export async function runCr0WpCli(args: string[]): Promise<number> {
   const t0 = performance.now();
   const results = await runCr0Wp({
     mmus: a.mmus, policies: a.policies, vcpus: a.vcpus, pairs: a.pairs, iterations: a.iterations, seed: a.seed,
-    kernexec: a.kernexec, hostLevel: a.hostLevel, costs, onProgress: progress(names.length, names),
+    kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, costs, onProgress: progress(names.length, names),
   });
   if (a.json) {
     const settings: Cr0WpSettings = {
       workload: "cr0wp", mmus: a.mmus, policies: a.policies, vcpus: a.vcpus, pairs: a.pairs, iterations: a.iterations, seed: a.seed,
-      kernexec: a.kernexec, hostLevel: a.hostLevel, memoryBytes: CR0WP_MEMORY_BYTES, costs,
+      kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, memoryBytes: CR0WP_MEMORY_BYTES, costs,
     };
     const _meta: Cr0WpMeta = { settings, core: codeVersion(), wallMs: performance.now() - t0 };
     process.stdout.write(JSON.stringify({ ...results, _meta }, null, 2) + "\n");
   } else {
     const w = Math.max(...CR0WP_LEGEND.map(([k]) => k.length));
-    process.stdout.write([...formatCr0Wp(results, a.pairs, a.iterations), "columns:", ...CR0WP_LEGEND.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`)].join("\n") + "\n");
+    const nx = a.nxHugePages
+      ? [`NX huge pages on (direct MMUs): tables linked where a huge page was disallowed (nx_lpage_splits) — ${
+        a.mmus.filter((m) => m !== "shadow").flatMap((m) => a.policies.map((p) => `${m}/${p} ${results[m]![p]!.nxLpageSplits}`)).join(", ")}`]
+      : [];
+    process.stdout.write([...formatCr0Wp(results, a.pairs, a.iterations), ...nx, "columns:", ...CR0WP_LEGEND.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`)].join("\n") + "\n");
   }
   return 0;
 }

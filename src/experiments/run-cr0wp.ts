@@ -14,6 +14,8 @@
 // keep-roots switch, the only CR0.WP fix that reaches the shadow MMU.
 
 import { createTdpVm } from "../kvm/tdp-vm.js";
+import { TdpMmu } from "../kvm/tdp-mmu.js";
+import { LegacyDirectMmu } from "../kvm/legacy-direct-mmu.js";
 import { createShadowVm } from "../kvm/shadow-vm.js";
 import { POLICIES, type ShadowPolicy } from "../kvm/policy.js";
 import { cr0WpPolicyByName } from "../kvm/cr0wp-policy.js";
@@ -42,6 +44,12 @@ export interface Cr0WpRunOptions {
   kernexec?: Partial<KernexecOptions> | false;
   /** Largest host page backing guest RAM for the direct MMUs (default 2: THP). */
   hostLevel?: 1 | 2 | 3;
+  /**
+   * KVM's nx_huge_pages for the direct MMUs (default false): huge leaves
+   * non-executable, instruction fetches mapped at 4 KiB. Shadow paging is
+   * unaffected here (KVM's FNAME(fetch) applies it too; not modelled).
+   */
+  nxHugePages?: boolean;
   /** Called with (run index, fraction done of that run). */
   onProgress?: (run: number, fraction: number) => void;
 }
@@ -62,6 +70,8 @@ export interface Cr0WpResult {
   /** EPT-violation exits (direct MMUs; 0 under shadow paging, whose faults are #PF exits). */
   eptViolations: number;
   sptes: { installed: number; zapped: number };
+  /** Tables linked where the NX huge page mitigation disallowed a huge page (direct MMUs' nxLpageSplits; 0 under shadow paging). */
+  nxLpageSplits: number;
   /** Table pages allocated and freed by the hypervisor MMU. */
   pages: { allocated: number; freed: number };
   flushes: { local: number; remote: number };
@@ -136,10 +146,11 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
             flushes: { local: s.localFlushes, remote: s.remoteFlushes },
             resets: vm.vcpus.reduce((n, v) => n + v.exits.cr0 + v.exits.cr4 + v.exits.smi + v.exits.rsm, 0),
             reinitOnly: 0,
+            nxLpageSplits: 0,
           };
         };
       } else {
-        const vm = await createTdpVm({ vcpus: vcpuCount, mmu, memoryBytes, policy, costs, hostLevel: opts.hostLevel ?? 2 });
+        const vm = await createTdpVm({ vcpus: vcpuCount, mmu, memoryBytes, policy, costs, hostLevel: opts.hostLevel ?? 2, nxHugePages: opts.nxHugePages ?? false });
         for (const v of vm.vcpus) v.start({ ...X86_BOOT_CONTROL });
         vcpus = vm.vcpus;
         dispose = () => { for (const v of vm.vcpus) v.destroy(); vm.machine.dispose(); };
@@ -153,6 +164,7 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
             flushes: { local: sum((v) => v.stats.localFlushes), remote: s.remoteFlushes },
             resets: sum((v) => v.stats.resets),
             reinitOnly: sum((v) => v.stats.reinitOnly),
+            nxLpageSplits: vm.mmu instanceof TdpMmu || vm.mmu instanceof LegacyDirectMmu ? vm.mmu.stats.nxLpageSplits : 0,
           };
         };
       }
@@ -214,7 +226,7 @@ export interface Cr0WpVariant {
 /**
  * The assumptions the result rests on, each moved on its own (the defaults in
  * the first row): KERNEXEC toggles per context switch, the host page size
- * behind guest RAM, the vCPU count (which vCPUs hold which root), the VM-exit
+ * behind guest RAM, KVM's NX huge page mitigation, the vCPU count (which vCPUs hold which root), the VM-exit
  * round trip and the EPT-violation handler cost.
  */
 export function cr0WpVariants(costs: CostModel): Cr0WpVariant[] {
@@ -228,6 +240,7 @@ export function cr0WpVariants(costs: CostModel): Cr0WpVariant[] {
     { name: "KERNEXEC +1 per syscall", apply: (o) => ({ ...o, kernexec: { perSyscall: 1, perException: 0, perSwitch: 2 } }) },
     { name: "host pages 4 KiB", apply: (o) => ({ ...o, hostLevel: 1 }) },
     { name: "host pages 1 GiB", apply: (o) => ({ ...o, hostLevel: 3 }) },
+    { name: "NX huge pages on", apply: (o) => ({ ...o, nxHugePages: true }) },
     { name: "2 vCPUs", apply: (o) => ({ ...o, vcpus: 2 }) },
     { name: "4 vCPUs", apply: (o) => ({ ...o, vcpus: 4 }) },
     cost("vmExit", 0.5), cost("vmExit", 2), cost("tdpFault", 0.5), cost("tdpFault", 2), cost("mmuReinit", 0.5), cost("mmuReinit", 2),

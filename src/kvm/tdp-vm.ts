@@ -35,6 +35,8 @@ export interface TdpVmOptions {
   hostLevel?: 1 | 2 | 3;
   /** EPT A/D bits (KVM enable_ept_ad_bits; default true). */
   adEnabled?: boolean;
+  /** KVM's nx_huge_pages, the iTLB multihit mitigation (src/kvm/tdp-mmu.ts header; default false). */
+  nxHugePages?: boolean;
 }
 
 export interface TdpVm {
@@ -62,6 +64,7 @@ export async function createTdpVm(opts: TdpVmOptions): Promise<TdpVm> {
   const costs = opts.costs === undefined ? DEFAULT_COSTS : checkCostModel(opts.costs);
   const hostLevel = opts.hostLevel === undefined ? 2 : intArg(opts.hostLevel, "hostLevel", 1, 3) as 1 | 2 | 3;
   const adEnabled = opts.adEnabled ?? true;
+  const nxHugePages = opts.nxHugePages ?? false;
   const memoryBytes = opts.memoryBytes ?? 256 << 20;
   const machine = await createMachine({
     arch: "x86_64", memoryBytes, vcpus: opts.vcpus, maxPhysAddrBits: 52,
@@ -70,8 +73,8 @@ export async function createTdpVm(opts: TdpVmOptions): Promise<TdpVm> {
   const pool = new HostPool(machine.memory.wasmMemory, machine.layout);
   const ramBytes = BigInt(memoryBytes);
   const mmu: DirectMmu = kind === "tdp"
-    ? new TdpMmu(pool, { ramBytes, levels: 4, adEnabled, preserveRoots: policy.preserveTdpRoots, hostLevel })
-    : new LegacyDirectMmu(pool, { ramBytes, levels: 4, adEnabled, hostLevel });
+    ? new TdpMmu(pool, { ramBytes, levels: 4, adEnabled, preserveRoots: policy.preserveTdpRoots, hostLevel, nxHugePages })
+    : new LegacyDirectMmu(pool, { ramBytes, levels: 4, adEnabled, hostLevel, nxHugePages });
   const vcpus: TdpVcpu[] = [];
   const ctx: TdpVmContext = { mmu, policy, costs, memory: machine.memory, ramBytes, levels: 4, adEnabled, vcpus };
   for (let i = 0; i < opts.vcpus; i++) {

@@ -52,6 +52,28 @@ describe("vmmu run cr0wp", () => {
     expect(cycles("--cost", "vmExit=5000")).toBeGreaterThan(base);
   });
 
+  it("--nx-huge-pages turns on KVM's NX huge page mitigation in the direct MMUs: fetches split huge pages, and the TDP MMU's rebuilt roots fault more", () => {
+    const json = (...extra: string[]) => {
+      const r = run("--mmu", "tdp,legacy", "--policy", "baseline", "--pairs", "1", "--iterations", "40", "--json", ...extra);
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout);
+    };
+    const off = json(), on = json("--nx-huge-pages");
+    expect(off._meta.settings.nxHugePages).toBe(false);
+    expect(on._meta.settings.nxHugePages).toBe(true);
+    for (const mmu of ["tdp", "legacy"]) {
+      expect(off[mmu].baseline.nxLpageSplits).toBe(0);
+      expect(on[mmu].baseline.nxLpageSplits).toBeGreaterThan(0);
+      expect(on[mmu].baseline.eptViolations).toBeGreaterThan(off[mmu].baseline.eptViolations);
+      expect(on[mmu].baseline.guest).toEqual(off[mmu].baseline.guest);
+    }
+    expect(on.tdp.baseline.cycles).toBeGreaterThan(off.tdp.baseline.cycles);
+    const text = run("--mmu", "legacy", "--policy", "baseline", "--pairs", "1", "--iterations", "20", "--nx-huge-pages");
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/^NX huge pages on \(direct MMUs\): .*legacy\/baseline [1-9]/m);
+    expect(run("--help").stdout).toMatch(/--nx-huge-pages: KVM's nx_huge_pages/);
+  });
+
   it("refuses unknown MMUs, policies, options and bad counts with exit 2 and one vmmu: line", () => {
     for (const [args, msg] of [
       [["--mmu", "ept"], /unknown mmu 'ept'/],
