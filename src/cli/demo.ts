@@ -136,7 +136,7 @@ export async function runDemo(args: string[]): Promise<number> {
   for (const l of formatKptiLegend()) out("  " + l);
 
   out("\nseed reproduction (short form of `vmmu run cr0wp`): ssdd in a grsecurity guest toggling CR0.WP, on each MMU");
-  out("(1 vCPU, 10 pairs × 200 PTRACE_SINGLESTEPs; baseline = v5.10, krause2023 = with Mathias Krause's series):\n");
+  out("(2 vCPUs, 10 pairs × 200 PTRACE_SINGLESTEPs; baseline = v5.10, krause2023 = with Mathias Krause's series):\n");
   const c = await runCr0Wp({ mmus: ["legacy", "tdp", "shadow"], policies: ["baseline", "keep-roots", "preserve-roots", "krause2023"], pairs: 10, iterations: 200 });
   for (const l of formatCr0Wp(c, 10, 200)) out("  " + l);
   out("\nnext: `vmmu run kpti --policy all` and `vmmu run cr0wp --mmu all --policy all` for every patch on its own; `npm test` runs the differential, TLB-semantics,");

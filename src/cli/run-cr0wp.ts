@@ -5,7 +5,7 @@
 // `--json` prints one object `{ "<mmu>": { "<policy>": { "cycles": …, … } } }`
 // plus the reserved key `_meta` (settings, costs, code version).
 
-import { runCr0Wp, runCr0WpSensitivity, cr0WpVariants, type Cr0WpSensitivityRow, CR0WP_MMUS, CR0WP_SEED, CR0WP_MEMORY_BYTES, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
+import { runCr0Wp, runCr0WpSensitivity, CR0WP_VCPUS, cr0WpVariants, type Cr0WpSensitivityRow, CR0WP_MMUS, CR0WP_SEED, CR0WP_MEMORY_BYTES, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
 import { CR0WP_POLICIES } from "../kvm/cr0wp-policy.js";
 import { DEFAULT_COSTS, withOverrides, type CostModel } from "../kvm/cost-model.js";
 import { KERNEXEC_DEFAULTS, type KernexecOptions } from "../guest/ssdd.js";
@@ -14,7 +14,7 @@ import { codeVersion, type CodeVersion } from "./version.js";
 
 /** Defaults of `vmmu run cr0wp`. */
 export const CR0WP_DEFAULTS = {
-  mmus: ["legacy", "tdp", "shadow"] as Cr0WpMmu[], policies: ["baseline", "krause2023"], vcpus: 1, pairs: 10, iterations: 2000, seed: 1,
+  mmus: ["legacy", "tdp", "shadow"] as Cr0WpMmu[], policies: ["baseline", "krause2023"], vcpus: CR0WP_VCPUS, pairs: 10, iterations: 2000, seed: 1,
   hostLevel: 2 as 1 | 2 | 3,
 } as const;
 

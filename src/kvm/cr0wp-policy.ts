@@ -7,9 +7,9 @@
 // another's switch to make sense says so in `requires`, as the shadow-MMU
 // policies do (src/kvm/policy.ts).
 //
-// The switches apply to all three MMUs where KVM's code applies to them:
-// the TDP MMU and the legacy direct MMU (tdp_enabled) and shadow paging
-// (the root role keeps CR0.WP there in every version: it decides SPTE rights).
+// The switches apply to the direct MMUs (tdp_enabled): the TDP MMU and the
+// legacy direct MMU. None reaches shadow paging, whose roles keep CR0.WP in
+// every version (it decides SPTE rights) and whose roots stay hashed.
 
 import { show } from "../validate.js";
 
@@ -18,17 +18,15 @@ export interface Cr0WpPolicy {
   readonly title: string;
   /**
    * The direct (EPT) root role carries the guest's CR0.WP (v5.10: page_role_for_level
-   * copied mmu_role.base, cr0_wp included). Cleared by Paolo Bonzini's 2022 cpu_role /
-   * root_role split, after which the TDP root role fixes cr0_wp = 1.
+   * copied mmu_role.base, cr0_wp and nxe included). Cleared by Paolo Bonzini's
+   * 2ba676774dfc "KVM: x86/mmu: cleanup computation of MMU roles for two-dimensional
+   * paging" (v5.19; the merged part of his 2022 role series): the TDP root role fixes
+   * cr0_wp = 1 and efer_nx = 1, so every WP value shares one root. A toggle still
+   * resets the MMU and unloads the root (kvm_mmu_reset_context kept kvm_mmu_unload:
+   * the series' "do not unload MMU roots on all role changes" patch was not merged);
+   * the tree survives only if another vCPU holds a reference (edbdb43fc96b's message).
    */
   readonly wpInDirectRootRole: boolean;
-  /**
-   * kvm_mmu_reset_context keeps the loaded roots in the root cache (current + 3
-   * prev_roots, found by role) instead of kvm_mmu_unload freeing them all (Paolo
-   * Bonzini, "KVM: MMU: do not unload MMU roots on all role changes",
-   * lore 20220209170020.1775368-1-pbonzini@redhat.com).
-   */
-  readonly keepRootsOnReset: boolean;
   /**
    * TDP MMU roots start with refcount 2, one reference held by the MMU until the
    * root is invalidated, so a vCPU unloading a root never frees it (Sean
@@ -36,7 +34,12 @@ export interface Cr0WpPolicy {
    * are explicitly invalidated").
    */
   readonly preserveTdpRoots: boolean;
-  /** Krause p1 (Paolo, 2fdcc1b32418 "KVM: x86/mmu: Avoid indirect call for get_cr3"): no retpolined indirect call per guest-pgd read. */
+  /**
+   * Krause p1 (Paolo, 2fdcc1b32418 "KVM: x86/mmu: Avoid indirect call for get_cr3"):
+   * no retpolined indirect call per guest-pgd read. Not charged: get_guest_pgd runs
+   * on KVM's software guest walks (emulation, shadow-root allocation), which the
+   * direct-MMU runs here never make; listed so the policy names the patch.
+   */
   readonly directGetCr3: boolean;
   /**
    * Krause p2 (01b31714bd90 "KVM: x86: Do not unload MMU roots when only toggling
@@ -56,7 +59,7 @@ export interface Cr0WpPolicy {
 type Switches = Omit<Cr0WpPolicy, "name" | "title">;
 
 const V5_10: Switches = {
-  wpInDirectRootRole: true, keepRootsOnReset: false, preserveTdpRoots: false,
+  wpInDirectRootRole: true, preserveTdpRoots: false,
   directGetCr3: false, wpOnlyReinit: false, ignoreWpNonPaging: false, wpGuestOwned: false,
 };
 
@@ -70,8 +73,8 @@ function define(name: string, title: string, sw: Partial<Switches>, requires: st
 }
 
 define("baseline", "v5.10: CR0.WP in the root role; every toggle exits, resets the MMU and unloads every root; TDP roots die at refcount 0", {});
-define("keep-roots", "Bonzini 2022: role changes keep roots in the root cache; the TDP root role no longer carries CR0.WP", {
-  keepRootsOnReset: true, wpInDirectRootRole: false,
+define("keep-roots", "Bonzini 2022 (2ba676774dfc, v5.19): the TDP root role fixes CR0.WP = 1, all WP values share one root; a toggle still unloads it", {
+  wpInDirectRootRole: false,
 });
 define("preserve-roots", "Christopherson 2023: TDP roots start at refcount 2 and live until invalidated", { preserveTdpRoots: true });
 define("krause-p1-3", "Krause 2023 p1-3: direct get_cr3, WP-only toggle re-inits the MMU without unloading (TDP), WP toggles ignored with paging off", KRAUSE_P1_3);

@@ -69,9 +69,11 @@ export interface DirectMmu {
   /**
    * kvm_mmu_free_roots for one root: drops one reference. What happens at zero
    * is the implementation's policy (v5.10 TDP: zap the whole tree and free it;
-   * legacy: the root stays hashed unless invalid).
+   * legacy: the root stays hashed unless invalid). Returns true when that zapped
+   * tables KVM flushes remote TLBs for (v5.10 handle_removed_tdp_mmu_page,
+   * kvm_mmu_commit_zap_page): the caller flushes every vCPU.
    */
-  releaseRoot(hpa: bigint): void;
+  releaseRoot(hpa: bigint): boolean;
 
   /**
    * The EPT-violation handler (kvm_tdp_mmu_map / __direct_map): make `gpa`

@@ -38,8 +38,6 @@ export interface ShadowPolicy {
   readonly pcidTaggedSps: boolean;
   /** alon2018: deferred INVLPG addresses per PCID (0 = off; overflow falls back to a full sync). */
   readonly deferredInvlpg: number;
-  /** A role change (kvm_mmu_reset_context) keeps roots in the root cache and finds the new role's root by fast switch (Paolo Bonzini 2022; set by the CR0.WP keep-roots policy, src/kvm/cr0wp-policy.ts). */
-  readonly keepRootsOnReset: boolean;
 }
 
 type Switches = Omit<ShadowPolicy, "name" | "title">;
@@ -47,7 +45,7 @@ type Switches = Omit<ShadowPolicy, "name" | "title">;
 const NONE: Switches = {
   syncFlushOnce: false, prevRoots: false, noflushOnlyWithPcide: false, mapGuestPcids: false, invpcid: false,
   skipFlushOnNoflush: false, invlpgAllRoots: false, skipSyncOnNoflush: false, flushOnlyAffected: false,
-  keepUnsyncRoots: false, pcidTaggedSps: false, deferredInvlpg: 0, keepRootsOnReset: false,
+  keepUnsyncRoots: false, pcidTaggedSps: false, deferredInvlpg: 0,
 };
 
 const SHAHID: Switches = {

@@ -758,28 +758,34 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     return null;
   }
 
+  /**
+   * MOV to CR0 (kvm_set_cr0): a change of TS alone is guest-owned (no exit);
+   * otherwise an exit, and an MMU reset only when PG or WP changed (update_bits).
+   */
   writeCr0(value: bigint): GuestException | null {
+    const changed = (this.guest().cr0 ^ BigInt.asUintN(64, value)) & ~(1n << 4n);
+    if ((changed & ~(1n << 3n)) === 0n) {
+      this.charge(this.costs.nativeCr3);
+      if (this.walker.writeCr0(value)) return GP;
+      this.syncGuest();
+      return null;
+    }
     this.exit("cr0");
     if (this.walker.writeCr0(value)) return GP;
     this.syncGuest();
-    this.resetContext();
+    if ((changed & (CR0.PG | CR0.WP)) !== 0n) this.resetContext();
     return null;
   }
 
   /**
    * kvm_mmu_reset_context: kvm_init_mmu, then every root unloaded and the one
-   * for the new role loaded (hash lookup), synced and flushed. With
-   * keepRootsOnReset (and the root cache) the current root stays cached and the
-   * new role's root is found by kvm_mmu_new_pgd's fast switch instead.
+   * for the new role loaded (hash lookup), synced and flushed.
    */
   private resetContext(): void {
     this.charge(this.costs.mmuReinit);
     if (this.policy.pcidTaggedSps) this.pending.fill(1);
-    if (this.policy.keepRootsOnReset && this.policy.prevRoots) this.switchRoot(this.guest().cr3 & ~CR3_NOFLUSH);
-    else {
-      this.freeRoots(ROOTS_ALL);
-      this.allocRoot(this.guest().cr3);
-    }
+    this.freeRoots(ROOTS_ALL);
+    this.allocRoot(this.guest().cr3);
     this.mmu.syncTree(this.root!.sp, this);
     this.loadHardware();
     this.flushHardwareAll();

@@ -229,12 +229,22 @@ export class TdpMmu implements DirectMmu {
    * throws (KVM: the last put is only legal for an invalid root), as does a
    * release of an hpa that is not a root.
    */
-  releaseRoot(hpa: bigint): void {
+  releaseRoot(hpa: bigint): boolean {
     const root = this.rootOf(hpa, "releaseRoot");
     if (this.preserveRoots && !root.invalid && root.refcount <= 1) {
       throw new Error(`vmmu: releaseRoot(${hex(hpa)}): the root holds no vCPU reference (only the MMU's, put by invalidateAllRoots)`);
     }
+    const freed = this.stats.spFreed;
     this.putRoot(root);
+    // v5.10: every table the free disconnects is flushed from every vCPU
+    // (__handle_changed_spte → handle_removed_tdp_mmu_page →
+    // kvm_flush_remote_tlbs_with_address); the requests coalesce while the
+    // targets are out of guest mode, so one remote flush is counted. Under
+    // preserved roots a root's tree is zapped when it is invalidated, and its
+    // last put flushes nothing.
+    const flush = !this.preserveRoots && this.stats.spFreed - freed > 1;
+    if (flush) this.stats.remoteFlushes++;
+    return flush;
   }
 
   isValidRoot(hpa: bigint): boolean {

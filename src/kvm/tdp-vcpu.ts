@@ -22,7 +22,7 @@ import { INTERCEPTED_VECTORS, type CostModel } from "./cost-model.js";
 import type { Cr0WpPolicy } from "./cr0wp-policy.js";
 import { type DirectMmu, type DirectMmuStats, ROLE_SMM, directEptp } from "./direct-mmu.js";
 import { accessManyOnHardware } from "./batch-access.js";
-import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP } from "./shadow-mmu.js";
+import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
 export type TdpExitReason = "ept-violation" | "mmio" | "cr0" | "cr4" | "smi" | "rsm" | "ipi" | "exception";
@@ -34,7 +34,9 @@ const CR4_ROLE_BITS = CR4.PSE | CR4.PAE | CR4.SMEP | CR4.SMAP | CR4.PKE | CR4.LA
 const CR0_SMM_CLEAR = CR0.PE | (1n << 2n) | (1n << 3n) | CR0.PG;
 
 const GP: GuestException = { gp: true };
-const NUM_PREV_ROOTS = 3;
+
+/** CR0 bits the guest owns under EPT on VMX (KVM_POSSIBLE_CR0_GUEST_BITS: TS; WP joins with fb509f76acc8). */
+const CR0_TS = 1n << 3n;
 
 /** The remote-flush side of a VM: every vCPU flushes its EPT-derived TLB entries. */
 export interface TdpFlushTarget {
@@ -69,8 +71,6 @@ export interface TdpVcpuStats {
   reinitOnly: number;
   /** CR0 writes the guest did without an exit (guest-owned WP). */
   nativeCr0: number;
-  /** Roots taken from the vCPU's root cache on a reset (keep-roots). */
-  rootCacheHits: number;
   /** Local flushes of the current EPT context (kvm_mmu_load, root switches). */
   localFlushes: number;
   /** Remote flushes received. */
@@ -86,13 +86,12 @@ function halves(c: BigUint64Array): Uint32Array {
 export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   cycles = 0;
   readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0, exception: 0 };
-  readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, rootCacheHits: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0 };
+  readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0 };
   /** Guest #PFs delivered. */
   injected = 0;
   accesses = 0;
   readonly hasInvpcid = true;
   private root: Root | undefined;
-  private readonly prev: (Root | undefined)[] = [undefined, undefined, undefined];
   private smm = false;
   /** Control state saved in SMRAM on SMM entry (restored by RSM). */
   private smramState: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | undefined;
@@ -152,12 +151,10 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     const c = this.hw.control();
     let base: number;
     if (this.vm.policy.wpInDirectRootRole) {
+      // v5.10 kvm_calc_tdp_mmu_root_page_role → kvm_calc_mmu_role_common: nxe and
+      // cr0_wp as the CPU has them (the *_andnot_wp bits are shadow-only).
       base = (c.efer & EFER.NXE) !== 0n ? ROLE_EFER_NX : 0;
       if ((c.cr0 & CR0.WP) !== 0n) base |= ROLE_CR0_WP;
-      else {
-        if ((c.cr4 & CR4.SMEP) !== 0n) base |= ROLE_SMEP_ANDNOT_WP;
-        if ((c.cr4 & CR4.SMAP) !== 0n) base |= ROLE_SMAP_ANDNOT_WP;
-      }
     } else {
       // The root_role of a TDP MMU after the cpu_role split: cr0_wp and efer_nx fixed to 1.
       base = ROLE_EFER_NX | ROLE_CR0_WP;
@@ -210,55 +207,37 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   /** KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load at entry: a root invalidated (fast zap) or unloaded is replaced. */
   private reloadIfNeeded(): void {
     if (this.root && this.vm.mmu.isValidRoot(this.root.hpa)) return;
-    if (this.root) { this.vm.mmu.releaseRoot(this.root.hpa); this.root = undefined; }
+    this.unloadAll();
     this.mmuLoad();
   }
 
-  /** kvm_mmu_unload: every root of this vCPU released. */
+  /**
+   * kvm_mmu_unload: the vCPU's root released. (prev_roots stay empty for a
+   * direct MMU outside nested guests: MOV CR3 does not exit under EPT, so
+   * kvm_mmu_new_pgd never caches one.)
+   */
   private unloadAll(): void {
-    for (let i = 0; i < NUM_PREV_ROOTS; i++) {
-      const r = this.prev[i];
-      if (r) { this.vm.mmu.releaseRoot(r.hpa); this.prev[i] = undefined; }
-    }
-    if (this.root) { this.vm.mmu.releaseRoot(this.root.hpa); this.root = undefined; }
+    if (!this.root) return;
+    const flush = this.vm.mmu.releaseRoot(this.root.hpa);
+    this.root = undefined;
+    if (flush) this.flushRemote();
   }
 
   /**
-   * kvm_mmu_reset_context after a role-relevant change:
-   * 1. kvm_init_mmu (mmuReinit), plus one retpolined get_cr3 before Krause p1.
-   * 2. Without keep-roots: kvm_mmu_unload releases every root (a v5.10 TDP root
-   *    dies at refcount 0 with its whole tree); the next entry loads a root for
-   *    the new role.
-   * 3. With keep-roots: the root for the new role is taken from the current
-   *    root or the root cache (current rotated into it, LRU evicted and
-   *    released); a miss acquires one. A switched root is flushed.
+   * kvm_mmu_reset_context after a role-relevant change (every KVM version the
+   * policies cover):
+   * 1. kvm_init_mmu (mmuReinit);
+   * 2. kvm_mmu_unload: every root released (a v5.10 TDP root dies at refcount 0
+   *    with its whole tree unless another vCPU holds it or the MMU does under
+   *    preserve-roots; a legacy root stays hashed);
+   * 3. kvm_mmu_load at the next entry: the root for the (new) role, found or
+   *    built, and the current context flushed.
    */
   private resetContext(): void {
     this.stats.resets++;
     this.charge(this.vm.costs.mmuReinit);
-    if (!this.vm.policy.directGetCr3) this.charge(this.vm.costs.retpoline);
     this.mmuWork(() => {
-      if (!this.vm.policy.keepRootsOnReset) {
-        this.unloadAll();
-        this.mmuLoad();
-        return;
-      }
-      const role = this.rootRole();
-      this.charge(this.vm.costs.rootCacheLookup);
-      if (this.root && this.root.role === role && this.vm.mmu.isValidRoot(this.root.hpa)) return;
-      let cur = this.root;
-      for (let i = 0; i < NUM_PREV_ROOTS; i++) {
-        const t = this.prev[i];
-        this.prev[i] = cur;
-        cur = t;
-        if (cur && cur.role === role && this.vm.mmu.isValidRoot(cur.hpa)) {
-          this.root = cur;
-          this.stats.rootCacheHits++;
-          this.enterRoot();
-          return;
-        }
-      }
-      if (cur) this.vm.mmu.releaseRoot(cur.hpa);
+      this.unloadAll();
       this.mmuLoad();
     });
   }
@@ -399,8 +378,9 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   }
 
   /**
-   * MOV CR0 (kvm_set_cr0 + kvm_post_set_cr0), per policy:
-   * 1. Guest-owned WP (krause2023) and only WP changes: no exit, the CPU writes it.
+   * MOV CR0 (VMX CR0 guest/host mask, kvm_set_cr0 + kvm_post_set_cr0), per policy:
+   * 1. Only guest-owned bits change (TS; WP too under krause2023): no exit, the
+   *    CPU writes it.
    * 2. Otherwise a VM exit; the write is checked as the CPU would (#GP).
    * 3. WP-only change: with paging off nothing more (p3); with p2 only kvm_init_mmu.
    * 4. A change of PG or WP: kvm_mmu_reset_context.
@@ -409,7 +389,8 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     const old = this.hw.control().cr0;
     const changed = (old ^ BigInt.asUintN(64, value)) & ~(1n << 4n);
     const p = this.vm.policy;
-    if (p.wpGuestOwned && (changed & ~CR0.WP) === 0n) {
+    const guestOwned = CR0_TS | (p.wpGuestOwned ? CR0.WP : 0n);
+    if ((changed & ~guestOwned) === 0n) {
       this.stats.nativeCr0++;
       this.charge(this.vm.costs.nativeCr3);
       return this.hw.writeCr0(value) ? GP : null;
@@ -464,11 +445,15 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     this.smm = true;
     this.stats.smmEntries++;
     this.hw.setControl({ cr0: c.cr0 & ~CR0_SMM_CLEAR, cr4: 0n, efer: 0n });
-    this.hw.invvpid(1, this.vpid);
     this.resetContext();
   }
 
-  /** RSM (emulated by KVM): the saved state comes back, the smm bit clears, the MMU is reset. Throws outside SMM (RSM raises #UD there). */
+  /**
+   * RSM (emulated by KVM, em_rsm): the smm bit clears (kvm_smm_changed: an MMU
+   * reset), then the emulator reloads CR4, CR0, CR4 and EFER, each re-initialising
+   * the MMU once more (charged as mmuReinit; the unloads find no root). Throws
+   * outside SMM (RSM raises #UD there).
+   */
   rsm(): void {
     if (!this.smm) throw new Error("vmmu: RSM outside SMM (#UD)");
     this.exit("rsm");
@@ -477,8 +462,8 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     this.smm = false;
     this.smramState = undefined;
     this.hw.setControl(s);
-    this.hw.invvpid(1, this.vpid);
     this.resetContext();
+    this.charge(3 * this.vm.costs.mmuReinit);
   }
 
   /** Releases every root (VM teardown). */

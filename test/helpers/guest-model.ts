@@ -37,7 +37,6 @@ import { CR0, CR3_NOFLUSH, CR4, LONG_MODE, PTE, X86PageTableBuilder, type GuestM
 import type { GuestCpu, GuestException } from "../../src/guest/cpu.js";
 import { createShadowVm, type ShadowVm } from "../../src/kvm/shadow-vm.js";
 import { createTdpVm, type TdpVm } from "../../src/kvm/tdp-vm.js";
-import { POLICIES } from "../../src/kvm/policy.js";
 import { cr0WpPolicyByName } from "../../src/kvm/cr0wp-policy.js";
 import { refTranslateX86, type RefMemory, type RefResult } from "../../src/ref/x86-walk.js";
 import { Rng } from "./rng.js";
@@ -285,7 +284,8 @@ export interface GuestModelOptions {
   /**
    * A CR0.WP policy (src/kvm/cr0wp-policy.ts): the guest then also toggles CR0.WP
    * and enters/leaves SMM (kernel accesses with WP = 0, SMM accesses with
-   * paging off). With shadow paging, `policy` is the shadow policy it rides on.
+   * paging off). With shadow paging, `policy` is the shadow policy it rides on
+   * (no CR0.WP policy reaches the shadow MMU).
    */
   cr0wp?: string;
   /** Largest host page for a direct MMU (default 2). */
@@ -373,9 +373,8 @@ export class GuestModel {
     const o = this.opts;
     const kind = o.mmu ?? "shadow";
     if (kind === "shadow") {
-      const policy = o.cr0wp === undefined ? o.policy
-        : { ...POLICIES[o.policy]!, keepRootsOnReset: cr0WpPolicyByName(o.cr0wp).keepRootsOnReset };
-      this.vm = await createShadowVm({ vcpus: o.vcpus, memoryBytes: GUEST_RAM, policy, poolBytes: o.poolBytes ?? 8 << 20, tlbEntries: o.tlbEntries ?? 4096 });
+      if (o.cr0wp !== undefined) cr0WpPolicyByName(o.cr0wp);
+      this.vm = await createShadowVm({ vcpus: o.vcpus, memoryBytes: GUEST_RAM, policy: o.policy, poolBytes: o.poolBytes ?? 8 << 20, tlbEntries: o.tlbEntries ?? 4096 });
       disposeAfterAll(this.vm.machine);
       o.onVm?.(this.vm);
       this.mem = this.vm.machine.memory;

@@ -31,8 +31,8 @@ interface World {
  * A guest with a 2 MiB direct map of its first 16 MiB, a read-only kernel page
  * at RO (KERNEXEC's protected data) and 8 user pages at U.., on one vCPU.
  */
-async function world(mmu: "tdp" | "legacy", policy: string, hostLevel: 1 | 2 = 1): Promise<World> {
-  const vm = await createTdpVm({ vcpus: 1, mmu, memoryBytes: 32 << 20, policy, poolBytes: 4 << 20, hostLevel });
+async function world(mmu: "tdp" | "legacy", policy: string, hostLevel: 1 | 2 = 1, vcpus = 1): Promise<World> {
+  const vm = await createTdpVm({ vcpus, mmu, memoryBytes: 32 << 20, policy, poolBytes: 4 << 20, hostLevel });
   onTestFinished(() => vm.machine.dispose());
   const mem = vm.machine.memory;
   const a = new X86PageTableBuilder(mem, { tableBase: 0x10_0000n, tableLimit: 0x18_0000n });
@@ -44,7 +44,7 @@ async function world(mmu: "tdp" | "legacy", policy: string, hostLevel: 1 | 2 = 1
     pages.push(U + BigInt(i) * 0x1000n);
   }
   const cpu = vm.vcpus[0]!;
-  cpu.start({ ...LONG_MODE, cr4: LONG_MODE.cr4 | CR4.PGE, cr3: a.root });
+  for (const c of vm.vcpus) c.start({ ...LONG_MODE, cr4: LONG_MODE.cr4 | CR4.PGE, cr3: a.root });
   return { vm, mem, cpu, pages };
 }
 
@@ -116,19 +116,6 @@ describe("a CR0.WP toggle under each policy", () => {
   });
 
   for (const mmu of ["tdp", "legacy"] as const) {
-    it(`keep-roots (${mmu}): the root role has no WP, the root stays, nothing is flushed or faulted in`, async () => {
-      const w = await world(mmu, "keep-roots");
-      touch(w);
-      const root = w.cpu.currentRoot();
-      const flushes = w.cpu.stats.localFlushes;
-      toggle(w);
-      expect(w.cpu.exits.cr0).toBe(2);
-      expect(w.cpu.stats.resets).toBe(2);
-      expect(w.cpu.currentRoot()).toEqual(root);
-      expect(w.cpu.stats.localFlushes).toBe(flushes);
-      expect(touch(w)).toBe(0);
-    });
-
     it(`krause-p1-3 (${mmu}): a toggle still exits but only re-initialises the MMU`, async () => {
       const w = await world(mmu, "krause-p1-3");
       touch(w);
@@ -170,6 +157,50 @@ describe("a CR0.WP toggle under each policy", () => {
     expect(cost["tdp/baseline"]!).toBeGreaterThan(3 * cost["legacy/baseline"]!);
     expect(cost["legacy/baseline"]!).toBeGreaterThan(cost["tdp/krause-p1-3"]!);
     expect(cost["tdp/krause-p1-3"]!).toBeGreaterThan(cost["tdp/krause2023"]!);
+  });
+});
+
+describe("keep-roots: the TDP root role without CR0.WP (2ba676774dfc), a toggle still unloading the root", () => {
+  it("alone on its root, a TDP vCPU's unload frees the tree, so every toggle still rebuilds it (edbdb43fc96b's 1-vCPU case)", async () => {
+    const w = await world("tdp", "keep-roots");
+    const first = touch(w);
+    toggle(w);
+    expect(w.cpu.stats.resets).toBe(2);
+    expect(w.vm.mmu.stats.rootsFreed).toBe(2);
+    expect(touch(w)).toBe(first);
+  });
+
+  it("with a second vCPU holding the same root, a toggle unloads and reloads that root: same tree, no fault, one local flush per load", async () => {
+    const w = await world("tdp", "keep-roots", 1, 2);
+    touch(w);
+    const root = w.cpu.currentRoot();
+    expect(w.vm.vcpus[1]!.currentRoot()).toEqual(root);
+    const flushes = w.cpu.stats.localFlushes;
+    toggle(w);
+    expect(w.cpu.currentRoot()).toEqual(root);
+    expect(w.cpu.stats.localFlushes - flushes).toBe(2);
+    expect(w.vm.mmu.stats.rootsFreed).toBe(0);
+    expect(touch(w)).toBe(0);
+  });
+
+  it("under baseline the same two vCPUs hold different roots once WP differs, and the one left alone dies", async () => {
+    const w = await world("tdp", "baseline", 1, 2);
+    touch(w);
+    expect(w.cpu.writeCr0(WP_OFF)).toBeNull();
+    expect(w.cpu.currentRoot()!.hpa).not.toBe(w.vm.vcpus[1]!.currentRoot()!.hpa);
+    expect(w.vm.mmu.stats.rootsFreed).toBe(0);
+    expect(w.cpu.writeCr0(WP_ON)).toBeNull();
+    expect(w.vm.mmu.stats.rootsFreed).toBe(1);
+    expect(touch(w)).toBe(0);
+  });
+
+  it("the legacy MMU finds the same hashed root again after every unload", async () => {
+    const w = await world("legacy", "keep-roots");
+    touch(w);
+    const root = w.cpu.currentRoot();
+    toggle(w);
+    expect(w.cpu.currentRoot()).toEqual(root);
+    expect(touch(w)).toBe(0);
   });
 });
 
