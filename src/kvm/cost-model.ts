@@ -44,8 +44,6 @@ export interface CostModel {
   tdpFault: number;
   /** Zapping one present SPTE (tdp_mmu_set_spte + handle_changed_spte bookkeeping); table pages freed are charged `zap` each. Assumption. */
   spteZap: number;
-  /** One retpolined indirect call (the mmu->get_guest_pgd call Krause p1 removes) over a direct one. Assumption: tens of cycles. */
-  retpoline: number;
   /** SMM entry or RSM: KVM writes / reads the 512-byte SMRAM state-save area and reloads segment and control state (enter_smm, emulator_leave_smm). Assumption. */
   smmStateSave: number;
   /** Guest instructions per unit of guest "work" (syscall bodies, compute) are charged 1:1. */
@@ -71,7 +69,6 @@ export const DEFAULT_COSTS: CostModel = {
   nativeCr3: 200,
   tdpFault: 1500,
   spteZap: 20,
-  retpoline: 30,
   smmStateSave: 3000,
 };
 
