@@ -159,7 +159,9 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
           };
         };
       } else {
-        const vm = await createTdpVm({ vcpus: vcpuCount, mmu, memoryBytes, policy, costs, hostLevel: opts.hostLevel ?? 2, nxHugePages: opts.nxHugePages ?? false });
+        const vm = await createTdpVm({ vcpus: vcpuCount, mmu, memoryBytes, policy, costs, hostLevel: opts.hostLevel ?? 2, nxHugePages: opts.nxHugePages ?? false,
+          // Every policy is v5.10 plus one fix: its TDP fault path zaps a huge leaf in the way (no split before v6.2).
+          splitOnFault: false });
         for (const v of vm.vcpus) v.start({ ...X86_BOOT_CONTROL });
         vcpus = vm.vcpus;
         dispose = () => { for (const v of vm.vcpus) v.destroy(); vm.machine.dispose(); };

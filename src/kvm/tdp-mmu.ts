@@ -89,6 +89,14 @@ export interface TdpMmuOptions {
   yieldEvery?: number;
   /** KVM's nx_huge_pages (the iTLB multihit mitigation; header): huge leaves non-executable, instruction fetches mapped at 4 KiB (default false). */
   nxHugePages?: boolean;
+  /**
+   * A huge leaf in a fault's way is split into a table of smaller leaves with
+   * no flush (David Matlack, c4b33d28ea51, v6.2; the default). Off: as v5.10's
+   * kvm_tdp_mmu_map, the huge SPTE is zapped, remote TLBs are flushed
+   * (kvm_flush_remote_tlbs_with_address) and an empty table is linked, so the
+   * region's other gfns fault again.
+   */
+  splitOnFault?: boolean;
 }
 
 /**
@@ -146,6 +154,7 @@ export class TdpMmu implements DirectMmu {
   readonly ramBytes: bigint;
   readonly yieldEvery: number;
   readonly nxHugePages: boolean;
+  readonly splitOnFault: boolean;
   private host: 1 | 2 | 3;
   private readonly ramPages: number;
   /** First gfn past the tree (512^levels). */
@@ -179,6 +188,7 @@ export class TdpMmu implements DirectMmu {
     this.host = (o.hostLevel === undefined ? 2 : intArg(o.hostLevel, "opts.hostLevel", 1, 3)) as 1 | 2 | 3;
     this.yieldEvery = o.yieldEvery === undefined ? 512 : intArg(o.yieldEvery, "opts.yieldEvery", 1, 2 ** 30);
     this.nxHugePages = optBoolArg(o.nxHugePages, "opts.nxHugePages", false);
+    this.splitOnFault = optBoolArg(o.splitOnFault, "opts.splitOnFault", true);
     this.it = new TdpIter(pool);
   }
 
@@ -311,8 +321,14 @@ export class TdpMmu implements DirectMmu {
       if (it.level === goal) return this.mapTarget(it, res);
       if (isShadowPresent(old) && !isLastSpte(old, it.level)) continue;
       const child = this.allocTable();
-      const huge = isShadowPresent(old);
+      const huge = isShadowPresent(old) && this.splitOnFault;
       if (huge) this.fillSplit(child, old, it.level);
+      else if (isShadowPresent(old)) {
+        // v5.10: the huge leaf goes, with a remote flush, before the empty table is linked.
+        res.flush = true;
+        st.spteZapped++;
+        st.remoteFlushes++;
+      }
       if (!this.pool.cmpxchg(it.sptep, old, makeNonLeafSpte(child, this.adEnabled))) {
         this.freeTable(child);
         return this.retry(res);

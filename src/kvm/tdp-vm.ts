@@ -37,6 +37,8 @@ export interface TdpVmOptions {
   adEnabled?: boolean;
   /** KVM's nx_huge_pages, the iTLB multihit mitigation (src/kvm/tdp-mmu.ts header; default false). */
   nxHugePages?: boolean;
+  /** The TDP MMU splits a huge leaf in a fault's way without a flush (v6.2+, default) or zaps it with one (v5.10). */
+  splitOnFault?: boolean;
 }
 
 export interface TdpVm {
@@ -73,7 +75,7 @@ export async function createTdpVm(opts: TdpVmOptions): Promise<TdpVm> {
   const pool = new HostPool(machine.memory.wasmMemory, machine.layout);
   const ramBytes = BigInt(memoryBytes);
   const mmu: DirectMmu = kind === "tdp"
-    ? new TdpMmu(pool, { ramBytes, levels: 4, adEnabled, preserveRoots: policy.preserveTdpRoots, hostLevel, nxHugePages })
+    ? new TdpMmu(pool, { ramBytes, levels: 4, adEnabled, preserveRoots: policy.preserveTdpRoots, hostLevel, nxHugePages, splitOnFault: opts.splitOnFault ?? true })
     : new LegacyDirectMmu(pool, { ramBytes, levels: 4, adEnabled, hostLevel, nxHugePages });
   const vcpus: TdpVcpu[] = [];
   const ctx: TdpVmContext = { mmu, policy, costs, memory: machine.memory, ramBytes, levels: 4, adEnabled, vcpus };

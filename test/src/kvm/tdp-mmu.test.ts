@@ -415,6 +415,22 @@ describe("TDP MMU with the NX huge page mitigation (nxHugePages, KVM nx_huge_pag
     expect(w.mmu.possibleNxHugePages()).toBe(1);
   });
 
+  it("v5.10 (splitOnFault off): a fetch in a 2 MiB leaf zaps it with a remote flush and links an empty table, so the region's other pages fault again", async () => {
+    const w = await tdpWorld({ ramBytes: RAM });
+    const mmu = new TdpMmu(w.pool, { ramBytes: RAM, preserveRoots: false, nxHugePages: true, splitOnFault: false });
+    const { hpa: root } = mmu.acquireRoot(ROLE4);
+    w.load(root);
+    expect(mmu.pageFault(root, 0x30_1234n, true, false)).toMatchObject({ level: 2 });
+    expect(hw(w.vcpu, 0x3a_b008n, "read")).toEqual({ pa: 0x3a_b008n });
+    const r = mmu.pageFault(root, 0x30_1234n, false, true);
+    expect(r).toMatchObject({ level: 1, split: false, flush: true, spAllocated: 1 });
+    w.vcpu.invept(2);
+    expect(hw(w.vcpu, 0x30_1234n, "fetch")).toEqual({ pa: 0x30_1234n });
+    expect(hw(w.vcpu, 0x3a_b008n, "read")).toBe("violation");
+    expect(mmu.stats).toMatchObject({ splits: 0, remoteFlushes: 1 });
+    expect(() => new TdpMmu(w.pool, { ramBytes: RAM, preserveRoots: false, splitOnFault: 1 as never })).toThrow(/opts\.splitOnFault/);
+  });
+
   it("maps a first fetch with one executable 4 KiB leaf; data faults in the rest of the 2 MiB region then stay at 4 KiB (disallowed_hugepage_adjust)", async () => {
     const w = await nxWorld();
     const { hpa: root } = w.mmu.acquireRoot(ROLE4);
