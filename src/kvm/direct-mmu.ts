@@ -69,11 +69,12 @@ export interface DirectMmu {
   /**
    * kvm_mmu_free_roots for one root: drops one reference. What happens at zero
    * is the implementation's policy (v5.10 TDP: zap the whole tree and free it;
-   * legacy: the root stays hashed unless invalid). Returns true when that zapped
-   * tables KVM flushes remote TLBs for (v5.10 handle_removed_tdp_mmu_page,
-   * kvm_mmu_commit_zap_page): the caller flushes every vCPU.
+   * legacy: the root stays hashed unless invalid). Returns how many remote TLB
+   * flushes KVM issues for it (v5.10: one per table the zap disconnects,
+   * __handle_changed_spte → kvm_flush_remote_tlbs_with_address); the caller
+   * flushes every vCPU that many times.
    */
-  releaseRoot(hpa: bigint): boolean;
+  releaseRoot(hpa: bigint): number;
 
   /**
    * The EPT-violation handler (kvm_tdp_mmu_map / __direct_map): make `gpa`

@@ -177,12 +177,12 @@ export class LegacyDirectMmu implements DirectMmu {
    * whole tree for the next acquireRoot of its role. Throws if `hpa` is not a
    * root with a reference.
    */
-  releaseRoot(hpa: bigint): boolean {
+  releaseRoot(hpa: bigint): number {
     const sp = this.heldRoot(hpa, "hpa");
     sp.rootCount--;
-    if (sp.rootCount > 0) return false;
+    if (sp.rootCount > 0) return 0;
     if (!sp.valid) this.free(sp);
-    return false;
+    return 0;
   }
 
   /** True iff `hpa` is a root page not zapped (obsolete roots are zapped: what a vCPU may keep using). */

@@ -239,22 +239,24 @@ export class TdpMmu implements DirectMmu {
    * throws (KVM: the last put is only legal for an invalid root), as does a
    * release of an hpa that is not a root.
    */
-  releaseRoot(hpa: bigint): boolean {
+  releaseRoot(hpa: bigint): number {
     const root = this.rootOf(hpa, "releaseRoot");
     if (this.preserveRoots && !root.invalid && root.refcount <= 1) {
       throw new Error(`vmmu: releaseRoot(${hex(hpa)}): the root holds no vCPU reference (only the MMU's, put by invalidateAllRoots)`);
     }
     const freed = this.stats.spFreed;
     this.putRoot(root);
-    // v5.10: every table the free disconnects is flushed from every vCPU
-    // (__handle_changed_spte → handle_removed_tdp_mmu_page →
-    // kvm_flush_remote_tlbs_with_address); the requests coalesce while the
-    // targets are out of guest mode, so one remote flush is counted. Under
-    // preserved roots a root's tree is zapped when it is invalidated, and its
-    // last put flushes nothing.
-    const flush = !this.preserveRoots && this.stats.spFreed - freed > 1;
-    if (flush) this.stats.remoteFlushes++;
-    return flush;
+    // v5.10: every table the free disconnects is flushed from every vCPU, one
+    // kvm_flush_remote_tlbs_with_address per table (__handle_changed_spte →
+    // handle_disconnected_tdp_mmu_page), each a KVM_REQUEST_WAIT request that
+    // IPIs the vCPUs in guest mode and waits for them; the root page itself is
+    // freed without one. bb95dfb9e2df (v5.19) dropped these flushes for a whole
+    // root; under preserved roots a root's tree is zapped when it is invalidated,
+    // and its last put flushes nothing. (Requests coalesce only while a target
+    // is still out of guest mode; each call is counted.)
+    const flushes = this.preserveRoots ? 0 : Math.max(0, this.stats.spFreed - freed - 1);
+    this.stats.remoteFlushes += flushes;
+    return flushes;
   }
 
   isValidRoot(hpa: bigint): boolean {

@@ -218,9 +218,9 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    */
   private unloadAll(): void {
     if (!this.root) return;
-    const flush = this.vm.mmu.releaseRoot(this.root.hpa);
+    const flushes = this.vm.mmu.releaseRoot(this.root.hpa);
     this.root = undefined;
-    if (flush) this.flushRemote();
+    this.flushRemote(flushes);
   }
 
   /**
@@ -253,11 +253,16 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     return r;
   }
 
-  /** kvm_flush_remote_tlbs: every vCPU of the VM flushes; the caller pays an IPI round trip per other vCPU. */
-  private flushRemote(): void {
+  /**
+   * `times` kvm_flush_remote_tlbs calls: every vCPU of the VM flushes (INVEPT
+   * all-context); the caller pays an IPI round trip per other vCPU per call, and
+   * its own flush once (its request bit coalesces until it next enters).
+   */
+  private flushRemote(times = 1): void {
+    if (times <= 0) return;
     for (const v of this.vm.vcpus) {
       v.flushHardwareAll();
-      if (v !== this) this.charge(this.vm.costs.remoteFlush);
+      if (v !== this) this.charge(this.vm.costs.remoteFlush * times);
     }
     this.charge(this.vm.costs.localFlush);
   }
