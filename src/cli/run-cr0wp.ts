@@ -31,7 +31,7 @@ const USAGE = `usage: vmmu run cr0wp [--mmu legacy|tdp|shadow[,…]|all] [--poli
   kernel data, on each MMU under each CR0.WP policy (seed 002). MMUs:
     legacy   EPT on the legacy direct MMU (hashed direct shadow pages)
     tdp      EPT on the TDP MMU (roots by role, refcounted)
-    shadow   shadow paging (Junaid Shahid's 2018 series + the policy's keep-roots switch)
+    shadow   shadow paging (Junaid Shahid's 2018 series; no CR0.WP policy reaches it)
   Policies:
 ${Object.values(CR0WP_POLICIES).map((p) => `    ${p.name.padEnd(16)} ${p.title}`).join("\n")}
   --kernexec: pax_open_kernel/pax_close_kernel pairs per syscall, per exception
