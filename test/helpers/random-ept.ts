@@ -639,6 +639,10 @@ function tryEptTree(rng: Rng, host: HostSpace, mem: GuestMemory, guestLevels: 4 
     const h = ept.resolve(gpa);
     if (h !== undefined && eptFrames.has(h & ~(PAGE - 1n))) return { ok: false, words: store.words };
   }
+  // A guest table written into a frame the EPT builder later allocated (zeroing
+  // it) is gone from memory while the record still has it; the re-resolution
+  // above misses it when finish() roughened the EPT path. Memory and record must agree.
+  for (const [h, v] of store.words) if (mem.read64(h) !== v) return { ok: false, words: store.words };
   const guest: RandomTree = { space, root, words: new Map(), targets, flavour: "random" };
   return {
     ok: true,
