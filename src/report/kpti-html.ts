@@ -4,12 +4,15 @@
 // beside the seed's figures (Junaid Shahid's 2018 cover letter, SEED_RESULTS
 // in src/experiments/run-kpti.ts), bar charts of the ratio to baseline and of
 // simulated time per policy, the ratio over vCPUs (ours and the seed's), and
-// the settings, cost model, code version and host that produced it. The data
-// is also embedded as JSON (`script#vmmu-report-data`). Pure string output.
+// the settings, cost model, code version and host that produced it; then the
+// seed-002 section (CR0.WP toggles under ssdd on every MMU,
+// src/report/cr0wp-html.ts). The data is also embedded as JSON
+// (`script#vmmu-report-data`). Pure string output.
 
 import { barChart, lineChart, escapeXml, formatNumber } from "./svg.js";
 import { SEED_RESULTS, type KptiPolicyResult } from "../experiments/run-kpti.js";
 import type { CostModel } from "../kvm/cost-model.js";
+import { cr0WpSection, type Cr0WpReportData } from "./cr0wp-html.js";
 
 /** One `run kpti` at one vCPU count, every policy. */
 export interface KptiReportRun {
@@ -36,6 +39,8 @@ export interface KptiReportData {
   wallMs: number;
   /** Column legend of the policy table: [column, meaning]. */
   legend: readonly (readonly [string, string])[];
+  /** The seed-002 reproduction (`vmmu run cr0wp`), when the report ran it. */
+  cr0wp?: Cr0WpReportData;
 }
 
 /** Policies whose ratio is drawn over vCPUs beside the seed's (the seed's own, then the later designs). */
@@ -179,11 +184,13 @@ export function kptiReportHtml(d: KptiReportData): string {
     + `<h1>${title}</h1>`
     + `<p>The KPTI kernel compile on vmmu's KVM-style shadow MMU (<code>vmmu run kpti</code>), every policy, at ${d.settings.vcpus.join(" and ")} vCPUs, `
     + `beside the figures of the seed (Junaid Shahid's 2018 series, kernel compile in a KPTI guest with shadow paging). `
+    + (d.cr0wp ? `Then seed 002: CR0.WP toggles under ssdd on the legacy direct MMU, the TDP MMU and shadow paging, every CR0.WP policy, beside Mathias Krause's 2023 figures (<a href="#cr0wp">below</a>). ` : "")
     + `Times here are simulated cycles from the cost model, not host time; compare ratios. `
     + `vmmu ${e(d.core.version)}, wasm core <code>${e(d.core.wasm)}</code>${d.settings.quick ? "; <strong>--quick</strong>: smaller than the default sizes" : ""}.</p>`
     + d.runs.map((r) => runSection(r, d)).join("")
     + overVcpus(d)
     + `<section id="legend"><h2>Columns</h2>${legend}</section>`
+    + (d.cr0wp ? cr0WpSection(d.cr0wp) : "")
     + settingsSection(d)
     + `<script type="application/json" id="vmmu-report-data">${json}</script>`
     + `</body></html>\n`;
