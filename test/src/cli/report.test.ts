@@ -2,7 +2,9 @@
 // writes holds, for 1 and 4 vCPUs, the seed's figures beside ours, a table row
 // and one bar per policy, the curves over vCPUs (ours and the seed's), the
 // settings, the cost model, the code version and the host, with no external
-// asset; progress and the path written go to stderr.
+// asset; progress and the path written go to stderr. Then seed 002: per MMU a
+// table row per CR0.WP policy, the seed's table, the speed-up chart (ours and
+// the seed's v5.10 figure per MMU) and the cr0wp runs in the embedded JSON.
 
 import { beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
@@ -17,9 +19,18 @@ import { SEED_RESULTS } from "../../../src/experiments/run-kpti.js";
 import { KPTI_LEGEND } from "../../../src/cli/run.js";
 import { QUICK } from "../../../src/cli/report.js";
 import type { KptiReportData } from "../../../src/report/kpti-html.js";
+import { CR0WP_POLICIES } from "../../../src/kvm/cr0wp-policy.js";
+import { CR0WP_SEED, type Cr0WpResult } from "../../../src/experiments/run-cr0wp.js";
+import { CR0WP_DEFAULTS, CR0WP_LEGEND, SIM_HZ } from "../../../src/cli/run-cr0wp.js";
+import { cr0WpSection, type Cr0WpReportData } from "../../../src/report/cr0wp-html.js";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
 const policies = Object.keys(POLICIES);
+const cr0wpPolicies = Object.keys(CR0WP_POLICIES);
+const MMUS = ["legacy", "tdp", "shadow"] as const;
+/** Every run of the report: kpti's at 1 and 4 vCPUs, then cr0wp's. */
+const total = 2 * policies.length + MMUS.length * cr0wpPolicies.length;
+const int = (n: number) => Math.round(n).toLocaleString("en");
 
 /** The elements `<tag …class="cls"…>` of `html`, as their opening tags. */
 const tags = (html: string, tag: string, cls: string) => [...html.matchAll(new RegExp(`<${tag} class="${cls}"[^>]*>`, "g"))].map((m) => m[0]);
@@ -42,8 +53,10 @@ describe("vmmu report --quick", () => {
     expect(status, stderr).toBe(0);
     expect(stdout).toBe("");
     expect(readdirSync(dir)).toEqual(["index.html"]);
-    expect(stderr).toMatch(new RegExp(`^vmmu report: ${policies.length}/${2 * policies.length} 1 vCPU `, "m"));
-    expect(stderr.trimEnd().split("\n").at(-1)).toBe(`vmmu report: wrote ${join(dir, "index.html")} (${2 * policies.length} runs, ${(data.wallMs / 1000).toFixed(1)} s)`);
+    expect(stderr).toMatch(new RegExp(`^vmmu report: ${policies.length}/${total} 1 vCPU `, "m"));
+    MMUS.forEach((m, i) => expect(stderr).toMatch(new RegExp(`^vmmu report: ${2 * policies.length + (i + 1) * cr0wpPolicies.length}/${total} cr0wp ${m} krause2023 `, "m")));
+    expect(stderr.trimEnd().split("\n").at(-1)).toBe(
+      `vmmu report: wrote ${join(dir, "index.html")} (${2 * policies.length} kpti + ${MMUS.length * cr0wpPolicies.length} cr0wp runs, ${(data.wallMs / 1000).toFixed(1)} s)`);
   });
 
   it("is one self-contained page: inline CSS and SVG, no external asset", () => {
@@ -52,7 +65,7 @@ describe("vmmu report --quick", () => {
     expect(html).not.toMatch(/<link\b|<img\b|<script\b[^>]*\bsrc=|<iframe\b|@import|url\(/);
     expect(html).not.toMatch(/(?:href|src)="(?:https?:)?\/\//);
     expect(tags(html, "div", "chart ratio")).toHaveLength(2);
-    expect(html.split("<svg ").length - 1).toBe(5);
+    expect(html.split("<svg ").length - 1).toBe(6);
   });
 
   for (const vcpus of [1, 4] as const) {
@@ -103,5 +116,109 @@ describe("vmmu report --quick", () => {
     expect(html).toContain(`<td>Node.js</td><td>${process.version}</td>`);
     expect(data.wallMs).toBeGreaterThan(0);
     for (const [c] of KPTI_LEGEND) expect(html).toContain(`<dt>${c.replace("&", "&amp;")}</dt>`);
+  });
+  describe("seed 002 (run cr0wp)", () => {
+    const cr0wp = () => html.slice(html.indexOf('<section class="cr0wp" id="cr0wp">'), html.indexOf("</section>", html.indexOf('id="cr0wp"')));
+    const speedup = (m: string) => data.cr0wp!.results[m]!.baseline!.cycles / data.cr0wp!.results[m]!.krause2023!.cycles;
+
+    it("records the cr0wp runs and their settings in the JSON, at run cr0wp's defaults but --quick's sizes", () => {
+      expect(Object.keys(data)).toEqual(["generated", "settings", "core", "host", "runs", "wallMs", "legend", "cr0wp"]);
+      expect(data.cr0wp!.settings).toMatchObject({
+        workload: "cr0wp", mmus: [...MMUS], policies: cr0wpPolicies, vcpus: CR0WP_DEFAULTS.vcpus, pairs: QUICK.pairs, iterations: QUICK.iterations,
+        seed: CR0WP_DEFAULTS.seed, hostLevel: CR0WP_DEFAULTS.hostLevel, nxHugePages: false, costs: DEFAULT_COSTS,
+      });
+      expect(Object.keys(data.cr0wp!.results)).toEqual([...MMUS]);
+      for (const m of MMUS) expect(Object.keys(data.cr0wp!.results[m]!)).toEqual(cr0wpPolicies);
+      expect(data.cr0wp!.wallMs).toBeGreaterThan(0);
+      expect(data.cr0wp!.wallMs).toBeLessThan(data.wallMs);
+    });
+
+    for (const m of MMUS) {
+      it(`has the ${m} table: a row per policy with the cycles, seconds and counters of the JSON`, () => {
+        const s = cr0wp();
+        const t = s.slice(s.indexOf(`<table class="cr0wp" data-mmu="${m}">`), s.indexOf("</table>", s.indexOf(`data-mmu="${m}"`)));
+        const rows = [...t.matchAll(/<tr><td><span title="[^"]*">([^<]+)<\/span><\/td>((?:<td>[^<]*<\/td>)+)<\/tr>/g)];
+        expect(rows.map((r) => r[1])).toEqual(cr0wpPolicies);
+        const scale = (10 * 50_000) / (QUICK.pairs * QUICK.iterations);
+        rows.forEach((row, i) => {
+          const r: Cr0WpResult = data.cr0wp!.results[m]![cr0wpPolicies[i]!]!;
+          const cells = [...row[2]!.matchAll(/<td>([^<]*)<\/td>/g)].map((c) => c[1]);
+          const cr0 = r.exits.cr0 ?? 0, fault = m === "shadow" ? (r.exits.pf ?? 0) : r.eptViolations;
+          expect(cells).toEqual([
+            int(r.cycles), (r.cycles * scale / SIM_HZ).toFixed(2), r.ratioToBaseline!.toFixed(3),
+            `${int(cr0)} / ${int(fault)} / ${int(r.exitsTotal - cr0 - fault)}`, `${int(r.roots.built)} / ${int(r.roots.freed)} / ${int(r.roots.reused)}`,
+            `${int(r.sptes.installed)} / ${int(r.sptes.zapped)}`, `${int(r.flushes.local)} / ${int(r.flushes.remote)}`,
+          ]);
+        });
+        expect(rows[0]![2]).toMatch(/^<td>[^<]+<\/td><td>[^<]+<\/td><td>1\.000<\/td>/);
+      });
+    }
+
+    it("puts the seed's table beside ours, with the column legend", () => {
+      const s = cr0wp();
+      const t = s.slice(s.indexOf('<table class="cr0wp-seed">'), s.indexOf("</table>", s.indexOf('class="cr0wp-seed"')));
+      for (const [k, v] of Object.entries(CR0WP_SEED)) {
+        expect(t).toContain(`<tr><td>${k}</td><td>${v.legacy[0]}</td><td>${v.legacy[1]}</td><td>${v.tdp[0]}</td><td>${v.tdp[1]}</td><td>${v.shadow[0]}</td><td>${v.shadow[1]}</td></tr>`);
+      }
+      expect(t).toContain("<td>v5.10.177</td><td>10.37</td><td>4.88</td><td>88.7</td><td>4.92</td><td>69.7</td><td>70.1</td>");
+      for (const [c] of CR0WP_LEGEND) expect(s).toContain(`<dt>${c}</dt>`);
+    });
+
+    it("draws the speed-up baseline → krause2023 per MMU, ours from the run beside the seed's v5.10 figure", () => {
+      const s = cr0wp();
+      const chart = s.slice(s.indexOf('<div class="chart cr0wp">'));
+      expect(chart.split("<svg ").length - 1).toBe(1);
+      const bars = tags(chart, "rect", "bar").map((b) => [attr(b, "data-series"), attr(b, "data-category"), Number(attr(b, "data-value"))]);
+      expect(bars).toEqual([
+        ["here", "legacy", speedup("legacy")], ["here", "TDP", speedup("tdp")], ["here", "shadow", speedup("shadow")],
+        ["seed (v5.10.177)", "legacy", 10.37 / 4.88], ["seed (v5.10.177)", "TDP", 88.7 / 4.92], ["seed (v5.10.177)", "shadow", 69.7 / 70.1],
+      ]);
+    });
+
+    it("says, with the run's numbers, whether the size of the TDP pathology is reproduced, and points to docs/mmu.md §7b", () => {
+      const s = cr0wp();
+      const tdp = speedup("tdp");
+      const over = data.cr0wp!.results.tdp!.baseline!.cycles / data.cr0wp!.results.legacy!.baseline!.cycles;
+      expect(s).toContain(`${tdp * 2 >= 88.7 / 4.92 ? "reproduced to within a factor of 2" : "not reproduced"} at these settings: `
+        + `the TDP MMU speeds up ${tdp.toFixed(2)}× here against the seed's 18.03×; TDP baseline ÷ legacy baseline ${over.toFixed(2)}× against the seed's 8.55×.`);
+      expect(s).toContain("docs/mmu.md §7b");
+      expect(s).toContain(`Speed-up baseline → krause2023 here: legacy ${speedup("legacy").toFixed(2)}×, TDP ${tdp.toFixed(2)}×, shadow ${speedup("shadow").toFixed(2)}×`);
+    });
+  });
+});
+
+describe("the seed-002 section (cr0WpSection)", () => {
+  /** A result with `cycles` and zero counters. */
+  const result = (mmu: "legacy" | "tdp" | "shadow", policy: string, cycles: number): Cr0WpResult => ({
+    mmu, policy, title: policy, cycles, cyclesPerVcpu: [cycles], exits: {}, exitsTotal: 0, roots: { built: 0, freed: 0, reused: 0 }, eptViolations: 0,
+    sptes: { installed: 0, zapped: 0 }, nxLpageSplits: 0, pages: { allocated: 0, freed: 0 }, flushes: { local: 0, remote: 0 }, resets: 0, reinitOnly: 0,
+    guest: { steps: 0, cr0Writes: 0, syscalls: 0, contextSwitches: 0, debugExceptions: 0 }, tlbHits: 0, hwWalks: 0, ptRefs: 0, accesses: 0, wallMs: 1,
+  });
+  const section = (tdpBaseline: number): string => {
+    const results: Cr0WpReportData["results"] = {};
+    for (const [m, base] of [["legacy", 200], ["tdp", tdpBaseline], ["shadow", 100]] as const) {
+      results[m] = { baseline: { ...result(m, "baseline", base), ratioToBaseline: 1 }, krause2023: { ...result(m, "krause2023", 10), ratioToBaseline: 10 / base } };
+    }
+    const settings = {
+      workload: "cr0wp" as const, mmus: [...MMUS], policies: ["baseline", "krause2023"], vcpus: 2, pairs: 10, iterations: 2000, seed: 1,
+      kernexec: false as const, hostLevel: 2, nxHugePages: false, memoryBytes: 1 << 28, costs: DEFAULT_COSTS,
+    };
+    return cr0WpSection({ settings, results, wallMs: 1, legend: CR0WP_LEGEND, simHz: SIM_HZ });
+  };
+
+  it("calls the TDP pathology reproduced when our speed-up is within a factor of 2 of the seed's 18.03×, and not otherwise", () => {
+    expect(section(170)).toContain("is reproduced to within a factor of 2 at these settings: the TDP MMU speeds up 17.00× here against the seed's 18.03×; TDP baseline ÷ legacy baseline 0.85×");
+    expect(section(50)).toContain("is not reproduced at these settings: the TDP MMU speeds up 5.00× here against the seed's 18.03×");
+  });
+
+  it("leaves a missing policy's bar out and shows – for its speed-up", () => {
+    const results: Cr0WpReportData["results"] = { legacy: { baseline: { ...result("legacy", "baseline", 100), ratioToBaseline: 1 } } };
+    const html = cr0WpSection({
+      settings: { workload: "cr0wp", mmus: ["legacy"], policies: ["baseline"], vcpus: 2, pairs: 10, iterations: 2000, seed: 1, kernexec: false, hostLevel: 2, nxHugePages: false, memoryBytes: 1 << 28, costs: DEFAULT_COSTS },
+      results, wallMs: 1, legend: CR0WP_LEGEND, simHz: SIM_HZ,
+    });
+    expect(tags(html, "rect", "bar").map((b) => attr(b, "data-series"))).toEqual(["seed (v5.10.177)"]);
+    expect(html).toContain("here: legacy –;");
+    expect(html).not.toContain("cr0wp-verdict");
   });
 });
