@@ -35,12 +35,13 @@ const USAGE = `usage: vmmu report [--out DIR] [--quick]
   MMU (vmmu run kpti) at 1 and 4 vCPUs, every policy, at run kpti's default
   sizes; seed 002, ssdd's CR0.WP toggles (vmmu run cr0wp) on the legacy, TDP
   and shadow MMUs, every CR0.WP policy, at run cr0wp's defaults (${CR0WP_DEFAULTS.pairs} pairs ×
-  ${CR0WP_DEFAULTS.iterations} iterations, ${CR0WP_DEFAULTS.vcpus} vCPUs) — and writes DIR/index.html (default DIR:
-  vmmu-report): one self-contained page with every table beside the seeds'
-  figures, SVG plots of the ratio to baseline per policy and over vCPUs (ours
-  and the seed's) and of the CR0.WP speed-up per MMU (ours and the seed's
-  v5.10 figure), the settings, the cost model, the code version (package, git
-  commit, wasm core hash) and the host. Progress goes to stderr.
+  ${CR0WP_DEFAULTS.iterations} iterations, ${CR0WP_DEFAULTS.vcpus} vCPUs); about 70 s on two cores — and writes
+  DIR/index.html (default DIR: vmmu-report): one self-contained page with
+  every table beside the seeds' figures, SVG plots of the ratio to baseline
+  per policy and over vCPUs (ours and the seed's) and of the CR0.WP speed-up
+  per MMU (ours and the seed's v5.10 figure), the settings, the cost model,
+  the code version (package, git commit, wasm core hash) and the host.
+  Progress goes to stderr.
   --quick: small runs (${QUICK.jobs} jobs, ${QUICK.accesses} accesses per process; ssdd ${QUICK.pairs} × ${QUICK.iterations}), for a look at the page.
   Exit status: 0; 1 if a run failed; 2 on a usage error or an unwritable DIR.
 `;
