@@ -12,7 +12,6 @@
 // without a TLB and with its own counters.
 
 import type { X86Vcpu } from "../x86/vcpu.js";
-import type { MemoryViews } from "../core/views.js";
 import type { X86Access } from "../x86/regs.js";
 import { CR0, CR4, EFER, PTE, PTE_ADDR_MASK, CR3_NOFLUSH, CR3_PCID_MASK } from "../x86/regs.js";
 import type { GuestCpu, GuestException } from "../guest/cpu.js";
@@ -20,6 +19,7 @@ import { INTERCEPTED_VECTORS, type CostModel } from "./cost-model.js";
 import type { ShadowPolicy } from "./policy.js";
 import { ROLE_SMM } from "./direct-mmu.js";
 import { accessManyOnHardware } from "./batch-access.js";
+import { HwMeter } from "./hw-meter.js";
 import {
   ShadowMmu, ShadowPage, roleAt, ACC_ALL, ACC_EXEC, ACC_WRITE, ACC_USER,
   ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP, type FlushTarget,
@@ -53,10 +53,6 @@ function gpteAcc(pte: bigint): number {
   return Number(pte & 6n) | ((pte & PTE.XD) !== 0n ? 0 : ACC_EXEC);
 }
 
-/** A u32 view of the same bytes as a u64 counter view. */
-function halves(c: BigUint64Array): Uint32Array {
-  return new Uint32Array(c.buffer, c.byteOffset, c.length * 2);
-}
 
 export class ShadowVcpu implements GuestCpu, FlushTarget {
   cycles = 0;
@@ -71,15 +67,13 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   /** alon2018: PCIDs with a flush owed at the next switch to them, and deferred INVLPG addresses. */
   private readonly pending = new Uint8Array(4096);
   private readonly deferred = new Map<number, bigint[]>();
-  /** The hardware vCPU's counters as u32 halves (low half of counter i at 2i): the deltas charged are far below 2^32. */
-  private counters: Uint32Array;
+  /** The hardware's hits and walk references, charged as simulated time. */
+  private readonly meter: HwMeter;
   /** The guest's control registers as the walker holds them, re-read whenever the guest writes one. */
   private g: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } = { cr0: 0n, cr3: 0n, cr4: 0n, efer: 0n };
   /** Hardware CR4 as last loaded by setControl (undefined before the first load). */
   private hwCr4: bigint | undefined;
   private readonly chargeFn = (c: number): void => { this.cycles += c; };
-  private countersGen: number;
-  private readonly views: MemoryViews;
   /** In SMM (role.smm); the guest's control state saved in SMRAM until RSM. */
   private smm = false;
   private smramState: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | undefined;
@@ -91,21 +85,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     readonly walker: X86Vcpu,
     readonly policy: ShadowPolicy,
     readonly costs: CostModel,
-    private readonly cHits: number,
-    private readonly cRefs: number,
+    cHits: number,
+    cRefs: number,
   ) {
-    this.views = hw.memory.views;
-    this.countersGen = this.views.fresh().generation;
-    this.counters = halves(hw.counterView());
-  }
-
-  /** The hardware vCPU's counter view, renewed after memory growth. */
-  private ctr(): Uint32Array {
-    if (this.views.fresh().generation !== this.countersGen) {
-      this.countersGen = this.views.generation;
-      this.counters = halves(this.hw.counterView());
-    }
-    return this.counters;
+    this.meter = new HwMeter(hw, cHits, cRefs);
   }
 
   get hasInvpcid(): boolean {
@@ -467,13 +450,6 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   // ---- memory accesses ---------------------------------------------------------------
 
-  /** Charges the hardware translation just done: a TLB hit, or a walk of `refs` references. */
-  private chargeHw(hits0: number, refs0: number): void {
-    const c = this.ctr();
-    if (c[2 * this.cHits]! !== hits0) this.cycles += this.costs.tlbHit;
-    else this.cycles += this.costs.hwWalkRef * ((c[2 * this.cRefs]! - refs0) >>> 0);
-  }
-
   /**
    * KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load before entering the guest:
    * a root zapped while in use (write flooding of the guest's PML4), or freed
@@ -493,10 +469,9 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     this.accesses++;
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
-      const c = this.counters;
-      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      this.meter.mark();
       const hpa = this.hw.translatePa(va, access, user);
-      this.chargeHw(h0, r0);
+      this.cycles += this.meter.single(this.costs);
       if (hpa !== undefined) return hpa;
       const fault = this.hw.lastFault();
       if (fault.kind === "general-protection") return GP;
@@ -527,11 +502,9 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException } {
     return accessManyOnHardware(this.hw, va, kinds, n, (i, m) => {
       this.reloadIfObsolete();
-      const c = this.ctr();
-      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      this.meter.mark();
       const stop = this.hw.translateUntilFault(i, m, user);
-      const c2 = this.ctr();
-      this.cycles += this.costs.tlbHit * ((c2[2 * this.cHits]! - h0) >>> 0) + this.costs.hwWalkRef * ((c2[2 * this.cRefs]! - r0) >>> 0);
+      this.cycles += this.meter.run(this.costs);
       this.accesses += stop - i;
       return stop;
     }, (a, k) => this.access(a, k, user));
@@ -548,10 +521,9 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   store64(va: bigint, value: bigint): GuestException | null {
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
-      const c = this.counters;
-      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      this.meter.mark();
       const hpa = this.hw.translatePa(va, "write", false);
-      this.chargeHw(h0, r0);
+      this.cycles += this.meter.single(this.costs);
       if (hpa !== undefined) {
         this.mmu.memory.write64(hpa, value);
         return null;

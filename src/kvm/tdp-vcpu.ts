@@ -13,7 +13,6 @@
 // it unchanged.
 
 import type { X86Vcpu } from "../x86/vcpu.js";
-import type { MemoryViews } from "../core/views.js";
 import type { GuestMemory } from "../memory.js";
 import type { X86Access } from "../x86/regs.js";
 import { CR0, CR4, EFER } from "../x86/regs.js";
@@ -22,6 +21,7 @@ import { INTERCEPTED_VECTORS, type CostModel } from "./cost-model.js";
 import type { Cr0WpPolicy } from "./cr0wp-policy.js";
 import { type DirectMmu, type DirectMmuStats, ROLE_SMM, directEptp } from "./direct-mmu.js";
 import { accessManyOnHardware } from "./batch-access.js";
+import { HwMeter } from "./hw-meter.js";
 import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
@@ -78,10 +78,6 @@ export interface TdpVcpuStats {
   smmEntries: number;
 }
 
-/** A u32 view of the same bytes as a u64 counter view. */
-function halves(c: BigUint64Array): Uint32Array {
-  return new Uint32Array(c.buffer, c.byteOffset, c.length * 2);
-}
 
 export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   cycles = 0;
@@ -95,30 +91,19 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   private smm = false;
   /** Control state saved in SMRAM on SMM entry (restored by RSM). */
   private smramState: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | undefined;
-  private counters: Uint32Array;
-  private countersGen: number;
-  private readonly views: MemoryViews;
+  /** The hardware's hits and walk references, charged as simulated time. */
+  private readonly meter: HwMeter;
   private readonly vpid: number;
 
   constructor(
     readonly index: number,
     private readonly vm: TdpVmContext,
     readonly hw: X86Vcpu,
-    private readonly cHits: number,
-    private readonly cRefs: number,
+    cHits: number,
+    cRefs: number,
   ) {
-    this.views = hw.memory.views;
-    this.countersGen = this.views.fresh().generation;
-    this.counters = halves(hw.counterView());
+    this.meter = new HwMeter(hw, cHits, cRefs);
     this.vpid = index + 1;
-  }
-
-  private ctr(): Uint32Array {
-    if (this.views.fresh().generation !== this.countersGen) {
-      this.countersGen = this.views.generation;
-      this.counters = halves(this.hw.counterView());
-    }
-    return this.counters;
   }
 
   charge(cycles: number): void {
@@ -293,20 +278,13 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
 
   // ---- memory accesses -------------------------------------------------------------
 
-  private chargeHw(hits0: number, refs0: number): void {
-    const c = this.ctr();
-    if (c[2 * this.cHits]! !== hits0) this.cycles += this.vm.costs.tlbHit;
-    else this.cycles += this.vm.costs.hwWalkRef * ((c[2 * this.cRefs]! - refs0) >>> 0);
-  }
-
   /** The host-physical address of `va` for `access`, handling EPT violations; a guest exception otherwise. */
   private resolve(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
     for (let tries = 0; tries < 16; tries++) {
       this.reloadIfNeeded();
-      const c = this.ctr();
-      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      this.meter.mark();
       const hpa = this.hw.translatePa(va, access, user);
-      this.chargeHw(h0, r0);
+      this.cycles += this.meter.single(this.vm.costs);
       if (hpa !== undefined) return hpa;
       const f = this.hw.lastFault();
       if (f.kind === "ept-violation") {
@@ -329,11 +307,9 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException } {
     return accessManyOnHardware(this.hw, va, kinds, n, (i, m) => {
       this.reloadIfNeeded();
-      const c = this.ctr();
-      const h0 = c[2 * this.cHits]!, r0 = c[2 * this.cRefs]!;
+      this.meter.mark();
       const stop = this.hw.translateUntilFault(i, m, user);
-      const c2 = this.ctr();
-      this.cycles += this.vm.costs.tlbHit * ((c2[2 * this.cHits]! - h0) >>> 0) + this.vm.costs.hwWalkRef * ((c2[2 * this.cRefs]! - r0) >>> 0);
+      this.cycles += this.meter.run(this.vm.costs);
       this.accesses += stop - i;
       return stop;
     }, (a, k) => this.access(a, k, user));
