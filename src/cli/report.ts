@@ -71,7 +71,7 @@ export async function writeReport(o: ReportOptions): Promise<{ path: string; dat
   const cr0wpSettings: Cr0WpSettings = {
     workload: "cr0wp", mmus: [...CR0WP_MMUS], policies: Object.keys(CR0WP_POLICIES), vcpus: CR0WP_DEFAULTS.vcpus,
     pairs: quick ? QUICK.pairs : CR0WP_DEFAULTS.pairs, iterations: quick ? QUICK.iterations : CR0WP_DEFAULTS.iterations, seed: CR0WP_DEFAULTS.seed,
-    kernexec: { ...KERNEXEC_DEFAULTS }, hostLevel: CR0WP_DEFAULTS.hostLevel, nxHugePages: false, memoryBytes: CR0WP_MEMORY_BYTES, costs: { ...DEFAULT_COSTS },
+    kernexec: { ...KERNEXEC_DEFAULTS }, hostLevel: CR0WP_DEFAULTS.hostLevel, nxHugePages: CR0WP_DEFAULTS.nxHugePages, interleave: CR0WP_DEFAULTS.interleave, memoryBytes: CR0WP_MEMORY_BYTES, costs: { ...DEFAULT_COSTS },
   };
   const cr0wpNames = cr0wpSettings.mmus.flatMap((m) => cr0wpSettings.policies.map((p) => [m, p] as const));
   const dir = resolve(o.out);
@@ -96,7 +96,7 @@ export async function writeReport(o: ReportOptions): Promise<{ path: string; dat
   const cs = cr0wpSettings;
   const cr0wpResults = await runCr0Wp({
     mmus: cs.mmus, policies: cs.policies, vcpus: cs.vcpus, pairs: cs.pairs, iterations: cs.iterations, seed: cs.seed,
-    kernexec: cs.kernexec, hostLevel: CR0WP_DEFAULTS.hostLevel, nxHugePages: cs.nxHugePages, memoryBytes: cs.memoryBytes, costs: cs.costs,
+    kernexec: cs.kernexec, hostLevel: CR0WP_DEFAULTS.hostLevel, nxHugePages: cs.nxHugePages, interleave: cs.interleave, memoryBytes: cs.memoryBytes, costs: cs.costs,
     onProgress: o.onProgress && ((r, f) => {
       if (f < 1) return;
       const done = kptiTotal + r + 1, [mmu, policy] = cr0wpNames[r]!;

@@ -5,17 +5,17 @@
 // `--json` prints one object `{ "<mmu>": { "<policy>": { "cycles": …, … } } }`
 // plus the reserved key `_meta` (settings, costs, code version).
 
-import { runCr0Wp, runCr0WpSensitivity, CR0WP_VCPUS, cr0WpVariants, type Cr0WpSensitivityRow, CR0WP_MMUS, CR0WP_SEED, CR0WP_MEMORY_BYTES, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
+import { runCr0Wp, runCr0WpSensitivity, CR0WP_VCPUS, CR0WP_NX_HUGE_PAGES, cr0WpVariants, type Cr0WpSensitivityRow, CR0WP_MMUS, CR0WP_SEED, CR0WP_MEMORY_BYTES, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
 import { CR0WP_POLICIES } from "../kvm/cr0wp-policy.js";
 import { DEFAULT_COSTS, withOverrides, type CostModel } from "../kvm/cost-model.js";
-import { KERNEXEC_DEFAULTS, type KernexecOptions } from "../guest/ssdd.js";
+import { KERNEXEC_DEFAULTS, SSDD_INTERLEAVES, type KernexecOptions, type SsddInterleave } from "../guest/ssdd.js";
 import { UsageError, costFlag, intFlag, progress } from "./args.js";
 import { codeVersion, type CodeVersion } from "./version.js";
 
 /** Defaults of `vmmu run cr0wp`. */
 export const CR0WP_DEFAULTS = {
   mmus: ["legacy", "tdp", "shadow"] as Cr0WpMmu[], policies: ["baseline", "krause2023"], vcpus: CR0WP_VCPUS, pairs: 10, iterations: 2000, seed: 1,
-  hostLevel: 2 as 1 | 2 | 3,
+  hostLevel: 2 as 1 | 2 | 3, nxHugePages: CR0WP_NX_HUGE_PAGES as boolean, interleave: "cr0" as SsddInterleave,
 } as const;
 
 /** Simulated clock for the "seconds" column: an assumption (a 3 GHz host). */
@@ -24,7 +24,8 @@ export const SIM_HZ = 3e9;
 const USAGE = `usage: vmmu run cr0wp [--mmu legacy|tdp|shadow[,…]|all] [--policy NAME[,NAME…]|all]
                      [--pairs N] [--iterations N] [--vcpus N] [--seed N]
                      [--kernexec off|SYSCALL,EXCEPTION,SWITCH] [--host-level 1|2|3]
-                     [--nx-huge-pages] [--cost name=value …] [--sensitivity] [--json]
+                     [--nx-huge-pages on|off] [--interleave cr0|block]
+                     [--cost name=value …] [--sensitivity] [--json]
 
   Runs rt-tests' ssdd (N tracer/tracee pairs, M PTRACE_SINGLESTEPs each) in a
   grsecurity guest whose KERNEXEC toggles CR0.WP around writes to read-only
@@ -39,13 +40,17 @@ ${Object.values(CR0WP_POLICIES).map((p) => `    ${p.name.padEnd(16)} ${p.title}`
   --host-level: the largest page the host backs guest RAM with (2 = THP, default).
   --nx-huge-pages: KVM's nx_huge_pages (the iTLB multihit mitigation, on by default
   on affected Intel hosts) in the direct MMUs: huge EPT leaves non-executable,
-  instruction fetches mapped with 4 KiB pages (default off; shadow paging unaffected).
+  instruction fetches mapped with 4 KiB pages (default ${CR0WP_DEFAULTS.nxHugePages ? "on" : "off"}: an Intel host, see
+  src/experiments/run-cr0wp.ts; shadow paging unaffected). Bare --nx-huge-pages is on.
+  --interleave: cr0 (default) runs every vCPU's CR0 writes in simulated-time order,
+  so CR0.WP windows of two vCPUs overlap when their timing says so; block runs a
+  vCPU until its task blocks (windows never overlap; the coarser model).
   Defaults: --mmu ${CR0WP_DEFAULTS.mmus.join(",")} --policy ${CR0WP_DEFAULTS.policies.join(",")} --pairs ${CR0WP_DEFAULTS.pairs}
   --iterations ${CR0WP_DEFAULTS.iterations} (the seed ran 50000) --vcpus ${CR0WP_DEFAULTS.vcpus} --seed ${CR0WP_DEFAULTS.seed}.
   Costs (cycles; defaults from src/kvm/cost-model.ts):
 ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
   --sensitivity: instead, runs baseline and krause2023 with each assumption moved
-  on its own (KERNEXEC counts, host page size, NX huge pages, vCPUs, exit and fault costs) and
+  on its own (KERNEXEC counts, host page size, NX huge pages, vCPUs, interleaving, exit and fault costs) and
   prints the speed-up per MMU for each.
   --json: { "<mmu>": { "<policy>": { cycles, ratioToBaseline, exits, roots, eptViolations, sptes, flushes, … } },
   "_meta": { settings, core, wallMs } }.
@@ -54,7 +59,7 @@ ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
 
 interface Cr0WpArgs {
   mmus: Cr0WpMmu[]; policies: string[]; vcpus: number; pairs: number; iterations: number; seed: number;
-  kernexec: KernexecOptions | false; hostLevel: 1 | 2 | 3; nxHugePages: boolean; costs: Record<string, number>; json: boolean; sensitivity: boolean;
+  kernexec: KernexecOptions | false; hostLevel: 1 | 2 | 3; nxHugePages: boolean; interleave: SsddInterleave; costs: Record<string, number>; json: boolean; sensitivity: boolean;
 }
 
 function list<T extends string>(flag: string, v: string | undefined, all: readonly T[]): T[] {
@@ -69,7 +74,7 @@ function parse(args: string[]): Cr0WpArgs {
   const a: Cr0WpArgs = {
     mmus: [...CR0WP_DEFAULTS.mmus], policies: [...CR0WP_DEFAULTS.policies], vcpus: CR0WP_DEFAULTS.vcpus, pairs: CR0WP_DEFAULTS.pairs,
     iterations: CR0WP_DEFAULTS.iterations, seed: CR0WP_DEFAULTS.seed, kernexec: { ...KERNEXEC_DEFAULTS }, hostLevel: CR0WP_DEFAULTS.hostLevel,
-    nxHugePages: false, costs: {}, json: false, sensitivity: false,
+    nxHugePages: CR0WP_DEFAULTS.nxHugePages, interleave: CR0WP_DEFAULTS.interleave, costs: {}, json: false, sensitivity: false,
   };
   for (let i = 0; i < args.length; i++) {
     const f = args[i]!;
@@ -92,7 +97,18 @@ function parse(args: string[]): Cr0WpArgs {
         a.kernexec = { perSyscall: perSyscall!, perException: perException!, perSwitch: perSwitch! };
         break;
       }
-      case "--nx-huge-pages": a.nxHugePages = true; break;
+      case "--nx-huge-pages": {
+        const v = inline ?? (args[i + 1] === "on" || args[i + 1] === "off" ? args[++i] : "on");
+        if (v !== "on" && v !== "off") throw new UsageError(`--nx-huge-pages takes on or off, got '${v}'`);
+        a.nxHugePages = v === "on";
+        break;
+      }
+      case "--interleave": {
+        const v = val();
+        if (!SSDD_INTERLEAVES.includes(v as SsddInterleave)) throw new UsageError(`--interleave takes ${SSDD_INTERLEAVES.join(" or ")}${v === undefined ? "" : `, got '${v}'`}`);
+        a.interleave = v as SsddInterleave;
+        break;
+      }
       case "--json": a.json = true; break;
       case "--sensitivity": a.sensitivity = true; break;
       case "--cost": case "--cost=": costFlag(f.startsWith("--cost=") ? f.slice(7) : args[++i], a.costs); break;
@@ -177,6 +193,7 @@ export interface Cr0WpSettings {
   kernexec: KernexecOptions | false;
   hostLevel: number;
   nxHugePages: boolean;
+  interleave: SsddInterleave;
   memoryBytes: number;
   costs: CostModel;
 }
@@ -201,7 +218,7 @@ export async function runCr0WpCli(args: string[]): Promise<number> {
     const variants = cr0WpVariants(costs).map((v) => v.name);
     const rows = await runCr0WpSensitivity({
       mmus: a.mmus, policies: [], vcpus: a.vcpus, pairs: a.pairs, iterations: a.iterations, seed: a.seed,
-      kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, costs, onProgress: progress(variants.length, variants),
+      kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, interleave: a.interleave, costs, onProgress: progress(variants.length, variants),
     });
     if (a.json) process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
     else process.stdout.write(formatSensitivity(rows, a.mmus).join("\n") + "\n");
@@ -211,12 +228,12 @@ export async function runCr0WpCli(args: string[]): Promise<number> {
   const t0 = performance.now();
   const results = await runCr0Wp({
     mmus: a.mmus, policies: a.policies, vcpus: a.vcpus, pairs: a.pairs, iterations: a.iterations, seed: a.seed,
-    kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, costs, onProgress: progress(names.length, names),
+    kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, interleave: a.interleave, costs, onProgress: progress(names.length, names),
   });
   if (a.json) {
     const settings: Cr0WpSettings = {
       workload: "cr0wp", mmus: a.mmus, policies: a.policies, vcpus: a.vcpus, pairs: a.pairs, iterations: a.iterations, seed: a.seed,
-      kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, memoryBytes: CR0WP_MEMORY_BYTES, costs,
+      kernexec: a.kernexec, hostLevel: a.hostLevel, nxHugePages: a.nxHugePages, interleave: a.interleave, memoryBytes: CR0WP_MEMORY_BYTES, costs,
     };
     const _meta: Cr0WpMeta = { settings, core: codeVersion(), wallMs: performance.now() - t0 };
     process.stdout.write(JSON.stringify({ ...results, _meta }, null, 2) + "\n");

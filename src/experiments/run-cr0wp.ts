@@ -7,7 +7,10 @@
 // and the counters that explain it: exits by reason, roots built, freed and
 // reused, EPT violations, SPTEs installed and zapped, TLB flushes.
 //
-// Guest configuration (assumptions, each a parameter): 2 vCPUs (CR0WP_VCPUS);
+// Guest configuration (assumptions, each a parameter): 2 vCPUs (CR0WP_VCPUS),
+// interleaved so that their CR0 writes happen in simulated-time order
+// (src/guest/ssdd.ts); an Intel host with KVM's NX huge page mitigation on
+// (CR0WP_NX_HUGE_PAGES) and guest RAM backed by THP;
 // the guest runs with page-table isolation and PCIDs (grsecurity's amd64
 // UDEREF also switches CR3 with PCIDs on every kernel entry and exit); shadow
 // paging runs Junaid Shahid's 2018 series (in every kernel the seed measured)
@@ -22,7 +25,7 @@ import { cr0WpPolicyByName } from "../kvm/cr0wp-policy.js";
 import { DEFAULT_COSTS, type CostModel } from "../kvm/cost-model.js";
 import type { X86Vcpu } from "../x86/vcpu.js";
 import { LinuxGuest } from "../guest/linux.js";
-import { runSsdd, type KernexecOptions } from "../guest/ssdd.js";
+import { runSsdd, type KernexecOptions, type SsddInterleave } from "../guest/ssdd.js";
 import { X86_BOOT_CONTROL } from "../guest/bare-metal-cpu.js";
 
 export type Cr0WpMmu = "legacy" | "tdp" | "shadow";
@@ -45,11 +48,13 @@ export interface Cr0WpRunOptions {
   /** Largest host page backing guest RAM for the direct MMUs (default 2: THP). */
   hostLevel?: 1 | 2 | 3;
   /**
-   * KVM's nx_huge_pages for the direct MMUs (default false): huge leaves
+   * KVM's nx_huge_pages for the direct MMUs (default CR0WP_NX_HUGE_PAGES): huge leaves
    * non-executable, instruction fetches mapped at 4 KiB. Shadow paging is
    * unaffected here (KVM's FNAME(fetch) applies it too; not modelled).
    */
   nxHugePages?: boolean;
+  /** How finely the vCPUs interleave (default "cr0": every CR0 write in simulated-time order; src/guest/ssdd.ts). */
+  interleave?: SsddInterleave;
   /** Called with (run index, fraction done of that run). */
   onProgress?: (run: number, fraction: number) => void;
 }
@@ -94,6 +99,18 @@ export interface Cr0WpResult {
  * assumption; `--sensitivity` shows 1 and 4.
  */
 export const CR0WP_VCPUS = 2;
+
+/**
+ * KVM's nx_huge_pages in a run that does not choose it: on. KVM's default is
+ * "auto" (arch/x86/kvm/mmu/mmu.c get_nx_auto_mode), on wherever the host CPU
+ * has X86_BUG_ITLB_MULTIHIT, which "most Intel Core and Xeon processor models"
+ * have (Documentation/admin-guide/hw-vuln/multihit.rst: every Intel core not
+ * in arch/x86/kernel/cpu/common.c's NO_ITLB_MULTIHIT list and without
+ * ARCH_CAP_PSCHANGE_MC_NO). The seed's host is Intel: its "+ backport" column
+ * includes the guest-owned CR0.WP patch, which only VMX can do. Its CPU model
+ * is not given: an assumption; `--sensitivity` shows it off.
+ */
+export const CR0WP_NX_HUGE_PAGES = true;
 
 /** Guest RAM of a run that does not choose it. */
 export const CR0WP_MEMORY_BYTES = 256 << 20;
@@ -159,7 +176,7 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
           };
         };
       } else {
-        const vm = await createTdpVm({ vcpus: vcpuCount, mmu, memoryBytes, policy, costs, hostLevel: opts.hostLevel ?? 2, nxHugePages: opts.nxHugePages ?? false,
+        const vm = await createTdpVm({ vcpus: vcpuCount, mmu, memoryBytes, policy, costs, hostLevel: opts.hostLevel ?? 2, nxHugePages: opts.nxHugePages ?? CR0WP_NX_HUGE_PAGES,
           // Every policy is v5.10 plus one fix: its TDP fault path zaps a huge leaf in the way (no split before v6.2).
           splitOnFault: false });
         for (const v of vm.vcpus) v.start({ ...X86_BOOT_CONTROL });
@@ -190,6 +207,7 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
       const r = runSsdd(guest, {
         pairs: opts.pairs ?? 10, iterations: opts.iterations ?? 2000, seed: opts.seed ?? 1,
         ...(opts.kernexec !== undefined ? { kernexec: opts.kernexec } : {}),
+        ...(opts.interleave !== undefined ? { interleave: opts.interleave } : {}),
         ...(opts.onProgress ? {
           onProgress: (f: number) => {
             const now = performance.now();
@@ -237,8 +255,9 @@ export interface Cr0WpVariant {
 /**
  * The assumptions the result rests on, each moved on its own (the defaults in
  * the first row): KERNEXEC toggles per context switch, the host page size
- * behind guest RAM, KVM's NX huge page mitigation, the vCPU count (which vCPUs hold which root), the VM-exit
- * round trip and the EPT-violation handler cost.
+ * behind guest RAM, KVM's NX huge page mitigation, the vCPU count (which vCPUs hold which root), the
+ * interleaving of the vCPUs (CR0.WP windows of two vCPUs allowed to overlap or
+ * not), the VM-exit round trip and the EPT-violation handler cost.
  */
 export function cr0WpVariants(costs: CostModel): Cr0WpVariant[] {
   const cost = (k: keyof CostModel, f: number): Cr0WpVariant => ({
@@ -251,9 +270,10 @@ export function cr0WpVariants(costs: CostModel): Cr0WpVariant[] {
     { name: "KERNEXEC +1 per syscall", apply: (o) => ({ ...o, kernexec: { perSyscall: 1, perException: 0, perSwitch: 2 } }) },
     { name: "host pages 4 KiB", apply: (o) => ({ ...o, hostLevel: 1 }) },
     { name: "host pages 1 GiB", apply: (o) => ({ ...o, hostLevel: 3 }) },
-    { name: "NX huge pages on", apply: (o) => ({ ...o, nxHugePages: true }) },
+    { name: "NX huge pages off", apply: (o) => ({ ...o, nxHugePages: false }) },
     { name: "1 vCPU", apply: (o) => ({ ...o, vcpus: 1 }) },
     { name: "4 vCPUs", apply: (o) => ({ ...o, vcpus: 4 }) },
+    { name: "windows never overlap", apply: (o) => ({ ...o, interleave: "block" }) },
     cost("vmExit", 0.5), cost("vmExit", 2), cost("tdpFault", 0.5), cost("tdpFault", 2), cost("mmuReinit", 0.5), cost("mmuReinit", 2),
   ];
 }

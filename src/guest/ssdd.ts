@@ -60,8 +60,16 @@
 // configuration, never fitted to the seed's timings.
 //
 // Scheduling: pair i runs on CPU i mod N; each CPU has a FIFO run queue; the
-// CPUs are interleaved in one thread by simulated time (the CPU with the
-// fewest cycles runs its current task until it blocks or exits). A tracer
+// CPUs are interleaved in one thread by simulated time, a conservative
+// discrete-event scheme: each CPU's kernel path is a coroutine that stops
+// just before every MOV to CR0; the CPU with the fewest cycles runs next,
+// up to its next CR0 write or until its task blocks. So every CR0 write of
+// every CPU executes in simulated-time order — when one vCPU's CR0.WP
+// window overlaps another's is decided by the cost model, and with it which
+// roots a hypervisor MMU finds referenced — while the accesses between two
+// CR0 writes run as a batch (their order across CPUs does not change which
+// root each CPU holds). `interleave: "block"` gives the coarser order: a
+// CPU runs until its task blocks, and no two windows ever overlap. A tracer
 // exits after its last step without killing its tracee ("It will
 // automatically exit when its owner, ie, us, exits", ssdd.c): exit_ptrace
 // detaches it (__ptrace_unlink wakes it in TASK_TRACED), ptrace_stop
@@ -89,6 +97,9 @@ export interface KernexecOptions {
 /** The defaults and their sources: see the file header. */
 export const KERNEXEC_DEFAULTS: Readonly<KernexecOptions> = Object.freeze({ perSyscall: 0, perException: 0, perSwitch: 2 });
 
+export type SsddInterleave = "cr0" | "block";
+export const SSDD_INTERLEAVES: readonly SsddInterleave[] = ["cr0", "block"];
+
 export interface SsddOptions {
   /** Tracer/tracee pairs (ssdd's nforks). */
   pairs: number;
@@ -98,6 +109,15 @@ export interface SsddOptions {
   seed?: number;
   /** grsecurity KERNEXEC's CR0.WP toggles (default KERNEXEC_DEFAULTS; missing counts default too), or false for a stock kernel. */
   kernexec?: Partial<KernexecOptions> | false;
+  /**
+   * How finely the CPUs interleave (default "cr0"): "cr0" switches to the CPU
+   * that is furthest behind in simulated time before every MOV to CR0, so the
+   * CR0 writes of all CPUs happen in time order (which vCPUs hold which MMU
+   * root at any moment then follows from the cost model); "block" runs a CPU
+   * until its task blocks, so one CPU's CR0.WP window never overlaps
+   * another's (the coarse model, for comparison).
+   */
+  interleave?: SsddInterleave;
   /** Called with the fraction of steps done, every few hundred scheduling rounds and at the end. */
   onProgress?: (fraction: number) => void;
 }
@@ -156,6 +176,13 @@ const LIBC_TEXT_PAGES = 400;
 const GDT_TLS = 12n * 8n;
 
 type Kind = "main" | "tracer" | "tracee";
+
+/**
+ * A CPU's kernel path as a coroutine: it yields just before each MOV to CR0
+ * (the sync points of the interleaving, see Ssdd.run) and returns when the
+ * CPU's current task blocks or exits.
+ */
+type Co = Generator<void, void, void>;
 
 /** A task as the workload drives it: which code it resumes when it next runs. */
 class STask {
@@ -216,6 +243,7 @@ export function runSsdd(guest: LinuxGuest, opts: SsddOptions): SsddResult {
   intArg(opts.iterations, "iterations", 0, 1e9);
   if (opts.seed !== undefined) intArg(opts.seed, "seed", 0, 0xffff_ffff);
   fnArg(opts.onProgress, "onProgress", true);
+  if (opts.interleave !== undefined && !SSDD_INTERLEAVES.includes(opts.interleave)) throw new TypeError(`vmmu: interleave must be one of ${SSDD_INTERLEAVES.join(", ")}, got ${show(opts.interleave)}`);
   if (guest.cpus.length > 255) throw new RangeError(`vmmu: ssdd maps 1 + 2 read-only pages per CPU (at most 512): the guest must have at most 255 CPUs, got ${guest.cpus.length}`);
   return new Ssdd(guest, opts, kernexecArg(opts.kernexec)).run();
 }
@@ -240,9 +268,11 @@ class Ssdd {
   private userAccesses = 0;
   private live = 0;
   private main!: STask;
+  private readonly fine: boolean;
 
   constructor(private readonly g: LinuxGuest, private readonly o: SsddOptions, private readonly kx: Readonly<KernexecOptions> | false) {
     this.cpus = g.cpus;
+    this.fine = (o.interleave ?? "cr0") === "cr0";
     this.runq = this.cpus.map(() => []);
     this.cyc = this.cpus.map(() => 0);
     this.rng[0] = ((o.seed ?? 1) >>> 0) || 0x2545f491;
@@ -274,16 +304,27 @@ class Ssdd {
     const t0 = performance.now();
     const want = o.pairs * o.iterations;
     let rounds = 0;
-    while (this.live > 0) {
+    const active: (Co | null)[] = this.cpus.map(() => null);
+    let suspended = 0;
+    while (this.live > 0 || suspended > 0) {
       let i = -1;
       for (let j = 0; j < this.cpus.length; j++) {
-        if (!this.cpus[j]!.current && this.runq[j]!.length === 0) continue;
+        if (!active[j] && !this.cpus[j]!.current && this.runq[j]!.length === 0) continue;
         if (i < 0 || this.cyc[j]! < this.cyc[i]!) i = j;
       }
       if (i < 0) throw new Error("vmmu: ssdd deadlock: every task waits and no CPU has work");
       const lc = this.cpus[i]!;
-      if (lc.current) this.resume(lc, this.of.get(lc.current)!);
-      else this.wakeIdle(lc);
+      let co = active[i];
+      if (co) suspended--;
+      else co = lc.current ? this.resume(lc, this.of.get(lc.current)!) : this.wakeIdle(lc);
+      if (this.fine) {
+        if (co.next().done) co = null;
+        else suspended++;
+      } else {
+        while (!co.next().done);
+        co = null;
+      }
+      active[i] = co;
       this.cyc[i] = lc.cpu.cycles;
       if (o.onProgress && (++rounds & 255) === 0) o.onProgress(want === 0 ? 1 : this.steps / want);
     }
@@ -309,14 +350,14 @@ class Ssdd {
   // ---------------------------------------------------------------- scheduler
 
   /** An idle CPU with queued tasks: idles (HLT) until the first is ready, then switches to it. */
-  private wakeIdle(lc: LinuxCpu): void {
+  private *wakeIdle(lc: LinuxCpu): Co {
     const q = this.runq[lc.index]!;
     let first = q[0]!;
     for (const s of q) if (s.readyAt < first.readyAt) first = s;
     const now = lc.cpu.cycles;
     if (first.readyAt > now) lc.cpu.work(first.readyAt - now);
     q.splice(q.indexOf(first), 1);
-    this.switchTo(lc, first, false);
+    yield* this.switchTo(lc, first, false);
   }
 
   /**
@@ -339,7 +380,7 @@ class Ssdd {
   }
 
   /** context_switch to `next` (or idle), then KERNEXEC's per-switch pairs (pax_switch_mm, native_load_tls). */
-  private switchTo(lc: LinuxCpu, next: STask | null, inStep: boolean): void {
+  private *switchTo(lc: LinuxCpu, next: STask | null, inStep: boolean): Co {
     this.g.switchTo(lc, next ? next.t : null);
     this.total.contextSwitches++;
     if (inStep) this.step.contextSwitches++;
@@ -349,18 +390,18 @@ class Ssdd {
     for (let k = 0; k < this.kx.perSwitch; k++) {
       if (k % 2 === 0) {
         // __clone_user_pgds: next's user PGD slots into the per-CPU PGD.
-        this.paxWrite(lc, percpu + 0x1000n + 8n * BigInt(k >> 1), pgd | 0x67n, inStep, PATH.switchMm, this.g.directMap(pgd));
+        yield* this.paxWrite(lc, percpu + 0x1000n + 8n * BigInt(k >> 1), pgd | 0x67n, inStep, PATH.switchMm, this.g.directMap(pgd));
       } else {
         // native_load_tls: next's thread.tls_array into this CPU's GDT.
         const tls = next ? this.g.directMap(this.slab(next, SLAB.tls)) : this.g.directMap(pgd);
-        this.paxWrite(lc, percpu + GDT_TLS + 8n * BigInt((k >> 1) % 3), next ? BigInt(next.t.pid) : 0n, inStep, PATH.loadTls, tls);
+        yield* this.paxWrite(lc, percpu + GDT_TLS + 8n * BigInt((k >> 1) % 3), next ? BigInt(next.t.pid) : 0n, inStep, PATH.loadTls, tls);
       }
     }
   }
 
   /** The current task of `lc` sleeps: schedule() to the next ready task, or idle. */
-  private schedule(lc: LinuxCpu, inStep: boolean): void {
-    this.switchTo(lc, this.pickReady(lc), inStep);
+  private *schedule(lc: LinuxCpu, inStep: boolean): Co {
+    yield* this.switchTo(lc, this.pickReady(lc), inStep);
   }
 
   /** try_to_wake_up of `s` by code running on `lc` (LinuxGuest.tryToWakeUp): onto its CPU's run queue; an idle remote CPU gets a reschedule IPI. */
@@ -371,15 +412,15 @@ class Ssdd {
     if (s.cpu !== lc.index && !this.cpus[s.cpu]!.current) lc.cpu.sendIpi(s.cpu);
   }
 
-  private resume(lc: LinuxCpu, s: STask): void {
+  private *resume(lc: LinuxCpu, s: STask): Co {
     switch (`${s.kind}:${s.phase}`) {
-      case "main:start": return this.mainStart(lc, s);
-      case "main:reap": return this.mainWait(lc, s, true);
-      case "tracer:start": return this.tracerStart(lc, s);
-      case "tracer:waited": return this.tracerWaited(lc, s);
-      case "tracee:start": return this.traceeStop(lc, s, false);
-      case "tracee:stopped": return this.traceeStep(lc, s);
-      case "tracee:detached": return this.traceeDie(lc, s);
+      case "main:start": return yield* this.mainStart(lc, s);
+      case "main:reap": return yield* this.mainWait(lc, s, true);
+      case "tracer:start": return yield* this.tracerStart(lc, s);
+      case "tracer:waited": return yield* this.tracerWaited(lc, s);
+      case "tracee:start": return yield* this.traceeStop(lc, s, false);
+      case "tracee:stopped": return yield* this.traceeStep(lc, s);
+      case "tracee:detached": return yield* this.traceeDie(lc, s);
     }
     throw new Error(`vmmu: ssdd: ${s.kind} ${s.t.pid} resumed in phase ${s.phase}`);
   }
@@ -395,12 +436,14 @@ class Ssdd {
    * and its source (`src`, a kernel va, if any) read with WP clear; a store
    * to read-only kernel data at `va`; pax_close_kernel.
    */
-  private paxWrite(lc: LinuxCpu, va: bigint, value: bigint, inStep: boolean, path: number, src: bigint | null): void {
+  private *paxWrite(lc: LinuxCpu, va: bigint, value: bigint, inStep: boolean, path: number, src: bigint | null): Co {
     const cpu = lc.cpu;
+    yield;
     oops(cpu.writeCr0(KERNEL_CR0 & ~CR0.WP), lc, "pax_open_kernel");
     this.g.fetchText(lc, path, 1);
     if (src !== null) this.g.kernelAccess(lc, src, "read");
     oops(cpu.store64(va, value), lc, `store to read-only data at 0x${va.toString(16)} with CR0.WP clear`);
+    yield;
     oops(cpu.writeCr0(KERNEL_CR0), lc, "pax_close_kernel");
     this.readOnlyStores++;
     this.total.cr0Writes += 2;
@@ -408,11 +451,11 @@ class Ssdd {
   }
 
   /** A syscall entry and its KERNEXEC pairs (on a __read_only variable of the syscall's own). */
-  private sys(lc: LinuxCpu, nr: number, inStep: boolean): void {
+  private *sys(lc: LinuxCpu, nr: number, inStep: boolean): Co {
     this.g.syscallEnter(lc, nr);
     this.total.syscalls++;
     if (inStep) this.step.syscalls++;
-    if (this.kx) for (let k = 0; k < this.kx.perSyscall; k++) this.paxWrite(lc, this.rodata + BigInt((nr * 8 + k * 64) % 2048), BigInt(nr), inStep, PATH.syscall + nr, null);
+    if (this.kx) for (let k = 0; k < this.kx.perSyscall; k++) yield* this.paxWrite(lc, this.rodata + BigInt((nr * 8 + k * 64) % 2048), BigInt(nr), inStep, PATH.syscall + nr, null);
   }
 
   /** A user access by the current task, demand-faulting as needed. */
@@ -467,34 +510,34 @@ class Ssdd {
   // ---------------------------------------------------------------- main
 
   /** execve, fork a tracer per pair (pair i on CPU i mod N), then wait for them. */
-  private mainStart(lc: LinuxCpu, m: STask): void {
+  private *mainStart(lc: LinuxCpu, m: STask): Co {
     const g = this.g;
     g.leave(lc);
-    this.sys(lc, NR.execve, false);
+    yield* this.sys(lc, NR.execve, false);
     this.exec(lc, m);
     g.leave(lc);
     for (let i = 0; i < this.o.pairs; i++) {
       this.user(lc, m.code, "fetch");
       this.user(lc, m.stack, "write");
-      this.sys(lc, NR.fork, false);
+      yield* this.sys(lc, NR.fork, false);
       const tracer = this.add(g.fork(lc, m.t), "tracer", i % this.cpus.length);
       this.wake(lc, tracer);
       g.leave(lc);
     }
-    this.mainWait(lc, m, false);
+    yield* this.mainWait(lc, m, false);
   }
 
   /** wait4 until every tracer is reaped (`woken`: returning from a sleep in do_wait), then exit. */
-  private mainWait(lc: LinuxCpu, m: STask, woken: boolean): void {
+  private *mainWait(lc: LinuxCpu, m: STask, woken: boolean): Co {
     const g = this.g;
     for (;;) {
-      if (!woken) this.sys(lc, NR.wait4, false);
+      if (!woken) yield* this.sys(lc, NR.wait4, false);
       woken = false;
       const z = m.zombies.shift();
       if (!z) {
         m.waiting = true;
         m.phase = "reap";
-        this.schedule(lc, false);
+        yield* this.schedule(lc, false);
         return;
       }
       g.touchPhys(lc, this.slab(z, SLAB.task), 2, "read");
@@ -504,53 +547,53 @@ class Ssdd {
       this.user(lc, m.code, "fetch");
       if (++m.reaped === this.o.pairs) break;
     }
-    this.sys(lc, NR.exit_group, false);
-    this.exitTask(lc, m);
+    yield* this.sys(lc, NR.exit_group, false);
+    yield* this.exitTask(lc, m);
   }
 
-  private exitTask(lc: LinuxCpu, s: STask): void {
+  private *exitTask(lc: LinuxCpu, s: STask): Co {
     this.g.exit(lc, s.t);
     this.of.delete(s.t);
     this.live--;
-    this.schedule(lc, false);
+    yield* this.schedule(lc, false);
   }
 
   // ---------------------------------------------------------------- tracer
 
   /** forktests(): fork the tracee, sigaction(SIGCHLD), PTRACE_ATTACH, wait for the attach stop. */
-  private tracerStart(lc: LinuxCpu, tr: STask): void {
+  private *tracerStart(lc: LinuxCpu, tr: STask): Co {
     const g = this.g;
     g.leave(lc);
     this.user(lc, tr.code, "fetch");
     this.user(lc, tr.stack, "write");
-    this.sys(lc, NR.fork, false);
+    yield* this.sys(lc, NR.fork, false);
     const te = this.add(g.fork(lc, tr.t), "tracee", tr.cpu);
     te.peer = tr;
     tr.peer = te;
     this.wake(lc, te);
     g.leave(lc);
     this.user(lc, tr.libc, "fetch");
-    this.sys(lc, NR.rt_sigaction, false);
+    yield* this.sys(lc, NR.rt_sigaction, false);
     this.kuser(lc, tr, tr.stack - 0x40, "read");
     g.touchPhys(lc, this.slab(tr, SLAB.sighand), 2, "write");
     g.leave(lc);
     this.user(lc, tr.libc, "fetch");
-    this.sys(lc, NR.ptrace, false);
+    yield* this.sys(lc, NR.ptrace, false);
     g.touchPhys(lc, this.slab(te, SLAB.task), 2, "write");
     g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
     g.leave(lc);
-    this.wait4(lc, tr, false);
+    yield* this.wait4(lc, tr, false);
   }
 
   /** waitpid(-1, WUNTRACED | __WALL) with the tracee not stopped yet: do_wait sleeps. */
-  private wait4(lc: LinuxCpu, tr: STask, inStep: boolean): void {
+  private *wait4(lc: LinuxCpu, tr: STask, inStep: boolean): Co {
     this.user(lc, tr.libc + 64, "fetch");
-    this.sys(lc, NR.wait4, inStep);
+    yield* this.sys(lc, NR.wait4, inStep);
     this.g.touchPhys(lc, this.slab(tr, SLAB.task), 1, "read");
     this.g.touchPhys(lc, this.slab(tr.peer!, SLAB.task), 1, "read");
     tr.phase = "waited";
     tr.waiting = true;
-    this.schedule(lc, inStep);
+    yield* this.schedule(lc, inStep);
   }
 
   /**
@@ -558,7 +601,7 @@ class Ssdd {
    * delivery (frame, handler, rt_sigreturn), ssdd's checks; then the next
    * PTRACE_SINGLESTEP and wait4, or exit after the last.
    */
-  private tracerWaited(lc: LinuxCpu, tr: STask): void {
+  private *tracerWaited(lc: LinuxCpu, tr: STask): Co {
     const g = this.g, te = tr.peer!, inStep = tr.stepping;
     tr.waiting = false;
     g.touchPhys(lc, this.slab(te, SLAB.task), 2, "write");
@@ -578,7 +621,7 @@ class Ssdd {
     this.user(lc, tr.code + 64, "fetch");
     this.user(lc, tr.bss, "write");
     this.user(lc, tr.libc + 128, "fetch");
-    this.sys(lc, NR.rt_sigreturn, inStep);
+    yield* this.sys(lc, NR.rt_sigreturn, inStep);
     // restore_sigcontext, then fpu__restore_sig: XRSTOR straight from the user frame.
     this.kcopy(lc, tr, frame, SIGFRAME_CTX_LINES, "read", true);
     lc.cpu.work(g.work.fpuRestore);
@@ -594,19 +637,19 @@ class Ssdd {
       this.steps++;
     }
     if (tr.iter >= this.o.iterations) {
-      this.tracerExit(lc, tr);
+      yield* this.tracerExit(lc, tr);
       return;
     }
     tr.stepping = true;
     this.user(lc, tr.libc, "fetch");
-    this.sys(lc, NR.ptrace, true);
+    yield* this.sys(lc, NR.ptrace, true);
     g.touchPhys(lc, this.slab(te, SLAB.task), 2, "write");
     g.touchPhys(lc, (BigInt(te.t.kstack) << 12n) + (PT_REGS_FLAGS & ~63n), 1, "write");
     this.readTraceeInsn(lc, te);
     te.phase = "stopped";
     this.wake(lc, te);
     g.leave(lc);
-    this.wait4(lc, tr, true);
+    yield* this.wait4(lc, tr, true);
   }
 
   /** is_setting_trap_flag: access_process_vm of the instruction at the tracee's IP (GUP faults it in; read through the direct map). */
@@ -621,10 +664,10 @@ class Ssdd {
   }
 
   /** exit_group after the last step: exit_ptrace detaches and wakes the tracee (stopped with its SIGTRAP pending), do_exit, main notified. */
-  private tracerExit(lc: LinuxCpu, tr: STask): void {
+  private *tracerExit(lc: LinuxCpu, tr: STask): Co {
     const te = tr.peer!, m = this.main;
     this.user(lc, tr.libc, "fetch");
-    this.sys(lc, NR.exit_group, false);
+    yield* this.sys(lc, NR.exit_group, false);
     te.phase = "detached";
     this.wake(lc, te);
     this.g.exit(lc, tr.t);
@@ -635,13 +678,13 @@ class Ssdd {
       m.waiting = false;
       this.wake(lc, m);
     }
-    this.schedule(lc, false);
+    yield* this.schedule(lc, false);
   }
 
   // ---------------------------------------------------------------- tracee
 
   /** get_signal → ptrace_stop: TASK_TRACED, SIGCHLD to the tracer and its wakeup (do_notify_parent_cldstop), schedule. */
-  private traceeStop(lc: LinuxCpu, te: STask, inStep: boolean): void {
+  private *traceeStop(lc: LinuxCpu, te: STask, inStep: boolean): Co {
     const g = this.g, tr = te.peer!;
     lc.cpu.work(STOP_WORK);
     g.fetchText(lc, PATH.ptraceStop, 8);
@@ -651,11 +694,11 @@ class Ssdd {
     if (!tr.waiting) throw new Error(`vmmu: ssdd: tracee ${te.t.pid} stopped with its tracer not in wait4`);
     this.wake(lc, tr);
     te.phase = "stopped";
-    this.schedule(lc, inStep);
+    yield* this.schedule(lc, inStep);
   }
 
   /** Resumed by PTRACE_SINGLESTEP: back to user with TF, one instruction, #DB, SIGTRAP, stop again. */
-  private traceeStep(lc: LinuxCpu, te: STask): void {
+  private *traceeStep(lc: LinuxCpu, te: STask): Co {
     const g = this.g;
     g.touchPhys(lc, this.slab(te, SLAB.task), 1, "read");
     g.leave(lc);
@@ -667,11 +710,11 @@ class Ssdd {
     g.enter(lc);
     lc.cpu.work(DEBUG_WORK);
     g.fetchText(lc, PATH.debug, 8);
-    if (this.kx) for (let k = 0; k < this.kx.perException; k++) this.paxWrite(lc, this.rodata + 0x800n + BigInt(k * 8), 1n, true, PATH.debug, null);
+    if (this.kx) for (let k = 0; k < this.kx.perException; k++) yield* this.paxWrite(lc, this.rodata + 0x800n + BigInt(k * 8), 1n, true, PATH.debug, null);
     g.touchPhys(lc, this.slab(te, SLAB.sighand), 1, "read");
     g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
     g.touchPhys(lc, this.slab(te, SLAB.sigqueue), 1, "write");
-    this.traceeStop(lc, te, true);
+    yield* this.traceeStop(lc, te, true);
   }
 
   /**
@@ -680,13 +723,13 @@ class Ssdd {
    * action kills the tracee (do_group_exit → do_exit); reaped at once (its
    * reaper, init, is not modelled).
    */
-  private traceeDie(lc: LinuxCpu, te: STask): void {
+  private *traceeDie(lc: LinuxCpu, te: STask): Co {
     const g = this.g;
     g.fetchText(lc, PATH.signal, 6);
     g.touchPhys(lc, this.slab(te, SLAB.sighand), 1, "read");
     g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
     g.reap(te.peer!.t, te.t);
-    this.exitTask(lc, te);
+    yield* this.exitTask(lc, te);
   }
 }
 

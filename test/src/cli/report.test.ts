@@ -125,7 +125,7 @@ describe("vmmu report --quick", () => {
       expect(Object.keys(data)).toEqual(["generated", "settings", "core", "host", "runs", "wallMs", "legend", "cr0wp"]);
       expect(data.cr0wp!.settings).toMatchObject({
         workload: "cr0wp", mmus: [...MMUS], policies: cr0wpPolicies, vcpus: CR0WP_DEFAULTS.vcpus, pairs: QUICK.pairs, iterations: QUICK.iterations,
-        seed: CR0WP_DEFAULTS.seed, hostLevel: CR0WP_DEFAULTS.hostLevel, nxHugePages: false, costs: DEFAULT_COSTS,
+        seed: CR0WP_DEFAULTS.seed, hostLevel: CR0WP_DEFAULTS.hostLevel, nxHugePages: CR0WP_DEFAULTS.nxHugePages, interleave: CR0WP_DEFAULTS.interleave, costs: DEFAULT_COSTS,
       });
       expect(Object.keys(data.cr0wp!.results)).toEqual([...MMUS]);
       for (const m of MMUS) expect(Object.keys(data.cr0wp!.results[m]!)).toEqual(cr0wpPolicies);
@@ -201,7 +201,7 @@ describe("the seed-002 section (cr0WpSection)", () => {
     }
     const settings = {
       workload: "cr0wp" as const, mmus: [...MMUS], policies: ["baseline", "krause2023"], vcpus: 2, pairs: 10, iterations: 2000, seed: 1,
-      kernexec: false as const, hostLevel: 2, nxHugePages: false, memoryBytes: 1 << 28, costs: DEFAULT_COSTS,
+      kernexec: false as const, hostLevel: 2, nxHugePages: false, interleave: "cr0" as const, memoryBytes: 1 << 28, costs: DEFAULT_COSTS,
     };
     return cr0WpSection({ settings, results, wallMs: 1, legend: CR0WP_LEGEND, simHz: SIM_HZ });
   };
@@ -214,7 +214,7 @@ describe("the seed-002 section (cr0WpSection)", () => {
   it("leaves a missing policy's bar out and shows – for its speed-up", () => {
     const results: Cr0WpReportData["results"] = { legacy: { baseline: { ...result("legacy", "baseline", 100), ratioToBaseline: 1 } } };
     const html = cr0WpSection({
-      settings: { workload: "cr0wp", mmus: ["legacy"], policies: ["baseline"], vcpus: 2, pairs: 10, iterations: 2000, seed: 1, kernexec: false, hostLevel: 2, nxHugePages: false, memoryBytes: 1 << 28, costs: DEFAULT_COSTS },
+      settings: { workload: "cr0wp", mmus: ["legacy"], policies: ["baseline"], vcpus: 2, pairs: 10, iterations: 2000, seed: 1, kernexec: false, hostLevel: 2, nxHugePages: false, interleave: "cr0", memoryBytes: 1 << 28, costs: DEFAULT_COSTS },
       results, wallMs: 1, legend: CR0WP_LEGEND, simHz: SIM_HZ,
     });
     expect(tags(html, "rect", "bar").map((b) => attr(b, "data-series"))).toEqual(["seed (v5.10.177)"]);

@@ -53,15 +53,17 @@ describe("vmmu run cr0wp", () => {
     expect(cycles("--cost", "vmExit=5000")).toBeGreaterThan(base);
   });
 
-  it("--nx-huge-pages turns on KVM's NX huge page mitigation in the direct MMUs: fetches split huge pages, and the TDP MMU's rebuilt roots fault more", () => {
+  it("--nx-huge-pages on|off sets KVM's NX huge page mitigation in the direct MMUs (on by default): fetches split huge pages, and the TDP MMU's rebuilt roots fault more", () => {
     const json = (...extra: string[]) => {
       const r = run("--mmu", "tdp,legacy", "--policy", "baseline", "--pairs", "1", "--iterations", "40", "--json", ...extra);
       expect(r.status, r.stderr).toBe(0);
       return JSON.parse(r.stdout);
     };
-    const off = json(), on = json("--nx-huge-pages");
+    const off = json("--nx-huge-pages", "off"), on = json(), bare = json("--nx-huge-pages", "--seed", "1"), inline = json("--nx-huge-pages=off");
     expect(off._meta.settings.nxHugePages).toBe(false);
     expect(on._meta.settings.nxHugePages).toBe(true);
+    expect(bare._meta.settings.nxHugePages).toBe(true);
+    expect(inline._meta.settings.nxHugePages).toBe(false);
     for (const mmu of ["tdp", "legacy"]) {
       expect(off[mmu].baseline.nxLpageSplits).toBe(0);
       expect(on[mmu].baseline.nxLpageSplits).toBeGreaterThan(0);
@@ -69,10 +71,29 @@ describe("vmmu run cr0wp", () => {
       expect(on[mmu].baseline.guest).toEqual(off[mmu].baseline.guest);
     }
     expect(on.tdp.baseline.cycles).toBeGreaterThan(off.tdp.baseline.cycles);
-    const text = run("--mmu", "legacy", "--policy", "baseline", "--pairs", "1", "--iterations", "20", "--nx-huge-pages");
+    const text = run("--mmu", "legacy", "--policy", "baseline", "--pairs", "1", "--iterations", "20");
     expect(text.status, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/^NX huge pages on \(direct MMUs\): .*legacy\/baseline [1-9]/m);
     expect(run("--help").stdout).toMatch(/--nx-huge-pages: KVM's nx_huge_pages/);
+    const bad = run("--nx-huge-pages=maybe");
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^vmmu: --nx-huge-pages takes on or off, got 'maybe'$/m);
+  });
+
+  it("--interleave block runs the same guest program with CR0.WP windows that never overlap; the JSON records the setting", () => {
+    const json = (...extra: string[]) => {
+      const r = run("--mmu", "tdp", "--policy", "baseline", "--vcpus", "2", "--pairs", "4", "--iterations", "30", "--json", ...extra);
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout);
+    };
+    const fine = json(), coarse = json("--interleave", "block");
+    expect(fine._meta.settings.interleave).toBe("cr0");
+    expect(coarse._meta.settings.interleave).toBe("block");
+    expect(coarse.tdp.baseline.guest).toEqual(fine.tdp.baseline.guest);
+    expect(fine.tdp.baseline.eptViolations).toBeGreaterThan(coarse.tdp.baseline.eptViolations);
+    const bad = run("--interleave", "random");
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^vmmu: --interleave takes cr0 or block, got 'random'$/m);
   });
 
   it("refuses unknown MMUs, policies, options and bad counts with exit 2 and one vmmu: line", () => {
