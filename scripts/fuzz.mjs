@@ -87,6 +87,10 @@ const SUITES = {
     file: "test/src/kvm/legacy-direct-mmu.test.ts", filter: "the hardware walker agrees with the legacy direct MMU",
     unit: "steps", what: "legacy direct MMU faults, zaps, invalidations and role switches vs the hardware EPT walker, audited", env: () => ({}),
   },
+  "sim-lock": {
+    file: "test/src/kvm/sim-lock.test.ts", filter: "brute-force search",
+    unit: "grants", what: "mmu_lock's simulated-time calendar vs a brute-force search over every granted interval", env: () => ({}),
+  },
   "x86-fast-cache": {
     file: "test/src/x86/fast-path.test.ts", filter: "never serves a translation the core would not",
     unit: "accesses", what: "an embedder page cache on the x86 fast path's rights and epoch vs the core", env: () => ({}),

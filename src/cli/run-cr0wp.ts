@@ -5,7 +5,7 @@
 // `--json` prints one object `{ "<mmu>": { "<policy>": { "cycles": …, … } } }`
 // plus the reserved key `_meta` (settings, costs, code version).
 
-import { runCr0Wp, runCr0WpSensitivity, CR0WP_VCPUS, CR0WP_NX_HUGE_PAGES, cr0WpVariants, type Cr0WpSensitivityRow, CR0WP_MMUS, CR0WP_SEED, CR0WP_MEMORY_BYTES, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
+import { runCr0Wp, runCr0WpSensitivity, lockShare, CR0WP_VCPUS, CR0WP_NX_HUGE_PAGES, cr0WpVariants, type Cr0WpSensitivityRow, CR0WP_MMUS, CR0WP_SEED, CR0WP_MEMORY_BYTES, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
 import { CR0WP_POLICIES } from "../kvm/cr0wp-policy.js";
 import { DEFAULT_COSTS, withOverrides, type CostModel } from "../kvm/cost-model.js";
 import { KERNEXEC_DEFAULTS, SSDD_INTERLEAVES, type KernexecOptions, type SsddInterleave } from "../guest/ssdd.js";
@@ -129,7 +129,9 @@ export const CR0WP_LEGEND: readonly (readonly [string, string])[] = [
   ["roots b/f/r", "roots built / freed (direct MMUs: the tree zapped and freed; shadow: a root reference dropped, the page stays hashed) / reused (found by role)"],
   ["SPTEs inst/zap", "SPTEs installed and zapped"],
   ["flush L/R", "TLB flushes: local (kvm_mmu_load, root switches), remote (all vCPUs)"],
+  ["lock wait", "share of the vCPUs' simulated time spent spinning on mmu_lock (v5.10's spinlock; direct MMUs only, src/kvm/sim-lock.ts)"],
 ];
+
 
 /** The report as lines of text: one table per MMU, then the seed's table. */
 export function formatCr0Wp(results: Record<string, Record<string, Cr0WpResult>>, pairs: number, iterations: number): string[] {
@@ -137,13 +139,13 @@ export function formatCr0Wp(results: Record<string, Record<string, Cr0WpResult>>
   const scale = (10 * 50_000) / (pairs * iterations);
   for (const [mmu, byPolicy] of Object.entries(results)) {
     const rows = Object.values(byPolicy);
-    const head = ["policy", "sim. cycles", "sim. s", "vs baseline", "exits cr0/ept/other", "roots b/f/r", "SPTEs inst/zap", "flush L/R"];
+    const head = ["policy", "sim. cycles", "sim. s", "vs baseline", "exits cr0/ept/other", "roots b/f/r", "SPTEs inst/zap", "flush L/R", "lock wait"];
     const body = rows.map((r) => {
       const cr0 = r.exits.cr0 ?? 0, ept = mmu === "shadow" ? (r.exits.pf ?? 0) : r.eptViolations;
       return [
         r.policy, fmt(r.cycles), (r.cycles * scale / SIM_HZ).toFixed(2), r.ratioToBaseline !== undefined ? `${r.ratioToBaseline.toFixed(3)}×` : "–",
         `${fmt(cr0)}/${fmt(ept)}/${fmt(r.exitsTotal - cr0 - ept)}`, `${fmt(r.roots.built)}/${fmt(r.roots.freed)}/${fmt(r.roots.reused)}`,
-        `${fmt(r.sptes.installed)}/${fmt(r.sptes.zapped)}`, `${fmt(r.flushes.local)}/${fmt(r.flushes.remote)}`,
+        `${fmt(r.sptes.installed)}/${fmt(r.sptes.zapped)}`, `${fmt(r.flushes.local)}/${fmt(r.flushes.remote)}`, lockShare(mmu, r),
       ];
     });
     const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));

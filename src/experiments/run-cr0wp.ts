@@ -80,6 +80,11 @@ export interface Cr0WpResult {
   /** Table pages allocated and freed by the hypervisor MMU. */
   pages: { allocated: number; freed: number };
   flushes: { local: number; remote: number };
+  /**
+   * Cycles the vCPUs spun on mmu_lock, summed (direct MMUs: src/kvm/sim-lock.ts;
+   * shadow paging: 0, its mmu_lock is not modelled).
+   */
+  mmuLockWait: number;
   /** MMU resets (kvm_mmu_reset_context) and WP-only re-inits. */
   resets: number;
   reinitOnly: number;
@@ -170,6 +175,7 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
             sptes: { installed: s.spteInstalled, zapped: s.spZapped },
             pages: { allocated: s.spAllocated, freed: s.spZapped },
             flushes: { local: s.localFlushes, remote: s.remoteFlushes },
+            mmuLockWait: 0,
             resets: vm.vcpus.reduce((n, v) => n + v.exits.cr0 + v.exits.cr4 + v.exits.smi + v.exits.rsm, 0),
             reinitOnly: 0,
             nxLpageSplits: 0,
@@ -190,6 +196,7 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
             sptes: { installed: s.spteInstalled, zapped: s.spteZapped },
             pages: { allocated: s.spAllocated, freed: s.spFreed },
             flushes: { local: sum((v) => v.stats.localFlushes), remote: s.remoteFlushes },
+            mmuLockWait: sum((v) => v.stats.mmuLockWait),
             resets: sum((v) => v.stats.resets),
             reinitOnly: sum((v) => v.stats.reinitOnly),
             nxLpageSplits: vm.mmu instanceof TdpMmu || vm.mmu instanceof LegacyDirectMmu ? vm.mmu.stats.nxLpageSplits : 0,
@@ -239,6 +246,13 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
   return out;
 }
 
+/** The vCPUs' mmu_lock spin as a share of their summed time ("–" under shadow paging, where it is not modelled). */
+export function lockShare(mmu: string, r: Cr0WpResult): string {
+  if (mmu === "shadow") return "–";
+  const total = r.cyclesPerVcpu.reduce((a, b) => a + b, 0);
+  return `${(total > 0 ? 100 * r.mmuLockWait / total : 0).toFixed(1)}%`;
+}
+
 /** The seed's table (Mathias Krause, stable backport thread, May 2023): `ssdd 10 50000`, seconds, without / with the backported series. */
 export const CR0WP_SEED = {
   "v5.10.177": { legacy: [10.37, 4.88], tdp: [88.7, 4.92], shadow: [69.7, 70.1] },
@@ -257,7 +271,8 @@ export interface Cr0WpVariant {
  * the first row): KERNEXEC toggles per context switch, the host page size
  * behind guest RAM, KVM's NX huge page mitigation, the vCPU count (which vCPUs hold which root), the
  * interleaving of the vCPUs (CR0.WP windows of two vCPUs allowed to overlap or
- * not), the VM-exit round trip and the EPT-violation handler cost.
+ * not), the VM-exit round trip, the EPT-violation handler cost, the MMU
+ * re-init and the remote flush (most of a v5.10 teardown's hold on mmu_lock).
  */
 export function cr0WpVariants(costs: CostModel): Cr0WpVariant[] {
   const cost = (k: keyof CostModel, f: number): Cr0WpVariant => ({
@@ -275,6 +290,7 @@ export function cr0WpVariants(costs: CostModel): Cr0WpVariant[] {
     { name: "4 vCPUs", apply: (o) => ({ ...o, vcpus: 4 }) },
     { name: "windows never overlap", apply: (o) => ({ ...o, interleave: "block" }) },
     cost("vmExit", 0.5), cost("vmExit", 2), cost("tdpFault", 0.5), cost("tdpFault", 2), cost("mmuReinit", 0.5), cost("mmuReinit", 2),
+    cost("remoteFlush", 0.5), cost("remoteFlush", 2),
   ];
 }
 

@@ -22,6 +22,7 @@ import type { Cr0WpPolicy } from "./cr0wp-policy.js";
 import { type DirectMmu, type DirectMmuStats, ROLE_SMM, directEptp } from "./direct-mmu.js";
 import { accessManyOnHardware } from "./batch-access.js";
 import { HwMeter } from "./hw-meter.js";
+import type { SimLock } from "./sim-lock.js";
 import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
@@ -56,6 +57,8 @@ export interface TdpVmContext {
   readonly adEnabled: boolean;
   /** All vCPUs of the VM (remote TLB flushes). */
   readonly vcpus: TdpFlushTarget[];
+  /** kvm->mmu_lock, a v5.10 spinlock in simulated time (src/kvm/sim-lock.ts). */
+  readonly mmuLock: SimLock;
 }
 
 interface Root {
@@ -76,13 +79,15 @@ export interface TdpVcpuStats {
   /** Remote flushes received. */
   remoteFlushes: number;
   smmEntries: number;
+  /** Cycles spent spinning on mmu_lock (charged to this vCPU's time). */
+  mmuLockWait: number;
 }
 
 
 export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   cycles = 0;
   readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0, exception: 0 };
-  readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0 };
+  readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0, mmuLockWait: 0 };
   /** Guest #PFs delivered. */
   injected = 0;
   accesses = 0;
@@ -161,12 +166,17 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    * may have entries cached from a previous life of the same EP4TA).
    */
   private mmuLoad(): void {
+    this.acquireRoot();
+    this.enterRoot();
+  }
+
+  /** The part of kvm_mmu_load under mmu_lock: the root for the current role found or built. */
+  private acquireRoot(): void {
     const role = this.rootRole();
     const { hpa, flush } = this.vm.mmu.acquireRoot(role);
     this.charge(this.vm.costs.hashLookup);
     if (flush) this.flushRemote();
     this.root = { hpa, role };
-    this.enterRoot();
   }
 
   private enterRoot(): void {
@@ -192,8 +202,9 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   /** KVM_REQ_MMU_FREE_OBSOLETE_ROOTS + kvm_mmu_load at entry: a root invalidated (fast zap) or unloaded is replaced. */
   private reloadIfNeeded(): void {
     if (this.root && this.vm.mmu.isValidRoot(this.root.hpa)) return;
-    this.unloadAll();
-    this.mmuLoad();
+    this.locked(() => this.unloadAll());
+    this.locked(() => this.acquireRoot());
+    this.enterRoot();
   }
 
   /**
@@ -221,10 +232,24 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   private resetContext(): void {
     this.stats.resets++;
     this.charge(this.vm.costs.mmuReinit);
-    this.mmuWork(() => {
-      this.unloadAll();
-      this.mmuLoad();
-    });
+    this.locked(() => this.unloadAll());
+    this.locked(() => this.acquireRoot());
+    this.enterRoot();
+  }
+
+  /**
+   * Runs `f` under mmu_lock: its simulated cost — the MMU's work (pages
+   * allocated and freed, SPTEs installed and zapped: mmuWork) and the remote
+   * flushes it waits for — is the hold; the lock's calendar says how long the
+   * vCPU spun before it got the lock, charged on top.
+   */
+  private locked<T>(f: () => T): T {
+    const t = this.cycles;
+    const r = this.mmuWork(f);
+    const wait = this.vm.mmuLock.acquire(t, this.cycles - t);
+    this.cycles += wait;
+    this.stats.mmuLockWait += wait;
+    return r;
   }
 
   /** Runs a direct-MMU operation and charges what it did (pages allocated and freed, SPTEs installed and zapped). */
@@ -258,8 +283,10 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   private eptViolation(gpa: bigint, qualification: number): void {
     this.exit("ept-violation");
     this.charge(this.vm.costs.tdpFault);
-    const r = this.mmuWork(() => this.vm.mmu.pageFault(this.root!.hpa, gpa, (qualification & 2) !== 0, (qualification & 4) !== 0));
-    if (r.flush) this.flushRemote();
+    this.locked(() => {
+      const r = this.vm.mmu.pageFault(this.root!.hpa, gpa, (qualification & 2) !== 0, (qualification & 4) !== 0);
+      if (r.flush) this.flushRemote();
+    });
   }
 
   /**

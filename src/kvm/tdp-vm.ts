@@ -14,6 +14,7 @@ import type { DirectMmu } from "./direct-mmu.js";
 import { TdpMmu } from "./tdp-mmu.js";
 import { LegacyDirectMmu } from "./legacy-direct-mmu.js";
 import { TdpVcpu, type TdpVmContext } from "./tdp-vcpu.js";
+import { SimLock } from "./sim-lock.js";
 import { enumArg, intArg, optionsObject, show } from "../validate.js";
 
 export type DirectMmuKind = "tdp" | "legacy";
@@ -44,6 +45,8 @@ export interface TdpVmOptions {
 export interface TdpVm {
   machine: Machine<X86Vcpu>;
   mmu: DirectMmu;
+  /** kvm->mmu_lock in simulated time: its waits are in each vCPU's stats.mmuLockWait. */
+  mmuLock: SimLock;
   vcpus: TdpVcpu[];
   policy: Cr0WpPolicy;
   costs: CostModel;
@@ -78,9 +81,10 @@ export async function createTdpVm(opts: TdpVmOptions): Promise<TdpVm> {
     ? new TdpMmu(pool, { ramBytes, levels: 4, adEnabled, preserveRoots: policy.preserveTdpRoots, hostLevel, nxHugePages, splitOnFault: opts.splitOnFault ?? true })
     : new LegacyDirectMmu(pool, { ramBytes, levels: 4, adEnabled, hostLevel, nxHugePages });
   const vcpus: TdpVcpu[] = [];
-  const ctx: TdpVmContext = { mmu, policy, costs, memory: machine.memory, ramBytes, levels: 4, adEnabled, vcpus };
+  const mmuLock = new SimLock(() => vcpus.reduce((m, v) => Math.min(m, v.cycles), Infinity));
+  const ctx: TdpVmContext = { mmu, policy, costs, memory: machine.memory, ramBytes, levels: 4, adEnabled, vcpus, mmuLock };
   for (let i = 0; i < opts.vcpus; i++) {
     vcpus.push(new TdpVcpu(i, ctx, machine.vcpu(i), machine.layout.C_HITS, machine.layout.C_PT_REFS));
   }
-  return { machine, mmu, vcpus, policy, costs, pool };
+  return { machine, mmu, mmuLock, vcpus, policy, costs, pool };
 }

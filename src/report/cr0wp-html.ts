@@ -7,7 +7,7 @@
 // Pure string output; HTML Living Standard, inline SVG from src/report/svg.ts.
 
 import { barChart, escapeXml } from "./svg.js";
-import { CR0WP_SEED, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
+import { CR0WP_SEED, lockShare, type Cr0WpMmu, type Cr0WpResult } from "../experiments/run-cr0wp.js";
 import type { Cr0WpSettings } from "../cli/run-cr0wp.js";
 
 /** The cr0wp runs of one report (`cr0wp` in the page's JSON). */
@@ -61,11 +61,11 @@ function mmuTable(mmu: string, byPolicy: Record<string, Cr0WpResult>, d: Cr0WpRe
       `<span title="${e(r.title)}">${e(r.policy)}</span>`, int(r.cycles), (r.cycles * scale / d.simHz).toFixed(2),
       r.ratioToBaseline !== undefined ? r.ratioToBaseline.toFixed(3) : "–",
       `${int(cr0)} / ${int(ept)} / ${int(r.exitsTotal - cr0 - ept)}`, `${int(r.roots.built)} / ${int(r.roots.freed)} / ${int(r.roots.reused)}`,
-      `${int(r.sptes.installed)} / ${int(r.sptes.zapped)}`, `${int(r.flushes.local)} / ${int(r.flushes.remote)}`,
+      `${int(r.sptes.installed)} / ${int(r.sptes.zapped)}`, `${int(r.flushes.local)} / ${int(r.flushes.remote)}`, lockShare(mmu, r),
     ];
   });
   return `<h3>${e(MMU_TITLE[mmu as Cr0WpMmu] ?? mmu)}</h3>`
-    + table(["policy", "sim. cycles", "sim. s", "vs baseline", "exits cr0/ept/other", "roots b/f/r", "SPTEs inst/zap", "flush L/R"],
+    + table(["policy", "sim. cycles", "sim. s", "vs baseline", "exits cr0/ept/other", "roots b/f/r", "SPTEs inst/zap", "flush L/R", "lock wait"],
       rows, ` class="cr0wp" data-mmu="${e(mmu)}"`);
 }
 

@@ -20,8 +20,11 @@ describe("vmmu run cr0wp", () => {
       expect(j[mmu].baseline.guest.cr0Writes).toBeGreaterThan(0);
       expect(j[mmu].baseline.exits.cr0).toBe(j[mmu].baseline.guest.cr0Writes);
       expect(j[mmu].baseline.exits.exception).toBe(j[mmu].baseline.guest.debugExceptions);
-      for (const k of ["cycles", "exits", "roots", "eptViolations", "sptes", "flushes"]) expect(j[mmu].baseline).toHaveProperty(k);
+      for (const k of ["cycles", "exits", "roots", "eptViolations", "sptes", "flushes", "mmuLockWait"]) expect(j[mmu].baseline).toHaveProperty(k);
     }
+    expect(j.tdp.baseline.mmuLockWait).toBeGreaterThan(0);
+    expect(j.tdp.krause2023.mmuLockWait).toBeLessThan(j.tdp.baseline.mmuLockWait);
+    expect(j.shadow.baseline.mmuLockWait).toBe(0);
     expect(j.tdp.baseline.roots.freed).toBeGreaterThan(j.tdp.baseline.exits.cr0 / 8);
     expect(j.tdp.baseline.eptViolations).toBeGreaterThan(10 * j.tdp.krause2023.eptViolations);
     expect(j.legacy.baseline.roots.freed).toBe(0);
@@ -36,7 +39,8 @@ describe("vmmu run cr0wp", () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^TDP MMU \(EPT\):/m);
     expect(r.stdout).toMatch(/^legacy direct MMU \(EPT\):/m);
-    for (const p of ["baseline", "keep-roots", "preserve-roots", "krause-p1-3", "krause2023"]) expect(r.stdout).toMatch(new RegExp(`^${p} `, "m"));
+    for (const p of ["baseline", "keep-roots", "preserve-roots", "krause-p1-3", "krause2023"]) expect(r.stdout).toMatch(new RegExp(`^${p} .* [0-9]+\\.[0-9]%$`, "m"));
+    expect(r.stdout).toMatch(/^policy .* lock wait$/m);
     expect(r.stdout).toMatch(/v5\.10\.177 +10\.37 \/ 4\.88 +88\.7 \/ 4\.92/);
     expect(r.stdout).toMatch(/here \(baseline → krause2023\): legacy [0-9.]+×, TDP [0-9.]+×/);
   });

@@ -280,6 +280,34 @@ describe("exceptions", () => {
   });
 });
 
+describe("mmu_lock (v5.10's spinlock, in simulated time)", () => {
+  it("one vCPU never waits for it, however many faults and root rebuilds it does", async () => {
+    const w = await world("tdp", "baseline");
+    for (let i = 0; i < 5; i++) { touch(w); toggle(w); }
+    expect(w.cpu.stats.mmuLockWait).toBe(0);
+    expect(w.vm.mmuLock.acquisitions).toBeGreaterThan(10);
+  });
+
+  it("a vCPU that faults while another holds it for its own fault spins until the holder is done; one that faults later does not", async () => {
+    for (const mmu of ["tdp", "legacy"] as const) {
+      const w = await world(mmu, "baseline", 1, 2);
+      const [a, b] = [w.vm.vcpus[0]!, w.vm.vcpus[1]!];
+      const t = Math.max(a.cycles, b.cycles) + 1e6;
+      a.cycles = t;
+      b.cycles = t;
+      expect(a.access(w.pages[0]!, "read", true)).toBe(F(0));
+      expect(b.access(w.pages[1]!, "read", true)).toBe(F(1));
+      expect(a.stats.mmuLockWait, mmu).toBe(0);
+      expect(b.stats.mmuLockWait, mmu).toBeGreaterThan(0);
+      expect(b.stats.mmuLockWait, mmu).toBeLessThan(a.cycles - t);
+      const waited = b.stats.mmuLockWait;
+      b.cycles = a.cycles + 1e6;
+      expect(b.access(w.pages[2]!, "read", true)).toBe(F(2));
+      expect(b.stats.mmuLockWait, mmu).toBe(waited);
+    }
+  });
+});
+
 describe("policies", () => {
   it("every policy names its switches and the names are the contract", () => {
     expect(Object.keys(CR0WP_POLICIES)).toEqual(["baseline", "keep-roots", "preserve-roots", "krause-p1-3", "krause2023"]);
