@@ -148,6 +148,7 @@ describe("vmmu report --quick", () => {
             int(r.cycles), (r.cycles * scale / SIM_HZ).toFixed(2), r.ratioToBaseline!.toFixed(3),
             `${int(cr0)} / ${int(fault)} / ${int(r.exitsTotal - cr0 - fault)}`, `${int(r.roots.built)} / ${int(r.roots.freed)} / ${int(r.roots.reused)}`,
             `${int(r.sptes.installed)} / ${int(r.sptes.zapped)}`, `${int(r.flushes.local)} / ${int(r.flushes.remote)}`,
+            m === "shadow" ? "–" : `${(100 * r.mmuLockWait / r.cyclesPerVcpu.reduce((a, b) => a + b, 0)).toFixed(1)}%`,
           ]);
         });
         expect(rows[0]![2]).toMatch(/^<td>[^<]+<\/td><td>[^<]+<\/td><td>1\.000<\/td>/);
