@@ -108,6 +108,26 @@ describe("ssdd on bare metal", () => {
     expect(b.cr0Writes, seedNote(seed)).toEqual(a.cr0Writes);
   });
 
+  it("runs every vCPU's CR0 writes in simulated-time order (interleave cr0, the default), which whole-slice interleaving (block) does not, with the same guest program", async () => {
+    const times = async (interleave?: "cr0" | "block") => {
+      const g = await bareMetalGuest({ vcpus: 3, ramMiB: 64 });
+      const log: number[] = [];
+      for (const c of g.cpus) {
+        const write = c.writeCr0.bind(c);
+        c.writeCr0 = (v: bigint) => { log.push(c.cycles); return write(v); };
+      }
+      const r = runSsdd(g.guest, { pairs: 5, iterations: 20, ...(interleave ? { interleave } : {}) });
+      return { log, r };
+    };
+    const fine = await times(), coarse = await times("block");
+    const outOfOrder = (log: number[]) => log.filter((t, i) => i > 0 && t < log[i - 1]!).length;
+    expect(fine.log.length).toBe(fine.r.cr0Writes);
+    expect(outOfOrder(fine.log)).toBe(0);
+    expect(outOfOrder(coarse.log)).toBeGreaterThan(0);
+    expect(coarse.r.inSteps).toEqual(fine.r.inSteps);
+    expect(coarse.r.steps).toBe(fine.r.steps);
+  });
+
   it("reports progress up to 1", async () => {
     const seen: number[] = [];
     await bare(1, { pairs: 2, iterations: 300, onProgress: (f) => seen.push(f) });
@@ -368,6 +388,7 @@ describe("bad input", () => {
     expect(() => runSsdd(guest, { pairs: 1, iterations: 1, kernexec: { perSwitch: -1 } })).toThrow(/^vmmu: kernexec\.perSwitch must be an integer 0\.\.64/);
     expect(() => runSsdd(guest, { pairs: 1, iterations: 1, kernexec: true as unknown as false })).toThrow(TypeError);
     expect(() => runSsdd({} as LinuxGuest, { pairs: 1, iterations: 1 })).toThrow(/^vmmu: guest must be a LinuxGuest/);
+    expect(() => runSsdd(guest, { pairs: 1, iterations: 1, interleave: "exit" as never })).toThrow(/^vmmu: interleave must be one of cr0, block, got "exit"/);
   });
 
   it("maps the read-only data once: a second, smaller request returns it; a larger one throws", async () => {
