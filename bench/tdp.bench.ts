@@ -29,7 +29,8 @@
 import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { runCr0Wp, CR0WP_MMUS, type Cr0WpMmu, type Cr0WpResult } from "../src/experiments/run-cr0wp.js";
+import { runCr0Wp, CR0WP_MMUS, CR0WP_VCPUS, type Cr0WpMmu, type Cr0WpResult } from "../src/experiments/run-cr0wp.js";
+import type { SsddInterleave } from "../src/guest/ssdd.js";
 import { CR0WP_POLICIES } from "../src/kvm/cr0wp-policy.js";
 import type { DirectMmu, DirectMmuStats } from "../src/kvm/direct-mmu.js";
 import type { TdpMmuStats } from "../src/kvm/tdp-mmu.js";
@@ -54,7 +55,7 @@ const FAULTS = 1024;
 const MMU_RAM = 1n << 40n;
 const ZAP_BYTES = args.quick ? 64n << 20n : 1n << 30n;
 const ZAP_LEAVES = Number(ZAP_BYTES >> 12n);
-const SEED = { vcpus: 1, pairs: 10, iterations: args.quick ? 200 : 1000 };
+const SEED = { vcpus: CR0WP_VCPUS, pairs: 10, iterations: args.quick ? 200 : 1000 };
 const KINDS: DirectMmuKind[] = ["tdp", "legacy"];
 const LEVELS: HostLevel[] = [1, 2];
 const info = machineInfo();
@@ -65,7 +66,7 @@ const loadAtStart = loadavg();
 printMachineInfo("Direct MMUs (issue 10): EPT-violation throughput, zap of a large root, the seed-002 run", info, args);
 console.log(`- load average at start ${loadAtStart}; ${ROUNDS} round(s), order rotated per round`);
 console.log(`- faults: ${FAULTS} per sample, MMU-only guest RAM ${MMU_RAM >> 30n} GiB; zap: ${ZAP_BYTES >> 20n} MiB of 4 KiB leaves (${ZAP_LEAVES}); `
-  + `seed run: ${SEED.vcpus} vCPU, ssdd ${SEED.pairs} pairs × ${SEED.iterations} iterations\n`);
+  + `seed run: ${SEED.vcpus} vCPUs, ssdd ${SEED.pairs} pairs × ${SEED.iterations} iterations\n`);
 
 const range = (xs: number[], digits = 0) => (xs.length ? `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}` : "—");
 const big = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e4 ? `${(n / 1e3).toFixed(1)} k` : String(n));
@@ -268,14 +269,22 @@ console.log("Medians over samples (CPU: process user + system time, all threads)
 // ---- 3. the seed-002 run ------------------------------------------------------------------
 
 const policies = Object.keys(CR0WP_POLICIES);
-const combos = CR0WP_MMUS.flatMap((m) => policies.map((p) => ({ mmu: m, policy: p })));
+// Every MMU × policy with the vCPUs' CR0 writes in time order (the default),
+// plus the legacy and shadow baselines interleaved at blocking points: their
+// host-time ratio is the coroutine scheduler's overhead (their simulated
+// results barely move: no root dies there).
+type Combo = { mmu: Cr0WpMmu; policy: string; interleave: SsddInterleave };
+const combos: Combo[] = [
+  ...CR0WP_MMUS.flatMap((m) => policies.map((p) => ({ mmu: m, policy: p, interleave: "cr0" as const }))),
+  { mmu: "legacy", policy: "baseline", interleave: "block" }, { mmu: "shadow", policy: "baseline", interleave: "block" },
+];
 type SeedRun = Cr0WpResult & { cpuMs: number; setupCpuMs: number };
 const seedRuns = new Map<string, SeedRun[]>();
-const key = (m: Cr0WpMmu, p: string) => `${m}:${p}`;
+const key = (m: Cr0WpMmu, p: string, i: SsddInterleave = "cr0") => `${m}:${p}:${i}`;
 /** Process CPU ms of one runCr0Wp call. */
-async function cpuOf(mmu: Cr0WpMmu, policy: string, size: { pairs: number; iterations: number }): Promise<{ r: Cr0WpResult; cpuMs: number }> {
+async function cpuOf(mmu: Cr0WpMmu, policy: string, interleave: SsddInterleave, size: { pairs: number; iterations: number }): Promise<{ r: Cr0WpResult; cpuMs: number }> {
   const c0 = process.cpuUsage();
-  const r = (await runCr0Wp({ mmus: [mmu], policies: [policy], vcpus: SEED.vcpus, ...size }))[mmu]![policy]!;
+  const r = (await runCr0Wp({ mmus: [mmu], policies: [policy], vcpus: SEED.vcpus, interleave, ...size }))[mmu]![policy]!;
   const c = process.cpuUsage(c0);
   return { r, cpuMs: (c.user + c.system) / 1000 };
 }
@@ -284,26 +293,26 @@ await runCr0Wp({ mmus: [...CR0WP_MMUS], policies, vcpus: 1, pairs: 2, iterations
 for (let round = 0; round < ROUNDS; round++) {
   const t0 = performance.now();
   const order = combos.map((_, i) => combos[(i + round * policies.length) % combos.length]!);
-  for (const { mmu, policy } of order) {
+  for (const { mmu, policy, interleave } of order) {
     // The same call at 1 pair × 1 iteration: VM creation, boot and teardown, subtracted from the measured call's CPU time.
-    const setup = await cpuOf(mmu, policy, { pairs: 1, iterations: 1 });
-    const { r, cpuMs } = await cpuOf(mmu, policy, SEED);
-    const list = seedRuns.get(key(mmu, policy)) ?? [];
+    const setup = await cpuOf(mmu, policy, interleave, { pairs: 1, iterations: 1 });
+    const { r, cpuMs } = await cpuOf(mmu, policy, interleave, SEED);
+    const list = seedRuns.get(key(mmu, policy, interleave)) ?? [];
     list.push({ ...r, cpuMs, setupCpuMs: setup.cpuMs });
-    seedRuns.set(key(mmu, policy), list);
+    seedRuns.set(key(mmu, policy, interleave), list);
   }
   console.error(`[tdp] seed run: round ${round + 1}/${ROUNDS}, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
 interface SeedRow {
-  mmu: Cr0WpMmu; policy: string; r: Cr0WpResult; simRatio: number;
+  mmu: Cr0WpMmu; policy: string; interleave: SsddInterleave; r: Cr0WpResult; simRatio: number;
   wallMs: number; walls: number[]; wallRatio: number; wallRatioRange: string;
   /** CPU ms of the ssdd run: the call's less the 1 × 1 call's, per round. */
   cpuMs: number; cpus: number[]; cpuRatio: number; cpuRatioRange: string; setupCpuMs: number;
 }
 const seedRows: SeedRow[] = [];
-for (const { mmu, policy } of combos) {
-  const rs = seedRuns.get(key(mmu, policy))!;
+for (const { mmu, policy, interleave } of combos) {
+  const rs = seedRuns.get(key(mmu, policy, interleave))!;
   const r = rs[0]!;
   const same = rs.every((x) => x.cycles === r.cycles && x.exitsTotal === r.exitsTotal && x.accesses === r.accesses && x.guest.steps === r.guest.steps
     && x.sptes.installed === r.sptes.installed && x.roots.built === r.roots.built);
@@ -313,18 +322,18 @@ for (const { mmu, policy } of combos) {
   const wallRatios = rs.map((x, i) => x.wallMs / base[i]!.wallMs);
   const cpuRatios = rs.map((x, i) => (x.cpuMs - x.setupCpuMs) / (base[i]!.cpuMs - base[i]!.setupCpuMs));
   seedRows.push({
-    mmu, policy, r, simRatio: r.cycles / base[0]!.cycles,
+    mmu, policy, interleave, r, simRatio: r.cycles / base[0]!.cycles,
     wallMs: median(rs.map((x) => x.wallMs))!, walls: rs.map((x) => x.wallMs), wallRatio: median(wallRatios)!, wallRatioRange: range(wallRatios, 2),
     cpuMs: median(cpus)!, cpus, cpuRatio: median(cpuRatios)!, cpuRatioRange: range(cpuRatios, 2), setupCpuMs: median(rs.map((x) => x.setupCpuMs))!,
   });
 }
 
-console.log(`## 3. The seed-002 run on the host: runCr0Wp, ${SEED.vcpus} vCPU, ssdd ${SEED.pairs} × ${SEED.iterations}\n`);
+console.log(`## 3. The seed-002 run on the host: runCr0Wp, ${SEED.vcpus} vCPUs, ssdd ${SEED.pairs} × ${SEED.iterations}\n`);
 printTable(
-  ["MMU", "policy", "CPU ms", "range", "CPU vs baseline", "(rounds)", "wall ms", "range", "wall vs baseline", "(rounds)", "guest k steps/CPU-s", "guest M acc/CPU-s",
+  ["MMU", "policy", "interleave", "CPU ms", "range", "CPU vs baseline", "(rounds)", "wall ms", "range", "wall vs baseline", "(rounds)", "guest k steps/CPU-s", "guest M acc/CPU-s",
     "sim. cycles", "sim. vs baseline", "same every round", "exits", "EPT viol.", "roots built/freed", "SPTEs installed/zapped", "pages alloc."],
   seedRows.map((s) => [
-    s.mmu, s.policy, s.cpuMs.toFixed(0), range(s.cpus), `${s.cpuRatio.toFixed(2)}×`, s.cpuRatioRange, s.wallMs.toFixed(0), range(s.walls), `${s.wallRatio.toFixed(2)}×`, s.wallRatioRange,
+    s.mmu, s.policy, s.interleave, s.cpuMs.toFixed(0), range(s.cpus), `${s.cpuRatio.toFixed(2)}×`, s.cpuRatioRange, s.wallMs.toFixed(0), range(s.walls), `${s.wallRatio.toFixed(2)}×`, s.wallRatioRange,
     (s.r.guest.steps / s.cpuMs).toFixed(2), (s.r.accesses / s.cpuMs / 1e3).toFixed(2), big(s.r.cycles), `${s.simRatio.toFixed(3)}×`, "yes",
     big(s.r.exitsTotal), big(s.r.eptViolations), `${big(s.r.roots.built)}/${big(s.r.roots.freed)}`, `${big(s.r.sptes.installed)}/${big(s.r.sptes.zapped)}`, big(s.r.pages.allocated),
   ]), 2,
