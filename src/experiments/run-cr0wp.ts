@@ -85,6 +85,12 @@ export interface Cr0WpResult {
    * shadow paging: 0, its mmu_lock is not modelled).
    */
   mmuLockWait: number;
+  /**
+   * Remote-flush requests per target vCPU: waited for (the target was in guest
+   * mode: an IPI round trip) or not (it was handling an exit). Shadow paging: 0
+   * (its flushes always wait).
+   */
+  flushIpis: { waited: number; skipped: number };
   /** MMU resets (kvm_mmu_reset_context) and WP-only re-inits. */
   resets: number;
   reinitOnly: number;
@@ -176,6 +182,7 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
             pages: { allocated: s.spAllocated, freed: s.spZapped },
             flushes: { local: s.localFlushes, remote: s.remoteFlushes },
             mmuLockWait: 0,
+            flushIpis: { waited: 0, skipped: 0 },
             resets: vm.vcpus.reduce((n, v) => n + v.exits.cr0 + v.exits.cr4 + v.exits.smi + v.exits.rsm, 0),
             reinitOnly: 0,
             nxLpageSplits: 0,
@@ -197,6 +204,7 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
             pages: { allocated: s.spAllocated, freed: s.spFreed },
             flushes: { local: sum((v) => v.stats.localFlushes), remote: s.remoteFlushes },
             mmuLockWait: sum((v) => v.stats.mmuLockWait),
+            flushIpis: { waited: sum((v) => v.stats.flushIpis), skipped: sum((v) => v.stats.flushIpisSkipped) },
             resets: sum((v) => v.stats.resets),
             reinitOnly: sum((v) => v.stats.reinitOnly),
             nxLpageSplits: vm.mmu instanceof TdpMmu || vm.mmu instanceof LegacyDirectMmu ? vm.mmu.stats.nxLpageSplits : 0,

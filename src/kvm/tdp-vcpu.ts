@@ -42,7 +42,12 @@ const CR0_TS = 1n << 3n;
 /** The remote-flush side of a VM: every vCPU flushes its EPT-derived TLB entries. */
 export interface TdpFlushTarget {
   flushHardwareAll(): void;
+  /** Whether the vCPU is known to be outside guest mode (handling an exit) at simulated time `t`. */
+  outsideGuestAt(t: number): boolean;
 }
+
+/** Exit-handling intervals a vCPU remembers (outsideGuestAt); a power of 2. */
+const HOST_RING = 16;
 
 /** What the vCPU needs from its VM. */
 export interface TdpVmContext {
@@ -81,13 +86,17 @@ export interface TdpVcpuStats {
   smmEntries: number;
   /** Cycles spent spinning on mmu_lock (charged to this vCPU's time). */
   mmuLockWait: number;
+  /** Remote-flush requests this vCPU sent that waited for a target in guest mode (per target). */
+  flushIpis: number;
+  /** Remote-flush requests that found the target outside guest mode and did not wait for it. */
+  flushIpisSkipped: number;
 }
 
 
 export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   cycles = 0;
   readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0, exception: 0 };
-  readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0, mmuLockWait: 0 };
+  readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0, mmuLockWait: 0, flushIpis: 0, flushIpisSkipped: 0 };
   /** Guest #PFs delivered. */
   injected = 0;
   accesses = 0;
@@ -99,6 +108,10 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   /** The hardware's hits and walk references, charged as simulated time. */
   private readonly meter: HwMeter;
   private readonly vpid: number;
+  /** The last HOST_RING exit-handling intervals [hostFrom, hostTo) in simulated time. */
+  private readonly hostFrom = new Float64Array(HOST_RING).fill(-1);
+  private readonly hostTo = new Float64Array(HOST_RING).fill(-1);
+  private hostNext = 0;
 
   constructor(
     readonly index: number,
@@ -119,9 +132,25 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     this.cycles += n;
   }
 
-  private exit(reason: TdpExitReason): void {
+  /**
+   * A VM exit for `reason`, handled by `f`: the exit round trip charged, the
+   * handling run, and the interval from the exit to the re-entry remembered
+   * as time outside guest mode.
+   */
+  private handled<T>(reason: TdpExitReason, f: () => T): T {
+    const from = this.cycles;
     this.exits[reason]++;
     this.cycles += this.vm.costs.vmExit;
+    const r = f();
+    const i = this.hostNext++ & (HOST_RING - 1);
+    this.hostFrom[i] = from;
+    this.hostTo[i] = this.cycles;
+    return r;
+  }
+
+  outsideGuestAt(t: number): boolean {
+    for (let i = 0; i < HOST_RING; i++) if (this.hostFrom[i]! <= t && t < this.hostTo[i]!) return true;
+    return false;
   }
 
   /** Whether the vCPU is in SMM. */
@@ -241,7 +270,8 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    * Runs `f` under mmu_lock: its simulated cost — the MMU's work (pages
    * allocated and freed, SPTEs installed and zapped: mmuWork) and the remote
    * flushes it waits for — is the hold; the lock's calendar says how long the
-   * vCPU spun before it got the lock, charged on top.
+   * vCPU spun before it got the lock, charged on top. (So the flushes inside
+   * see the other vCPUs' guest mode as of the request, not of the grant.)
    */
   private locked<T>(f: () => T): T {
     const t = this.cycles;
@@ -264,15 +294,24 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   }
 
   /**
-   * `times` kvm_flush_remote_tlbs calls: every vCPU of the VM flushes (INVEPT
-   * all-context); the caller pays an IPI round trip per other vCPU per call, and
-   * its own flush once (its request bit coalesces until it next enters).
+   * `times` kvm_flush_remote_tlbs calls (KVM_REQ_TLB_FLUSH, a waiting request):
+   * 1. every vCPU of the VM flushes (INVEPT all-context) before it next enters;
+   * 2. a target in guest mode is IPI'd and waited for: the caller pays a round
+   *    trip per call (remoteFlush); a target known to be outside guest mode at
+   *    the caller's time — handling an exit of its own, spinning on mmu_lock
+   *    included — is not (kvm_request_needs_ipi); one whose state at that time
+   *    is not simulated yet counts as in guest mode;
+   * 3. the caller's own flush once (its request bit coalesces until it enters).
    */
   private flushRemote(times = 1): void {
     if (times <= 0) return;
+    const t = this.cycles;
     for (const v of this.vm.vcpus) {
       v.flushHardwareAll();
-      if (v !== this) this.charge(this.vm.costs.remoteFlush * times);
+      if (v === this) continue;
+      if (v.outsideGuestAt(t)) { this.stats.flushIpisSkipped += times; continue; }
+      this.stats.flushIpis += times;
+      this.charge(this.vm.costs.remoteFlush * times);
     }
     this.charge(this.vm.costs.localFlush);
   }
@@ -281,11 +320,12 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
 
   /** An EPT-violation exit: the direct MMU maps the gpa (kvm_tdp_mmu_page_fault / direct_page_fault). */
   private eptViolation(gpa: bigint, qualification: number): void {
-    this.exit("ept-violation");
-    this.charge(this.vm.costs.tdpFault);
-    this.locked(() => {
-      const r = this.vm.mmu.pageFault(this.root!.hpa, gpa, (qualification & 2) !== 0, (qualification & 4) !== 0);
-      if (r.flush) this.flushRemote();
+    this.handled("ept-violation", () => {
+      this.charge(this.vm.costs.tdpFault);
+      this.locked(() => {
+        const r = this.vm.mmu.pageFault(this.root!.hpa, gpa, (qualification & 2) !== 0, (qualification & 4) !== 0);
+        if (r.flush) this.flushRemote();
+      });
     });
   }
 
@@ -298,8 +338,7 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     if ((qualification & 0x100) === 0) {
       throw new Error(`vmmu: the guest's paging structure for 0x${va.toString(16)} is at gpa 0x${gpa.toString(16)}, outside guest RAM (MMIO page tables are not modelled)`);
     }
-    this.exit("mmio");
-    this.charge(this.vm.costs.emulate);
+    this.handled("mmio", () => this.charge(this.vm.costs.emulate));
     return gpa;
   }
 
@@ -379,10 +418,11 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
       this.charge(this.vm.costs.nativeCr3);
       return this.hw.writeCr4(value) ? GP : null;
     }
-    this.exit("cr4");
-    if (this.hw.writeCr4(value)) return GP;
-    this.resetContext();
-    return null;
+    return this.handled("cr4", () => {
+      if (this.hw.writeCr4(value)) return GP;
+      this.resetContext();
+      return null;
+    });
   }
 
   /**
@@ -403,18 +443,19 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
       this.charge(this.vm.costs.nativeCr3);
       return this.hw.writeCr0(value) ? GP : null;
     }
-    this.exit("cr0");
-    if (this.hw.writeCr0(value)) return GP;
-    if (changed === CR0.WP) {
-      if (p.ignoreWpNonPaging && (old & CR0.PG) === 0n) return null;
-      if (p.wpOnlyReinit) {
-        this.stats.reinitOnly++;
-        this.charge(this.vm.costs.mmuReinit);
-        return null;
+    return this.handled("cr0", () => {
+      if (this.hw.writeCr0(value)) return GP;
+      if (changed === CR0.WP) {
+        if (p.ignoreWpNonPaging && (old & CR0.PG) === 0n) return null;
+        if (p.wpOnlyReinit) {
+          this.stats.reinitOnly++;
+          this.charge(this.vm.costs.mmuReinit);
+          return null;
+        }
       }
-    }
-    if ((changed & (CR0.PG | CR0.WP)) !== 0n) this.resetContext();
-    return null;
+      if ((changed & (CR0.PG | CR0.WP)) !== 0n) this.resetContext();
+      return null;
+    });
   }
 
   invlpg(va: bigint): void {
@@ -428,12 +469,12 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   }
 
   sendIpi(_target: number): void {
-    this.exit("ipi");
+    this.handled("ipi", () => undefined);
   }
 
   /** An intercepted exception vector (INTERCEPTED_VECTORS) exits and is reinjected; others are delivered without KVM. */
   exception(vector: number): void {
-    if (INTERCEPTED_VECTORS.has(vector)) this.exit("exception");
+    if (INTERCEPTED_VECTORS.has(vector)) this.handled("exception", () => undefined);
   }
 
   // ---- SMM ---------------------------------------------------------------------------
@@ -446,14 +487,15 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    */
   smi(): void {
     if (this.smm) throw new Error("vmmu: SMI while in SMM (SMIs are blocked in SMM)");
-    this.exit("smi");
-    this.charge(this.vm.costs.smmStateSave);
-    const c = this.hw.control();
-    this.smramState = { cr0: c.cr0, cr3: c.cr3, cr4: c.cr4, efer: c.efer };
-    this.smm = true;
-    this.stats.smmEntries++;
-    this.hw.setControl({ cr0: c.cr0 & ~CR0_SMM_CLEAR, cr4: 0n, efer: 0n });
-    this.resetContext();
+    this.handled("smi", () => {
+      this.charge(this.vm.costs.smmStateSave);
+      const c = this.hw.control();
+      this.smramState = { cr0: c.cr0, cr3: c.cr3, cr4: c.cr4, efer: c.efer };
+      this.smm = true;
+      this.stats.smmEntries++;
+      this.hw.setControl({ cr0: c.cr0 & ~CR0_SMM_CLEAR, cr4: 0n, efer: 0n });
+      this.resetContext();
+    });
   }
 
   /**
@@ -464,14 +506,15 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    */
   rsm(): void {
     if (!this.smm) throw new Error("vmmu: RSM outside SMM (#UD)");
-    this.exit("rsm");
-    this.charge(this.vm.costs.smmStateSave);
-    const s = this.smramState!;
-    this.smm = false;
-    this.smramState = undefined;
-    this.hw.setControl(s);
-    this.resetContext();
-    this.charge(3 * this.vm.costs.mmuReinit);
+    this.handled("rsm", () => {
+      this.charge(this.vm.costs.smmStateSave);
+      const s = this.smramState!;
+      this.smm = false;
+      this.smramState = undefined;
+      this.hw.setControl(s);
+      this.resetContext();
+      this.charge(3 * this.vm.costs.mmuReinit);
+    });
   }
 
   /** Releases every root (VM teardown). */

@@ -192,7 +192,7 @@ describe("the seed-002 section (cr0WpSection)", () => {
   /** A result with `cycles` and zero counters. */
   const result = (mmu: "legacy" | "tdp" | "shadow", policy: string, cycles: number): Cr0WpResult => ({
     mmu, policy, title: policy, cycles, cyclesPerVcpu: [cycles], exits: {}, exitsTotal: 0, roots: { built: 0, freed: 0, reused: 0 }, eptViolations: 0,
-    sptes: { installed: 0, zapped: 0 }, nxLpageSplits: 0, pages: { allocated: 0, freed: 0 }, flushes: { local: 0, remote: 0 }, mmuLockWait: 0, resets: 0, reinitOnly: 0,
+    sptes: { installed: 0, zapped: 0 }, nxLpageSplits: 0, pages: { allocated: 0, freed: 0 }, flushes: { local: 0, remote: 0 }, mmuLockWait: 0, flushIpis: { waited: 0, skipped: 0 }, resets: 0, reinitOnly: 0,
     guest: { steps: 0, cr0Writes: 0, syscalls: 0, contextSwitches: 0, debugExceptions: 0 }, tlbHits: 0, hwWalks: 0, ptRefs: 0, accesses: 0, wallMs: 1,
   });
   const section = (tdpBaseline: number): string => {

@@ -25,6 +25,8 @@ describe("vmmu run cr0wp", () => {
     expect(j.tdp.baseline.mmuLockWait).toBeGreaterThan(0);
     expect(j.tdp.krause2023.mmuLockWait).toBeLessThan(j.tdp.baseline.mmuLockWait);
     expect(j.shadow.baseline.mmuLockWait).toBe(0);
+    expect(j.tdp.baseline.flushIpis.waited + j.tdp.baseline.flushIpis.skipped).toBeGreaterThan(0);
+    expect(j.shadow.baseline.flushIpis).toEqual({ waited: 0, skipped: 0 });
     expect(j.tdp.baseline.roots.freed).toBeGreaterThan(j.tdp.baseline.exits.cr0 / 8);
     expect(j.tdp.baseline.eptViolations).toBeGreaterThan(10 * j.tdp.krause2023.eptViolations);
     expect(j.legacy.baseline.roots.freed).toBe(0);

@@ -10,6 +10,7 @@ import { CR0, CR4, LONG_MODE, X86PageTableBuilder, type GuestMemory } from "../.
 import { createTdpVm, type TdpVm } from "../../../src/kvm/tdp-vm.js";
 import type { TdpVcpu } from "../../../src/kvm/tdp-vcpu.js";
 import { CR0WP_POLICIES } from "../../../src/kvm/cr0wp-policy.js";
+import { DEFAULT_COSTS, type CostModel } from "../../../src/kvm/cost-model.js";
 
 const DIRECT = 0xffff_8880_0000_0000n;
 const RO = 0xffff_c900_0000_0000n;
@@ -31,8 +32,8 @@ interface World {
  * A guest with a 2 MiB direct map of its first 16 MiB, a read-only kernel page
  * at RO (KERNEXEC's protected data) and 8 user pages at U.., on one vCPU.
  */
-async function world(mmu: "tdp" | "legacy", policy: string, hostLevel: 1 | 2 = 1, vcpus = 1): Promise<World> {
-  const vm = await createTdpVm({ vcpus, mmu, memoryBytes: 32 << 20, policy, poolBytes: 4 << 20, hostLevel });
+async function world(mmu: "tdp" | "legacy", policy: string, hostLevel: 1 | 2 = 1, vcpus = 1, costs?: CostModel): Promise<World> {
+  const vm = await createTdpVm({ vcpus, mmu, memoryBytes: 32 << 20, policy, poolBytes: 4 << 20, hostLevel, ...(costs ? { costs } : {}) });
   onTestFinished(() => vm.machine.dispose());
   const mem = vm.machine.memory;
   const a = new X86PageTableBuilder(mem, { tableBase: 0x10_0000n, tableLimit: 0x18_0000n });
@@ -305,6 +306,40 @@ describe("mmu_lock (v5.10's spinlock, in simulated time)", () => {
       expect(b.access(w.pages[2]!, "read", true)).toBe(F(2));
       expect(b.stats.mmuLockWait, mmu).toBe(waited);
     }
+  });
+});
+
+describe("remote flushes and guest mode", () => {
+  it("a vCPU is outside guest mode from its exit to its re-entry, and a remote flush at that time does not wait for it; at any other time it does", async () => {
+    // An EPT violation that takes 100 000 cycles to handle: a window wide enough for the other vCPU's whole CR0 exit.
+    const w = await world("tdp", "baseline", 1, 2, { ...DEFAULT_COSTS, tdpFault: 100_000 });
+    const [a, b] = [w.vm.vcpus[0]!, w.vm.vcpus[1]!];
+    const openWindow = (): void => {
+      expect(a.writeCr0(WP_OFF)).toBeNull();
+      expect(a.access(w.pages[0]!, "read", true)).toBe(F(0)); // builds tables in the WP = 0 tree
+    };
+    const closeWindow = (): number => {
+      expect(a.writeCr0(WP_ON)).toBeNull(); // its last reference goes: a v5.10 free with per-table flushes
+      return a.stats.flushIpis + a.stats.flushIpisSkipped;
+    };
+    openWindow();
+    // B's exit starts just before A's close: the access's 2D walk (a few hundred cycles) runs in guest mode first.
+    const t = a.cycles - 1000;
+    b.cycles = t;
+    expect(b.access(w.pages[1]!, "read", true)).toBe(F(1));
+    expect(b.outsideGuestAt(t + 1000)).toBe(true);
+    expect(b.outsideGuestAt(t + 99_000)).toBe(true);
+    expect(b.outsideGuestAt(t - 1)).toBe(false);
+    expect(b.outsideGuestAt(b.cycles)).toBe(false);
+    const inExit = closeWindow();
+    expect(inExit).toBeGreaterThan(0);
+    expect(a.stats.flushIpis).toBe(0);
+    expect(a.stats.flushIpisSkipped).toBe(inExit);
+    a.cycles = b.cycles + 1e6;
+    openWindow();
+    const inGuest = closeWindow() - inExit;
+    expect(inGuest).toBeGreaterThan(0);
+    expect(a.stats.flushIpis).toBe(inGuest);
   });
 });
 
