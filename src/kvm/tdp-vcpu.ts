@@ -26,7 +26,7 @@ import type { SimLock } from "./sim-lock.js";
 import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
-export type TdpExitReason = "ept-violation" | "mmio" | "cr0" | "cr4" | "smi" | "rsm" | "ipi" | "exception";
+export type TdpExitReason = "ept-violation" | "mmio" | "cr0" | "cr4" | "smi" | "rsm" | "ipi" | "exception" | "kick";
 
 /** CR4 bits in the MMU role (KVM_MMU_CR4_ROLE_BITS): changing one exits and resets the MMU; the rest are guest-owned under EPT. */
 const CR4_ROLE_BITS = CR4.PSE | CR4.PAE | CR4.SMEP | CR4.SMAP | CR4.PKE | CR4.LA57 | CR4.PCIDE;
@@ -44,6 +44,8 @@ export interface TdpFlushTarget {
   flushHardwareAll(): void;
   /** Whether the vCPU is known to be outside guest mode (handling an exit) at simulated time `t`. */
   outsideGuestAt(t: number): boolean;
+  /** Kicked out of guest mode by `times` flush IPIs at time `t`: an exit, the flush and the re-entry each. */
+  kicked(t: number, times: number): void;
 }
 
 /** Exit-handling intervals a vCPU remembers (outsideGuestAt); a power of 2. */
@@ -95,7 +97,7 @@ export interface TdpVcpuStats {
 
 export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   cycles = 0;
-  readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0, exception: 0 };
+  readonly exits: Record<TdpExitReason, number> = { "ept-violation": 0, mmio: 0, cr0: 0, cr4: 0, smi: 0, rsm: 0, ipi: 0, exception: 0, kick: 0 };
   readonly stats: TdpVcpuStats = { resets: 0, reinitOnly: 0, nativeCr0: 0, localFlushes: 0, remoteFlushes: 0, smmEntries: 0, mmuLockWait: 0, flushIpis: 0, flushIpisSkipped: 0 };
   /** Guest #PFs delivered. */
   injected = 0;
@@ -146,6 +148,21 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     this.hostFrom[i] = from;
     this.hostTo[i] = this.cycles;
     return r;
+  }
+
+  /**
+   * `times` KVM_REQ_TLB_FLUSH IPIs received in guest mode at `t`: each an exit
+   * (reason "kick"), the flush (kvm_vcpu_flush_tlb_all: INVEPT all-context,
+   * done by flushHardwareAll) and the re-entry, charged to this vCPU and
+   * remembered as time outside guest mode from `t`.
+   */
+  kicked(t: number, times: number): void {
+    const cost = times * (this.vm.costs.vmExit + this.vm.costs.localFlush);
+    this.exits.kick += times;
+    this.cycles += cost;
+    const i = this.hostNext++ & (HOST_RING - 1);
+    this.hostFrom[i] = t;
+    this.hostTo[i] = t + cost;
   }
 
   outsideGuestAt(t: number): boolean {
@@ -297,7 +314,8 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    * `times` kvm_flush_remote_tlbs calls (KVM_REQ_TLB_FLUSH, a waiting request):
    * 1. every vCPU of the VM flushes (INVEPT all-context) before it next enters;
    * 2. a target in guest mode is IPI'd and waited for: the caller pays a round
-   *    trip per call (remoteFlush); a target known to be outside guest mode at
+   *    trip per call (remoteFlush), the target an exit, its flush and the
+   *    re-entry per call (kicked); a target known to be outside guest mode at
    *    the caller's time — handling an exit of its own, spinning on mmu_lock
    *    included — is not (kvm_request_needs_ipi); one whose state at that time
    *    is not simulated yet counts as in guest mode;
@@ -312,6 +330,7 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
       if (v.outsideGuestAt(t)) { this.stats.flushIpisSkipped += times; continue; }
       this.stats.flushIpis += times;
       this.charge(this.vm.costs.remoteFlush * times);
+      v.kicked(t, times);
     }
     this.charge(this.vm.costs.localFlush);
   }

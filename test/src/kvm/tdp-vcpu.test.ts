@@ -335,11 +335,17 @@ describe("remote flushes and guest mode", () => {
     expect(inExit).toBeGreaterThan(0);
     expect(a.stats.flushIpis).toBe(0);
     expect(a.stats.flushIpisSkipped).toBe(inExit);
+    expect(b.exits.kick).toBe(0);
     a.cycles = b.cycles + 1e6;
     openWindow();
+    const b0 = b.cycles, tClose = a.cycles;
     const inGuest = closeWindow() - inExit;
     expect(inGuest).toBeGreaterThan(0);
     expect(a.stats.flushIpis).toBe(inGuest);
+    // Each IPI kicks B out of guest mode: an exit, the flush and the re-entry, charged to B and remembered as host time.
+    expect(b.exits.kick).toBe(inGuest);
+    expect(b.cycles - b0).toBe(inGuest * (DEFAULT_COSTS.vmExit + DEFAULT_COSTS.localFlush));
+    expect(b.outsideGuestAt(tClose + 3000)).toBe(true);
   });
 });
 
