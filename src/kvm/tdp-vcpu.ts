@@ -23,6 +23,7 @@ import { type DirectMmu, type DirectMmuStats, ROLE_SMM, directEptp } from "./dir
 import { accessManyOnHardware } from "./batch-access.js";
 import { HwMeter } from "./hw-meter.js";
 import type { SimLock } from "./sim-lock.js";
+import { GuestModeLog, flushRemoteTlbs, type KickTarget } from "./guest-mode.js";
 import { roleAt, ACC_ALL, ROLE_CR0_WP, ROLE_EFER_NX } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
@@ -40,16 +41,7 @@ const GP: GuestException = { gp: true };
 const CR0_TS = 1n << 3n;
 
 /** The remote-flush side of a VM: every vCPU flushes its EPT-derived TLB entries. */
-export interface TdpFlushTarget {
-  flushHardwareAll(): void;
-  /** Whether the vCPU is known to be outside guest mode (handling an exit) at simulated time `t`. */
-  outsideGuestAt(t: number): boolean;
-  /** Kicked out of guest mode by `times` flush IPIs at time `t`: an exit, the flush and the re-entry each. */
-  kicked(t: number, times: number): void;
-}
-
-/** Exit-handling intervals a vCPU remembers (outsideGuestAt); a power of 2. */
-const HOST_RING = 16;
+export type TdpFlushTarget = KickTarget;
 
 /** What the vCPU needs from its VM. */
 export interface TdpVmContext {
@@ -110,10 +102,10 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   /** The hardware's hits and walk references, charged as simulated time. */
   private readonly meter: HwMeter;
   private readonly vpid: number;
-  /** The last HOST_RING exit-handling intervals [hostFrom, hostTo) in simulated time. */
-  private readonly hostFrom = new Float64Array(HOST_RING).fill(-1);
-  private readonly hostTo = new Float64Array(HOST_RING).fill(-1);
-  private hostNext = 0;
+  /** Time spent handling exits, for remote flushes (outsideGuestAt). */
+  private readonly guestMode = new GuestModeLog();
+  /** Remote-flush requests sent: waited for, or skipped (target outside guest mode). */
+  private readonly ipiCount = { ipis: 0, skipped: 0 };
 
   constructor(
     readonly index: number,
@@ -144,9 +136,7 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     this.exits[reason]++;
     this.cycles += this.vm.costs.vmExit;
     const r = f();
-    const i = this.hostNext++ & (HOST_RING - 1);
-    this.hostFrom[i] = from;
-    this.hostTo[i] = this.cycles;
+    this.guestMode.record(from, this.cycles);
     return r;
   }
 
@@ -160,14 +150,11 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
     const cost = times * (this.vm.costs.vmExit + this.vm.costs.localFlush);
     this.exits.kick += times;
     this.cycles += cost;
-    const i = this.hostNext++ & (HOST_RING - 1);
-    this.hostFrom[i] = t;
-    this.hostTo[i] = t + cost;
+    this.guestMode.record(t, t + cost);
   }
 
   outsideGuestAt(t: number): boolean {
-    for (let i = 0; i < HOST_RING; i++) if (this.hostFrom[i]! <= t && t < this.hostTo[i]!) return true;
-    return false;
+    return this.guestMode.outsideAt(t, this.cycles);
   }
 
   /** Whether the vCPU is in SMM. */
@@ -311,27 +298,16 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
   }
 
   /**
-   * `times` kvm_flush_remote_tlbs calls (KVM_REQ_TLB_FLUSH, a waiting request):
-   * 1. every vCPU of the VM flushes (INVEPT all-context) before it next enters;
-   * 2. a target in guest mode is IPI'd and waited for: the caller pays a round
-   *    trip per call (remoteFlush), the target an exit, its flush and the
-   *    re-entry per call (kicked); a target known to be outside guest mode at
-   *    the caller's time — handling an exit of its own, spinning on mmu_lock
-   *    included — is not (kvm_request_needs_ipi); one whose state at that time
-   *    is not simulated yet counts as in guest mode;
-   * 3. the caller's own flush once (its request bit coalesces until it enters).
+   * `times` kvm_flush_remote_tlbs calls (KVM_REQ_TLB_FLUSH, a waiting
+   * request): every vCPU flushes (INVEPT all-context), the ones in guest mode
+   * are IPI'd and waited for (flushRemoteTlbs, src/kvm/guest-mode.ts), and
+   * the caller flushes once (its request bit coalesces until it enters).
    */
   private flushRemote(times = 1): void {
     if (times <= 0) return;
-    const t = this.cycles;
-    for (const v of this.vm.vcpus) {
-      v.flushHardwareAll();
-      if (v === this) continue;
-      if (v.outsideGuestAt(t)) { this.stats.flushIpisSkipped += times; continue; }
-      this.stats.flushIpis += times;
-      this.charge(this.vm.costs.remoteFlush * times);
-      v.kicked(t, times);
-    }
+    this.charge(flushRemoteTlbs(this, this.vm.vcpus, this.cycles, times, this.vm.costs.remoteFlush, this.ipiCount));
+    this.stats.flushIpis = this.ipiCount.ipis;
+    this.stats.flushIpisSkipped = this.ipiCount.skipped;
     this.charge(this.vm.costs.localFlush);
   }
 
