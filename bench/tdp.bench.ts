@@ -275,12 +275,12 @@ const policies = Object.keys(CR0WP_POLICIES);
 // results barely move: no root dies there).
 type Combo = { mmu: Cr0WpMmu; policy: string; interleave: SsddInterleave };
 const combos: Combo[] = [
-  ...CR0WP_MMUS.flatMap((m) => policies.map((p) => ({ mmu: m, policy: p, interleave: "cr0" as const }))),
+  ...CR0WP_MMUS.flatMap((m) => policies.map((p) => ({ mmu: m, policy: p, interleave: "fine" as const }))),
   { mmu: "legacy", policy: "baseline", interleave: "block" }, { mmu: "shadow", policy: "baseline", interleave: "block" },
 ];
 type SeedRun = Cr0WpResult & { cpuMs: number; setupCpuMs: number };
 const seedRuns = new Map<string, SeedRun[]>();
-const key = (m: Cr0WpMmu, p: string, i: SsddInterleave = "cr0") => `${m}:${p}:${i}`;
+const key = (m: Cr0WpMmu, p: string, i: SsddInterleave = "fine") => `${m}:${p}:${i}`;
 /** Process CPU ms of one runCr0Wp call. */
 async function cpuOf(mmu: Cr0WpMmu, policy: string, interleave: SsddInterleave, size: { pairs: number; iterations: number }): Promise<{ r: Cr0WpResult; cpuMs: number }> {
   const c0 = process.cpuUsage();

@@ -15,7 +15,7 @@ import { codeVersion, type CodeVersion } from "./version.js";
 /** Defaults of `vmmu run cr0wp`. */
 export const CR0WP_DEFAULTS = {
   mmus: ["legacy", "tdp", "shadow"] as Cr0WpMmu[], policies: ["baseline", "krause2023"], vcpus: CR0WP_VCPUS, pairs: 10, iterations: 2000, seed: 1,
-  hostLevel: 2 as 1 | 2 | 3, nxHugePages: CR0WP_NX_HUGE_PAGES as boolean, interleave: "cr0" as SsddInterleave,
+  hostLevel: 2 as 1 | 2 | 3, nxHugePages: CR0WP_NX_HUGE_PAGES as boolean, interleave: "fine" as SsddInterleave,
 } as const;
 
 /** Simulated clock for the "seconds" column: an assumption (a 3 GHz host). */
@@ -24,7 +24,7 @@ export const SIM_HZ = 3e9;
 const USAGE = `usage: vmmu run cr0wp [--mmu legacy|tdp|shadow[,…]|all] [--policy NAME[,NAME…]|all]
                      [--pairs N] [--iterations N] [--vcpus N] [--seed N]
                      [--kernexec off|SYSCALL,EXCEPTION,SWITCH] [--host-level 1|2|3]
-                     [--nx-huge-pages on|off] [--interleave cr0|block]
+                     [--nx-huge-pages on|off] [--interleave fine|block]
                      [--cost name=value …] [--sensitivity] [--json]
 
   Runs rt-tests' ssdd (N tracer/tracee pairs, M PTRACE_SINGLESTEPs each) in a
@@ -42,9 +42,10 @@ ${Object.values(CR0WP_POLICIES).map((p) => `    ${p.name.padEnd(16)} ${p.title}`
   on affected Intel hosts) in the direct MMUs: huge EPT leaves non-executable,
   instruction fetches mapped with 4 KiB pages (default ${CR0WP_DEFAULTS.nxHugePages ? "on" : "off"}: an Intel host, see
   src/experiments/run-cr0wp.ts; shadow paging unaffected). Bare --nx-huge-pages is on.
-  --interleave: cr0 (default) runs every vCPU's CR0 writes in simulated-time order,
-  so CR0.WP windows of two vCPUs overlap when their timing says so; block runs a
-  vCPU until its task blocks (windows never overlap; the coarser model).
+  --interleave: fine (default) runs the vCPUs' MMU events (CR0 writes, EPT violations,
+  lock requests) in simulated-time order, so CR0.WP windows of two vCPUs overlap
+  when their timing says so; block runs a vCPU until its task blocks (windows never
+  overlap; the coarser model).
   Defaults: --mmu ${CR0WP_DEFAULTS.mmus.join(",")} --policy ${CR0WP_DEFAULTS.policies.join(",")} --pairs ${CR0WP_DEFAULTS.pairs}
   --iterations ${CR0WP_DEFAULTS.iterations} (the seed ran 50000) --vcpus ${CR0WP_DEFAULTS.vcpus} --seed ${CR0WP_DEFAULTS.seed}.
   Costs (cycles; defaults from src/kvm/cost-model.ts):
@@ -129,7 +130,7 @@ export const CR0WP_LEGEND: readonly (readonly [string, string])[] = [
   ["roots b/f/r", "roots built / freed (direct MMUs: the tree zapped and freed; shadow: a root reference dropped, the page stays hashed) / reused (found by role)"],
   ["SPTEs inst/zap", "SPTEs installed and zapped"],
   ["flush L/R", "TLB flushes: local (kvm_mmu_load, root switches), remote (all vCPUs)"],
-  ["lock wait", "share of the vCPUs' simulated time spent spinning on mmu_lock (v5.10's spinlock; direct MMUs only, src/kvm/sim-lock.ts)"],
+  ["lock wait", "share of the vCPUs' simulated time spent spinning on mmu_lock (a spinlock in v5.10, src/kvm/sim-lock.ts)"],
 ];
 
 
@@ -145,7 +146,7 @@ export function formatCr0Wp(results: Record<string, Record<string, Cr0WpResult>>
       return [
         r.policy, fmt(r.cycles), (r.cycles * scale / SIM_HZ).toFixed(2), r.ratioToBaseline !== undefined ? `${r.ratioToBaseline.toFixed(3)}×` : "–",
         `${fmt(cr0)}/${fmt(ept)}/${fmt(r.exitsTotal - cr0 - ept)}`, `${fmt(r.roots.built)}/${fmt(r.roots.freed)}/${fmt(r.roots.reused)}`,
-        `${fmt(r.sptes.installed)}/${fmt(r.sptes.zapped)}`, `${fmt(r.flushes.local)}/${fmt(r.flushes.remote)}`, lockShare(mmu, r),
+        `${fmt(r.sptes.installed)}/${fmt(r.sptes.zapped)}`, `${fmt(r.flushes.local)}/${fmt(r.flushes.remote)}`, lockShare(r),
       ];
     });
     const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));

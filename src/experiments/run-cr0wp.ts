@@ -8,7 +8,7 @@
 // reused, EPT violations, SPTEs installed and zapped, TLB flushes.
 //
 // Guest configuration (assumptions, each a parameter): 2 vCPUs (CR0WP_VCPUS),
-// interleaved so that their CR0 writes happen in simulated-time order
+// interleaved so that their MMU events happen in simulated-time order
 // (src/guest/ssdd.ts); an Intel host with KVM's NX huge page mitigation on
 // (CR0WP_NX_HUGE_PAGES) and guest RAM backed by THP;
 // the guest runs with page-table isolation and PCIDs (grsecurity's amd64
@@ -53,7 +53,7 @@ export interface Cr0WpRunOptions {
    * unaffected here (KVM's FNAME(fetch) applies it too; not modelled).
    */
   nxHugePages?: boolean;
-  /** How finely the vCPUs interleave (default "cr0": every CR0 write in simulated-time order; src/guest/ssdd.ts). */
+  /** How finely the vCPUs interleave (default "fine": their MMU events in simulated-time order; src/guest/ssdd.ts). */
   interleave?: SsddInterleave;
   /** Called with (run index, fraction done of that run). */
   onProgress?: (run: number, fraction: number) => void;
@@ -80,15 +80,11 @@ export interface Cr0WpResult {
   /** Table pages allocated and freed by the hypervisor MMU. */
   pages: { allocated: number; freed: number };
   flushes: { local: number; remote: number };
-  /**
-   * Cycles the vCPUs spun on mmu_lock, summed (direct MMUs: src/kvm/sim-lock.ts;
-   * shadow paging: 0, its mmu_lock is not modelled).
-   */
+  /** Cycles the vCPUs spun on mmu_lock, summed (src/kvm/sim-lock.ts). */
   mmuLockWait: number;
   /**
    * Remote-flush requests per target vCPU: waited for (the target was in guest
-   * mode: an IPI round trip) or not (it was handling an exit). Shadow paging: 0
-   * (its flushes always wait).
+   * mode: an IPI round trip) or not (it was handling an exit).
    */
   flushIpis: { waited: number; skipped: number };
   /** MMU resets (kvm_mmu_reset_context) and WP-only re-inits. */
@@ -181,8 +177,8 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
             sptes: { installed: s.spteInstalled, zapped: s.spZapped },
             pages: { allocated: s.spAllocated, freed: s.spZapped },
             flushes: { local: s.localFlushes, remote: s.remoteFlushes },
-            mmuLockWait: 0,
-            flushIpis: { waited: 0, skipped: 0 },
+            mmuLockWait: s.mmuLockWait,
+            flushIpis: { waited: s.flushIpis, skipped: s.flushIpisSkipped },
             resets: vm.vcpus.reduce((n, v) => n + v.exits.cr0 + v.exits.cr4 + v.exits.smi + v.exits.rsm, 0),
             reinitOnly: 0,
             nxLpageSplits: 0,
@@ -254,9 +250,8 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
   return out;
 }
 
-/** The vCPUs' mmu_lock spin as a share of their summed time ("–" under shadow paging, where it is not modelled). */
-export function lockShare(mmu: string, r: Cr0WpResult): string {
-  if (mmu === "shadow") return "–";
+/** The vCPUs' mmu_lock spin as a share of their summed time. */
+export function lockShare(r: Cr0WpResult): string {
   const total = r.cyclesPerVcpu.reduce((a, b) => a + b, 0);
   return `${(total > 0 ? 100 * r.mmuLockWait / total : 0).toFixed(1)}%`;
 }

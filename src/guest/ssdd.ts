@@ -62,14 +62,14 @@
 // Scheduling: pair i runs on CPU i mod N; each CPU has a FIFO run queue; the
 // CPUs are interleaved in one thread by simulated time, a conservative
 // discrete-event scheme: each CPU's kernel path is a coroutine that stops
-// just before every MOV to CR0; the CPU with the fewest cycles runs next,
-// up to its next CR0 write or until its task blocks. So every CR0 write of
-// every CPU executes in simulated-time order — when one vCPU's CR0.WP
-// window overlaps another's is decided by the cost model, and with it which
-// roots a hypervisor MMU finds referenced — while the accesses between two
-// CR0 writes run as a batch (their order across CPUs does not change which
-// root each CPU holds). `interleave: "block"` gives the coarser order: a
-// CPU runs until its task blocks, and no two windows ever overlap. A tracer
+// before every kernel primitive (one access or a few, a syscall entry, a
+// context switch) and every MOV to CR0; the CPU with the fewest cycles runs
+// next, up to its next stop or until its task blocks. So the CPUs' MMU events
+// happen in simulated-time order to within one primitive: when one vCPU's
+// CR0.WP window overlaps another's, which roots a hypervisor MMU finds
+// referenced, and who waits for whom on its locks all follow from the cost
+// model. `interleave: "block"` gives the coarser order: a CPU runs until its
+// task blocks, and no two windows ever overlap. A tracer
 // exits after its last step without killing its tracee ("It will
 // automatically exit when its owner, ie, us, exits", ssdd.c): exit_ptrace
 // detaches it (__ptrace_unlink wakes it in TASK_TRACED), ptrace_stop
@@ -97,8 +97,8 @@ export interface KernexecOptions {
 /** The defaults and their sources: see the file header. */
 export const KERNEXEC_DEFAULTS: Readonly<KernexecOptions> = Object.freeze({ perSyscall: 0, perException: 0, perSwitch: 2 });
 
-export type SsddInterleave = "cr0" | "block";
-export const SSDD_INTERLEAVES: readonly SsddInterleave[] = ["cr0", "block"];
+export type SsddInterleave = "fine" | "block";
+export const SSDD_INTERLEAVES: readonly SsddInterleave[] = ["fine", "block"];
 
 export interface SsddOptions {
   /** Tracer/tracee pairs (ssdd's nforks). */
@@ -110,11 +110,12 @@ export interface SsddOptions {
   /** grsecurity KERNEXEC's CR0.WP toggles (default KERNEXEC_DEFAULTS; missing counts default too), or false for a stock kernel. */
   kernexec?: Partial<KernexecOptions> | false;
   /**
-   * How finely the CPUs interleave (default "cr0"): "cr0" switches to the CPU
-   * that is furthest behind in simulated time before every MOV to CR0, so the
-   * CR0 writes of all CPUs happen in time order (which vCPUs hold which MMU
-   * root at any moment then follows from the cost model); "block" runs a CPU
-   * until its task blocks, so one CPU's CR0.WP window never overlaps
+   * How finely the CPUs interleave (default "fine"): "fine" switches to the CPU
+   * that is furthest behind in simulated time before every kernel primitive
+   * (an access or a few, a syscall entry, a context switch) and every MOV to
+   * CR0, so the CPUs' MMU events — CR0 writes, EPT violations, mmu_lock
+   * requests — happen in time order to within one primitive; "block" runs a
+   * CPU until its task blocks, so one CPU's CR0.WP window never overlaps
    * another's (the coarse model, for comparison).
    */
   interleave?: SsddInterleave;
@@ -178,9 +179,9 @@ const GDT_TLS = 12n * 8n;
 type Kind = "main" | "tracer" | "tracee";
 
 /**
- * A CPU's kernel path as a coroutine: it yields just before each MOV to CR0
- * (the sync points of the interleaving, see Ssdd.run) and returns when the
- * CPU's current task blocks or exits.
+ * A CPU's kernel path as a coroutine: it yields before each kernel primitive
+ * and each MOV to CR0 (the sync points of the interleaving, see the file
+ * header) and returns when the CPU's current task blocks or exits.
  */
 type Co = Generator<void, void, void>;
 
@@ -272,7 +273,7 @@ class Ssdd {
 
   constructor(private readonly g: LinuxGuest, private readonly o: SsddOptions, private readonly kx: Readonly<KernexecOptions> | false) {
     this.cpus = g.cpus;
-    this.fine = (o.interleave ?? "cr0") === "cr0";
+    this.fine = (o.interleave ?? "fine") === "fine";
     this.runq = this.cpus.map(() => []);
     this.cyc = this.cpus.map(() => 0);
     this.rng[0] = ((o.seed ?? 1) >>> 0) || 0x2545f491;
@@ -381,6 +382,7 @@ class Ssdd {
 
   /** context_switch to `next` (or idle), then KERNEXEC's per-switch pairs (pax_switch_mm, native_load_tls). */
   private *switchTo(lc: LinuxCpu, next: STask | null, inStep: boolean): Co {
+    yield;
     this.g.switchTo(lc, next ? next.t : null);
     this.total.contextSwitches++;
     if (inStep) this.step.contextSwitches++;
@@ -440,6 +442,7 @@ class Ssdd {
     const cpu = lc.cpu;
     yield;
     oops(cpu.writeCr0(KERNEL_CR0 & ~CR0.WP), lc, "pax_open_kernel");
+    yield;
     this.g.fetchText(lc, path, 1);
     if (src !== null) this.g.kernelAccess(lc, src, "read");
     oops(cpu.store64(va, value), lc, `store to read-only data at 0x${va.toString(16)} with CR0.WP clear`);
@@ -452,6 +455,7 @@ class Ssdd {
 
   /** A syscall entry and its KERNEXEC pairs (on a __read_only variable of the syscall's own). */
   private *sys(lc: LinuxCpu, nr: number, inStep: boolean): Co {
+    yield;
     this.g.syscallEnter(lc, nr);
     this.total.syscalls++;
     if (inStep) this.step.syscalls++;
@@ -512,16 +516,22 @@ class Ssdd {
   /** execve, fork a tracer per pair (pair i on CPU i mod N), then wait for them. */
   private *mainStart(lc: LinuxCpu, m: STask): Co {
     const g = this.g;
+    yield;
     g.leave(lc);
     yield* this.sys(lc, NR.execve, false);
+    yield;
     this.exec(lc, m);
+    yield;
     g.leave(lc);
     for (let i = 0; i < this.o.pairs; i++) {
+      yield;
       this.user(lc, m.code, "fetch");
+      yield;
       this.user(lc, m.stack, "write");
       yield* this.sys(lc, NR.fork, false);
       const tracer = this.add(g.fork(lc, m.t), "tracer", i % this.cpus.length);
       this.wake(lc, tracer);
+      yield;
       g.leave(lc);
     }
     yield* this.mainWait(lc, m, false);
@@ -540,10 +550,15 @@ class Ssdd {
         yield* this.schedule(lc, false);
         return;
       }
+      yield;
       g.touchPhys(lc, this.slab(z, SLAB.task), 2, "read");
+      yield;
       g.reap(m.t, z.t);
+      yield;
       this.kuser(lc, m, m.stack, "write");
+      yield;
       g.leave(lc);
+      yield;
       this.user(lc, m.code, "fetch");
       if (++m.reaped === this.o.pairs) break;
     }
@@ -552,6 +567,7 @@ class Ssdd {
   }
 
   private *exitTask(lc: LinuxCpu, s: STask): Co {
+    yield;
     this.g.exit(lc, s.t);
     this.of.delete(s.t);
     this.live--;
@@ -563,33 +579,48 @@ class Ssdd {
   /** forktests(): fork the tracee, sigaction(SIGCHLD), PTRACE_ATTACH, wait for the attach stop. */
   private *tracerStart(lc: LinuxCpu, tr: STask): Co {
     const g = this.g;
+    yield;
     g.leave(lc);
+    yield;
     this.user(lc, tr.code, "fetch");
+    yield;
     this.user(lc, tr.stack, "write");
     yield* this.sys(lc, NR.fork, false);
     const te = this.add(g.fork(lc, tr.t), "tracee", tr.cpu);
     te.peer = tr;
     tr.peer = te;
     this.wake(lc, te);
+    yield;
     g.leave(lc);
+    yield;
     this.user(lc, tr.libc, "fetch");
     yield* this.sys(lc, NR.rt_sigaction, false);
+    yield;
     this.kuser(lc, tr, tr.stack - 0x40, "read");
+    yield;
     g.touchPhys(lc, this.slab(tr, SLAB.sighand), 2, "write");
+    yield;
     g.leave(lc);
+    yield;
     this.user(lc, tr.libc, "fetch");
     yield* this.sys(lc, NR.ptrace, false);
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.task), 2, "write");
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
+    yield;
     g.leave(lc);
     yield* this.wait4(lc, tr, false);
   }
 
   /** waitpid(-1, WUNTRACED | __WALL) with the tracee not stopped yet: do_wait sleeps. */
   private *wait4(lc: LinuxCpu, tr: STask, inStep: boolean): Co {
+    yield;
     this.user(lc, tr.libc + 64, "fetch");
     yield* this.sys(lc, NR.wait4, inStep);
+    yield;
     this.g.touchPhys(lc, this.slab(tr, SLAB.task), 1, "read");
+    yield;
     this.g.touchPhys(lc, this.slab(tr.peer!, SLAB.task), 1, "read");
     tr.phase = "waited";
     tr.waiting = true;
@@ -604,32 +635,52 @@ class Ssdd {
   private *tracerWaited(lc: LinuxCpu, tr: STask): Co {
     const g = this.g, te = tr.peer!, inStep = tr.stepping;
     tr.waiting = false;
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.task), 2, "write");
+    yield;
     this.kuser(lc, tr, tr.stack, "write");
+    yield;
     g.touchPhys(lc, this.slab(tr, SLAB.signal), 1, "write");
+    yield;
     g.touchPhys(lc, this.slab(tr, SLAB.sighand), 1, "read");
+    yield;
     g.fetchText(lc, PATH.signal, 6);
     // get_sigframe: the FPU state below the red zone, the frame below it.
     const fp = tr.stack - 0x200 - SIGFRAME_FP_LINES * 64, frame = fp - SIGFRAME_CTX_LINES * 64;
     // copy_fpstate_to_sigframe: XSAVE straight to the user frame (the registers hold the tracer's state since switch_fpu_finish).
+    yield;
     lc.cpu.work(g.work.fpuSave);
+    yield;
     this.kcopy(lc, tr, fp, SIGFRAME_FP_LINES, "write", false);
+    yield;
     this.kcopy(lc, tr, frame, SIGFRAME_CTX_LINES, "write", true);
     this.total.signals++;
     if (inStep) this.step.signals++;
+    yield;
     g.leave(lc);
+    yield;
     this.user(lc, tr.code + 64, "fetch");
+    yield;
     this.user(lc, tr.bss, "write");
+    yield;
     this.user(lc, tr.libc + 128, "fetch");
     yield* this.sys(lc, NR.rt_sigreturn, inStep);
     // restore_sigcontext, then fpu__restore_sig: XRSTOR straight from the user frame.
+    yield;
     this.kcopy(lc, tr, frame, SIGFRAME_CTX_LINES, "read", true);
+    yield;
     lc.cpu.work(g.work.fpuRestore);
+    yield;
     this.kcopy(lc, tr, fp, SIGFRAME_FP_LINES, "read", false);
+    yield;
     g.leave(lc);
+    yield;
     this.user(lc, tr.code, "fetch");
+    yield;
     this.user(lc, tr.stack, "read");
+    yield;
     this.user(lc, tr.bss, "read");
+    yield;
     this.user(lc, tr.bss, "write");
     if (inStep) {
       tr.stepping = false;
@@ -641,13 +692,18 @@ class Ssdd {
       return;
     }
     tr.stepping = true;
+    yield;
     this.user(lc, tr.libc, "fetch");
     yield* this.sys(lc, NR.ptrace, true);
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.task), 2, "write");
+    yield;
     g.touchPhys(lc, (BigInt(te.t.kstack) << 12n) + (PT_REGS_FLAGS & ~63n), 1, "write");
+    yield;
     this.readTraceeInsn(lc, te);
     te.phase = "stopped";
     this.wake(lc, te);
+    yield;
     g.leave(lc);
     yield* this.wait4(lc, tr, true);
   }
@@ -666,10 +722,12 @@ class Ssdd {
   /** exit_group after the last step: exit_ptrace detaches and wakes the tracee (stopped with its SIGTRAP pending), do_exit, main notified. */
   private *tracerExit(lc: LinuxCpu, tr: STask): Co {
     const te = tr.peer!, m = this.main;
+    yield;
     this.user(lc, tr.libc, "fetch");
     yield* this.sys(lc, NR.exit_group, false);
     te.phase = "detached";
     this.wake(lc, te);
+    yield;
     this.g.exit(lc, tr.t);
     this.of.delete(tr.t);
     this.live--;
@@ -686,10 +744,15 @@ class Ssdd {
   /** get_signal → ptrace_stop: TASK_TRACED, SIGCHLD to the tracer and its wakeup (do_notify_parent_cldstop), schedule. */
   private *traceeStop(lc: LinuxCpu, te: STask, inStep: boolean): Co {
     const g = this.g, tr = te.peer!;
+    yield;
     lc.cpu.work(STOP_WORK);
+    yield;
     g.fetchText(lc, PATH.ptraceStop, 8);
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.task), 2, "write");
+    yield;
     g.touchPhys(lc, this.slab(tr, SLAB.sighand), 1, "read");
+    yield;
     g.touchPhys(lc, this.slab(tr, SLAB.signal), 1, "write");
     if (!tr.waiting) throw new Error(`vmmu: ssdd: tracee ${te.t.pid} stopped with its tracer not in wait4`);
     this.wake(lc, tr);
@@ -700,19 +763,30 @@ class Ssdd {
   /** Resumed by PTRACE_SINGLESTEP: back to user with TF, one instruction, #DB, SIGTRAP, stop again. */
   private *traceeStep(lc: LinuxCpu, te: STask): Co {
     const g = this.g;
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.task), 1, "read");
+    yield;
     g.leave(lc);
+    yield;
     this.user(lc, te.code, "fetch");
     this.total.debugExceptions++;
     this.step.debugExceptions++;
+    yield;
     lc.cpu.exception(1);
+    yield;
     lc.cpu.work(g.work.exceptionDelivery);
+    yield;
     g.enter(lc);
+    yield;
     lc.cpu.work(DEBUG_WORK);
+    yield;
     g.fetchText(lc, PATH.debug, 8);
     if (this.kx) for (let k = 0; k < this.kx.perException; k++) yield* this.paxWrite(lc, this.rodata + 0x800n + BigInt(k * 8), 1n, true, PATH.debug, null);
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.sighand), 1, "read");
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.sigqueue), 1, "write");
     yield* this.traceeStop(lc, te, true);
   }
@@ -725,9 +799,13 @@ class Ssdd {
    */
   private *traceeDie(lc: LinuxCpu, te: STask): Co {
     const g = this.g;
+    yield;
     g.fetchText(lc, PATH.signal, 6);
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.sighand), 1, "read");
+    yield;
     g.touchPhys(lc, this.slab(te, SLAB.signal), 1, "write");
+    yield;
     g.reap(te.peer!.t, te.t);
     yield* this.exitTask(lc, te);
   }

@@ -15,6 +15,8 @@ import type { HostPool } from "./host-pool.js";
 import type { CostModel } from "./cost-model.js";
 import type { ShadowPolicy } from "./policy.js";
 import { PTE } from "../x86/regs.js";
+import { SimLock } from "./sim-lock.js";
+import { flushRemoteTlbs, type KickTarget } from "./guest-mode.js";
 
 // ---- role (union kvm_mmu_page_role, one u32) --------------------------------
 //
@@ -98,6 +100,12 @@ export interface ShadowStats {
   guestWalks: number;
   guestWalkRefs: number;
   rootsBuilt: number;
+  /** Remote-flush requests per target vCPU that found it in guest mode (an IPI round trip waited for). */
+  flushIpis: number;
+  /** Remote-flush requests per target vCPU that found it handling an exit (not waited for). */
+  flushIpisSkipped: number;
+  /** Cycles the vCPUs spun on mmu_lock, summed. */
+  mmuLockWait: number;
   /** Root references dropped (kvm_mmu_free_roots, one root): the shadow page stays hashed unless it was zapped. */
   rootsFreed: number;
   rootsReused: number;
@@ -107,16 +115,16 @@ function zeroStats(): ShadowStats {
   return {
     spAllocated: 0, spZapped: 0, spLive: 0, spPeak: 0, syncs: 0, spteSynced: 0, spteInstalled: 0, emulatedWrites: 0,
     unsyncs: 0, remoteFlushes: 0, localFlushes: 0, addrFlushes: 0, guestWalks: 0, guestWalkRefs: 0,
-    rootsBuilt: 0, rootsFreed: 0, rootsReused: 0,
+    rootsBuilt: 0, rootsFreed: 0, rootsReused: 0, flushIpis: 0, flushIpisSkipped: 0, mmuLockWait: 0,
   };
 }
 
-/** What a VM-wide operation needs from the vCPUs: flushing their hardware TLBs, charging time. */
-export interface FlushTarget {
-  /** Flushes every hardware TLB context of this vCPU (remote flush target). */
-  flushHardwareAll(): void;
+/** What a VM-wide operation needs from the vCPUs: flushing their hardware TLBs (in guest mode or not), charging time. */
+export interface FlushTarget extends KickTarget {
   /** Charges `cycles` to this vCPU. */
   charge(cycles: number): void;
+  /** The vCPU's simulated time. */
+  readonly cycles: number;
 }
 
 export class ShadowMmu {
@@ -132,6 +140,12 @@ export class ShadowMmu {
   private readonly active = new Set<ShadowPage>();
   readonly stats: ShadowStats = zeroStats();
   vcpus: FlushTarget[] = [];
+  /**
+   * kvm->mmu_lock (a spinlock in every kernel the shadow policies cover) in
+   * simulated time: the vCPUs' shadow-MMU work holds it (ShadowVcpu.locked).
+   */
+  readonly mmuLock = new SimLock(() => this.vcpus.reduce((m, v) => Math.min(m, v.cycles), Infinity));
+  private readonly ipiCount = { ipis: 0, skipped: 0 };
   /** The guest table being synced, copied out in one piece (syncPage). */
   private readonly gpteWords = new Uint32Array(1024);
   private readonly gpteBytes = new Uint8Array(this.gpteWords.buffer);
@@ -546,13 +560,17 @@ export class ShadowMmu {
 
   // ---- TLB flushes -------------------------------------------------------------
 
-  /** kvm_flush_remote_tlbs: every vCPU's hardware TLB, charged to `from`: a local flush plus an IPI per other vCPU. */
+  /**
+   * kvm_flush_remote_tlbs by `from`: every vCPU's hardware TLB flushed; the
+   * other vCPUs in guest mode IPI'd, waited for and kicked
+   * (flushRemoteTlbs, src/kvm/guest-mode.ts); `from` charged the waits and
+   * its own flush.
+   */
   flushRemote(from: FlushTarget): void {
     this.stats.remoteFlushes++;
-    for (const v of this.vcpus) {
-      v.flushHardwareAll();
-      if (v !== from) from.charge(this.costs.remoteFlush);
-    }
+    from.charge(flushRemoteTlbs(from, this.vcpus, from.cycles, 1, this.costs.remoteFlush, this.ipiCount));
+    this.stats.flushIpis = this.ipiCount.ipis;
+    this.stats.flushIpisSkipped = this.ipiCount.skipped;
     from.charge(this.costs.localFlush);
   }
 }

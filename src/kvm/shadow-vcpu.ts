@@ -20,13 +20,14 @@ import type { ShadowPolicy } from "./policy.js";
 import { ROLE_SMM } from "./direct-mmu.js";
 import { accessManyOnHardware } from "./batch-access.js";
 import { HwMeter } from "./hw-meter.js";
+import { GuestModeLog } from "./guest-mode.js";
 import {
   ShadowMmu, ShadowPage, roleAt, ACC_ALL, ACC_EXEC, ACC_WRITE, ACC_USER,
   ROLE_CR0_WP, ROLE_EFER_NX, ROLE_SMEP_ANDNOT_WP, ROLE_SMAP_ANDNOT_WP, type FlushTarget,
 } from "./shadow-mmu.js";
 
 /** Why the guest exited to the hypervisor. */
-export type ExitReason = "pf" | "cr3" | "invlpg" | "invpcid" | "cr0" | "cr4" | "ipi" | "emulate" | "smi" | "rsm" | "exception";
+export type ExitReason = "pf" | "cr3" | "invlpg" | "invpcid" | "cr0" | "cr4" | "ipi" | "emulate" | "smi" | "rsm" | "exception" | "kick";
 
 interface RootSlot {
   /** Guest CR3 (with PCID, without bit 63). */
@@ -56,7 +57,7 @@ function gpteAcc(pte: bigint): number {
 
 export class ShadowVcpu implements GuestCpu, FlushTarget {
   cycles = 0;
-  readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0, smi: 0, rsm: 0, exception: 0 };
+  readonly exits: Record<ExitReason, number> = { pf: 0, cr3: 0, invlpg: 0, invpcid: 0, cr0: 0, cr4: 0, ipi: 0, emulate: 0, smi: 0, rsm: 0, exception: 0, kick: 0 };
   /** Guest #PFs delivered (the guest's own faults, after the hypervisor's walk). */
   injected = 0;
   accesses = 0;
@@ -77,6 +78,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   /** In SMM (role.smm); the guest's control state saved in SMRAM until RSM. */
   private smm = false;
   private smramState: { cr0: bigint; cr3: bigint; cr4: bigint; efer: bigint } | undefined;
+  /** Time spent handling exits, for remote flushes (outsideGuestAt): an exit opens it, the guest's next operation closes it. */
+  private readonly guestMode = new GuestModeLog();
+  /** Depth of nested locked() regions (mmu_lock is taken once). */
+  private lockDepth = 0;
 
   constructor(
     readonly index: number,
@@ -100,12 +105,51 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   }
 
   work(n: number): void {
+    this.guestMode.enter(this.cycles);
     this.cycles += n;
   }
 
   private exit(reason: ExitReason): void {
+    this.guestMode.leave(this.cycles);
     this.exits[reason]++;
     this.cycles += this.costs.vmExit;
+  }
+
+  /** The guest runs again: an exit being handled is over (every GuestCpu operation starts with it). */
+  private resume(): void {
+    this.guestMode.enter(this.cycles);
+  }
+
+  outsideGuestAt(t: number): boolean {
+    return this.guestMode.outsideAt(t, this.cycles);
+  }
+
+  /** `times` flush IPIs received in guest mode at `t`: an exit (reason "kick"), the flush and the re-entry each, charged here. */
+  kicked(t: number, times: number): void {
+    const cost = times * (this.costs.vmExit + this.costs.localFlush);
+    this.exits.kick += times;
+    this.cycles += cost;
+    this.guestMode.record(t, t + cost);
+  }
+
+  /**
+   * Runs `f` under mmu_lock (re-entrant: nested regions take it once): its
+   * simulated cost — the shadow-MMU work and the remote flushes it waits for
+   * — is the hold; the spin before the grant (ShadowMmu.mmuLock's calendar)
+   * is charged on top. KVM takes the lock for the fault path after the guest
+   * walk (FNAME(page_fault)), root allocation and freeing, kvm_mmu_sync_roots,
+   * FNAME(invlpg) and kvm_mmu_pte_write.
+   */
+  private locked<T>(f: () => T): T {
+    if (this.lockDepth > 0) return f();
+    const t = this.cycles;
+    this.lockDepth++;
+    let r: T;
+    try { r = f(); } finally { this.lockDepth--; }
+    const wait = this.mmu.mmuLock.acquire(t, this.cycles - t);
+    this.cycles += wait;
+    this.mmu.stats.mmuLockWait += wait;
+    return r;
   }
 
   // ---- guest state ------------------------------------------------------------
@@ -249,8 +293,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    */
   private switchRoot(pgd: bigint): boolean {
     if (this.policy.pcidTaggedSps) {
-      this.freeSlot(this.root);
-      this.allocRoot(pgd);
+      this.locked(() => { this.freeSlot(this.root); this.allocRoot(pgd); });
       return true;
     }
     if (this.policy.prevRoots) {
@@ -267,17 +310,19 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
           return true;
         }
       }
-      this.freeSlot(cur);
-      this.allocRoot(pgd);
+      this.locked(() => { this.freeSlot(cur); this.allocRoot(pgd); });
       return false;
     }
-    this.freeSlot(this.root);
-    this.allocRoot(pgd);
+    this.locked(() => { this.freeSlot(this.root); this.allocRoot(pgd); });
     return false;
   }
 
   /** The guest flushed PCID `pcid`: cached roots of that PCID are freed (shahid2018) or marked need-sync (lai2021). */
   private invalidatePrevRootsOfPcid(pcid: number): void {
+    this.locked(() => this.invalidatePrevRootsOfPcidLocked(pcid));
+  }
+
+  private invalidatePrevRootsOfPcidLocked(pcid: number): void {
     for (let i = 0; i < NUM_PREV_ROOTS; i++) {
       const s = this.prev[i];
       if (!s || Number(s.pgd & CR3_PCID_MASK) !== pcid) continue;
@@ -299,6 +344,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    * entry (which rebuilds it).
    */
   freeRoots(flags: number): void {
+    this.locked(() => this.freeRootsLocked(flags));
+  }
+
+  private freeRootsLocked(flags: number): void {
     for (let i = 0; i < NUM_PREV_ROOTS; i++) {
       if ((flags & ROOT_PREVIOUS(i)) === 0 || !this.prev[i]) continue;
       this.freeSlot(this.prev[i]);
@@ -330,8 +379,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       this.flushHardwareAddr(va);
       return { cr2: va, errorCode: result.fault.errorCode };
     }
-    if (levels.length === 0) return this.fetchDirect(va, result.pa, access);
-    return this.fetch(va, levels, access, user);
+    return this.locked(() => levels.length === 0 ? this.fetchDirect(va, result.pa, access) : this.fetch(va, levels, access, user));
   }
 
   /**
@@ -458,17 +506,21 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   private reloadIfObsolete(): void {
     if (this.root?.sp.valid) return;
     const pgd = this.root?.pgd ?? (this.guest().cr3 & ~CR3_NOFLUSH);
-    this.freeSlot(this.root);
-    this.allocRoot(pgd);
-    this.mmu.syncTree(this.root!.sp, this);
+    this.locked(() => {
+      this.freeSlot(this.root);
+      this.allocRoot(pgd);
+      this.mmu.syncTree(this.root!.sp, this);
+    });
     this.loadHardware();
     this.flushHardwareCurrent();
   }
 
   access(va: bigint, access: X86Access, user: boolean): bigint | GuestException {
+    this.resume();
     this.accesses++;
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
+      this.resume();
       this.meter.mark();
       const hpa = this.hw.translatePa(va, access, user);
       this.cycles += this.meter.single(this.costs);
@@ -484,7 +536,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
         if (typeof pa !== "bigint") return pa;
         this.charge(this.costs.emulate);
         this.mmu.stats.emulatedWrites++;
-        this.mmu.trackWrite(pa & ~7n, 8, this);
+        this.locked(() => this.mmu.trackWrite(pa & ~7n, 8, this));
         return pa;
       }
       return f;
@@ -500,8 +552,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    * counters, once per run.
    */
   accessMany(va: BigUint64Array, kinds: Uint8Array, n: number, user: boolean): { done: number; exception?: GuestException } {
+    this.resume();
     return accessManyOnHardware(this.hw, va, kinds, n, (i, m) => {
       this.reloadIfObsolete();
+      this.resume();
       this.meter.mark();
       const stop = this.hw.translateUntilFault(i, m, user);
       this.cycles += this.meter.run(this.costs);
@@ -519,8 +573,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   }
 
   store64(va: bigint, value: bigint): GuestException | null {
+    this.resume();
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
+      this.resume();
       this.meter.mark();
       const hpa = this.hw.translatePa(va, "write", false);
       this.cycles += this.meter.single(this.costs);
@@ -538,7 +594,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
         this.charge(this.costs.emulate);
         this.mmu.stats.emulatedWrites++;
         this.mmu.memory.write64(pa, value);
-        this.mmu.trackWrite(pa, 8, this);
+        this.locked(() => this.mmu.trackWrite(pa, 8, this));
         return null;
       }
       return f;
@@ -547,9 +603,11 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   }
 
   zeroPage(va: bigint): GuestException | null {
+    this.resume();
     const page = va & ~0xfffn;
     for (let tries = 0; tries < 8; tries++) {
       this.reloadIfObsolete();
+      this.resume();
       const hpa = this.hw.translatePa(page, "write", false);
       if (hpa !== undefined) {
         this.mmu.memory.fill(hpa, 4096, 0);
@@ -566,7 +624,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
         this.charge(this.costs.emulate);
         this.mmu.stats.emulatedWrites++;
         this.mmu.memory.fill(pa, 4096, 0);
-        this.mmu.trackWrite(pa, 4096, this);
+        this.locked(() => this.mmu.trackWrite(pa, 4096, this));
         return null;
       }
       return f;
@@ -591,6 +649,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    *    A flushing load also invalidates cached roots of the same PCID.
    */
   writeCr3(value: bigint): GuestException | null {
+    this.resume();
     this.exit("cr3");
     const g = this.guest();
     const pcide = (g.cr4 & CR4.PCIDE) !== 0n;
@@ -625,7 +684,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     }
     if (slot.needSync) { sync = flush = true; slot.needSync = false; }
     if (!noflush && this.policy.prevRoots) this.invalidatePrevRootsOfPcid(pcid);
-    if (sync) this.mmu.syncTree(slot.sp, this);
+    if (sync) this.locked(() => this.mmu.syncTree(slot.sp, this));
     this.loadHardware();
     if (flush || !this.policy.mapGuestPcids) this.flushHardwareCurrent();
     else if (addrs) for (const a of addrs) { this.hwInvpcid(0, this.hwPcid(), a); this.charge(this.costs.addrFlush); }
@@ -638,6 +697,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    * dropped), then flush the address (P11) or the whole hardware TLB.
    */
   invlpg(va: bigint): void {
+    this.resume();
     this.exit("invlpg");
     const canonical = BigInt.asIntN(this.rootLevel() === 5 ? 57 : 48, va) === BigInt.asIntN(64, va);
     if (!canonical) return;
@@ -668,6 +728,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   /** kvm_sync_spte along the shadow path of `va` under `root`: re-derives the one SPTE of any unsync leaf page on the way. */
   private syncAddress(root: ShadowPage, va: bigint): void {
+    this.locked(() => this.syncAddressLocked(root, va));
+  }
+
+  private syncAddressLocked(root: ShadowPage, va: bigint): void {
     let sp: ShadowPage | undefined = root;
     let flush = false;
     const charge = this.chargeFn;
@@ -694,6 +758,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    * 2 and 3 resync every root and flush everything.
    */
   invpcid(type: number, pcid: number, va: bigint = 0n): GuestException | null {
+    this.resume();
     if (!this.policy.invpcid) return GP;
     this.exit("invpcid");
     const arch = this.walker.invpcid(type, pcid, va);
@@ -707,12 +772,12 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       else { this.flushHardwareAll(); this.charge(this.costs.localFlush); }
     } else if (type === 1) {
       if (this.policy.pcidTaggedSps && pcid !== cur) { this.pending[pcid] = 1; return null; }
-      if (pcid === cur) this.mmu.syncTree(this.root!.sp, this);
+      if (pcid === cur) this.locked(() => this.mmu.syncTree(this.root!.sp, this));
       if (this.policy.prevRoots) this.invalidatePrevRootsOfPcid(pcid);
       if (this.policy.mapGuestPcids) { this.hwInvpcid(1, pcid); this.charge(this.costs.localFlush); }
       else { this.flushHardwareAll(); this.charge(this.costs.localFlush); }
     } else {
-      this.mmu.syncTree(this.root!.sp, this);
+      this.locked(() => this.mmu.syncTree(this.root!.sp, this));
       if (this.policy.prevRoots) this.invalidateAllPrevRoots();
       if (this.policy.pcidTaggedSps) this.pending.fill(1);
       this.flushHardwareAll();
@@ -723,6 +788,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   /** MOV to CR4 / CR0: role-relevant changes unload every root (kvm_mmu_reset_context); flushes as the SDM requires. */
   writeCr4(value: bigint): GuestException | null {
+    this.resume();
     this.exit("cr4");
     if (this.walker.writeCr4(value)) return GP;
     this.syncGuest();
@@ -735,6 +801,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    * otherwise an exit, and an MMU reset only when PG or WP changed (update_bits).
    */
   writeCr0(value: bigint): GuestException | null {
+    this.resume();
     const changed = (this.guest().cr0 ^ BigInt.asUintN(64, value)) & ~(1n << 4n);
     if ((changed & ~(1n << 3n)) === 0n) {
       this.charge(this.costs.nativeCr3);
@@ -757,19 +824,23 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     this.charge(this.costs.mmuReinit);
     if (this.policy.pcidTaggedSps) this.pending.fill(1);
     this.freeRoots(ROOTS_ALL);
-    this.allocRoot(this.guest().cr3);
-    this.mmu.syncTree(this.root!.sp, this);
+    this.locked(() => {
+      this.allocRoot(this.guest().cr3);
+      this.mmu.syncTree(this.root!.sp, this);
+    });
     this.loadHardware();
     this.flushHardwareAll();
     this.charge(this.costs.localFlush);
   }
 
   sendIpi(_target: number): void {
+    this.resume();
     this.exit("ipi");
   }
 
   /** An intercepted exception vector (INTERCEPTED_VECTORS) exits and is reinjected; others are delivered without KVM. */
   exception(vector: number): void {
+    this.resume();
     if (INTERCEPTED_VECTORS.has(vector)) this.exit("exception");
   }
 
@@ -784,6 +855,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
    * the MMU reset. Throws if already in SMM (SMIs are blocked there).
    */
   smi(): void {
+    this.resume();
     if (this.smm) throw new Error("vmmu: SMI while in SMM (SMIs are blocked in SMM)");
     this.exit("smi");
     this.charge(this.costs.smmStateSave);
@@ -797,6 +869,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   /** RSM (emulated): the saved state back, role.smm clear, the MMU reset. Throws outside SMM (RSM raises #UD there). */
   rsm(): void {
+    this.resume();
     if (!this.smm) throw new Error("vmmu: RSM outside SMM (#UD)");
     this.exit("rsm");
     this.charge(this.costs.smmStateSave);

@@ -61,7 +61,7 @@ function mmuTable(mmu: string, byPolicy: Record<string, Cr0WpResult>, d: Cr0WpRe
       `<span title="${e(r.title)}">${e(r.policy)}</span>`, int(r.cycles), (r.cycles * scale / d.simHz).toFixed(2),
       r.ratioToBaseline !== undefined ? r.ratioToBaseline.toFixed(3) : "–",
       `${int(cr0)} / ${int(ept)} / ${int(r.exitsTotal - cr0 - ept)}`, `${int(r.roots.built)} / ${int(r.roots.freed)} / ${int(r.roots.reused)}`,
-      `${int(r.sptes.installed)} / ${int(r.sptes.zapped)}`, `${int(r.flushes.local)} / ${int(r.flushes.remote)}`, lockShare(mmu, r),
+      `${int(r.sptes.installed)} / ${int(r.sptes.zapped)}`, `${int(r.flushes.local)} / ${int(r.flushes.remote)}`, lockShare(r),
     ];
   });
   return `<h3>${e(MMU_TITLE[mmu as Cr0WpMmu] ?? mmu)}</h3>`
@@ -104,7 +104,7 @@ export function cr0WpSection(d: Cr0WpReportData): string {
   return `<section class="cr0wp" id="cr0wp"><h2>CR0.WP toggles under ssdd (seed 002)</h2>`
     + `<p>rt-tests' ssdd (${s.pairs} pairs × ${int(s.iterations)} PTRACE_SINGLESTEPs; the seed ran 10 × 50,000) in a grsecurity guest whose KERNEXEC toggles CR0.WP, `
     + `${s.vcpus} vCPUs, seed ${s.seed}, ${s.memoryBytes / 2 ** 20} MiB guest RAM, host pages ${HOST_PAGE[s.hostLevel] ?? `level ${s.hostLevel}`}, `
-    + `NX huge pages ${s.nxHugePages ? "on" : "off"}, ${s.interleave === "block" ? "vCPUs interleaved at blocking points" : "vCPUs' CR0 writes in simulated-time order"}, KERNEXEC ${s.kernexec === false ? "off" : `${s.kernexec.perSyscall} per syscall, ${s.kernexec.perException} per exception, ${s.kernexec.perSwitch} per switch`}, `
+    + `NX huge pages ${s.nxHugePages ? "on" : "off"}, ${s.interleave === "block" ? "vCPUs interleaved at blocking points" : "vCPUs' MMU events in simulated-time order"}, KERNEXEC ${s.kernexec === false ? "off" : `${s.kernexec.perSyscall} per syscall, ${s.kernexec.perException} per exception, ${s.kernexec.perSwitch} per switch`}, `
     + `on each MMU under each CR0.WP policy (<code>vmmu run cr0wp</code>); `
     + `${rows.length} runs, ${(d.wallMs / 1000).toFixed(1)} s host wall time. "sim. s" is cycles at ${d.simHz / 1e9} GHz scaled to the seed's steps.</p>`
     + mmus.map((m) => mmuTable(m, d.results[m]!, d)).join("")

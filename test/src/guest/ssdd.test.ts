@@ -108,8 +108,8 @@ describe("ssdd on bare metal", () => {
     expect(b.cr0Writes, seedNote(seed)).toEqual(a.cr0Writes);
   });
 
-  it("runs every vCPU's CR0 writes in simulated-time order (interleave cr0, the default), which whole-slice interleaving (block) does not, with the same guest program", async () => {
-    const times = async (interleave?: "cr0" | "block") => {
+  it("runs every vCPU's CR0 writes in simulated-time order (interleave fine, the default), which whole-slice interleaving (block) does not, with the same guest program", async () => {
+    const times = async (interleave?: "fine" | "block") => {
       const g = await bareMetalGuest({ vcpus: 3, ramMiB: 64 });
       const log: number[] = [];
       for (const c of g.cpus) {
@@ -388,7 +388,7 @@ describe("bad input", () => {
     expect(() => runSsdd(guest, { pairs: 1, iterations: 1, kernexec: { perSwitch: -1 } })).toThrow(/^vmmu: kernexec\.perSwitch must be an integer 0\.\.64/);
     expect(() => runSsdd(guest, { pairs: 1, iterations: 1, kernexec: true as unknown as false })).toThrow(TypeError);
     expect(() => runSsdd({} as LinuxGuest, { pairs: 1, iterations: 1 })).toThrow(/^vmmu: guest must be a LinuxGuest/);
-    expect(() => runSsdd(guest, { pairs: 1, iterations: 1, interleave: "exit" as never })).toThrow(/^vmmu: interleave must be one of cr0, block, got "exit"/);
+    expect(() => runSsdd(guest, { pairs: 1, iterations: 1, interleave: "exit" as never })).toThrow(/^vmmu: interleave must be one of fine, block, got "exit"/);
   });
 
   it("maps the read-only data once: a second, smaller request returns it; a larger one throws", async () => {

@@ -408,3 +408,54 @@ describe("freeing roots by flag (kvm_mmu_free_roots)", () => {
     expect(v.access(0x40_0010n, "write", true)).toBe(0x100_0010n);
   });
 });
+
+describe("remote flushes reach the vCPUs in guest mode (kvm_make_all_cpus_request)", () => {
+  it("kick a vCPU in guest mode — an exit, its flush and the re-entry charged to it — and skip one handling an exit of its own", async () => {
+    const w = await world("shahid2018", { vcpus: 2 });
+    const [a, b] = [w.vm.vcpus[0]!, w.vm.vcpus[1]!];
+    // B takes a shadow #PF: it is outside guest mode until its next guest operation.
+    const t = Math.max(a.cycles, b.cycles) + 1e6;
+    b.cycles = t;
+    expect(b.access(U2, "read", true)).toBe(F(1));
+    expect(b.exits.pf).toBeGreaterThan(0);
+    expect(b.outsideGuestAt(t + 1000)).toBe(true);
+    a.cycles = t + 1000;
+    const b0 = b.cycles;
+    w.vm.mmu.flushRemote(a);
+    expect(w.vm.mmu.stats.flushIpisSkipped).toBe(1);
+    expect(w.vm.mmu.stats.flushIpis).toBe(0);
+    expect(b.exits.kick).toBe(0);
+    expect(b.cycles).toBe(b0);
+    // Back in guest mode, B is IPI'd and waited for.
+    b.work(10);
+    expect(b.outsideGuestAt(b.cycles - 5)).toBe(false);
+    a.cycles = b.cycles;
+    const a0 = a.cycles, b1 = b.cycles;
+    w.vm.mmu.flushRemote(a);
+    expect(w.vm.mmu.stats.flushIpis).toBe(1);
+    expect(b.exits.kick).toBe(1);
+    expect(b.cycles - b1).toBe(w.vm.mmu.costs.vmExit + w.vm.mmu.costs.localFlush);
+    expect(a.cycles - a0).toBe(w.vm.mmu.costs.remoteFlush + w.vm.mmu.costs.localFlush);
+  });
+});
+
+describe("mmu_lock in simulated time", () => {
+  it("one vCPU never spins on it; a vCPU that faults while another holds it for its own fault spins until the holder is done", async () => {
+    const one = await world("baseline");
+    store(one.cpu, X86PageTableBuilder.entryGpa(one.a.root, U2, 1), user(F(2)));
+    expect(one.cpu.access(U, "read", true)).toBe(F(0));
+    cr3(one.cpu, one.b.root | 2n);
+    expect(one.vm.mmu.stats.mmuLockWait).toBe(0);
+    expect(one.vm.mmu.mmuLock.acquisitions).toBeGreaterThan(3);
+    const w = await world("shahid2018", { vcpus: 2 });
+    const [a, b] = [w.vm.vcpus[0]!, w.vm.vcpus[1]!];
+    const t = Math.max(a.cycles, b.cycles) + 1e6;
+    a.cycles = t;
+    b.cycles = t;
+    expect(a.access(U, "read", true)).toBe(F(0));
+    expect(w.vm.mmu.stats.mmuLockWait).toBe(0);
+    expect(b.access(U2, "read", true)).toBe(F(1));
+    expect(w.vm.mmu.stats.mmuLockWait).toBeGreaterThan(0);
+    expect(w.vm.mmu.stats.mmuLockWait).toBeLessThan(a.cycles - t);
+  });
+});

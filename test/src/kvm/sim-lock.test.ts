@@ -1,17 +1,22 @@
 /**
  * mmu_lock in simulated time (src/kvm/sim-lock.ts): a calendar of busy
- * intervals. In-order requests wait as on a FIFO spinlock; out-of-order ones
- * take the earliest gap that fits; the differential test checks every grant
- * against a brute-force search over all intervals ever granted.
+ * intervals with their request times. In-order requests wait as on a FIFO
+ * spinlock; a request simulated late queues only behind holders that asked
+ * before it; the differential test checks every grant against a brute-force
+ * search over all intervals ever granted.
  */
 import { describe, expect, it } from "vitest";
 import { SimLock } from "../../../src/kvm/sim-lock.js";
 import { Rng, fuzzCount, seedNote, testSeed } from "../../helpers/rng.js";
 
-/** The earliest s ≥ t with [s, s + d) disjoint from every interval in `busy` (the candidates: t and every end after it). */
-function referenceStart(busy: [number, number][], t: number, d: number): number {
-  const candidates = [t, ...busy.map(([, e]) => e).filter((e) => e > t)].sort((a, b) => a - b);
-  for (const s of candidates) if (busy.every(([a, e]) => e <= s || a >= s + d)) return s;
+/**
+ * The earliest s ≥ t with [s, s + d) disjoint from every interval of `busy`
+ * requested at or before t (the candidates: t and every end after it).
+ */
+function referenceStart(busy: [number, number, number][], t: number, d: number): number {
+  const ahead = busy.filter(([r]) => r <= t);
+  const candidates = [t, ...ahead.map(([, , e]) => e).filter((e) => e > t)].sort((a, b) => a - b);
+  for (const s of candidates) if (ahead.every(([, a, e]) => e <= s || a >= s + d)) return s;
   throw new Error("unreachable: the last end is always free");
 }
 
@@ -27,13 +32,13 @@ describe("SimLock", () => {
     expect(lock.acquisitions).toBe(4);
   });
 
-  it("gives a late-arriving earlier request the gap before a later holder when it fits, and queues it behind otherwise", () => {
+  it("queues a request simulated late only behind the holders that asked before it, not behind later-timed ones already granted", () => {
     const lock = new SimLock(() => 0);
     lock.acquire(0, 100);
-    lock.acquire(300, 100);
-    expect(lock.acquire(100, 150)).toBe(0); // [100, 250) fits before 300
-    expect(lock.acquire(100, 100)).toBe(300); // [250, 300) is too short: after [300, 400)
-    expect(lock.acquire(250, 50)).toBe(0); // exactly the gap left
+    lock.acquire(300, 100); // asked at 300
+    expect(lock.acquire(100, 250)).toBe(0); // asked at 100: ahead of the 300 request in a FIFO lock
+    expect(lock.acquire(50, 100)).toBe(50); // asked at 50: behind [0, 100) only
+    expect(lock.acquire(350, 10)).toBe(50); // asked at 350: every holder asked before it; [300, 400) is the one in its way
     expect(lock.size).toBe(5);
   });
 
@@ -68,7 +73,7 @@ describe("SimLock", () => {
     let cases = 0;
     for (let round = 0; round < 200; round++) {
       const lock = new SimLock(() => 0);
-      const busy: [number, number][] = [];
+      const busy: [number, number, number][] = [];
       const span = 1 + rng.int(5000);
       for (let k = 0; k < 60; k++) {
         const t = rng.int(span), d = rng.chance(0.1) ? 0 : 1 + rng.int(rng.chance(0.2) ? 2000 : 100);
@@ -77,7 +82,7 @@ describe("SimLock", () => {
         if (d === 0) { expect(wait, note).toBe(0); continue; }
         const s = referenceStart(busy, t, d);
         expect(wait, note).toBe(s - t);
-        busy.push([s, s + d]);
+        busy.push([t, s, s + d]);
         cases++;
       }
       expect(lock.size).toBe(busy.length);
