@@ -120,6 +120,7 @@ export const KPTI_LEGEND: readonly (readonly [string, string])[] = [
   ["SP peak", "shadow pages live at the peak"],
   ["roots built/reused", "shadow roots built on a CR3 load / found in the root cache or hash"],
   ["guest #PF", "page faults injected into the guest (its own demand paging)"],
+  ["lock wait", "share of the vCPUs' simulated time spent spinning on mmu_lock (src/kvm/sim-lock.ts)"],
 ];
 
 /** KPTI_LEGEND as text lines. */
@@ -155,11 +156,12 @@ export interface KptiMeta {
 /** The report as lines of text. */
 export function formatKpti(vcpus: number, results: Record<string, KptiPolicyResult>): string[] {
   const rows = Object.values(results);
-  const head = ["policy", "sim. cycles", "vs baseline", "exits", "syncs", "flushes L/R/addr", "SP peak", "roots built/reused", "guest #PF"];
+  const head = ["policy", "sim. cycles", "vs baseline", "exits", "syncs", "flushes L/R/addr", "SP peak", "roots built/reused", "guest #PF", "lock wait"];
   const body = rows.map((r) => [
     r.policy, fmt(r.cycles), r.ratioToBaseline !== undefined ? `${r.ratioToBaseline.toFixed(3)}×` : "–", fmt(r.exitsTotal),
     fmt(r.syncs), `${fmt(r.flushes.local)}/${fmt(r.flushes.remote)}/${fmt(r.flushes.address)}`, String(r.shadowPages.peak),
     `${fmt(r.roots.built)}/${fmt(r.roots.reused)}`, fmt(r.guestFaults),
+    `${(100 * r.mmuLockWait / Math.max(1, r.cyclesPerVcpu.reduce((a, b) => a + b, 0))).toFixed(1)}%`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");

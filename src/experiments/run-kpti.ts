@@ -48,6 +48,10 @@ export interface KptiPolicyResult {
   emulatedWrites: number;
   unsyncs: number;
   flushes: { local: number; remote: number; address: number };
+  /** Cycles the vCPUs spun on mmu_lock, summed (src/kvm/sim-lock.ts). */
+  mmuLockWait: number;
+  /** Remote-flush requests per target vCPU: waited for (target in guest mode: an IPI, and a kick exit for it) or skipped (target in an exit). */
+  flushIpis: { waited: number; skipped: number };
   shadowPages: { allocated: number; zapped: number; live: number; peak: number };
   roots: { built: number; freed: number; reused: number };
   guestWalks: number;
@@ -102,6 +106,7 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
       policy: policy.name, title: policy.title, cycles: Math.max(...cyclesPerVcpu), cyclesPerVcpu, exits, exitsTotal, guestFaults,
       syncs: st.syncs, spteSynced: st.spteSynced, emulatedWrites: st.emulatedWrites, unsyncs: st.unsyncs,
       flushes: { local: st.localFlushes, remote: st.remoteFlushes, address: st.addrFlushes },
+      mmuLockWait: st.mmuLockWait, flushIpis: { waited: st.flushIpis, skipped: st.flushIpisSkipped },
       shadowPages: { allocated: st.spAllocated, zapped: st.spZapped, live: st.spLive, peak: st.spPeak },
       roots: { built: st.rootsBuilt, freed: st.rootsFreed, reused: st.rootsReused },
       guestWalks: st.guestWalks, hwWalks, ptRefs, tlbHits, accesses,

@@ -111,7 +111,7 @@ describe("usage errors: exit 2, one vmmu: line on stderr, nothing on stdout", ()
 describe("the kpti table's legend", () => {
   it("has one line per column of formatKpti's table, each column named as in its header", () => {
     const r = { policy: "baseline", cycles: 1, ratioToBaseline: 1, exitsTotal: 0, syncs: 0, flushes: { local: 0, remote: 0, address: 0 },
-      shadowPages: { peak: 0, allocated: 0 }, roots: { built: 0, reused: 0 }, guestFaults: 0, wallMs: 0, accesses: 0 } as unknown as KptiPolicyResult;
+      shadowPages: { peak: 0, allocated: 0 }, roots: { built: 0, reused: 0 }, guestFaults: 0, wallMs: 0, accesses: 0, cyclesPerVcpu: [1], mmuLockWait: 0 } as unknown as KptiPolicyResult;
     const header = formatKpti(1, { baseline: r })[0]!;
     const columns = header.split(/ {2,}/).slice(1);
     expect(KPTI_LEGEND.map(([c]) => c)).toEqual(columns);

@@ -28,7 +28,12 @@ describe("vmmu run kpti", () => {
       expect(j[p].exits.pf).toBeGreaterThan(0);
       expect(j[p].cyclesPerVcpu).toHaveLength(2);
       expect(j[p].guest.cr3Noflush).toBeGreaterThan(0);
+      // Two vCPUs share mmu_lock and flush each other's TLBs: the spin and the IPIs are reported.
+      expect(j[p].mmuLockWait).toBeGreaterThanOrEqual(0);
+      expect(j[p].flushIpis.waited + j[p].flushIpis.skipped).toBe(j[p].flushes.remote);
+      expect(j[p].exits.kick).toBe(j[p].flushIpis.waited);
     }
+    expect(j.baseline.mmuLockWait).toBeGreaterThan(0);
     // Same guest work under both policies (the interleaving follows simulated time, so counts differ a little).
     expect(Math.abs(j.shahid2018.guest.syscalls - j.baseline.guest.syscalls)).toBeLessThan(0.05 * j.baseline.guest.syscalls);
     expect(j.shahid2018.guest.processes).toBe(j.baseline.guest.processes);
