@@ -12,6 +12,7 @@ import { LackeyParser, collectTrace, type AccessTrace } from "../guest/lackey.js
 import { closeSync, openSync, readSync } from "node:fs";
 import { codeVersion, type CodeVersion } from "./version.js";
 import { runCr0WpCli } from "./run-cr0wp.js";
+import { lockShare } from "../experiments/run-cr0wp.js";
 import { UsageError, costFlag, intFlag, progress } from "./args.js";
 
 /** Defaults of `vmmu run kpti` (also the sizes `vmmu report` runs at). */
@@ -161,7 +162,7 @@ export function formatKpti(vcpus: number, results: Record<string, KptiPolicyResu
     r.policy, fmt(r.cycles), r.ratioToBaseline !== undefined ? `${r.ratioToBaseline.toFixed(3)}×` : "–", fmt(r.exitsTotal),
     fmt(r.syncs), `${fmt(r.flushes.local)}/${fmt(r.flushes.remote)}/${fmt(r.flushes.address)}`, String(r.shadowPages.peak),
     `${fmt(r.roots.built)}/${fmt(r.roots.reused)}`, fmt(r.guestFaults),
-    `${(100 * r.mmuLockWait / Math.max(1, r.cyclesPerVcpu.reduce((a, b) => a + b, 0))).toFixed(1)}%`,
+    lockShare(r),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");

@@ -250,8 +250,8 @@ export async function runCr0Wp(opts: Cr0WpRunOptions): Promise<Record<string, Re
   return out;
 }
 
-/** The vCPUs' mmu_lock spin as a share of their summed time. */
-export function lockShare(r: Cr0WpResult): string {
+/** The vCPUs' mmu_lock spin as a share of their summed time (cr0wp and kpti results). */
+export function lockShare(r: { mmuLockWait: number; cyclesPerVcpu: readonly number[] }): string {
   const total = r.cyclesPerVcpu.reduce((a, b) => a + b, 0);
   return `${(total > 0 ? 100 * r.mmuLockWait / total : 0).toFixed(1)}%`;
 }

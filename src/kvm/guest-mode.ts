@@ -38,6 +38,17 @@ export class GuestModeLog {
     this.open = -1;
   }
 
+  /**
+   * `times` flush IPIs received in guest mode at `t`: each an exit, the flush
+   * and the re-entry (vmExit + localFlush); the interval is remembered as time
+   * outside guest mode. Returns the cycles to charge the vCPU.
+   */
+  kicked(t: number, times: number, costs: { vmExit: number; localFlush: number }): number {
+    const cost = times * (costs.vmExit + costs.localFlush);
+    this.record(t, t + cost);
+    return cost;
+  }
+
   /** Whether the vCPU is known to be outside guest mode at `t` (`now`: its own clock, bounding an exit still being handled). */
   outsideAt(t: number, now: number): boolean {
     if (this.open >= 0 && this.open <= t && t < now) return true;

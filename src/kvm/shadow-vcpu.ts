@@ -126,10 +126,8 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
 
   /** `times` flush IPIs received in guest mode at `t`: an exit (reason "kick"), the flush and the re-entry each, charged here. */
   kicked(t: number, times: number): void {
-    const cost = times * (this.costs.vmExit + this.costs.localFlush);
     this.exits.kick += times;
-    this.cycles += cost;
-    this.guestMode.record(t, t + cost);
+    this.cycles += this.guestMode.kicked(t, times, this.costs);
   }
 
   /**

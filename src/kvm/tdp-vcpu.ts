@@ -147,10 +147,8 @@ export class TdpVcpu implements GuestCpu, TdpFlushTarget {
    * remembered as time outside guest mode from `t`.
    */
   kicked(t: number, times: number): void {
-    const cost = times * (this.vm.costs.vmExit + this.vm.costs.localFlush);
     this.exits.kick += times;
-    this.cycles += cost;
-    this.guestMode.record(t, t + cost);
+    this.cycles += this.guestMode.kicked(t, times, this.vm.costs);
   }
 
   outsideGuestAt(t: number): boolean {
