@@ -39,14 +39,16 @@ export class GuestModeLog {
   }
 
   /**
-   * `times` flush IPIs received in guest mode at `t`: each an exit, the flush
-   * and the re-entry (vmExit + localFlush); the interval is remembered as time
-   * outside guest mode. Returns the cycles to charge the vCPU.
+   * `times` flush IPIs sent at `t` to this vCPU in guest mode: each costs it
+   * an exit, the flush and the re-entry (vmExit + localFlush, returned for the
+   * caller to charge). It is outside guest mode from `t` until it has acked
+   * (the sender's `remoteFlush` round trip) and flushed: [t, t + times ×
+   * (remoteFlush + localFlush)) is remembered, so a flush the sender issues
+   * right after the ack finds it still outside and sends no IPI.
    */
-  kicked(t: number, times: number, costs: { vmExit: number; localFlush: number }): number {
-    const cost = times * (costs.vmExit + costs.localFlush);
-    this.record(t, t + cost);
-    return cost;
+  kicked(t: number, times: number, costs: { vmExit: number; localFlush: number; remoteFlush: number }): number {
+    this.record(t, t + times * (costs.remoteFlush + costs.localFlush));
+    return times * (costs.vmExit + costs.localFlush);
   }
 
   /** Whether the vCPU is known to be outside guest mode at `t` (`now`: its own clock, bounding an exit still being handled). */
@@ -76,23 +78,24 @@ export interface RemoteFlushCount {
 /**
  * `times` kvm_flush_remote_tlbs calls by `from` at simulated time `t`:
  * 1. every vCPU of `vcpus` flushes its hardware TLB (before it next enters);
- * 2. every other vCPU in guest mode at `t` is IPI'd and waited for: `times`
- *    round trips of `remoteFlush` cycles returned for the caller to charge, and
- *    `times` kicks for the target (KickTarget.kicked);
+ * 2. every other vCPU in guest mode at `t` is IPI'd and gets `times` kicks
+ *    (KickTarget.kicked); smp_call_function_many sends every IPI, then waits
+ *    for all the acks, so the caller waits `times` round trips of
+ *    `remoteFlush` cycles however many targets there are;
  * 3. a target known to be outside guest mode at `t` is neither IPI'd nor
  *    waited for; one whose state at `t` is not simulated yet counts as in
  *    guest mode.
  * Returns the cycles the caller waited; adds the counts to `count`.
  */
 export function flushRemoteTlbs(from: KickTarget, vcpus: readonly KickTarget[], t: number, times: number, remoteFlush: number, count: RemoteFlushCount): number {
-  let waited = 0;
+  let ipis = 0;
   for (const v of vcpus) {
     v.flushHardwareAll();
     if (v === from) continue;
     if (v.outsideGuestAt(t)) { count.skipped += times; continue; }
     count.ipis += times;
-    waited += remoteFlush * times;
+    ipis++;
     v.kicked(t, times);
   }
-  return waited;
+  return ipis > 0 ? remoteFlush * times : 0;
 }

@@ -14,7 +14,7 @@ import { show } from "../validate.js";
 export interface ShadowPolicy {
   readonly name: string;
   readonly title: string;
-  /** P1 kvm_sync_page flushes remote TLBs once per sync batch, not once per page. */
+  /** P1 FNAME(sync_page) flushes remote TLBs once for the page, not once per SPTE whose rewrite asks for it (set_spte). */
   readonly syncFlushOnce: boolean;
   /** P3 fast CR3 switch: current root + KVM_MMU_NUM_PREV_ROOTS = 3 previous roots in LRU order. */
   readonly prevRoots: boolean;

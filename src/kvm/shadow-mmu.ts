@@ -36,6 +36,13 @@ export const ROLE_SMEP_ANDNOT_WP = 1 << 14;
 export const ROLE_SMAP_ANDNOT_WP = 1 << 15;
 export const ROLE_GUEST_MODE = 1 << 17;
 
+/** syncLeaf outcomes. */
+const SYNC_SAME = 0, SYNC_CHANGED = 1, SYNC_FLUSH = 2, SYNC_DROPPED = 3;
+/** Unsync pages mmu_sync_children syncs per write-protect round (KVM_PAGE_ARRAY_NR). */
+const SYNC_BATCH = 16;
+/** Low-word PTE bits syncLeaf edits. */
+const PTE_RW = 1 << 1, PTE_US = 1 << 2, PTE_A = 1 << 5, PTE_D = 1 << 6;
+
 /** ACC bits (KVM): X = not XD, W, U. */
 export const ACC_EXEC = 1, ACC_WRITE = 2, ACC_USER = 4, ACC_ALL = 7;
 
@@ -91,6 +98,8 @@ export interface ShadowStats {
   spPeak: number;
   syncs: number;
   spteSynced: number;
+  /** SPTEs whose sync rewrite asked mmu_spte_update for a TLB flush (accessed, or losing W or D). */
+  syncSpteFlushes: number;
   spteInstalled: number;
   emulatedWrites: number;
   unsyncs: number;
@@ -113,7 +122,7 @@ export interface ShadowStats {
 
 function zeroStats(): ShadowStats {
   return {
-    spAllocated: 0, spZapped: 0, spLive: 0, spPeak: 0, syncs: 0, spteSynced: 0, spteInstalled: 0, emulatedWrites: 0,
+    spAllocated: 0, spZapped: 0, spLive: 0, spPeak: 0, syncs: 0, spteSynced: 0, syncSpteFlushes: 0, spteInstalled: 0, emulatedWrites: 0,
     unsyncs: 0, remoteFlushes: 0, localFlushes: 0, addrFlushes: 0, guestWalks: 0, guestWalkRefs: 0,
     rootsBuilt: 0, rootsFreed: 0, rootsReused: 0, flushIpis: 0, flushIpisSkipped: 0, mmuLockWait: 0,
   };
@@ -125,6 +134,8 @@ export interface FlushTarget extends KickTarget {
   charge(cycles: number): void;
   /** The vCPU's simulated time. */
   readonly cycles: number;
+  /** Sets KVM_REQ_TLB_FLUSH on the vCPU; true if it was not pending (requests coalesce into one flush at the next entry). */
+  requestTlbFlush(): boolean;
 }
 
 export class ShadowMmu {
@@ -262,7 +273,8 @@ export class ShadowMmu {
    * write-protects its gfn (upper levels: write-tracked; level 1: its leaf
    * SPTEs go read-only). Returns the page and whether a flush is owed.
    */
-  getPage(gfn: bigint, role: number, pcid: number, charge: (c: number) => void): { sp: ShadowPage; created: boolean; flush: boolean } {
+  getPage(gfn: bigint, role: number, pcid: number, from: FlushTarget): { sp: ShadowPage; created: boolean; flush: boolean } {
+    const charge = (c: number): void => from.charge(c);
     const direct = (role & ROLE_DIRECT) !== 0;
     const k = Number(gfn);
     let flush = false;
@@ -270,7 +282,8 @@ export class ShadowMmu {
     for (const sp of found ? [...found] : []) {
       if (!sp.valid) continue;
       if (sp.role === role && sp.pcid === pcid) {
-        if (sp.unsync) flush = this.syncPage(sp, charge) || flush;
+        // kvm_mmu_get_page: a found unsync page is synced, then KVM_REQ_TLB_FLUSH.
+        if (sp.unsync) { this.syncPage(sp, from); this.flushLocal(from); }
         sp.writeFlooding = 0;
         return { sp, created: false, flush };
       }
@@ -447,88 +460,116 @@ export class ShadowMmu {
   }
 
   /**
-   * kvm_sync_spte on gpte halves `lo`, `hi`: leaf SPTE `index` of unsync page
-   * `sp` is zapped if the gpte makes no SPTE or maps another frame, else it
-   * takes its rights from the gpte and keeps the A/D the hardware set. Returns
-   * true if a present SPTE changed (a flush is owed).
+   * One leaf SPTE of an unsync page re-derived from its gpte halves `lo`, `hi`
+   * as v4.16 FNAME(sync_page) does it (paging_tmpl.h; mmu.c set_spte with
+   * speculative = true, mmu_spte_update):
+   * 1. A gpte that makes no SPTE, or maps another frame: the SPTE is dropped
+   *    (drop_spte) with no flush of its own: KVM counts it in kvm->tlbs_dirty,
+   *    the next remote flush covers it. Returns SYNC_DROPPED.
+   * 2. Else the SPTE is rewritten: rights from the gpte, the Accessed bit
+   *    cleared (speculative: mark_spte_for_access_track), Dirty kept only while
+   *    writable. mmu_spte_update asks for a TLB flush when the old SPTE was
+   *    accessed, or loses W or D: returns SYNC_FLUSH, else SYNC_CHANGED or
+   *    SYNC_SAME. Removing U or X asks for none (the guest's own flush, which
+   *    caused the sync, covers its vCPU).
    */
-  private syncLeaf(sp: ShadowPage, index: number, lo: number, hi: number): boolean {
+  private syncLeaf(sp: ShadowPage, index: number, lo: number, hi: number): number {
     const w = this.pool.words(), o = this.pool.wordOf(sp.entryBase + index);
     const oldLo = w[o]!, oldHi = w[o + 1]!;
     const gfn = this.makeLeafSpte(lo, hi, sp.access);
     if (gfn < 0 || ((oldLo ^ this.spteLo) & 0xfffff000) !== 0 || ((oldHi ^ this.spteHi) & 0xfffff) !== 0) {
-      return this.setLeaf(sp, index, undefined, 0n);
+      this.setLeaf(sp, index, undefined, 0n);
+      return SYNC_DROPPED;
     }
-    const nextLo = ((oldLo & ~6) | (this.spteLo & 6)) >>> 0;
+    let nextLo = ((oldLo & ~(PTE_RW | PTE_US | PTE_A)) | (this.spteLo & (PTE_RW | PTE_US))) >>> 0;
+    if ((nextLo & PTE_RW) === 0) nextLo = (nextLo & ~PTE_D) >>> 0;
     const nextHi = ((oldHi & 0x7fffffff) | (this.spteHi & 0x80000000)) >>> 0;
-    if (nextLo === oldLo && nextHi === oldHi) return false;
-    return this.setLeaf(sp, index, BigInt(gfn), (BigInt(nextHi) << 32n) | BigInt(nextLo));
+    if (nextLo === oldLo && nextHi === oldHi) return SYNC_SAME;
+    this.setLeaf(sp, index, BigInt(gfn), (BigInt(nextHi) << 32n) | BigInt(nextLo));
+    const lost = oldLo & ~nextLo;
+    return (lost & (PTE_A | PTE_RW | PTE_D)) !== 0 ? SYNC_FLUSH : SYNC_CHANGED;
   }
 
   /**
-   * kvm_sync_spte: re-derives leaf SPTE `index` of unsync page `sp` from its
-   * gpte (syncLeaf). Returns true if a present SPTE changed (a flush is owed).
+   * kvm_sync_spte for one address (the INVLPG path, FNAME(invlpg)): leaf SPTE
+   * `index` of unsync page `sp` re-derived from its gpte (syncLeaf). Returns
+   * true if a present SPTE changed (a remote flush is owed, as FNAME(invlpg)
+   * flushes after zapping a present SPTE).
    */
   syncSpte(sp: ShadowPage, index: number): boolean {
     this.stats.spteSynced++;
     const gpte = this.memory.read64((sp.gfn << 12n) + BigInt(index) * 8n);
-    return this.syncLeaf(sp, index, Number(gpte & 0xffff_ffffn), Number(gpte >> 32n));
+    return this.syncLeaf(sp, index, Number(gpte & 0xffff_ffffn), Number(gpte >> 32n)) !== SYNC_SAME;
   }
 
   /**
-   * kvm_sync_page: re-derives every SPTE of unsync leaf page `sp` from its
-   * gptes (syncLeaf, the guest table copied out in one piece), then
-   * write-protects its gfn again. Returns true if a present SPTE changed (a
-   * flush is owed).
+   * kvm_sync_page → FNAME(sync_page) for unsync leaf page `sp`, by `from`:
+   * 1. The guest table is copied out in one piece and every SPTE in use is
+   *    re-derived (syncLeaf).
+   * 2. Remote flushes asked for by the rewrites: one per SPTE before P1
+   *    (set_spte ends in kvm_flush_remote_tlbs), one for the page with P1
+   *    (set_spte returns SET_SPTE_NEED_REMOTE_TLB_FLUSH, sync_page flushes once).
+   * 3. The page is sync again; with `protect` its gfn is write-protected here
+   *    (mmu_sync_children protects a batch before syncing it instead).
+   * Returns true if the caller owes `from` a local flush: an SPTE was dropped,
+   * or the write protection changed a writable SPTE (then a remote flush).
    */
-  syncPage(sp: ShadowPage, charge: (c: number) => void): boolean {
+  syncPage(sp: ShadowPage, from: FlushTarget, protect = true): boolean {
     this.stats.syncs++;
-    charge(this.costs.syncVisit);
-    let flush = false;
+    from.charge(this.costs.syncVisit);
+    let dropped = false, flushes = 0;
     const indices = [...sp.leafGfns.keys()];
     if (indices.length > 0) this.memory.readInto(sp.gfn << 12n, this.gpteBytes);
     const g = this.gpteWords;
     for (const index of indices) {
-      charge(this.costs.syncSpte);
+      from.charge(this.costs.syncSpte);
       this.stats.spteSynced++;
-      flush = this.syncLeaf(sp, index, g[index * 2]!, g[index * 2 + 1]!) || flush;
+      const r = this.syncLeaf(sp, index, g[index * 2]!, g[index * 2 + 1]!);
+      if (r === SYNC_DROPPED) dropped = true;
+      else if (r === SYNC_FLUSH) {
+        this.stats.syncSpteFlushes++;
+        if (!this.policy.syncFlushOnce) this.flushRemote(from);
+        else flushes++;
+      }
     }
+    if (flushes > 0) this.flushRemote(from);
     sp.unsync = false;
     this.clearUnsyncUp(sp);
-    flush = this.writeProtectGfn(sp.gfnKey) || flush;
-    return flush;
+    if (protect && this.writeProtectGfn(sp.gfnKey)) { this.flushRemote(from); return false; }
+    return dropped;
   }
 
   /**
-   * mmu_sync_children for the tree under `root`: syncs every unsync page
-   * reachable through unsync_child bitmaps. Flushes remote TLBs once for the
-   * whole batch (P1) or once per synced page (before the series).
-   * Returns the number of pages synced.
+   * mmu_sync_children (v4.16 mmu.c) for the tree under `root`, by `from`:
+   * 1. mmu_unsync_walk collects the unsync pages reachable through
+   *    unsync_child bitmaps, pre-order, in batches of up to 16
+   *    (KVM_PAGE_ARRAY_NR).
+   * 2. Each batch: rmap_write_protect every gfn, one remote flush if any
+   *    writable SPTE changed; then kvm_sync_page each (syncPage).
+   * Returns the number of pages synced; the caller flushes `from` locally
+   * when it is not 0 (kvm_mmu_flush_or_zap: KVM_REQ_TLB_FLUSH).
    */
   syncTree(root: ShadowPage, from: FlushTarget): number {
-    let synced = 0;
-    let owed = false;
-    const charge = (c: number) => from.charge(c);
+    const pages: ShadowPage[] = [];
     const visit = (sp: ShadowPage) => {
-      charge(this.costs.syncVisit);
+      from.charge(this.costs.syncVisit);
       for (const index of [...sp.unsyncChildren]) {
         const child = sp.children.get(index);
         if (!child) { sp.unsyncChildren.delete(index); continue; }
-        if (child.unsync) {
-          const f = this.syncPage(child, charge);
-          synced++;
-          if (f) {
-            if (this.policy.syncFlushOnce) owed = true;
-            else this.flushRemote(from);
-          }
-        }
+        if (child.unsync) pages.push(child);
         if (child.unsyncChildren.size > 0) visit(child);
       }
     };
-    if (root.unsync) { this.syncPage(root, charge); synced++; }
+    if (root.unsync) pages.push(root);
     visit(root);
-    if (owed) this.flushRemote(from);
-    return synced;
+    for (let b = 0; b < pages.length; b += SYNC_BATCH) {
+      const batch = pages.slice(b, b + SYNC_BATCH);
+      let protectedAny = false;
+      for (const sp of batch) protectedAny = this.writeProtectGfn(sp.gfnKey) || protectedAny;
+      if (protectedAny) this.flushRemote(from);
+      for (const sp of batch) this.syncPage(sp, from, false);
+    }
+    return pages.length;
   }
 
   // ---- guest writes to write-protected tables ------------------------------------
@@ -560,17 +601,26 @@ export class ShadowMmu {
 
   // ---- TLB flushes -------------------------------------------------------------
 
+  /** KVM_REQ_TLB_FLUSH on `from` alone: its hardware TLB, charged once until it next enters the guest. */
+  flushLocal(from: FlushTarget): void {
+    from.flushHardwareAll();
+    if (!from.requestTlbFlush()) return;
+    this.stats.localFlushes++;
+    from.charge(this.costs.localFlush);
+  }
+
   /**
    * kvm_flush_remote_tlbs by `from`: every vCPU's hardware TLB flushed; the
    * other vCPUs in guest mode IPI'd, waited for and kicked
-   * (flushRemoteTlbs, src/kvm/guest-mode.ts); `from` charged the waits and
-   * its own flush.
+   * (flushRemoteTlbs, src/kvm/guest-mode.ts); `from` charged the waits, and
+   * its own flush unless one is already pending (KVM_REQ_TLB_FLUSH requests
+   * coalesce until the next entry).
    */
   flushRemote(from: FlushTarget): void {
     this.stats.remoteFlushes++;
     from.charge(flushRemoteTlbs(from, this.vcpus, from.cycles, 1, this.costs.remoteFlush, this.ipiCount));
     this.stats.flushIpis = this.ipiCount.ipis;
     this.stats.flushIpisSkipped = this.ipiCount.skipped;
-    from.charge(this.costs.localFlush);
+    if (from.requestTlbFlush()) from.charge(this.costs.localFlush);
   }
 }

@@ -115,9 +115,20 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     this.cycles += this.costs.vmExit;
   }
 
-  /** The guest runs again: an exit being handled is over (every GuestCpu operation starts with it). */
+  /** The guest runs again: an exit being handled is over (every GuestCpu operation starts with it); a pending KVM_REQ_TLB_FLUSH was served on the way in. */
   private resume(): void {
     this.guestMode.enter(this.cycles);
+    this.tlbFlushRequested = false;
+  }
+
+  /** KVM_REQ_TLB_FLUSH is pending: requests coalesce into one flush at the next entry (vcpu_enter_guest). */
+  private tlbFlushRequested = false;
+
+  /** Sets KVM_REQ_TLB_FLUSH on this vCPU; returns true if it was not pending yet (the flush to charge). */
+  requestTlbFlush(): boolean {
+    if (this.tlbFlushRequested) return false;
+    this.tlbFlushRequested = true;
+    return true;
   }
 
   outsideGuestAt(t: number): boolean {
@@ -269,7 +280,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     const gfn = this.nonpaging() ? 0n : (pgd & ADDR) >> 12n;
     const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
     this.charge(this.costs.hashLookup);
-    const { sp, created, flush } = this.mmu.getPage(gfn, this.rootRole(), pcid, this.chargeFn);
+    const { sp, created, flush } = this.mmu.getPage(gfn, this.rootRole(), pcid, this);
     if (flush) this.mmu.flushRemote(this);
     sp.rootCount++;
     if (created) this.mmu.stats.rootsBuilt++; else this.mmu.stats.rootsReused++;
@@ -315,8 +326,17 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     return false;
   }
 
-  /** The guest flushed PCID `pcid`: cached roots of that PCID are freed (shahid2018) or marked need-sync (lai2021). */
+  /**
+   * kvm_invalidate_pcid (x86.c, KVM commit 21823fbda552): the guest flushed
+   * PCID `pcid` (a flushing MOV CR3, INVPCID type 1): cached roots of that
+   * PCID are freed (shahid2018) or marked need-sync (lai2021). With
+   * CR4.PCIDE = 0 none is touched: every MOV CR3 then flushes, and a switch
+   * to a cached root syncs it. (The series as merged in v4.19 freed none
+   * even with PCIDE = 1, which let a NOFLUSH switch to another address space
+   * of a flushed PCID see stale SPTEs; the model follows the fixed KVM.)
+   */
   private invalidatePrevRootsOfPcid(pcid: number): void {
+    if ((this.guest().cr4 & CR4.PCIDE) === 0n) return;
     this.locked(() => this.invalidatePrevRootsOfPcidLocked(pcid));
   }
 
@@ -398,7 +418,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       const role = roleAt(base, l - 1, ACC_ALL, true);
       const have = sp.children.get(idx);
       if (have && have.valid && have.gfn === baseGfn && have.role === role) { sp = have; continue; }
-      const got = this.mmu.getPage(baseGfn, role, -1, charge);
+      const got = this.mmu.getPage(baseGfn, role, -1, this);
       flush = got.flush || flush;
       this.mmu.link(sp, idx, got.sp);
       sp = got.sp;
@@ -433,7 +453,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       const role = roleAt(base, e.level - 1, acc, false);
       const have = sp.children.get(idx);
       if (have && have.valid && have.gfn === gfn && have.role === role) { sp = have; continue; }
-      const got = this.mmu.getPage(gfn, role, pcid, charge);
+      const got = this.mmu.getPage(gfn, role, pcid, this);
       flush = got.flush || flush;
       if (!got.created && got.sp.unsyncChildren.size > 0) relinked = true;
       this.mmu.link(sp, idx, got.sp);
@@ -467,7 +487,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       const role = roleAt(base, l - 1, acc, true);
       const have = sp.children.get(idx);
       if (have && have.valid && have.gfn === baseGfn && have.role === role) { sp = have; continue; }
-      const got = this.mmu.getPage(baseGfn, role, pcid, charge);
+      const got = this.mmu.getPage(baseGfn, role, pcid, this);
       flush = got.flush || flush;
       this.mmu.link(sp, idx, got.sp);
       charge(this.costs.spteInstall);
@@ -490,7 +510,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     flush = this.mmu.setLeaf(sp, indexAt(va, 1), gfn, spte) || flush;
     charge(this.costs.spteInstall);
     if (flush) this.mmu.flushRemote(this);
-    if (relinked) this.mmu.syncTree(this.root!.sp, this);
+    if (relinked && this.mmu.syncTree(this.root!.sp, this) > 0) this.mmu.flushLocal(this);
     return result;
   }
 
@@ -682,9 +702,10 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
     }
     if (slot.needSync) { sync = flush = true; slot.needSync = false; }
     if (!noflush && this.policy.prevRoots) this.invalidatePrevRootsOfPcid(pcid);
-    if (sync) this.locked(() => this.mmu.syncTree(slot.sp, this));
+    const synced = sync ? this.locked(() => this.mmu.syncTree(slot.sp, this)) : 0;
     this.loadHardware();
     if (flush || !this.policy.mapGuestPcids) this.flushHardwareCurrent();
+    else if (synced > 0) this.mmu.flushLocal(this);
     else if (addrs) for (const a of addrs) { this.hwInvpcid(0, this.hwPcid(), a); this.charge(this.costs.addrFlush); }
     return null;
   }

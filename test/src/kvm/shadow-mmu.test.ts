@@ -16,7 +16,6 @@ const ADDR = 0x000f_ffff_ffff_f000n;
 const RIGHTS = PTE.RW | PTE.US | PTE.XD;
 /** The unsync guest table under test and the frames its gptes map. */
 const TABLE_GFN = 0x80n;
-const noCharge = (): void => {};
 
 interface Case {
   roleAccess: number;
@@ -54,16 +53,17 @@ function expectedSync(c: Case, gpte: bigint, old: bigint): bigint {
   const user = (c.roleAccess & ACC_USER) !== 0 && (gpte & PTE.US) !== 0n;
   const exec = (c.roleAccess & ACC_EXEC) !== 0 && (gpte & PTE.XD) === 0n;
   const write = (c.roleAccess & ACC_WRITE) !== 0 && (gpte & PTE.RW) !== 0n && (gpte & PTE.D) !== 0n && !c.tracked.includes(gfn);
-  return (old & ~RIGHTS) | (user ? PTE.US : 0n) | (exec ? 0n : PTE.XD) | (write ? PTE.RW : 0n);
+  // set_spte(speculative): A cleared (access tracking), D kept only on a writable SPTE.
+  return (old & ~(RIGHTS | PTE.A | (write ? 0n : PTE.D))) | (user ? PTE.US : 0n) | (exec ? 0n : PTE.XD) | (write ? PTE.RW : 0n);
 }
 
 /** A VM holding the case: the guest table written, its leaf shadow page with the old SPTEs, now unsync. */
 async function build(c: Case): Promise<{ vm: ShadowVm; sp: ShadowPage }> {
   const vm = await createShadowVm({ vcpus: 1, memoryBytes: RAM, poolBytes: 4 << 20 });
   const { mmu } = vm;
-  for (const gfn of c.tracked) mmu.getPage(gfn, roleAt(0, 2, 7, false), -1, noCharge);
+  for (const gfn of c.tracked) mmu.getPage(gfn, roleAt(0, 2, 7, false), -1, vm.vcpus[0]!);
   c.gptes.forEach((g, i) => vm.machine.memory.write64((TABLE_GFN << 12n) + BigInt(i) * 8n, g));
-  const { sp } = mmu.getPage(TABLE_GFN, roleAt(0, 1, c.roleAccess, false), -1, noCharge);
+  const { sp } = mmu.getPage(TABLE_GFN, roleAt(0, 1, c.roleAccess, false), -1, vm.vcpus[0]!);
   c.olds.forEach((old, i) => { if (old !== 0n) mmu.setLeaf(sp, i, (old & ADDR) >> 12n, old); });
   expect(mmu.tryUnsync(TABLE_GFN)).toBe(true);
   expect(sp.unsync).toBe(true);
@@ -87,10 +87,13 @@ describe("one gpte → SPTE rule for every shadow path", () => {
         const fresh = page.vm.mmu.leafSpte(c.gptes[i]!, c.roleAccess);
         const full = (c.gptes[i]! & ADDR) | PTE.P | RIGHTS;
         const rule = expectedSync(c, c.gptes[i]!, full);
-        expect(fresh ? fresh.spte : 0n, `${note} leafSpte index ${i}`).toBe(rule === 0n ? 0n : rule & ~(PTE.A | PTE.D));
+        expect(fresh ? fresh.spte : 0n, `${note} leafSpte index ${i}`).toBe(rule === 0n ? 0n : rule & ~PTE.D);
         if (fresh) expect(fresh.gfn, note).toBe((c.gptes[i]! & ADDR) >> 12n);
       }
-      expect(page.vm.mmu.syncPage(page.sp, noCharge), note).toBe(want.some((w, i) => c.olds[i] !== 0n && w !== c.olds[i]));
+      const dropped = want.some((w, i) => c.olds[i] !== 0n && w === 0n);
+      const asksFlush = want.filter((w, i) => w !== 0n && (c.olds[i]! & ~w & (PTE.A | PTE.RW | PTE.D)) !== 0n).length;
+      expect(page.vm.mmu.syncPage(page.sp, page.vm.vcpus[0]!), note).toBe(dropped);
+      expect(page.vm.mmu.stats.syncSpteFlushes, `${note} SPTEs whose rewrite asks for a flush`).toBe(asksFlush);
       expect(sptes(page.vm, page.sp), `${note} syncPage`).toEqual(want);
       expect(page.sp.unsync).toBe(false);
 

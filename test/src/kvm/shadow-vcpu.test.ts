@@ -43,7 +43,7 @@ interface World {
   spare: bigint[];
 }
 
-async function world(policy: string, opts: { vcpus?: number; poolBytes?: number; prepare?: (a: X86PageTableBuilder) => void } = {}): Promise<World> {
+async function world(policy: string, opts: { vcpus?: number; poolBytes?: number; pcide?: boolean; prepare?: (a: X86PageTableBuilder) => void } = {}): Promise<World> {
   const vm = await createShadowVm({ vcpus: opts.vcpus ?? 1, memoryBytes: 32 << 20, policy, poolBytes: opts.poolBytes ?? 4 << 20 });
   const mem = vm.machine.memory;
   const a = new X86PageTableBuilder(mem, { tableBase: 0x10_0000n, tableLimit: 0x18_0000n });
@@ -57,7 +57,8 @@ async function world(policy: string, opts: { vcpus?: number; poolBytes?: number;
   opts.prepare?.(a);
   const spare = Array.from({ length: 16 }, (_, i) => 0x80_0000n + BigInt(i) * 0x1000n);
   const cpu = vm.vcpus[0]!;
-  for (const c of vm.vcpus) c.start({ ...LONG_MODE, cr4: LONG_MODE.cr4 | CR4.PCIDE | CR4.PGE, cr3: a.root | 1n });
+  const pcide = opts.pcide ?? true;
+  for (const c of vm.vcpus) c.start({ ...LONG_MODE, cr4: LONG_MODE.cr4 | (pcide ? CR4.PCIDE : 0n) | CR4.PGE, cr3: pcide ? a.root | 1n : a.root });
   return { vm, mem, a, b, cpu, spare };
 }
 
@@ -166,6 +167,22 @@ describe("CR3 loads and the root cache", () => {
     });
   }
 
+  it("with CR4.PCIDE = 0 a CR3 load keeps the cached roots (shahid2018: kvm_invalidate_pcid leaves prev_roots alone) and resyncs the one it reuses", async () => {
+    const w = await world("shahid2018", { pcide: false });
+    const { cpu, vm } = w;
+    expect(read(cpu, U)).toBe(F(0));
+    cr3(cpu, w.b.root);
+    expect(read(cpu, U)).toBe(F(5));
+    store(cpu, w.a.leafGpa(U)!, user(F(2)));
+    const s = { ...vm.mmu.stats };
+    cr3(cpu, w.a.root);
+    expect(vm.mmu.stats.rootsReused).toBe(s.rootsReused + 1);
+    expect(vm.mmu.stats.rootsBuilt).toBe(s.rootsBuilt);
+    expect(cpu.roots().map((r) => r.pgd)).toEqual([w.a.root, w.b.root]);
+    expect(vm.mmu.stats.syncs).toBeGreaterThan(s.syncs);
+    expect(read(cpu, U)).toBe(F(2));
+  });
+
   it("alon2018 creates separate shadow pages per PCID; shahid2018 shares them", async () => {
     const hpas: Record<string, bigint[]> = {};
     for (const policy of ["alon2018", "shahid2018"]) {
@@ -182,6 +199,39 @@ describe("CR3 loads and the root cache", () => {
     expect(hpas.alon2018![2]).toBeGreaterThanOrEqual(4n);
     expect(hpas.shahid2018![1]).toBe(hpas.shahid2018![0]);
     expect(hpas.shahid2018![2]).toBe(0n);
+  });
+});
+
+describe("resync flushes as v4.16 sync_page did", () => {
+  // Ten user pages in one guest leaf table, all accessed (the hardware set A in
+  // their SPTEs); the guest then remaps the tenth (the table goes unsync) and
+  // loads CR3, which resyncs the table: nine SPTEs are rewritten with A clear,
+  // each asking for a flush; the tenth maps another frame and is dropped.
+  const PAGES = 10;
+  const va = (k: number): bigint => U + BigInt(k) * 0x1000n;
+  async function resync(policy: string): Promise<{ remote: number; asked: number; world: World }> {
+    const w = await world(policy, { prepare: (a) => { for (let k = 2; k < PAGES; k++) a.map(va(k), F(10 + k), "4K", { user: true, write: true, accessed: true, dirty: true }); } });
+    const { cpu, vm } = w;
+    for (let k = 0; k < PAGES; k++) expect(read(cpu, va(k))).not.toBeInstanceOf(Object);
+    store(cpu, w.a.leafGpa(va(PAGES - 1))!, user(F(40)));
+    const s = { ...vm.mmu.stats };
+    cr3(cpu, w.a.root | 1n);
+    expect(read(cpu, va(PAGES - 1))).toBe(F(40));
+    return { remote: vm.mmu.stats.remoteFlushes - s.remoteFlushes, asked: vm.mmu.stats.syncSpteFlushes - s.syncSpteFlushes, world: w };
+  }
+
+  it("baseline issues one remote flush per accessed SPTE it rewrites; patch 1 issues one for the page", async () => {
+    const base = await resync("baseline");
+    const p1 = await resync("sync-flush-once");
+    expect(base.asked).toBe(PAGES - 1);
+    expect(p1.asked).toBe(PAGES - 1);
+    expect(base.remote - p1.remote).toBe(PAGES - 2);
+    expect(p1.remote).toBeGreaterThanOrEqual(1);
+  });
+
+  it("a resynced SPTE loses its Accessed bit and the guest still reaches every page", async () => {
+    const { world: w } = await resync("shahid2018");
+    for (let k = 0; k < PAGES - 1; k++) expect(read(w.cpu, va(k))).toBe(k < 2 ? F(k) : F(10 + k));
   });
 });
 
@@ -434,8 +484,21 @@ describe("remote flushes reach the vCPUs in guest mode (kvm_make_all_cpus_reques
     w.vm.mmu.flushRemote(a);
     expect(w.vm.mmu.stats.flushIpis).toBe(1);
     expect(b.exits.kick).toBe(1);
-    expect(b.cycles - b1).toBe(w.vm.mmu.costs.vmExit + w.vm.mmu.costs.localFlush);
-    expect(a.cycles - a0).toBe(w.vm.mmu.costs.remoteFlush + w.vm.mmu.costs.localFlush);
+    const { vmExit, localFlush, remoteFlush } = w.vm.mmu.costs;
+    expect(b.cycles - b1).toBe(vmExit + localFlush);
+    // A waits one round trip; its own flush was requested by the first flush and is still pending (requests coalesce).
+    expect(a.cycles - a0).toBe(remoteFlush);
+    // B stays outside guest mode until it has acked and flushed: a flush right after the ack sends no IPI.
+    expect(b.outsideGuestAt(a.cycles + 10)).toBe(true);
+    w.vm.mmu.flushRemote(a);
+    expect(w.vm.mmu.stats.flushIpis).toBe(1);
+    expect(w.vm.mmu.stats.flushIpisSkipped).toBe(2);
+    // A's next guest operation serves the pending flush; its next request is charged again.
+    a.work(1);
+    expect(a.access(U, "read", true)).toBe(F(0));
+    const a1 = a.cycles;
+    w.vm.mmu.flushLocal(a);
+    expect(a.cycles - a1).toBe(localFlush);
   });
 });
 
