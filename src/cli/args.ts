@@ -2,6 +2,7 @@
 // integer and `--cost name=value` flags, the progress bar.
 
 import { DEFAULT_COSTS, MAX_COST } from "../kvm/cost-model.js";
+import { LINUX_WORK_COSTS } from "../guest/linux.js";
 
 /** A usage or input error: exit status 2, one `vmmu:` line. */
 export class UsageError extends Error {}
@@ -15,15 +16,24 @@ export function intFlag(flag: string, v: string | undefined, min: number, max: n
   return n;
 }
 
-/** Parses one `--cost name=value` into `costs`; a UsageError naming the problem otherwise. */
-export function costFlag(v: string | undefined, costs: Record<string, number>): void {
+/**
+ * Parses one `--cost name=value` into `costs` (a CostModel key), or with
+ * `work` given, a `guest.<name>=value` into `work` (a LINUX_WORK_COSTS key);
+ * a UsageError naming the problem otherwise.
+ */
+export function costFlag(v: string | undefined, costs: Record<string, number>, work?: Record<string, number>): void {
   const eq = v === undefined ? -1 : v.indexOf("=");
   if (v === undefined || eq <= 0) throw new UsageError(`--cost needs name=value${v === undefined ? "" : `, got '${v}'`}`);
   const name = v.slice(0, eq), value = v.slice(eq + 1);
-  if (!Object.hasOwn(DEFAULT_COSTS, name)) throw new UsageError(`unknown cost '${name}' (one of: ${Object.keys(DEFAULT_COSTS).join(", ")})`);
+  const guest = work !== undefined && name.startsWith("guest.");
+  const key = guest ? name.slice(6) : name;
+  if (guest ? !Object.hasOwn(LINUX_WORK_COSTS, key) : !Object.hasOwn(DEFAULT_COSTS, key)) {
+    const names = [...Object.keys(DEFAULT_COSTS), ...(work ? Object.keys(LINUX_WORK_COSTS).map((k) => `guest.${k}`) : [])];
+    throw new UsageError(`unknown cost '${name}' (one of: ${names.join(", ")})`);
+  }
   if (!/^[0-9]+(?:\.[0-9]+)?$/.test(value)) throw new UsageError(`--cost ${name}: '${value}' is not a number of cycles`);
   if (Number(value) > MAX_COST) throw new UsageError(`--cost ${name}: ${value} is above the ${MAX_COST}-cycle limit`);
-  costs[name] = Number(value);
+  (guest ? work! : costs)[key] = Number(value);
 }
 
 /** A progress bar on stderr (TTY only, after the first second): run `p` of `total` is fraction `f` done. */

@@ -5,7 +5,8 @@
 // keyed by policy name instead, with the run's settings, seed and code version
 // under the reserved key `_meta`.
 
-import { runKpti, KPTI_MEMORY_BYTES, SEED_RESULTS, type KptiPolicyResult } from "../experiments/run-kpti.js";
+import { runKpti, runKptiSensitivity, KPTI_MEMORY_BYTES, KPTI_SENSITIVITY_FACTORS, SEED_RESULTS, type KptiPolicyResult, type KptiSensitivityRow } from "../experiments/run-kpti.js";
+import { LINUX_WORK_COSTS, type LinuxWorkCosts } from "../guest/linux.js";
 import { POLICIES } from "../kvm/policy.js";
 import { DEFAULT_COSTS, MAX_COST, withOverrides, type CostModel } from "../kvm/cost-model.js";
 import { LackeyParser, collectTrace, type AccessTrace } from "../guest/lackey.js";
@@ -21,17 +22,23 @@ export const RUN_DEFAULTS = {
 } as const;
 
 const USAGE = `usage: vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N]
-                    [--seed N] [--trace LACKEY_FILE] [--cost name=value …] [--json]
+                    [--seed N] [--trace LACKEY_FILE] [--cost name=value …] [--no-sensitivity] [--json]
 
   Runs a KPTI guest compiling a kernel (make -jN of short-lived compiler
   processes) on the shadow MMU under each policy. Policies:
 ${Object.values(POLICIES).map((p) => `    ${p.name.padEnd(16)} ${p.title}`).join("\n")}
   Costs (cycles; defaults from src/kvm/cost-model.ts):
 ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
+  Guest work costs (--cost guest.NAME=value; defaults from src/guest/linux.ts):
+${Object.entries(LINUX_WORK_COSTS).map(([k, v]) => `    guest.${k}=${v}`).join("  ")}
+  After the table, a sensitivity table: the speed-up baseline → shahid2018
+  with each cost the shadow MMU and the guest charge halved and doubled
+  (two more runs per row; --no-sensitivity skips it).
   Defaults: --vcpus ${RUN_DEFAULTS.vcpus} --policy ${RUN_DEFAULTS.policies.join(",")} --jobs ${RUN_DEFAULTS.jobs}
   --accesses ${RUN_DEFAULTS.accesses} (per compiler process) --seed ${RUN_DEFAULTS.seed}.
   --json: one object keyed by policy name, plus "_meta": { settings (every
-  parameter, costs included), seed, core: { version, wasm, commit? }, wallMs }.
+  parameter, costs included), seed, core: { version, wasm, commit? }, wallMs }
+  and "_sensitivity": [{ cost, factor, value, speedup }, …].
   Exit status: 0, 2 on a usage or input error (a bad flag, an unreadable trace).
 
   The other workload: vmmu run cr0wp (seed 002, ssdd in a CR0.WP-toggling guest
@@ -40,11 +47,11 @@ ${Object.entries(DEFAULT_COSTS).map(([k, v]) => `    ${k}=${v}`).join("  ")}
 
 interface RunArgs {
   vcpus: number; policies: string[]; jobs: number; accesses: number; seed: number;
-  trace?: string; costs: Record<string, number>; json: boolean;
+  trace?: string; costs: Record<string, number>; work: Record<string, number>; json: boolean; sensitivity: boolean;
 }
 
 function parse(args: string[]): RunArgs {
-  const a: RunArgs = { ...RUN_DEFAULTS, policies: [...RUN_DEFAULTS.policies], costs: {}, json: false };
+  const a: RunArgs = { ...RUN_DEFAULTS, policies: [...RUN_DEFAULTS.policies], costs: {}, work: {}, json: false, sensitivity: true };
   const num = intFlag;
   for (let i = 0; i < args.length; i++) {
     const f = args[i]!;
@@ -57,6 +64,7 @@ function parse(args: string[]): RunArgs {
       case "--seed": a.seed = num(flag, val(), 0, 2 ** 32 - 1); break;
       case "--trace": a.trace = val(); if (!a.trace) throw new UsageError("--trace needs a file"); break;
       case "--json": a.json = true; break;
+      case "--no-sensitivity": a.sensitivity = false; break;
       case "--policy": {
         const v = val();
         if (!v) throw new UsageError("--policy needs a name");
@@ -66,7 +74,7 @@ function parse(args: string[]): RunArgs {
         break;
       }
       case "--cost": case "--cost=": {
-        costFlag(f.startsWith("--cost=") ? f.slice(7) : args[++i], a.costs);
+        costFlag(f.startsWith("--cost=") ? f.slice(7) : args[++i], a.costs, a.work);
         break;
       }
       default: throw new UsageError(`unknown option '${f}'`);
@@ -143,6 +151,8 @@ export interface KptiSettings {
   /** The lackey trace replayed, if any. */
   trace: string | null;
   costs: CostModel;
+  /** Guest work costs (LINUX_WORK_COSTS with the overrides). */
+  work: LinuxWorkCosts;
 }
 
 /** The `_meta` key of `run kpti --json`: never a policy name (policy names do not start with `_`). */
@@ -187,6 +197,25 @@ export function formatKpti(vcpus: number, results: Record<string, KptiPolicyResu
   return out;
 }
 
+/** The sensitivity table as lines: per cost, the speed-up baseline → shahid2018 with it halved and doubled. */
+export function formatKptiSensitivity(rows: KptiSensitivityRow[]): string[] {
+  const ref = rows.find((r) => r.cost === "defaults");
+  const costs = [...new Set(rows.filter((r) => r.cost !== "defaults").map((r) => r.cost))];
+  const head = ["cost moved", "default", ...KPTI_SENSITIVITY_FACTORS.map((f) => `×${f}`)];
+  const body = costs.map((c) => {
+    const of = (f: number) => rows.find((r) => r.cost === c && r.factor === f);
+    const half = of(KPTI_SENSITIVITY_FACTORS[0]);
+    const def = half ? half.value / half.factor : 0;
+    return [c, String(def), ...KPTI_SENSITIVITY_FACTORS.map((f) => { const r = of(f); return r ? `${r.speedup.toFixed(2)}×` : "–"; })];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  return [
+    `sensitivity: the speed-up baseline → shahid2018 (${ref ? `${ref.speedup.toFixed(2)}×` : "–"} at the costs above) with one cost moved:`,
+    line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line),
+  ];
+}
+
 export async function runRun(args: string[]): Promise<number> {
   const [what, ...rest] = args;
   if (what === "-h" || what === "--help" || (what === "kpti" && rest.some((f) => f === "-h" || f === "--help"))) { process.stdout.write(USAGE); return 0; }
@@ -209,19 +238,26 @@ export async function runRun(args: string[]): Promise<number> {
   }
   const costs = withOverrides(DEFAULT_COSTS, a.costs);
   const t0 = performance.now();
-  const results = await runKpti({
-    vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace,
-    costs, onProgress: progress(a.policies.length, a.policies),
-  });
+  const work = a.work as Partial<LinuxWorkCosts>;
+  const common = { vcpus: a.vcpus, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace, costs, work };
+  const results = await runKpti({ ...common, policies: a.policies, onProgress: progress(a.policies.length, a.policies) });
+  let sensitivity: KptiSensitivityRow[] | undefined;
+  if (a.sensitivity) {
+    const bar = progress(1, ["sensitivity"]);
+    sensitivity = await runKptiSensitivity(common, bar ? (done, total) => bar(0, done / total) : undefined);
+    if (bar) process.stderr.write("\r" + " ".repeat(60) + "\r");
+  }
   if (a.json) {
     const settings: KptiSettings = {
       workload: "kpti", vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accesses: a.accesses, seed: a.seed,
-      memoryBytes: KPTI_MEMORY_BYTES, trace: a.trace ?? null, costs,
+      memoryBytes: KPTI_MEMORY_BYTES, trace: a.trace ?? null, costs, work: { ...LINUX_WORK_COSTS, ...work },
     };
     const _meta: KptiMeta = { settings, seed: a.seed, core: codeVersion(), wallMs: performance.now() - t0 };
-    process.stdout.write(JSON.stringify({ ...results, _meta }, null, 2) + "\n");
+    process.stdout.write(JSON.stringify({ ...results, _meta, ...(sensitivity ? { _sensitivity: sensitivity } : {}) }, null, 2) + "\n");
   } else {
-    process.stdout.write([...formatKpti(a.vcpus, results), ...formatKptiLegend()].join("\n") + "\n");
+    const lines = [...formatKpti(a.vcpus, results), ...formatKptiLegend()];
+    if (sensitivity) lines.push("", ...formatKptiSensitivity(sensitivity));
+    process.stdout.write(lines.join("\n") + "\n");
   }
   return 0;
 }

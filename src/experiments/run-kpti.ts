@@ -7,9 +7,9 @@
 // that explain the difference.
 
 import { createShadowVm } from "../kvm/shadow-vm.js";
-import { DEFAULT_COSTS, type CostModel } from "../kvm/cost-model.js";
+import { DEFAULT_COSTS, MAX_COST, type CostModel } from "../kvm/cost-model.js";
 import { policyByName } from "../kvm/policy.js";
-import { LinuxGuest } from "../guest/linux.js";
+import { LINUX_WORK_COSTS, LinuxGuest, type LinuxWorkCosts } from "../guest/linux.js";
 import { runKernelCompile } from "../guest/kernel-compile.js";
 import { X86_BOOT_CONTROL } from "../guest/bare-metal-cpu.js";
 import type { AccessTrace } from "../guest/lackey.js";
@@ -25,6 +25,8 @@ export interface KptiRunOptions {
   /** Guest RAM (default KPTI_MEMORY_BYTES, 256 MiB). */
   memoryBytes?: number;
   costs?: CostModel;
+  /** Guest work cycles overriding LINUX_WORK_COSTS (src/guest/linux.ts). */
+  work?: Partial<LinuxWorkCosts>;
   /** A valgrind lackey trace replayed as each compiler's user-space access stream. */
   trace?: AccessTrace;
   /** Called with (policy index, fraction done of that policy) at most every few hundred ms. */
@@ -59,7 +61,17 @@ export interface KptiPolicyResult {
   ptRefs: number;
   tlbHits: number;
   accesses: number;
-  guest: { syscalls: number; cr3Writes: number; cr3Noflush: number; invlpg: number; invpcid: number; processes: number };
+  /**
+   * The guest's own totals, to set beside a real build's
+   * (bench/data/kernel-compile-lib.json): processes created, execs, syscalls,
+   * #PFs handled (user and kernel), context switches, and userCycles — the
+   * simulated cycles spent running user code (KernelCompileResult.userCycles);
+   * plus the guest's TLB-maintenance instructions.
+   */
+  guest: {
+    processes: number; execs: number; syscalls: number; faults: number; contextSwitches: number; userCycles: number;
+    cr3Writes: number; cr3Noflush: number; invlpg: number; invpcid: number;
+  };
   wallMs: number;
   accessesPerSecond: number;
 }
@@ -75,7 +87,7 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
     const policy = policyByName(opts.policies[p]!);
     const vm = await createShadowVm({ vcpus: opts.vcpus, memoryBytes, policy, costs: opts.costs ?? DEFAULT_COSTS });
     for (const v of vm.vcpus) v.start({ ...X86_BOOT_CONTROL });
-    const guest = new LinuxGuest(vm.vcpus, { ramBytes: memoryBytes });
+    const guest = new LinuxGuest(vm.vcpus, { ramBytes: memoryBytes, ...(opts.work ? { work: opts.work } : {}) });
     guest.boot();
     const before = vm.vcpus.map((v) => v.cycles);
     const t0 = performance.now();
@@ -111,8 +123,9 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
       roots: { built: st.rootsBuilt, freed: st.rootsFreed, reused: st.rootsReused },
       guestWalks: st.guestWalks, hwWalks, ptRefs, tlbHits, accesses,
       guest: {
-        syscalls: gs.syscalls ?? 0, cr3Writes: gs.cr3Writes ?? 0, cr3Noflush: gs.cr3NoFlush ?? 0,
-        invlpg: gs.invlpg ?? 0, invpcid: gs.invpcid ?? 0, processes: r.processes,
+        processes: r.processes, execs: gs.execs ?? 0, syscalls: gs.syscalls ?? 0,
+        faults: (gs.userFaults ?? 0) + (gs.kernelFaults ?? 0), contextSwitches: gs.contextSwitches ?? 0, userCycles: r.userCycles,
+        cr3Writes: gs.cr3Writes ?? 0, cr3Noflush: gs.cr3NoFlush ?? 0, invlpg: gs.invlpg ?? 0, invpcid: gs.invpcid ?? 0,
       },
       wallMs, accessesPerSecond: r.accessesPerSecond,
     };
@@ -129,3 +142,66 @@ export const SEED_RESULTS = {
   4: { baseline: "16m12s", shahid2018: "4m44s", speedup: 972 / 284 },
   1: { baseline: "25m5s", shahid2018: "14m50s", speedup: 1505 / 890 },
 } as const;
+
+/** Hypervisor costs the shadow MMU charges (src/kvm/shadow-mmu.ts, shadow-vcpu.ts): the sensitivity table moves each. */
+export const KPTI_SENSITIVE_COSTS = [
+  "vmExit", "remoteFlush", "localFlush", "addrFlush", "syncSpte", "syncVisit", "swWalkLevel", "spAlloc", "spteInstall",
+  "emulate", "zap", "hashLookup", "rootCacheLookup", "hwWalkRef",
+] as const satisfies readonly (keyof CostModel)[];
+
+/** Guest work costs the kernel-compile workload charges (src/guest/linux.ts LINUX_WORK_COSTS): the sensitivity table moves each. */
+export const KPTI_SENSITIVE_WORK = [
+  "entry", "syscall", "pageFault", "contextSwitch", "fork", "exec", "exit", "copyLine", "tick",
+] as const satisfies readonly (keyof LinuxWorkCosts)[];
+
+/** Factors each cost is moved by. */
+export const KPTI_SENSITIVITY_FACTORS = [0.5, 2] as const;
+
+/** One row of the sensitivity table: the headline speed-up (baseline → shahid2018) with one cost moved. */
+export interface KptiSensitivityRow {
+  /** The cost moved: a CostModel key, or "guest.<LINUX_WORK_COSTS key>". */
+  cost: string;
+  factor: number;
+  /** The cost's value in this row, cycles. */
+  value: number;
+  /** baseline cycles / shahid2018 cycles. */
+  speedup: number;
+}
+
+/**
+ * How the headline ratio (baseline → shahid2018) moves when each cost is
+ * halved and doubled, the rest as in `opts`:
+ * 1. the unmoved run gives the reference row (cost "defaults", factor 1);
+ * 2. each KPTI_SENSITIVE_COSTS entry, then each KPTI_SENSITIVE_WORK entry,
+ *    is multiplied by each of KPTI_SENSITIVITY_FACTORS (capped at MAX_COST by
+ *    checkCost's range) and both policies run again with the same seed.
+ * `onProgress(done, total)` after each pair of runs.
+ */
+export async function runKptiSensitivity(opts: Omit<KptiRunOptions, "policies" | "onProgress">, onProgress?: (done: number, total: number) => void): Promise<KptiSensitivityRow[]> {
+  const costs = opts.costs ?? DEFAULT_COSTS;
+  const work: LinuxWorkCosts = { ...LINUX_WORK_COSTS, ...opts.work };
+  const headline = async (o: Partial<KptiRunOptions>): Promise<number> => {
+    const r = await runKpti({ ...opts, ...o, policies: ["baseline", "shahid2018"] });
+    return r.baseline!.cycles / r.shahid2018!.cycles;
+  };
+  const total = 1 + (KPTI_SENSITIVE_COSTS.length + KPTI_SENSITIVE_WORK.length) * KPTI_SENSITIVITY_FACTORS.length;
+  let done = 0;
+  const tick = () => onProgress?.(++done, total);
+  const rows: KptiSensitivityRow[] = [{ cost: "defaults", factor: 1, value: 0, speedup: await headline({}) }];
+  tick();
+  for (const k of KPTI_SENSITIVE_COSTS) {
+    for (const f of KPTI_SENSITIVITY_FACTORS) {
+      const value = Math.min(MAX_COST, costs[k] * f);
+      rows.push({ cost: k, factor: f, value, speedup: await headline({ costs: { ...costs, [k]: value } }) });
+      tick();
+    }
+  }
+  for (const k of KPTI_SENSITIVE_WORK) {
+    for (const f of KPTI_SENSITIVITY_FACTORS) {
+      const value = Math.min(MAX_COST, work[k] * f);
+      rows.push({ cost: `guest.${k}`, factor: f, value, speedup: await headline({ work: { ...opts.work, [k]: value } }) });
+      tick();
+    }
+  }
+  return rows;
+}

@@ -66,6 +66,13 @@ export interface KernelCompileResult {
   processes: number;
   /** User accesses (compute phases). */
   userAccesses: number;
+  /**
+   * Simulated cycles the vCPUs spent running user code (the compute phases),
+   * summed: what a run of the same guest on the same CPU charges its user
+   * accesses, including the exits those accesses cause under a hypervisor.
+   * The guest's #PF handling after a faulting access is kernel time.
+   */
+  userCycles: number;
   /** Kernel accesses (entry code, syscall bodies, copies, page-table work excluded). */
   kernelAccesses: number;
   /** Simulated cycles per vCPU spent in the run. */
@@ -343,6 +350,7 @@ class KernelCompile {
   private alive = 0;
   private processes = 0;
   private userAccesses = 0;
+  private userCycles = 0;
 
   constructor(private readonly g: LinuxGuest, private readonly o: KernelCompileOptions) {
     checkOptions(o);
@@ -420,6 +428,7 @@ class KernelCompile {
       stats,
       processes: this.processes,
       userAccesses: this.userAccesses,
+      userCycles: this.userCycles,
       kernelAccesses,
       cycles: this.cpus.map((c, i) => c.cpu.cycles - start[i]!),
       cpuEvents: this.cpus.map((c) => (c.cpu as GuestCpu & { events?: () => Record<string, number> }).events?.() ?? {}),
@@ -766,6 +775,7 @@ class KernelCompile {
       const n = Math.min(p.len - p.pos, budget);
       let done: number;
       let exc;
+      const c0 = cpu.cycles;
       if (this.o.onAccess) {
         done = 0;
         for (; done < n; done++) {
@@ -780,6 +790,7 @@ class KernelCompile {
         done = r.done;
         exc = r.exception;
       }
+      this.userCycles += cpu.cycles - c0;
       p.pos += done;
       p.remaining -= done;
       budget -= done;

@@ -6,7 +6,15 @@
 import { optionsObject, show } from "../validate.js";
 
 export interface CostModel {
-  /** VM exit + entry round trip. Assumption, 1,000–1,500 on post-2015 cores, bracketed by an SVM KVM_RUN round trip measured at ≈1,344–2,528 cycles (LKML, Dec 2020: lkml.iu.edu/hypermail/linux/kernel/2012.2/00527.html). */
+  /**
+   * VM exit + entry round trip, with KVM's dispatch of a light exit. The only
+   * measurement found: VMRUN → #VMEXIT 1,344–1,376 cycles for a KVM_RUN round
+   * trip on an AMD EPYC host (LKML, Dec 2020: lkml.iu.edu/hypermail/linux/kernel/2012.2/00527.html),
+   * hardware transition only; ≈150 of exit dispatch added (assumption). 2018
+   * hosts with Spectre/L1TF mitigations (IBRS or retpolines, RSB stuffing, L1D
+   * flush on entry) paid more: no published per-exit figure found, so `vmmu run
+   * kpti` prints the result with this cost halved and doubled.
+   */
   vmExit: number;
   /** One paging-structure memory reference by a hardware walk (cache hit mix). Assumption. */
   hwWalkRef: number;
@@ -18,7 +26,11 @@ export interface CostModel {
   spAlloc: number;
   /** Installing one SPTE (make_spte + link). Assumption. */
   spteInstall: number;
-  /** Re-deriving one SPTE of an unsync shadow page during a sync (read gpte, compare, maybe rewrite). Assumption. */
+  /**
+   * One SPTE of v4.16 FNAME(sync_page): kvm_vcpu_read_guest_atomic of the gpte
+   * (memslot lookup, an 8-byte user copy: ≈80), the gpte checks and set_spte
+   * (make the SPTE, mmu_spte_update's atomic exchange: ≈70). Assumption.
+   */
   syncSpte: number;
   /** Walking the shadow tree looking for unsync children (per shadow page visited). Assumption. */
   syncVisit: number;
@@ -30,7 +42,11 @@ export interface CostModel {
   localFlush: number;
   /** A TLB flush of one address (INVVPID individual-address / INVLPG). No published cycle count found; assumption. */
   addrFlush: number;
-  /** A remote TLB flush, per other vCPU: IPI, exit on the target, flush, acknowledgement. No published cycle count found; assumption. */
+  /**
+   * A remote TLB flush as its sender waits for it: the IPIs to the vCPUs in
+   * guest mode, their exits and acks (smp_call_function_many waits for all
+   * together). No published cycle count found; assumption.
+   */
   remoteFlush: number;
   /** Finding a root in the shadow-page hash (kvm_mmu_get_page hit). Assumption. */
   hashLookup: number;
@@ -50,13 +66,13 @@ export interface CostModel {
 }
 
 export const DEFAULT_COSTS: CostModel = {
-  vmExit: 1200,
+  vmExit: 1500,
   hwWalkRef: 20,
   tlbHit: 1,
   swWalkLevel: 60,
   spAlloc: 600,
   spteInstall: 40,
-  syncSpte: 40,
+  syncSpte: 150,
   syncVisit: 30,
   emulate: 2500,
   zap: 300,

@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { coreHash } from "../../../src/index.js";
 import { DEFAULT_COSTS } from "../../../src/kvm/cost-model.js";
-import { KPTI_MEMORY_BYTES } from "../../../src/experiments/run-kpti.js";
+import { KPTI_MEMORY_BYTES, KPTI_SENSITIVE_COSTS, KPTI_SENSITIVE_WORK } from "../../../src/experiments/run-kpti.js";
+import { LINUX_WORK_COSTS } from "../../../src/guest/linux.js";
 import { POLICIES } from "../../../src/kvm/policy.js";
 
 const CLI = fileURLToPath(new URL("../../../dist/cli.mjs", import.meta.url));
@@ -16,7 +17,7 @@ const run = (...args: string[]) => spawnSync(process.execPath, [CLI, "run", ...a
 
 describe("vmmu run kpti", () => {
   it("prints one JSON object keyed by policy, with the ratio to baseline", () => {
-    const r = run("kpti", "--vcpus", "2", "--jobs", "2", "--accesses", "5000", "--policy", "baseline,shahid2018", "--json");
+    const r = run("kpti", "--vcpus", "2", "--jobs", "2", "--accesses", "5000", "--policy", "baseline,shahid2018", "--json", "--no-sensitivity");
     expect(r.status, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
     expect(Object.keys(j)).toEqual(["baseline", "shahid2018", "_meta"]);
@@ -37,15 +38,19 @@ describe("vmmu run kpti", () => {
     // Same guest work under both policies (the interleaving follows simulated time, so counts differ a little).
     expect(Math.abs(j.shahid2018.guest.syscalls - j.baseline.guest.syscalls)).toBeLessThan(0.05 * j.baseline.guest.syscalls);
     expect(j.shahid2018.guest.processes).toBe(j.baseline.guest.processes);
+    // The guest's own totals, named as the contract names them, to set beside a real build's.
+    for (const k of ["processes", "execs", "syscalls", "faults", "contextSwitches", "userCycles"]) expect(j.baseline.guest[k], k).toBeGreaterThan(0);
+    expect(j.baseline.guest.execs).toBeLessThanOrEqual(j.baseline.guest.processes);
+    expect(j.baseline.guest.userCycles).toBeLessThan(j.baseline.cyclesPerVcpu.reduce((a: number, b: number) => a + b, 0));
   });
 
   it("--json carries the settings (every parameter, costs included), the seed and the code version under _meta", () => {
-    const r = run("kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "2000", "--policy", "baseline", "--seed", "7", "--cost", "vmExit=1500", "--json");
+    const r = run("kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "2000", "--policy", "baseline", "--seed", "7", "--cost", "vmExit=1700", "--cost", "guest.syscall=500", "--json", "--no-sensitivity");
     expect(r.status, r.stderr).toBe(0);
     const { _meta } = JSON.parse(r.stdout);
     expect(_meta.settings).toEqual({
       workload: "kpti", vcpus: 1, policies: ["baseline"], jobs: 1, accesses: 2000, seed: 7, memoryBytes: KPTI_MEMORY_BYTES, trace: null,
-      costs: { ...DEFAULT_COSTS, vmExit: 1500 },
+      costs: { ...DEFAULT_COSTS, vmExit: 1700 }, work: { ...LINUX_WORK_COSTS, syscall: 500 },
     });
     expect(_meta.seed).toBe(7);
     expect(_meta.core.wasm).toBe(coreHash);
@@ -56,7 +61,7 @@ describe("vmmu run kpti", () => {
   });
 
   it("prints the table beside the seed's figures and Liran's trade-off", () => {
-    const r = run("kpti", "--vcpus", "1", "--jobs", "2", "--accesses", "5000", "--policy", "baseline,shahid2018,alon2018");
+    const r = run("kpti", "--vcpus", "1", "--jobs", "2", "--accesses", "5000", "--policy", "baseline,shahid2018,alon2018", "--no-sensitivity");
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^policy\s+sim\. cycles\s+vs baseline/m);
     expect(r.stdout).toMatch(/^alon2018\s/m);
@@ -65,7 +70,7 @@ describe("vmmu run kpti", () => {
   });
 
   it("refuses unknown policies, options and costs with exit 2 and one line", () => {
-    for (const args of [["kpti", "--policy", "nope"], ["kpti", "--frobnicate"], ["kpti", "--cost", "nope=3"], ["kpti", "--vcpus", "0"], ["other"]]) {
+    for (const args of [["kpti", "--policy", "nope"], ["kpti", "--frobnicate"], ["kpti", "--cost", "nope=3"], ["kpti", "--cost", "guest.nope=3"], ["kpti", "--vcpus", "0"], ["other"]]) {
       const r = run(...args);
       expect(r.status, args.join(" ")).toBe(2);
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
@@ -108,9 +113,29 @@ describe("vmmu run kpti", () => {
   });
 
   it("a cost override changes simulated time", () => {
-    const base = JSON.parse(run("kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "3000", "--policy", "baseline", "--json").stdout);
-    const dear = JSON.parse(run("kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "3000", "--policy", "baseline", "--json", "--cost", "vmExit=5000").stdout);
+    const args = ["kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "3000", "--policy", "baseline", "--json", "--no-sensitivity"];
+    const base = JSON.parse(run(...args).stdout);
+    const dear = JSON.parse(run(...args, "--cost", "vmExit=5000").stdout);
+    const slowGuest = JSON.parse(run(...args, "--cost", "guest.syscall=4000").stdout);
     expect(dear.baseline.cycles).toBeGreaterThan(base.baseline.cycles);
     expect(Math.abs(dear.baseline.exitsTotal - base.baseline.exitsTotal)).toBeLessThan(0.05 * base.baseline.exitsTotal);
+    expect(slowGuest.baseline.cycles).toBeGreaterThan(base.baseline.cycles);
+  });
+
+  it("prints how the headline speed-up moves when each cost is halved and doubled, and --json carries the rows", () => {
+    const args = ["kpti", "--vcpus", "1", "--jobs", "1", "--accesses", "2000", "--policy", "baseline,shahid2018"];
+    const text = run(...args);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/^sensitivity: the speed-up baseline → shahid2018 \(\d+\.\d\d× at the costs above\)/m);
+    for (const c of [...KPTI_SENSITIVE_COSTS, ...KPTI_SENSITIVE_WORK.map((k) => `guest.${k}`)]) expect(text.stdout).toMatch(new RegExp(`^${c.replace(".", "\\.")}\\s+\\d+\\s+\\d+\\.\\d\\d×\\s+\\d+\\.\\d\\d×$`, "m"));
+    const j = JSON.parse(run(...args, "--json").stdout);
+    const rows = j._sensitivity as { cost: string; factor: number; value: number; speedup: number }[];
+    expect(rows[0]).toMatchObject({ cost: "defaults", factor: 1 });
+    expect(rows[0]!.speedup).toBeCloseTo(j.baseline.cycles / j.shahid2018.cycles, 9);
+    expect(rows).toHaveLength(1 + 2 * (KPTI_SENSITIVE_COSTS.length + KPTI_SENSITIVE_WORK.length));
+    expect(rows.find((r) => r.cost === "vmExit" && r.factor === 2)!.value).toBe(2 * DEFAULT_COSTS.vmExit);
+    // Both policies exit, in different numbers: moving the exit cost moves the speed-up.
+    expect(rows.find((r) => r.cost === "vmExit" && r.factor === 2)!.speedup).not.toBe(rows.find((r) => r.cost === "vmExit" && r.factor === 0.5)!.speedup);
+    expect(run(...args, "--json", "--no-sensitivity").stdout).not.toContain("_sensitivity");
   });
 });
