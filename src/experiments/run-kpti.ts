@@ -25,6 +25,8 @@ export interface KptiRunOptions {
   /** Guest RAM (default KPTI_MEMORY_BYTES, 256 MiB). */
   memoryBytes?: number;
   costs?: CostModel;
+  /** User time between the guest's kernel events: "measured" (default; a real build's) or "simulated" (KernelCompileOptions.userTime). */
+  userTime?: "measured" | "simulated";
   /** Guest work cycles overriding LINUX_WORK_COSTS (src/guest/linux.ts). */
   work?: Partial<LinuxWorkCosts>;
   /** A valgrind lackey trace replayed as each compiler's user-space access stream. */
@@ -93,7 +95,7 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
     const t0 = performance.now();
     let lastTick = t0;
     const r = runKernelCompile(guest, {
-      jobs: opts.jobs ?? 32, seed: opts.seed ?? 1, accessesPerProcess: opts.accessesPerProcess, trace: opts.trace,
+      jobs: opts.jobs ?? 32, seed: opts.seed ?? 1, accessesPerProcess: opts.accessesPerProcess, trace: opts.trace, userTime: opts.userTime,
       ...(opts.onProgress ? {
         onProgress: (fraction: number) => {
           const now = performance.now();

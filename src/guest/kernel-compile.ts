@@ -27,6 +27,7 @@ import {
   LinuxGuest, USER_LAYOUT, type GuestFile, type LinuxCpu, type LinuxOptions, type LinuxStats, type Task, type Vma,
 } from "./linux.js";
 import { traceRegions, type AccessTrace } from "./lackey.js";
+import { userCyclesPerKernelEvent } from "./kernel-compile-measured.js";
 import { fnArg, intArg, optBoolArg, optionsObject, show } from "../validate.js";
 
 export interface KernelCompileOptions {
@@ -48,6 +49,16 @@ export interface KernelCompileOptions {
   cpuHz?: number;
   /** Time slice in cycles before a task with waiters is preempted at a tick (default 3 M). */
   sliceCycles?: number;
+  /**
+   * User time between kernel events (default "measured"): before each syscall
+   * and each user #PF a process runs the user time a real build runs between
+   * two such events (src/guest/kernel-compile-measured.ts: 82 k cycles for a
+   * cc1 at 3 GHz, 7.2 k for any other process), charged as user work on its
+   * vCPU — besides the user accesses simulated one by one. "simulated": the
+   * simulated accesses only (kernel events 10^2–10^3 times denser per unit of
+   * user time than in a real build).
+   */
+  userTime?: "measured" | "simulated";
   /** Leave files out of the page cache at start (reads then wait for I/O; default false: warm, as a second make run). */
   coldCache?: boolean;
   /**
@@ -141,6 +152,8 @@ class Proc {
   len = 0;
   stream: Stream | null = null;
   heapBuf = 0;
+  /** The program is cc1 (the measured user time between its kernel events is cc1's). */
+  cc1 = false;
   constructor(readonly task: Task, readonly parent: Proc | null, readonly script: Script, batch: number) {
     this.va = new BigUint64Array(batch);
     this.vaU32 = new Uint32Array(this.va.buffer);
@@ -284,6 +297,9 @@ function checkOptions(o: KernelCompileOptions): void {
   pos("sliceCycles");
   if (Math.round((o.cpuHz ?? 3e9) / (o.tickHz ?? 1000)) < 1) throw new RangeError(`vmmu: tickHz (${o.tickHz}) must be at most about cpuHz (${o.cpuHz ?? 3e9}): a tick is at least one cycle`);
   optBoolArg(o.coldCache, "coldCache", false);
+  if (o.userTime !== undefined && o.userTime !== "measured" && o.userTime !== "simulated") {
+    throw new RangeError(`vmmu: userTime must be "measured" or "simulated", got ${show(o.userTime)}`);
+  }
   fnArg(o.onAccess, "onAccess", true);
   fnArg(o.onProgress, "onProgress", true);
   const t = o.trace;
@@ -351,9 +367,15 @@ class KernelCompile {
   private processes = 0;
   private userAccesses = 0;
   private userCycles = 0;
+  /** User cycles charged before each kernel event, for cc1 and for the rest (0: userTime "simulated"). */
+  private readonly gapCc1: number;
+  private readonly gapRest: number;
 
   constructor(private readonly g: LinuxGuest, private readonly o: KernelCompileOptions) {
     checkOptions(o);
+    const measured = (o.userTime ?? "measured") === "measured";
+    this.gapCc1 = measured ? userCyclesPerKernelEvent(true, o.cpuHz ?? 3e9) : 0;
+    this.gapRest = measured ? userCyclesPerKernelEvent(false, o.cpuHz ?? 3e9) : 0;
     this.cpus = g.cpus;
     this.A = o.accessesPerProcess ?? 200_000;
     this.step = o.stepAccesses ?? 512;
@@ -647,6 +669,7 @@ class KernelCompile {
     p.op = null;
     p.resume = 0;
     this.opsDone++;
+    this.userGap(lc, p);
     const nr = op.k === "read" ? NR.read : op.k === "write" ? NR.write : op.k === "brk" ? NR.brk : op.k === "mmap" ? NR.mmap
       : op.k === "munmap" ? NR.munmap : op.k === "spawn" ? NR.fork : op.k === "exec" ? NR.execve : op.k === "wait" ? NR.wait4
       : op.k === "unlink" ? NR.unlink : op.k === "exit" ? NR.exit : op.nr;
@@ -709,6 +732,14 @@ class KernelCompile {
     g.leave(lc);
   }
 
+  /** The measured user time a process runs before its next kernel event (userTime "measured"), charged as user work. */
+  private userGap(lc: LinuxCpu, p: Proc): void {
+    const gap = p.cc1 ? this.gapCc1 : this.gapRest;
+    if (gap === 0) return;
+    lc.cpu.work(gap);
+    this.userCycles += gap;
+  }
+
   private arenas(t: Task): [number, number][] {
     return t.mm.vmas.filter((v) => v.name === "arena").map((v) => [v.start, v.end]);
   }
@@ -728,6 +759,7 @@ class KernelCompile {
     ];
     if (prog.name === "cc1") vmas.push(...this.traceVmas);
     g.exec(lc, p.task, prog.name, vmas, brk);
+    p.cc1 = prog.name === "cc1";
     g.brk(lc, p.task, brk + 64 * 1024);
     p.heapBuf = brk;
     const seed = xs(this.rng);
@@ -797,6 +829,7 @@ class KernelCompile {
       this.userAccesses += done;
       if (exc) {
         budget--;
+        this.userGap(lc, p);
         const out = g.userFault(lc, exc);
         if (!out.ok) {
           throw new Error(`vmmu: ${p.task.name} (pid ${p.task.pid}) got SIGSEGV at 0x${p.va[p.pos]!.toString(16)}`);

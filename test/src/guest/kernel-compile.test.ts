@@ -40,6 +40,22 @@ describe("kernel compile", () => {
     expect(r.cycles.every((c) => c > 0)).toBe(true);
   });
 
+  it("runs, between a process's kernel events, the user time a real build measured: the same events, more user cycles", async () => {
+    const sim = (await run(1, { jobs: 3, userTime: "simulated" })).result;
+    const real = (await run(1, { jobs: 3 })).result;
+    // The charged user time changes only time: the same programs make the same syscalls and faults.
+    expect(real.stats.syscalls).toBe(sim.stats.syscalls);
+    expect(real.stats.userFaults).toBe(sim.stats.userFaults);
+    const events = real.stats.syscalls + real.stats.userFaults;
+    const added = real.userCycles - sim.userCycles;
+    // Every event is preceded by a cc1's gap (81,978 cycles at 3 GHz) or another process's (7,212).
+    expect(added).toBeGreaterThanOrEqual(7_212 * events);
+    expect(added).toBeLessThanOrEqual(81_978 * events);
+    expect((added - 7_212 * events) % (81_978 - 7_212)).toBe(0);
+    expect(real.cycles[0]! - sim.cycles[0]!).toBeGreaterThanOrEqual(added);
+    expect(() => runKernelCompile(null as never, { jobs: 1, seed: 1, userTime: "real" as never })).toThrow(/userTime must be "measured" or "simulated"/);
+  });
+
   // One access at a time through the slow path: give it room on a loaded 2-core CI machine.
   it("reaches, on every user access, the frame the guest mapped; the reference walker agrees", { timeout: 240_000 }, async () => {
     const seed = testSeed();
