@@ -22,7 +22,7 @@ export const RUN_DEFAULTS = {
 } as const;
 
 const USAGE = `usage: vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N]
-                    [--seed N] [--trace LACKEY_FILE] [--user-time measured|simulated]
+                    [--seed N] [--trace LACKEY_FILE] [--user-time measured|simulated] [--max-shadow-pages N]
                     [--cost name=value …] [--no-sensitivity] [--json]
 
   Runs a KPTI guest compiling a kernel (make -jN of short-lived compiler
@@ -37,6 +37,8 @@ ${Object.entries(LINUX_WORK_COSTS).map(([k, v]) => `    guest.${k}=${v}`).join("
   (bench/data/kernel-compile-lib.json: 27 µs for cc1, 2.4 µs for the rest)
   besides the simulated accesses; "simulated" charges the simulated accesses
   only.
+  --max-shadow-pages N: KVM's n_max_mmu_pages; the oldest unused shadow pages
+  are zapped when the pool runs low (default: a 64 MiB pool, no pressure).
   After the table, a sensitivity table: the speed-up baseline → shahid2018
   with each cost the shadow MMU and the guest charge halved and doubled
   (two more runs per row; --no-sensitivity skips it).
@@ -53,7 +55,7 @@ ${Object.entries(LINUX_WORK_COSTS).map(([k, v]) => `    guest.${k}=${v}`).join("
 
 interface RunArgs {
   vcpus: number; policies: string[]; jobs: number; accesses: number; seed: number;
-  trace?: string; userTime: "measured" | "simulated"; costs: Record<string, number>; work: Record<string, number>; json: boolean; sensitivity: boolean;
+  trace?: string; maxShadowPages?: number; userTime: "measured" | "simulated"; costs: Record<string, number>; work: Record<string, number>; json: boolean; sensitivity: boolean;
 }
 
 function parse(args: string[]): RunArgs {
@@ -71,6 +73,7 @@ function parse(args: string[]): RunArgs {
       case "--trace": a.trace = val(); if (!a.trace) throw new UsageError("--trace needs a file"); break;
       case "--json": a.json = true; break;
       case "--no-sensitivity": a.sensitivity = false; break;
+      case "--max-shadow-pages": a.maxShadowPages = num(flag, val(), 64, 1 << 20); break;
       case "--user-time": {
         const v = val();
         if (v !== "measured" && v !== "simulated") throw new UsageError(`--user-time needs measured or simulated${v === undefined ? "" : `, got '${v}'`}`);
@@ -162,6 +165,8 @@ export interface KptiSettings {
   memoryBytes: number;
   /** The lackey trace replayed, if any. */
   trace: string | null;
+  /** KVM's n_max_mmu_pages, or null for the default pool. */
+  maxShadowPages: number | null;
   /** User time between kernel events: a real build's, or the simulated accesses' only. */
   userTime: "measured" | "simulated";
   costs: CostModel;
@@ -253,7 +258,7 @@ export async function runRun(args: string[]): Promise<number> {
   const costs = withOverrides(DEFAULT_COSTS, a.costs);
   const t0 = performance.now();
   const work = a.work as Partial<LinuxWorkCosts>;
-  const common = { vcpus: a.vcpus, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace, userTime: a.userTime, costs, work };
+  const common = { vcpus: a.vcpus, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace, userTime: a.userTime, costs, work, ...(a.maxShadowPages !== undefined ? { maxShadowPages: a.maxShadowPages } : {}) };
   const results = await runKpti({ ...common, policies: a.policies, onProgress: progress(a.policies.length, a.policies) });
   let sensitivity: KptiSensitivityRow[] | undefined;
   if (a.sensitivity) {
@@ -264,7 +269,7 @@ export async function runRun(args: string[]): Promise<number> {
   if (a.json) {
     const settings: KptiSettings = {
       workload: "kpti", vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accesses: a.accesses, seed: a.seed,
-      memoryBytes: KPTI_MEMORY_BYTES, trace: a.trace ?? null, userTime: a.userTime, costs, work: { ...LINUX_WORK_COSTS, ...work },
+      memoryBytes: KPTI_MEMORY_BYTES, trace: a.trace ?? null, maxShadowPages: a.maxShadowPages ?? null, userTime: a.userTime, costs, work: { ...LINUX_WORK_COSTS, ...work },
     };
     const _meta: KptiMeta = { settings, seed: a.seed, core: codeVersion(), wallMs: performance.now() - t0 };
     process.stdout.write(JSON.stringify({ ...results, _meta, ...(sensitivity ? { _sensitivity: sensitivity } : {}) }, null, 2) + "\n");

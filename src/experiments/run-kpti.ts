@@ -25,6 +25,13 @@ export interface KptiRunOptions {
   /** Guest RAM (default KPTI_MEMORY_BYTES, 256 MiB). */
   memoryBytes?: number;
   costs?: CostModel;
+  /**
+   * The shadow-page limit (KVM's n_max_mmu_pages, `kvm_mmu_change_mmu_pages`):
+   * the host-table pool holds this many 4 KiB pages and reclaims the oldest
+   * unused shadow pages when it runs low (make_mmu_pages_available). Default:
+   * a 64 MiB pool, never under pressure in this workload.
+   */
+  maxShadowPages?: number;
   /** User time between the guest's kernel events: "measured" (default; a real build's) or "simulated" (KernelCompileOptions.userTime). */
   userTime?: "measured" | "simulated";
   /** Guest work cycles overriding LINUX_WORK_COSTS (src/guest/linux.ts). */
@@ -87,7 +94,10 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
   const memoryBytes = opts.memoryBytes ?? KPTI_MEMORY_BYTES;
   for (let p = 0; p < opts.policies.length; p++) {
     const policy = policyByName(opts.policies[p]!);
-    const vm = await createShadowVm({ vcpus: opts.vcpus, memoryBytes, policy, costs: opts.costs ?? DEFAULT_COSTS });
+    const vm = await createShadowVm({
+      vcpus: opts.vcpus, memoryBytes, policy, costs: opts.costs ?? DEFAULT_COSTS,
+      ...(opts.maxShadowPages !== undefined ? { poolBytes: opts.maxShadowPages * 4096 } : {}),
+    });
     for (const v of vm.vcpus) v.start({ ...X86_BOOT_CONTROL });
     const guest = new LinuxGuest(vm.vcpus, { ramBytes: memoryBytes, ...(opts.work ? { work: opts.work } : {}) });
     guest.boot();

@@ -725,9 +725,25 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       if (this.policy.invlpgAllRoots) { for (const s of this.prev) if (s) this.syncAddress(s.sp, va); }
       else this.invalidateAllPrevRoots();
     }
-    if (this.policy.pcidTaggedSps) this.deferToOtherPcids(va);
+    if (this.policy.pcidTaggedSps && this.mapsGlobal(va)) this.deferToOtherPcids(va);
     if (this.policy.flushOnlyAffected) this.flushHardwareAddr(va);
     else { this.flushHardwareAll(); this.charge(this.costs.localFlush); }
+  }
+
+  /**
+   * alon2018: whether INVLPG of `va` must reach other PCIDs — SDM Vol.3A
+   * §4.10.4.1: INVLPG invalidates the current PCID's translations for the
+   * page and global ones of every PCID. The hypervisor reads the guest's
+   * mapping of `va` (a software walk, charged): a global leaf under CR4.PGE
+   * reaches the other PCIDs; so does no mapping at all (another address
+   * space may map the page globally); a non-global one stays in its PCID.
+   */
+  private mapsGlobal(va: bigint): boolean {
+    if ((this.guest().cr4 & CR4.PGE) === 0n) return false;
+    const { result, levels } = this.walker.walkRecorded(va, "read", false, false);
+    this.charge(this.costs.swWalkLevel * levels.length);
+    if ("fault" in result || levels.length === 0) return true;
+    return (levels[levels.length - 1]!.pte & PTE.G) !== 0n;
   }
 
   /** alon2018: an address flush owed to every other PCID (global mappings live in their own trees). */

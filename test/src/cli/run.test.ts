@@ -49,7 +49,7 @@ describe("vmmu run kpti", () => {
     expect(r.status, r.stderr).toBe(0);
     const { _meta } = JSON.parse(r.stdout);
     expect(_meta.settings).toEqual({
-      workload: "kpti", vcpus: 1, policies: ["baseline"], jobs: 1, accesses: 2000, seed: 7, memoryBytes: KPTI_MEMORY_BYTES, trace: null, userTime: "measured",
+      workload: "kpti", vcpus: 1, policies: ["baseline"], jobs: 1, accesses: 2000, seed: 7, memoryBytes: KPTI_MEMORY_BYTES, trace: null, maxShadowPages: null, userTime: "measured",
       costs: { ...DEFAULT_COSTS, vmExit: 1700 }, work: { ...LINUX_WORK_COSTS, syscall: 500 },
     });
     expect(_meta.seed).toBe(7);
@@ -122,6 +122,16 @@ describe("vmmu run kpti", () => {
     expect(dear.baseline.cycles).toBeGreaterThan(base.baseline.cycles);
     expect(Math.abs(dear.baseline.exitsTotal - base.baseline.exitsTotal)).toBeLessThan(0.05 * base.baseline.exitsTotal);
     expect(slowGuest.baseline.cycles).toBeGreaterThan(base.baseline.cycles);
+  });
+
+  it("--max-shadow-pages caps the shadow pages as n_max_mmu_pages does: the pool reclaims, and zaps show", () => {
+    const args = ["kpti", "--vcpus", "1", "--jobs", "2", "--accesses", "5000", "--policy", "alon2018", "--json", "--no-sensitivity"];
+    const free = JSON.parse(run(...args).stdout).alon2018;
+    const capped = JSON.parse(run(...args, "--max-shadow-pages", "64").stdout);
+    expect(capped._meta.settings.maxShadowPages).toBe(64);
+    expect(capped.alon2018.shadowPages.peak).toBeLessThanOrEqual(64);
+    expect(capped.alon2018.shadowPages.zapped).toBeGreaterThan(free.shadowPages.zapped);
+    expect(run("kpti", "--max-shadow-pages", "10").stderr.trim()).toMatch(/^vmmu: --max-shadow-pages needs an integer in 64\.\.1048576, got '10'$/);
   });
 
   it("prints how the headline speed-up moves when each cost is halved and doubled, and --json carries the rows", () => {

@@ -421,6 +421,28 @@ describe("open bugs", () => {
     expect(read(v0, KV, false)).toBe(0x30_1000n);
   });
 
+  it("alon2018: INVLPG of a non-global user page stays in its PCID — a NOFLUSH switch to another PCID neither resyncs nor flushes", async () => {
+    const w = await world("alon2018");
+    const { cpu, vm } = w;
+    cr3(cpu, w.b.root | 2n);
+    expect(read(cpu, U)).toBe(F(5));
+    cr3(cpu, w.a.root | 1n | CR3_NOFLUSH);
+    expect(read(cpu, U)).toBe(F(0));
+    store(cpu, w.a.leafGpa(U)!, user(F(2)));
+    cpu.invlpg(U);
+    expect(read(cpu, U)).toBe(F(2));
+    const syncs = vm.mmu.stats.syncs, flushes = vm.mmu.stats.localFlushes;
+    cr3(cpu, w.b.root | 2n | CR3_NOFLUSH);
+    expect(vm.mmu.stats.localFlushes).toBe(flushes);
+    expect(read(cpu, U)).toBe(F(5));
+    // A global page's INVLPG still reaches PCID 1: the switch back resyncs it.
+    store(cpu, w.a.leafGpa(KV)!, kernel(0x30_1000n));
+    cpu.invlpg(KV);
+    cr3(cpu, w.a.root | 1n | CR3_NOFLUSH);
+    expect(vm.mmu.stats.syncs).toBeGreaterThan(syncs);
+    expect(read(cpu, KV, false)).toBe(0x30_1000n);
+  });
+
   for (const policy of ["alon2018", "alon2018-invlpg"]) {
     it(`alon-defer-scope: INVLPG of a global page reaches every PCID after a remote flush emptied the vCPU's hardware-PCID set (${policy})`, async () => {
       const w = await world(policy);
