@@ -23,6 +23,7 @@ export const RUN_DEFAULTS = {
 
 const USAGE = `usage: vmmu run kpti [--vcpus N] [--policy NAME[,NAME…]|all] [--jobs N] [--accesses N]
                     [--seed N] [--trace LACKEY_FILE] [--user-time measured|simulated] [--max-shadow-pages N]
+                    [--pcid-flush lazy|eager]
                     [--cost name=value …] [--no-sensitivity] [--json]
 
   Runs a KPTI guest compiling a kernel (make -jN of short-lived compiler
@@ -37,6 +38,9 @@ ${Object.entries(LINUX_WORK_COSTS).map(([k, v]) => `    guest.${k}=${v}`).join("
   (bench/data/kernel-compile-lib.json: 27 µs for cc1, 2.4 µs for the rest)
   besides the simulated accesses; "simulated" charges the simulated accesses
   only.
+  --pcid-flush: how the guest flushes a user PCID: "lazy" (default, Linux's
+  deferred flush at the next return to user) or "eager" (INVPCID type 1 at
+  once, then NOFLUSH returns; only under policies that expose INVPCID).
   --max-shadow-pages N: KVM's n_max_mmu_pages; the oldest unused shadow pages
   are zapped when the pool runs low (default: a 64 MiB pool, no pressure).
   After the table, a sensitivity table: the speed-up baseline → shahid2018
@@ -55,11 +59,11 @@ ${Object.entries(LINUX_WORK_COSTS).map(([k, v]) => `    guest.${k}=${v}`).join("
 
 interface RunArgs {
   vcpus: number; policies: string[]; jobs: number; accesses: number; seed: number;
-  trace?: string; maxShadowPages?: number; userTime: "measured" | "simulated"; costs: Record<string, number>; work: Record<string, number>; json: boolean; sensitivity: boolean;
+  trace?: string; pcidFlush: "lazy" | "eager"; maxShadowPages?: number; userTime: "measured" | "simulated"; costs: Record<string, number>; work: Record<string, number>; json: boolean; sensitivity: boolean;
 }
 
 function parse(args: string[]): RunArgs {
-  const a: RunArgs = { ...RUN_DEFAULTS, policies: [...RUN_DEFAULTS.policies], userTime: "measured", costs: {}, work: {}, json: false, sensitivity: true };
+  const a: RunArgs = { ...RUN_DEFAULTS, policies: [...RUN_DEFAULTS.policies], pcidFlush: "lazy", userTime: "measured", costs: {}, work: {}, json: false, sensitivity: true };
   const num = intFlag;
   for (let i = 0; i < args.length; i++) {
     const f = args[i]!;
@@ -73,6 +77,12 @@ function parse(args: string[]): RunArgs {
       case "--trace": a.trace = val(); if (!a.trace) throw new UsageError("--trace needs a file"); break;
       case "--json": a.json = true; break;
       case "--no-sensitivity": a.sensitivity = false; break;
+      case "--pcid-flush": {
+        const v = val();
+        if (v !== "lazy" && v !== "eager") throw new UsageError(`--pcid-flush needs lazy or eager${v === undefined ? "" : `, got '${v}'`}`);
+        a.pcidFlush = v;
+        break;
+      }
       case "--max-shadow-pages": a.maxShadowPages = num(flag, val(), 64, 1 << 20); break;
       case "--user-time": {
         const v = val();
@@ -165,6 +175,8 @@ export interface KptiSettings {
   memoryBytes: number;
   /** The lackey trace replayed, if any. */
   trace: string | null;
+  /** The guest's user-PCID flush. */
+  pcidFlush: "lazy" | "eager";
   /** KVM's n_max_mmu_pages, or null for the default pool. */
   maxShadowPages: number | null;
   /** User time between kernel events: a real build's, or the simulated accesses' only. */
@@ -258,7 +270,7 @@ export async function runRun(args: string[]): Promise<number> {
   const costs = withOverrides(DEFAULT_COSTS, a.costs);
   const t0 = performance.now();
   const work = a.work as Partial<LinuxWorkCosts>;
-  const common = { vcpus: a.vcpus, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace, userTime: a.userTime, costs, work, ...(a.maxShadowPages !== undefined ? { maxShadowPages: a.maxShadowPages } : {}) };
+  const common = { vcpus: a.vcpus, jobs: a.jobs, accessesPerProcess: a.accesses, seed: a.seed, trace, userTime: a.userTime, pcidFlush: a.pcidFlush, costs, work, ...(a.maxShadowPages !== undefined ? { maxShadowPages: a.maxShadowPages } : {}) };
   const results = await runKpti({ ...common, policies: a.policies, onProgress: progress(a.policies.length, a.policies) });
   let sensitivity: KptiSensitivityRow[] | undefined;
   if (a.sensitivity) {
@@ -269,7 +281,7 @@ export async function runRun(args: string[]): Promise<number> {
   if (a.json) {
     const settings: KptiSettings = {
       workload: "kpti", vcpus: a.vcpus, policies: a.policies, jobs: a.jobs, accesses: a.accesses, seed: a.seed,
-      memoryBytes: KPTI_MEMORY_BYTES, trace: a.trace ?? null, maxShadowPages: a.maxShadowPages ?? null, userTime: a.userTime, costs, work: { ...LINUX_WORK_COSTS, ...work },
+      memoryBytes: KPTI_MEMORY_BYTES, trace: a.trace ?? null, pcidFlush: a.pcidFlush, maxShadowPages: a.maxShadowPages ?? null, userTime: a.userTime, costs, work: { ...LINUX_WORK_COSTS, ...work },
     };
     const _meta: KptiMeta = { settings, seed: a.seed, core: codeVersion(), wallMs: performance.now() - t0 };
     process.stdout.write(JSON.stringify({ ...results, _meta, ...(sensitivity ? { _sensitivity: sensitivity } : {}) }, null, 2) + "\n");

@@ -32,6 +32,8 @@ export interface KptiRunOptions {
    * a 64 MiB pool, never under pressure in this workload.
    */
   maxShadowPages?: number;
+  /** The guest's user-PCID flush (LinuxOptions.pcidFlush): "lazy" (default) or "eager" (INVPCID type 1 at once, where the policy exposes INVPCID). */
+  pcidFlush?: "lazy" | "eager";
   /** User time between the guest's kernel events: "measured" (default; a real build's) or "simulated" (KernelCompileOptions.userTime). */
   userTime?: "measured" | "simulated";
   /** Guest work cycles overriding LINUX_WORK_COSTS (src/guest/linux.ts). */
@@ -64,7 +66,8 @@ export interface KptiPolicyResult {
   /** Remote-flush requests per target vCPU: waited for (target in guest mode: an IPI, and a kick exit for it) or skipped (target in an exit). */
   flushIpis: { waited: number; skipped: number };
   shadowPages: { allocated: number; zapped: number; live: number; peak: number };
-  roots: { built: number; freed: number; reused: number };
+  /** Roots built, freed, reused (cache or hash), and reused after their PCID was flushed (need-sync, lai2021). */
+  roots: { built: number; freed: number; reused: number; needSyncReused: number };
   guestWalks: number;
   hwWalks: number;
   ptRefs: number;
@@ -99,7 +102,7 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
       ...(opts.maxShadowPages !== undefined ? { poolBytes: opts.maxShadowPages * 4096 } : {}),
     });
     for (const v of vm.vcpus) v.start({ ...X86_BOOT_CONTROL });
-    const guest = new LinuxGuest(vm.vcpus, { ramBytes: memoryBytes, ...(opts.work ? { work: opts.work } : {}) });
+    const guest = new LinuxGuest(vm.vcpus, { ramBytes: memoryBytes, ...(opts.work ? { work: opts.work } : {}), ...(opts.pcidFlush ? { pcidFlush: opts.pcidFlush } : {}) });
     guest.boot();
     const before = vm.vcpus.map((v) => v.cycles);
     const t0 = performance.now();
@@ -132,7 +135,7 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
       flushes: { local: st.localFlushes, remote: st.remoteFlushes, address: st.addrFlushes },
       mmuLockWait: st.mmuLockWait, flushIpis: { waited: st.flushIpis, skipped: st.flushIpisSkipped },
       shadowPages: { allocated: st.spAllocated, zapped: st.spZapped, live: st.spLive, peak: st.spPeak },
-      roots: { built: st.rootsBuilt, freed: st.rootsFreed, reused: st.rootsReused },
+      roots: { built: st.rootsBuilt, freed: st.rootsFreed, reused: st.rootsReused, needSyncReused: st.rootsNeedSyncReused },
       guestWalks: st.guestWalks, hwWalks, ptRefs, tlbHits, accesses,
       guest: {
         processes: r.processes, execs: gs.execs ?? 0, syscalls: gs.syscalls ?? 0,
@@ -158,7 +161,7 @@ export const SEED_RESULTS = {
 /** Hypervisor costs the shadow MMU charges (src/kvm/shadow-mmu.ts, shadow-vcpu.ts): the sensitivity table moves each. */
 export const KPTI_SENSITIVE_COSTS = [
   "vmExit", "remoteFlush", "localFlush", "addrFlush", "syncSpte", "syncVisit", "swWalkLevel", "spAlloc", "spteInstall",
-  "emulate", "zap", "hashLookup", "rootCacheLookup", "hwWalkRef",
+  "emulate", "zap", "hashLookup", "rootReload", "rootCacheLookup", "hwWalkRef",
 ] as const satisfies readonly (keyof CostModel)[];
 
 /** Guest work costs the kernel-compile workload charges (src/guest/linux.ts LINUX_WORK_COSTS): the sensitivity table moves each. */

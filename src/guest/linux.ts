@@ -165,6 +165,14 @@ export const LINUX_WORK_COSTS = Object.freeze({
 export type LinuxWorkCosts = { -readonly [K in keyof typeof LINUX_WORK_COSTS]: number };
 
 export interface LinuxOptions {
+  /**
+   * How a user PCID is flushed (KPTI with PCIDs): "lazy" (default, Linux's
+   * invalidate_user_asid: the flush is deferred to the next return to user,
+   * a CR3 load without NOFLUSH) or "eager" (INVPCID single-context of the
+   * user PCID at once, and the return to user keeps NOFLUSH). Eager needs
+   * INVPCID; without it the flush stays lazy.
+   */
+  pcidFlush?: "lazy" | "eager";
   /** Guest RAM in bytes: a multiple of 2 MiB, at least 64 MiB. */
   ramBytes: bigint | number;
   /** Guest-physical start of RAM (default 0; 2 MiB aligned). */
@@ -221,6 +229,8 @@ export interface LinuxStats {
   flushLocal: number;
   /** invalidate_user_asid: user PCID flush deferred to the next return to user. */
   userFlushDeferred: number;
+  /** invalidate_user_asid done at once by INVPCID type 1 (pcidFlush "eager"). */
+  userFlushEager: number;
   /** Returns to user that flushed the user PCID (no NOFLUSH). */
   userFlushOnExit: number;
   /** choose_new_asid picked a new ASID (recycling one, with a flush). */
@@ -351,6 +361,8 @@ export class LinuxGuest {
   readonly pti: boolean;
   readonly pcid: boolean;
   readonly invpcid: boolean;
+  /** pcidFlush "eager" with INVPCID: a user PCID is flushed by INVPCID type 1 at once. */
+  readonly eagerUserFlush: boolean;
   readonly work: LinuxWorkCosts;
   readonly ramBase: bigint;
   readonly ramBytes: bigint;
@@ -393,6 +405,10 @@ export class LinuxGuest {
     if (opts.work !== undefined) optionsObject(opts.work, "work");
     fnArg(opts.trace, "trace", true);
     this.invpcid = this.pcid && optBoolArg(opts.invpcid, "invpcid", cpus[0]!.hasInvpcid);
+    if (opts.pcidFlush !== undefined && opts.pcidFlush !== "lazy" && opts.pcidFlush !== "eager") {
+      throw new RangeError(`vmmu: pcidFlush must be "lazy" or "eager", got ${show(opts.pcidFlush)}`);
+    }
+    this.eagerUserFlush = opts.pcidFlush === "eager" && this.invpcid;
     this.work = { ...LINUX_WORK_COSTS, ...opts.work };
     this.trace = opts.trace;
     this.directMapGlobal = !this.pti;
@@ -402,7 +418,7 @@ export class LinuxGuest {
     this.frames = new FrameAllocator(Number(this.ramBase >> 12n), Number(this.ramBytes >> 12n));
     this.stats = {
       syscalls: 0, userFaults: 0, kernelFaults: 0, anonFaults: 0, zeroPageMaps: 0, fileFaults: 0, cowFaults: 0, segv: 0,
-      cr3Writes: 0, cr3NoFlush: 0, cr3Entry: 0, cr3Exit: 0, cr3SwitchMm: 0, cr3FlushAll: 0, invlpg: 0, invpcid: 0,
+      cr3Writes: 0, cr3NoFlush: 0, cr3Entry: 0, cr3Exit: 0, cr3SwitchMm: 0, cr3FlushAll: 0, invlpg: 0, invpcid: 0, userFlushEager: 0,
       flushOneUser: 0, flushLocal: 0, userFlushDeferred: 0, userFlushOnExit: 0, asidNew: 0, ipis: 0, lazyToInitMm: 0,
       forks: 0, execs: 0, exits: 0, contextSwitches: 0, interrupts: 0, ptStores: 0, tablePagesAllocated: 0,
       tablePagesFreed: 0, kernelAccesses: 0, pageCacheMisses: 0, wakeups: 0, fpuSaves: 0, fpuRestores: 0,
@@ -684,9 +700,20 @@ export class LinuxGuest {
     check(lc.cpu.invpcid(0, pcid, va), "INVPCID");
   }
 
-  /** invalidate_user_asid: flush this ASID's user PCID at the next return to user. */
+  /**
+   * invalidate_user_asid: flush this ASID's user PCID at the next return to
+   * user; with pcidFlush "eager", now, by INVPCID type 1 (single context).
+   */
   private invalidateUserAsid(lc: LinuxCpu, asid: number): void {
     if (!this.pcid || !this.pti) return;
+    if (this.eagerUserFlush) {
+      const pcid = this.userPcid(asid);
+      this.stats.invpcid++;
+      this.stats.userFlushEager++;
+      this.trace?.({ type: "invpcid", cpu: lc.index, kind: 1, pcid, va: 0n });
+      check(lc.cpu.invpcid(1, pcid), "INVPCID");
+      return;
+    }
     this.stats.userFlushDeferred++;
     lc.userPcidFlushMask |= 1 << this.kernPcid(asid);
   }

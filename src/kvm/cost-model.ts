@@ -50,6 +50,13 @@ export interface CostModel {
   remoteFlush: number;
   /** Finding a root in the shadow-page hash (kvm_mmu_get_page hit). Assumption. */
   hashLookup: number;
+  /**
+   * The slow path of a root not in the root cache, beyond the hash lookup:
+   * kvm_mmu_free_roots, then KVM_REQ_MMU_RELOAD → kvm_mmu_load
+   * (mmu_topup_memory_caches, mmu_lock, mmu_alloc_shadow_roots,
+   * kvm_mmu_load_pgd). No published cycle count found; assumption.
+   */
+  rootReload: number;
   /** Searching the 4-entry root cache (fast_cr3_switch; now mmu.c cached_root_find_and_keep_current). Assumption: tens of cycles. */
   rootCacheLookup: number;
   /** MMU re-initialisation avoided per nested exit: ≈1,000 cycles (Vitaly Kuznetsov, "x86/kvm/nVMX: optimize MMU switch between L1 and L2", kvm@vger.kernel.org, 2018). Used when a root must be rebuilt. */
@@ -80,6 +87,7 @@ export const DEFAULT_COSTS: CostModel = {
   addrFlush: 150,
   remoteFlush: 2500,
   hashLookup: 80,
+  rootReload: 300,
   rootCacheLookup: 40,
   mmuReinit: 1000,
   nativeCr3: 200,

@@ -118,13 +118,15 @@ export interface ShadowStats {
   /** Root references dropped (kvm_mmu_free_roots, one root): the shadow page stays hashed unless it was zapped. */
   rootsFreed: number;
   rootsReused: number;
+  /** Cached roots reused after the guest flushed their PCID (lai2021: kept with need-sync, resynced and flushed on reuse). */
+  rootsNeedSyncReused: number;
 }
 
 function zeroStats(): ShadowStats {
   return {
     spAllocated: 0, spZapped: 0, spLive: 0, spPeak: 0, syncs: 0, spteSynced: 0, syncSpteFlushes: 0, spteInstalled: 0, emulatedWrites: 0,
     unsyncs: 0, remoteFlushes: 0, localFlushes: 0, addrFlushes: 0, guestWalks: 0, guestWalkRefs: 0,
-    rootsBuilt: 0, rootsFreed: 0, rootsReused: 0, flushIpis: 0, flushIpisSkipped: 0, mmuLockWait: 0,
+    rootsBuilt: 0, rootsFreed: 0, rootsReused: 0, rootsNeedSyncReused: 0, flushIpis: 0, flushIpisSkipped: 0, mmuLockWait: 0,
   };
 }
 

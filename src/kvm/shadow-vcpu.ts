@@ -279,7 +279,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   private allocRoot(pgd: bigint): void {
     const gfn = this.nonpaging() ? 0n : (pgd & ADDR) >> 12n;
     const pcid = this.policy.pcidTaggedSps ? this.guestPcid() : -1;
-    this.charge(this.costs.hashLookup);
+    this.charge(this.costs.rootReload + this.costs.hashLookup);
     const { sp, created, flush } = this.mmu.getPage(gfn, this.rootRole(), pcid, this);
     if (flush) this.mmu.flushRemote(this);
     sp.rootCount++;
@@ -700,7 +700,7 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
       if (this.policy.skipSyncOnNoflush) sync = false;
       if (this.policy.skipFlushOnNoflush && this.policy.mapGuestPcids) flush = false;
     }
-    if (slot.needSync) { sync = flush = true; slot.needSync = false; }
+    if (slot.needSync) { sync = flush = true; slot.needSync = false; this.mmu.stats.rootsNeedSyncReused++; }
     if (!noflush && this.policy.prevRoots) this.invalidatePrevRootsOfPcid(pcid);
     const synced = sync ? this.locked(() => this.mmu.syncTree(slot.sp, this)) : 0;
     this.loadHardware();

@@ -49,7 +49,7 @@ describe("vmmu run kpti", () => {
     expect(r.status, r.stderr).toBe(0);
     const { _meta } = JSON.parse(r.stdout);
     expect(_meta.settings).toEqual({
-      workload: "kpti", vcpus: 1, policies: ["baseline"], jobs: 1, accesses: 2000, seed: 7, memoryBytes: KPTI_MEMORY_BYTES, trace: null, maxShadowPages: null, userTime: "measured",
+      workload: "kpti", vcpus: 1, policies: ["baseline"], jobs: 1, accesses: 2000, seed: 7, memoryBytes: KPTI_MEMORY_BYTES, trace: null, pcidFlush: "lazy", maxShadowPages: null, userTime: "measured",
       costs: { ...DEFAULT_COSTS, vmExit: 1700 }, work: { ...LINUX_WORK_COSTS, syscall: 500 },
     });
     expect(_meta.seed).toBe(7);
@@ -103,6 +103,7 @@ describe("vmmu run kpti", () => {
       [["--trace", join(dir, "missing.trace")], /^vmmu: --trace .*missing\.trace: cannot read it \(ENOENT\)$/],
       [["--trace="], /^vmmu: --trace needs a file/],
       [["--user-time", "real"], /^vmmu: --user-time needs measured or simulated, got 'real'$/],
+      [["--pcid-flush", "sometimes"], /^vmmu: --pcid-flush needs lazy or eager, got 'sometimes'$/],
       [["--cost", "guest.entry=x"], /^vmmu: --cost guest\.entry: 'x' is not a number of cycles$/],
     ];
     for (const [args, want] of cases) {

@@ -32,6 +32,20 @@ describe("runKpti", () => {
     expect(res.lai2021!.ratioToBaseline).toBeUndefined();
   });
 
+  it("with an eager user-PCID flush, shahid2018 frees the flushed PCID's cached roots and rebuilds them; lai2021 keeps them and resyncs on reuse", async () => {
+    const opts = { vcpus: 2, jobs: 6, accessesPerProcess: 3000, memoryBytes: 64 << 20, seed: 3 } as const;
+    const eager = await runKpti({ ...opts, policies: ["shahid2018", "lai2021"], pcidFlush: "eager" });
+    const lazy = await runKpti({ ...opts, policies: ["shahid2018", "lai2021"] });
+    // Lazy: the guest never flushes a PCID whose root is cached, so the two policies are one.
+    expect(lazy.lai2021!.cycles).toBe(lazy.shahid2018!.cycles);
+    expect(lazy.lai2021!.roots.needSyncReused).toBe(0);
+    // Eager: INVPCID type 1 of the user PCID while its root sits in prev_roots.
+    expect(eager.shahid2018!.guest.invpcid).toBeGreaterThan(lazy.shahid2018!.guest.invpcid);
+    expect(eager.lai2021!.roots.needSyncReused).toBeGreaterThan(0);
+    expect(eager.shahid2018!.roots.needSyncReused).toBe(0);
+    expect(eager.shahid2018!.roots.freed).toBeGreaterThan(eager.lai2021!.roots.freed);
+  });
+
   it("finishes with a VM exit dearer than the tick period (vmmu run kpti --cost vmExit=600000)", async () => {
     const res = await runKpti({ vcpus: 1, policies: ["baseline"], jobs: 1, accessesPerProcess: 100, costs: { ...DEFAULT_COSTS, vmExit: 600_000 } });
     expect(res.baseline!.cycles).toBeGreaterThan(0);
