@@ -68,6 +68,8 @@ export interface KptiPolicyResult {
   shadowPages: { allocated: number; zapped: number; live: number; peak: number };
   /** Roots built, freed, reused (cache or hash), and reused after their PCID was flushed (need-sync, lai2021). */
   roots: { built: number; freed: number; reused: number; needSyncReused: number };
+  /** User gaps (GuestCpu.runUser) that found their hardware TLB context flushed, and the pages they walked again. */
+  userTlbRefills: { gaps: number; pages: number };
   guestWalks: number;
   hwWalks: number;
   ptRefs: number;
@@ -136,6 +138,9 @@ export async function runKpti(opts: KptiRunOptions): Promise<Record<string, Kpti
       mmuLockWait: st.mmuLockWait, flushIpis: { waited: st.flushIpis, skipped: st.flushIpisSkipped },
       shadowPages: { allocated: st.spAllocated, zapped: st.spZapped, live: st.spLive, peak: st.spPeak },
       roots: { built: st.rootsBuilt, freed: st.rootsFreed, reused: st.rootsReused, needSyncReused: st.rootsNeedSyncReused },
+      userTlbRefills: {
+        gaps: vm.vcpus.reduce((n, v) => n + v.userRefills.gaps, 0), pages: vm.vcpus.reduce((n, v) => n + v.userRefills.pages, 0),
+      },
       guestWalks: st.guestWalks, hwWalks, ptRefs, tlbHits, accesses,
       guest: {
         processes: r.processes, execs: gs.execs ?? 0, syscalls: gs.syscalls ?? 0,

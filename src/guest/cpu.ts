@@ -79,4 +79,12 @@ export interface GuestCpu {
   readonly cycles: number;
   /** Charges `n` cycles of guest work that involves no memory access (instructions, syscall bodies). */
   work(n: number): void;
+  /**
+   * Runs `cycles` of user code, not simulated access by access, that touches
+   * `pages` distinct 4 KiB pages: charges the cycles, and a page walk per page
+   * if the TLB lost the current address space's translations since the last
+   * call for it (a CPU that does not track that charges the cycles only).
+   * Optional: callers fall back to `work`.
+   */
+  runUser?(cycles: number, pages: number): void;
 }

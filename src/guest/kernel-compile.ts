@@ -27,7 +27,7 @@ import {
   LinuxGuest, USER_LAYOUT, type GuestFile, type LinuxCpu, type LinuxOptions, type LinuxStats, type Task, type Vma,
 } from "./linux.js";
 import { traceRegions, type AccessTrace } from "./lackey.js";
-import { userCyclesPerKernelEvent } from "./kernel-compile-measured.js";
+import { pagesTouched, userCyclesPerKernelEvent } from "./kernel-compile-measured.js";
 import { fnArg, intArg, optBoolArg, optionsObject, show } from "../validate.js";
 
 export interface KernelCompileOptions {
@@ -370,12 +370,17 @@ class KernelCompile {
   /** User cycles charged before each kernel event, for cc1 and for the rest (0: userTime "simulated"). */
   private readonly gapCc1: number;
   private readonly gapRest: number;
+  /** Distinct pages touched in those gaps (measured for cc1; the rest read off the same curve). */
+  private readonly pagesCc1: number;
+  private readonly pagesRest: number;
 
   constructor(private readonly g: LinuxGuest, private readonly o: KernelCompileOptions) {
     checkOptions(o);
     const measured = (o.userTime ?? "measured") === "measured";
     this.gapCc1 = measured ? userCyclesPerKernelEvent(true, o.cpuHz ?? 3e9) : 0;
     this.gapRest = measured ? userCyclesPerKernelEvent(false, o.cpuHz ?? 3e9) : 0;
+    this.pagesCc1 = pagesTouched(this.gapCc1, o.cpuHz ?? 3e9);
+    this.pagesRest = pagesTouched(this.gapRest, o.cpuHz ?? 3e9);
     this.cpus = g.cpus;
     this.A = o.accessesPerProcess ?? 200_000;
     this.step = o.stepAccesses ?? 512;
@@ -732,12 +737,19 @@ class KernelCompile {
     g.leave(lc);
   }
 
-  /** The measured user time a process runs before its next kernel event (userTime "measured"), charged as user work. */
+  /**
+   * The measured user time a process runs before its next kernel event
+   * (userTime "measured"), touching the pages a real cc1 touches in that many
+   * instructions (GuestCpu.runUser: a CPU whose TLB lost the address space
+   * meanwhile walks for them again).
+   */
   private userGap(lc: LinuxCpu, p: Proc): void {
     const gap = p.cc1 ? this.gapCc1 : this.gapRest;
     if (gap === 0) return;
-    lc.cpu.work(gap);
-    this.userCycles += gap;
+    const c0 = lc.cpu.cycles;
+    if (lc.cpu.runUser) lc.cpu.runUser(gap, p.cc1 ? this.pagesCc1 : this.pagesRest);
+    else lc.cpu.work(gap);
+    this.userCycles += lc.cpu.cycles - c0;
   }
 
   private arenas(t: Task): [number, number][] {

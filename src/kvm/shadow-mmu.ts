@@ -606,9 +606,7 @@ export class ShadowMmu {
   /** KVM_REQ_TLB_FLUSH on `from` alone: its hardware TLB, charged once until it next enters the guest. */
   flushLocal(from: FlushTarget): void {
     from.flushHardwareAll();
-    if (!from.requestTlbFlush()) return;
-    this.stats.localFlushes++;
-    from.charge(this.costs.localFlush);
+    if (from.requestTlbFlush()) from.charge(this.costs.localFlush);
   }
 
   /**

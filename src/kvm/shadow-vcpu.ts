@@ -240,6 +240,35 @@ export class ShadowVcpu implements GuestCpu, FlushTarget {
   private hwInvpcid(type: number, pcid: number, va?: bigint): void {
     const f = this.hw.invpcid(type, pcid, va);
     if (f) throw new Error(`vmmu: hardware INVPCID ${type} for PCID ${pcid} refused (shadow MMU bug)`);
+    if (type === 1) this.pcidEpoch.set(pcid, (this.pcidEpoch.get(pcid) ?? 0) + 1);
+    else if (type !== 0) this.allEpoch++;
+  }
+
+  /** Hardware flushes of every context, and of each hardware PCID (INVPCID types 2/3 and 1). */
+  private allEpoch = 0;
+  private readonly pcidEpoch = new Map<number, number>();
+  /** The epochs the last runUser saw, per hardware PCID. */
+  private readonly seenAll = new Map<number, number>();
+  private readonly seenPcid = new Map<number, number>();
+  /** runUser calls that found the current context's hardware TLB flushed, and the pages they walked again. */
+  readonly userRefills = { gaps: 0, pages: 0 };
+
+  /**
+   * GuestCpu.runUser: `cycles` of user code touching `pages` pages; if the
+   * hardware context of the current address space (its hardware PCID) was
+   * flushed since the last call for it, each page costs a hardware walk of
+   * the shadow tables (rootLevel references of hwWalkRef).
+   */
+  runUser(cycles: number, pages: number): void {
+    this.work(cycles);
+    const key = this.hwPcid();
+    const all = this.allEpoch, own = this.pcidEpoch.get(key) ?? 0;
+    if (this.seenAll.get(key) === all && this.seenPcid.get(key) === own) return;
+    this.seenAll.set(key, all);
+    this.seenPcid.set(key, own);
+    this.userRefills.gaps++;
+    this.userRefills.pages += pages;
+    this.cycles += pages * this.rootLevel() * this.costs.hwWalkRef;
   }
 
   flushHardwareAll(): void {

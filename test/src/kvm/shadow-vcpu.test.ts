@@ -202,6 +202,27 @@ describe("CR3 loads and the root cache", () => {
   });
 });
 
+describe("user time not simulated access by access (GuestCpu.runUser)", () => {
+  for (const [policy, refills] of [["baseline", true], ["shahid2018", false]] as const) {
+    it(`${policy}: after a NOFLUSH CR3 round trip the user's TLB context is ${refills ? "gone (every CR3 load flushes the hardware TLB): its pages are walked for again" : "intact (guest PCIDs in hardware): no walk"}`, async () => {
+      const w = await world(policy);
+      const { cpu } = w;
+      const walk = 4 * w.vm.mmu.costs.hwWalkRef;
+      let c = cpu.cycles;
+      cpu.runUser(1000, 10);
+      expect(cpu.cycles - c).toBe(1000 + 10 * walk);
+      c = cpu.cycles;
+      cpu.runUser(1000, 10);
+      expect(cpu.cycles - c).toBe(1000);
+      cr3(cpu, w.a.root | 1n | CR3_NOFLUSH);
+      c = cpu.cycles;
+      cpu.runUser(1000, 10);
+      expect(cpu.cycles - c).toBe(refills ? 1000 + 10 * walk : 1000);
+      expect(cpu.userRefills).toEqual({ gaps: refills ? 2 : 1, pages: refills ? 20 : 10 });
+    });
+  }
+});
+
 describe("resync flushes as v4.16 sync_page did", () => {
   // Ten user pages in one guest leaf table, all accessed (the hardware set A in
   // their SPTEs); the guest then remaps the tenth (the table goes unsync) and
